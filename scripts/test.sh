@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Install what the tests need and run the whole suite: on SQLite, then on PostgreSQL.
+# Under CI=true PostgreSQL and Chromium are required (installed/started here); outside CI,
+# tests that need a missing one skip with a one-line reason.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+CI=${CI:-}
+in_ci() { [[ "${CI,,}" == "true" || "$CI" == "1" ]]; }
+
+if [[ ! -x "$VENV/bin/python" ]]; then
+  python3 -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
+"$VENV/bin/python" -m pip install -q -e '.[test]'
+
+if in_ci; then
+  if ! command -v chromium >/dev/null 2>&1; then
+    echo "installing Debian's chromium for the browser tests"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+      || { echo "could not install chromium"; exit 1; }
+  fi
+  if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+    echo "starting PostgreSQL"
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
+    for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+  fi
+fi
+
+export TALLY_TESTING=1
+PG_URL=${TALLY_TEST_POSTGRES_URL:-postgresql://postgres@127.0.0.1:5432/postgres}
+status=0
+
+echo "== SQLite =="
+TALLY_DATABASE_URL="sqlite:///$(pwd)/.test-db.sqlite3" "$VENV/bin/python" -m pytest "$@" || status=$?
+
+if in_ci || pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+  echo "== PostgreSQL =="
+  TALLY_DATABASE_URL="$PG_URL" "$VENV/bin/python" -m pytest "$@" || status=$?
+else
+  echo "SKIPPED PostgreSQL run: no server answers at 127.0.0.1:5432"
+fi
+exit $status

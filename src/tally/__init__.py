@@ -1,0 +1,1 @@
+"""Tally: the package-and-billing core of a clinic practice-management system."""

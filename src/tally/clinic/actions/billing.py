@@ -1,0 +1,231 @@
+"""Invoices, lines, payments and voids (SPEC.md rules 1, 2, 7, 11)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+from django.db.models import Prefetch
+
+from ..audit import record, snapshot
+from ..errors import Conflict, Invalid, NotFound
+from ..locking import lock_invoice, lock_patient_packages
+from ..models import Appointment, Invoice, InvoiceLine, Patient, PatientPackage, Payment, Service, Staff
+from ..models.billing import ZERO, LineKind
+from ..models.scheduling import Tombstone, TombstoneKind
+from ..rules import end_of_day, last_valid_day
+from .common import DESK, clinic_action, clinic_tz, local_date, money, now, require_role, require_text
+from .coverage import charge_service, cover_line, uncover_line
+
+
+def load_invoice(invoice_id: int) -> Invoice:
+    """An invoice with its lines and payments, for totals and rendering."""
+    return (
+        Invoice.objects.select_related("patient")
+        .prefetch_related(Prefetch("lines", queryset=InvoiceLine.objects.order_by("id")), "payments")
+        .get(pk=invoice_id)
+    )
+
+
+def check_line_target(patient: Patient, service: Service, appointment: Appointment | None) -> None:
+    if not service.active:
+        raise Invalid(f"{service.name} is no longer offered.", fields={"service_id": "inactive service"})
+    if appointment is not None and appointment.patient_id != patient.pk:
+        raise Invalid("That appointment belongs to another patient.", fields={"appointment_id": "another patient's"})
+
+
+@clinic_action
+def do_create_invoice(
+    *,
+    acting_user: Staff,
+    patient: Patient,
+    lines: list[tuple[Service, Appointment | None]],
+    issued_at: dt.datetime | None = None,
+) -> Invoice:
+    """A manual invoice; each service line runs rules 1-6 (rule 2: charging a visit uses a session)."""
+    require_role(acting_user, *DESK, doing="create invoices")
+    for service, appointment in lines:
+        check_line_target(patient, service, appointment)
+    lock_patient_packages(patient.pk)
+    invoice = Invoice.objects.create(patient=patient, issued_at=issued_at or now(), created_by=acting_user)
+    for service, appointment in lines:
+        charge_service(invoice, service, by=acting_user, appointment=appointment)
+    invoice = load_invoice(invoice.pk)
+    record("invoice.create", actor=acting_user, obj=invoice, patient_id=patient.pk,
+           after={"number": invoice.number, "lines": [ln.pk for ln in invoice.lines.all()]})
+    return invoice
+
+
+@clinic_action
+def do_add_line(
+    *, acting_user: Staff, invoice: Invoice, service: Service, appointment: Appointment | None = None
+) -> InvoiceLine:
+    """Charge a service on an invoice; rules 1-6 decide whether a package covers it."""
+    require_role(acting_user, *DESK, doing="edit invoices")
+    invoice = lock_invoice(invoice.pk)
+    if invoice.voided_at is not None:
+        raise Conflict(f"Invoice {invoice.number} is void; lines cannot be added.")
+    check_line_target(invoice.patient, service, appointment)
+    lock_patient_packages(invoice.patient_id)
+    line = charge_service(invoice, service, by=acting_user, appointment=appointment)
+    record("invoice.add_line", actor=acting_user, obj=line, patient_id=invoice.patient_id, after=snapshot(line))
+    return line
+
+
+def remove_line(line: InvoiceLine, *, by: Staff | None, reason: str) -> Tombstone:
+    """Rule 7: a covered line gives its session back; the line leaves a tombstone."""
+    uncover_line(line, by=by, reason=reason or "line removed")
+    line.removed_at = now()
+    line.removal_reason = reason
+    line.save(update_fields=["removed_at", "removal_reason"])
+    return Tombstone.objects.create(
+        kind=TombstoneKind.INVOICE_LINE,
+        patient_id=line.invoice.patient_id,
+        invoice_line=line,
+        content=snapshot(line) | {"invoice_number": line.invoice.number},
+        removed_at=line.removed_at,
+        removed_by=by,
+        reason=reason,
+    )
+
+
+@clinic_action
+def do_remove_line(*, acting_user: Staff, invoice: Invoice, line_id: int, reason: str = "") -> None:
+    require_role(acting_user, *DESK, doing="edit invoices")
+    invoice = lock_invoice(invoice.pk)
+    line = InvoiceLine.objects.filter(pk=line_id, invoice=invoice, removed_at__isnull=True).first()
+    if line is None:
+        raise NotFound("No such line on this invoice.")
+    if invoice.voided_at is not None:
+        raise Conflict(f"Invoice {invoice.number} is void; its lines cannot change.")
+    if line.kind in (LineKind.PACKAGE_SALE, LineKind.PACKAGE_REFUND):
+        raise Conflict("A package sale cannot be removed line by line: void the invoice or cancel the package.")
+    lock_patient_packages(invoice.patient_id)
+    before = snapshot(line)
+    line.invoice = invoice
+    remove_line(line, by=acting_user, reason=(reason or "").strip())
+    record("invoice.remove_line", actor=acting_user, obj=line, patient_id=invoice.patient_id, before=before,
+           after=snapshot(line))
+
+
+def activate_paid_packages(invoice: Invoice, *, paid_at: dt.datetime, by: Staff | None) -> list[PatientPackage]:
+    """Rule 1: the payment that completes a sale activates its package; rule 5: a ticked
+    first session is used by that payment."""
+    invoice = load_invoice(invoice.pk)
+    if invoice.balance > ZERO:
+        return []
+    tz = clinic_tz()
+    activated = []
+    pending = PatientPackage.objects.filter(
+        sale_invoice=invoice, activated_at__isnull=True, cancelled_at__isnull=True
+    )
+    for package in pending:
+        package.activated_at = paid_at
+        day = last_valid_day(local_date(paid_at, tz), package.valid_days)
+        package.expires_at = end_of_day(day, tz) if day else None
+        package.save(update_fields=["activated_at", "expires_at"])
+        if package.use_first_session:
+            line = InvoiceLine.objects.filter(
+                patient_package=package, kind=LineKind.FIRST_SESSION, removed_at__isnull=True, covered_by__isnull=True
+            ).first()
+            if line is not None:
+                cover_line(line, package, by=by, reason="first session, used at the sale")
+                line.save(update_fields=["covered_by", "session_number", "amount", "not_covered_reason"])
+        activated.append(package)
+    return activated
+
+
+@clinic_action
+def do_record_payment(
+    *,
+    acting_user: Staff,
+    invoice: Invoice,
+    amount: Decimal | str,
+    method: str,
+    received_at: dt.datetime | None = None,
+    reason: str = "",
+) -> Payment:
+    """A payment, or a refund (negative, with a reason). Paying more than the balance is refused."""
+    require_role(acting_user, *DESK, doing="record payments")
+    amount = money(amount)
+    method = require_text(method, "method", "payment method")
+    invoice = lock_invoice(invoice.pk)
+    if invoice.voided_at is not None:
+        raise Conflict(f"Invoice {invoice.number} is void; it takes no payments.")
+    lock_patient_packages(invoice.patient_id)
+    current = load_invoice(invoice.pk)
+    if amount == ZERO:
+        raise Invalid("A payment needs an amount.", fields={"amount": "must not be 0"})
+    if amount > ZERO and amount > current.balance:
+        raise Invalid(
+            f"{amount} is more than the balance of {current.balance} on {current.number}.",
+            fields={"amount": f"must be at most the balance, {current.balance}"},
+        )
+    if amount < ZERO:
+        reason = require_text(reason, "reason", "reason for the refund")
+        if -amount > current.paid:
+            raise Invalid(
+                f"A refund of {-amount} is more than the {current.paid} paid on {current.number}.",
+                fields={"amount": f"a refund may be at most {current.paid}"},
+            )
+    payment = Payment.objects.create(
+        invoice=invoice,
+        amount=amount,
+        method=method,
+        received_at=received_at or now(),
+        reason=(reason or "").strip(),
+        created_by=acting_user,
+    )
+    if amount > ZERO:
+        activate_paid_packages(invoice, paid_at=payment.received_at, by=acting_user)
+    record("invoice.payment", actor=acting_user, obj=payment, patient_id=invoice.patient_id, after=snapshot(payment))
+    return payment
+
+
+@clinic_action
+def do_void_invoice(*, acting_user: Staff, invoice: Invoice, reason: str) -> Invoice:
+    """Voiding gives back every session its lines used (rule 7). A package sale can be voided
+    only while nothing is paid and no session is used (rule 11)."""
+    require_role(acting_user, *DESK, doing="void invoices")
+    reason = require_text(reason, "reason", "reason for voiding")
+    invoice = lock_invoice(invoice.pk)
+    if invoice.voided_at is not None:
+        raise Conflict(f"Invoice {invoice.number} is already void.")
+    lock_patient_packages(invoice.patient_id)
+    current = load_invoice(invoice.pk)
+    sold = list(PatientPackage.objects.filter(sale_invoice=invoice))
+    if current.paid != ZERO:
+        if sold:
+            raise Conflict("This package sale has payments: cancel the package (with a refund) instead of voiding.")
+        raise Conflict(f"{current.number} has {current.paid} paid: refund it before voiding.")
+    for package in sold:
+        if package.sessions_used > 0:
+            raise Conflict(f"{package.name} has sessions used: cancel the package instead of voiding its sale.")
+    before = {"status": current.status}
+    for line in current.lines.all():
+        if line.removed_at is None:
+            uncover_line(line, by=acting_user, reason=f"invoice {current.number} voided")
+    stamp = now()
+    for package in sold:
+        if package.cancelled_at is None:
+            package.cancelled_at = stamp
+            package.cancel_reason = f"sale invoice {current.number} voided: {reason}"
+            package.save(update_fields=["cancelled_at", "cancel_reason"])
+    invoice.voided_at = stamp
+    invoice.void_reason = reason
+    invoice.save(update_fields=["voided_at", "void_reason"])
+    record("invoice.void", actor=acting_user, obj=invoice, patient_id=invoice.patient_id, before=before,
+           after={"status": "void", "reason": reason})
+    return load_invoice(invoice.pk)
+
+
+__all__ = [
+    "activate_paid_packages",
+    "do_add_line",
+    "do_create_invoice",
+    "do_record_payment",
+    "do_remove_line",
+    "do_void_invoice",
+    "load_invoice",
+    "remove_line",
+]

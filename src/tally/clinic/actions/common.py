@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from collections.abc import Callable
+from decimal import Decimal
+from typing import ParamSpec, TypeVar
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from ..errors import Forbidden, Invalid
+from ..locking import set_lock_timeout
+from ..models import ClinicSettings, Staff
+from ..models.staff import Role
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+CENT = Decimal("0.01")
+
+
+def clinic_action(func: Callable[P, R]) -> Callable[P, R]:
+    """Run an action in one transaction (a savepoint when a front end already opened one,
+    so that an idempotency record commits or rolls back with the action)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        outermost = not connection.in_atomic_block
+        with transaction.atomic():
+            if outermost:
+                set_lock_timeout()
+            return func(*args, **kwargs)
+
+    return wrapper
+
+
+def require_role(user: Staff | None, *roles: str, doing: str) -> Staff:
+    if user is None or not user.is_active:
+        raise Forbidden(f"You must be signed in to {doing}.")
+    if user.role not in roles:
+        allowed = " or ".join(Role(r).label.lower() for r in roles)
+        raise Forbidden(f"Only {allowed} staff may {doing}.")
+    return user
+
+
+DESK = (Role.OWNER, Role.FRONT_DESK)
+OWNER = (Role.OWNER,)
+ANY_STAFF = (Role.OWNER, Role.FRONT_DESK, Role.PRACTITIONER)
+
+
+def money(value: Decimal | str | int, field: str = "amount") -> Decimal:
+    try:
+        amount = Decimal(str(value))
+    except Exception:
+        raise Invalid(f"{field} must be a decimal amount.", fields={field: "not a number"}) from None
+    if not amount.is_finite() or amount != amount.quantize(CENT):
+        raise Invalid(f"{field} must have at most two decimal places.", fields={field: "at most 2 decimal places"})
+    if abs(amount) >= Decimal("100000000"):
+        raise Invalid(f"{field} is too large.", fields={field: "too large"})
+    return amount.quantize(CENT)
+
+
+def clinic_tz() -> dt.tzinfo:
+    return ClinicSettings.load().tz
+
+
+def local_date(moment: dt.datetime, tz: dt.tzinfo | None = None) -> dt.date:
+    return moment.astimezone(tz or clinic_tz()).date()
+
+
+def now() -> dt.datetime:
+    return timezone.now()
+
+
+def require_text(value: str | None, field: str, what: str) -> str:
+    text = (value or "").strip()
+    if not text:
+        raise Invalid(f"A {what} is required.", fields={field: "required"})
+    return text

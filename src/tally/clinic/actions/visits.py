@@ -1,0 +1,207 @@
+"""Booking, check-in, undo, cancel, no-show and permanent deletion (SPEC.md rules 2, 7, 8, 13)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from ..audit import record, snapshot
+from ..errors import Conflict, Forbidden, Invalid
+from ..ledger import use_session
+from ..locking import lock_appointment, lock_invoice, lock_patient_packages
+from ..models import Appointment, ClinicSettings, Invoice, InvoiceLine, Patient, PackageLedgerEntry, Service, Staff
+from ..models.billing import LineKind
+from ..models.ledger import EntryKind
+from ..models.scheduling import AppointmentStatus, Tombstone, TombstoneKind
+from ..models.staff import Role
+from .billing import check_line_target, load_invoice, remove_line
+from .common import ANY_STAFF, DESK, OWNER, clinic_action, local_date, now, require_role, require_text
+from .coverage import charge_service, decide_for
+
+
+def check_practitioner_owns(user: Staff, appointment: Appointment, doing: str) -> None:
+    if user.role == Role.PRACTITIONER and appointment.practitioner_id != user.pk:
+        raise Forbidden(f"Practitioners may {doing} only their own appointments.")
+
+
+@clinic_action
+def do_book(
+    *,
+    acting_user: Staff,
+    patient: Patient,
+    service: Service,
+    starts_at: dt.datetime,
+    duration_minutes: int | None = None,
+    practitioner: Staff | None = None,
+) -> Appointment:
+    """Book a visit. Booking alone deducts nothing (rule 2)."""
+    require_role(acting_user, *DESK, doing="book appointments")
+    if patient.archived_at is not None:
+        raise Conflict(f"{patient.full_name} is archived.")
+    if not service.active:
+        raise Invalid(f"{service.name} is no longer offered.", fields={"service_id": "inactive service"})
+    minutes = duration_minutes if duration_minutes is not None else service.duration_minutes
+    if minutes <= 0 or minutes > 24 * 60:
+        raise Invalid("A visit lasts between 1 minute and 24 hours.", fields={"duration_minutes": "1 to 1440"})
+    if practitioner is not None and (not practitioner.is_active or practitioner.role == Role.FRONT_DESK):
+        raise Invalid("That staff member does not see patients.", fields={"practitioner_id": "not a practitioner"})
+    appointment = Appointment.objects.create(
+        patient=patient,
+        service=service,
+        practitioner=practitioner,
+        starts_at=starts_at,
+        ends_at=starts_at + dt.timedelta(minutes=minutes),
+    )
+    record("appointment.book", actor=acting_user, obj=appointment, patient_id=patient.pk, after=snapshot(appointment))
+    return appointment
+
+
+@clinic_action
+def do_check_in(
+    *,
+    acting_user: Staff,
+    appointment: Appointment,
+    service: Service | None = None,
+    no_charges: bool = False,
+    invoice: Invoice | None = None,
+) -> tuple[Appointment, Invoice | None, InvoiceLine | None]:
+    """Check a visit in and charge it (rule 2) on a new invoice dated at its start, or on
+    `invoice`; rules 1-6 decide coverage. No Charges charges nothing and uses nothing."""
+    require_role(acting_user, *ANY_STAFF, doing="check in visits")
+    appointment = lock_appointment(appointment.pk)
+    check_practitioner_owns(acting_user, appointment, "check in")
+    if appointment.status != AppointmentStatus.BOOKED:
+        raise Conflict(f"This appointment is {appointment.status.replace('_', ' ')}, not booked; it cannot be checked in.")
+    if no_charges and (service is not None or invoice is not None):
+        raise Invalid("No Charges charges nothing: leave out service_id and invoice_id.", fields={"no_charges": "conflicts with a charge"})
+    before = snapshot(appointment)
+    appointment.status = AppointmentStatus.ATTENDED
+    appointment.no_charges = bool(no_charges)
+    appointment.checked_in_at = now()
+    appointment.save(update_fields=["status", "no_charges", "checked_in_at"])
+    line = None
+    if not no_charges:
+        service = service or appointment.service
+        if invoice is not None:
+            invoice = lock_invoice(invoice.pk)
+            if invoice.patient_id != appointment.patient_id:
+                raise Invalid("That invoice belongs to another patient.", fields={"invoice_id": "another patient's"})
+            if invoice.voided_at is not None:
+                raise Conflict(f"Invoice {invoice.number} is void.")
+        check_line_target(appointment.patient, service, appointment)
+        lock_patient_packages(appointment.patient_id)
+        if invoice is None:
+            invoice = Invoice.objects.create(
+                patient_id=appointment.patient_id, issued_at=appointment.starts_at, created_by=acting_user
+            )
+        line = charge_service(invoice, service, by=acting_user, appointment=appointment)
+    record("appointment.check_in", actor=acting_user, obj=appointment, patient_id=appointment.patient_id,
+           before=before, after=snapshot(appointment) | {"line_id": line.pk if line else None})
+    return appointment, (load_invoice(invoice.pk) if invoice is not None else None), line
+
+
+@clinic_action
+def do_undo_check_in(*, acting_user: Staff, appointment: Appointment) -> Appointment:
+    """Back to booked: the visit's charge is removed and a covered one reversed (rule 7);
+    an invoice left with no lines and no payments is voided."""
+    require_role(acting_user, *ANY_STAFF, doing="undo check-ins")
+    appointment = lock_appointment(appointment.pk)
+    check_practitioner_owns(acting_user, appointment, "undo the check-in of")
+    if appointment.status != AppointmentStatus.ATTENDED:
+        raise Conflict("This appointment is not checked in.")
+    lines = list(
+        InvoiceLine.objects.select_related("invoice")
+        .filter(appointment=appointment, kind=LineKind.SERVICE, removed_at__isnull=True, invoice__voided_at__isnull=True)
+        .order_by("pk")
+    )
+    for invoice_id in sorted({ln.invoice_id for ln in lines}):
+        lock_invoice(invoice_id)
+    lock_patient_packages(appointment.patient_id)
+    before = snapshot(appointment)
+    for line in lines:
+        remove_line(line, by=acting_user, reason="check-in undone")
+    for invoice_id in sorted({ln.invoice_id for ln in lines}):
+        invoice = load_invoice(invoice_id)
+        if not invoice.live_lines() and not invoice.payments.all():
+            invoice.voided_at = now()
+            invoice.void_reason = "check-in undone; nothing left on the invoice"
+            invoice.save(update_fields=["voided_at", "void_reason"])
+    appointment.status = AppointmentStatus.BOOKED
+    appointment.no_charges = False
+    appointment.checked_in_at = None
+    appointment.save(update_fields=["status", "no_charges", "checked_in_at"])
+    record("appointment.undo_check_in", actor=acting_user, obj=appointment, patient_id=appointment.patient_id,
+           before=before, after=snapshot(appointment))
+    return appointment
+
+
+@clinic_action
+def do_cancel_appointment(*, acting_user: Staff, appointment: Appointment, reason: str = "") -> Appointment:
+    """Cancelling keeps the appointment (rule 8) and uses nothing."""
+    require_role(acting_user, *DESK, doing="cancel appointments")
+    appointment = lock_appointment(appointment.pk)
+    if appointment.status != AppointmentStatus.BOOKED:
+        raise Conflict(f"Only a booked appointment can be cancelled; this one is {appointment.status.replace('_', ' ')}.")
+    before = snapshot(appointment)
+    appointment.status = AppointmentStatus.CANCELLED
+    appointment.status_reason = (reason or "").strip()
+    appointment.save(update_fields=["status", "status_reason"])
+    record("appointment.cancel", actor=acting_user, obj=appointment, patient_id=appointment.patient_id,
+           before=before, after=snapshot(appointment))
+    return appointment
+
+
+@clinic_action
+def do_mark_no_show(*, acting_user: Staff, appointment: Appointment, reason: str = "") -> Appointment:
+    """A no-show uses nothing, unless the clinic's no-show policy says it uses a session
+    (rule 13); then rules 1-6 pick the package and the entry says why."""
+    require_role(acting_user, *ANY_STAFF, doing="mark no-shows")
+    appointment = lock_appointment(appointment.pk)
+    check_practitioner_owns(acting_user, appointment, "mark no-shows for")
+    if appointment.status != AppointmentStatus.BOOKED:
+        raise Conflict(f"Only a booked appointment can be a no-show; this one is {appointment.status.replace('_', ' ')}.")
+    before = snapshot(appointment)
+    appointment.status = AppointmentStatus.NO_SHOW
+    appointment.status_reason = (reason or "").strip()
+    appointment.save(update_fields=["status", "status_reason"])
+    settings = ClinicSettings.load()
+    entry = None
+    if settings.no_show_uses_session:
+        tz = settings.tz
+        decision, packages = decide_for(appointment.patient_id, appointment.service_id,
+                                        local_date(appointment.starts_at, tz), tz)
+        if decision.covered_by is not None:
+            entry = use_session(packages[decision.covered_by], by=acting_user, appointment_id=appointment.pk,
+                                reason="no-show: the clinic's no-show policy uses a session")
+    record("appointment.no_show", actor=acting_user, obj=appointment, patient_id=appointment.patient_id,
+           before=before, after=snapshot(appointment) | {"ledger_entry_id": entry.pk if entry else None})
+    return appointment
+
+
+@clinic_action
+def do_delete_appointment(*, acting_user: Staff, appointment: Appointment, reason: str) -> Tombstone:
+    """Rule 8: owner only, reason required; leaves a tombstone and reverses nothing silently,
+    so a visit with a covered charge is refused until the charge is removed or voided."""
+    require_role(acting_user, *OWNER, doing="permanently delete appointments")
+    reason = require_text(reason, "reason", "reason for deleting")
+    appointment = lock_appointment(appointment.pk)
+    lock_patient_packages(appointment.patient_id)
+    live_uses = PackageLedgerEntry.objects.filter(
+        appointment=appointment, kind=EntryKind.USE, reversed_by__isnull=True
+    ).exists()
+    if live_uses:
+        raise Conflict("This visit used a package session: remove or void its charge first, then delete it.")
+    before = snapshot(appointment)
+    appointment.deleted_at = now()
+    appointment.save(update_fields=["deleted_at"])
+    tombstone = Tombstone.objects.create(
+        kind=TombstoneKind.APPOINTMENT,
+        patient_id=appointment.patient_id,
+        appointment=appointment,
+        content=before | {"service_name": appointment.service.name},
+        removed_at=appointment.deleted_at,
+        removed_by=acting_user,
+        reason=reason,
+    )
+    record("appointment.delete", actor=acting_user, obj=appointment, patient_id=appointment.patient_id,
+           before=before, after={"tombstone_id": tombstone.pk, "reason": reason})
+    return tombstone

@@ -1,0 +1,170 @@
+"""The session ledger: the only code that writes entries or moves a package's count.
+
+Every change of a count is one appended entry; the cached `sessions_used` on the
+package moves in the same statement block, inside the caller's transaction, with
+the package row already locked by the caller (see `locking.py`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from django.db import connection
+from django.db.models import F
+from django.utils import timezone
+
+from .errors import Conflict, Invalid
+from .models import InvoiceLine, PackageLedgerEntry, PatientPackage, Staff
+from .models.ledger import EntryKind
+
+
+def post_entry(
+    package: PatientPackage,
+    *,
+    kind: str,
+    change: int,
+    by: Staff | None,
+    reason: str = "",
+    invoice_line: InvoiceLine | None = None,
+    appointment_id: int | None = None,
+    reverses: PackageLedgerEntry | None = None,
+    at: dt.datetime | None = None,
+) -> PackageLedgerEntry:
+    """Append one entry and move the package's cached count with it.
+
+    `change` is the effect on sessions_remaining. Refuses to leave 0 <= used <= total.
+    """
+    if not connection.in_atomic_block:
+        raise RuntimeError("post_entry() must run inside a transaction")
+    if kind not in EntryKind.values:
+        raise ValueError(f"unknown ledger entry kind {kind!r}")
+    # Read the count inside the same transaction that writes it.
+    current = PatientPackage.objects.values("sessions_used", "ledger_seq", "sessions_total").get(pk=package.pk)
+    used_after = current["sessions_used"] - change
+    if not 0 <= used_after <= current["sessions_total"]:
+        raise Invalid(
+            f"That would leave {used_after} of {current['sessions_total']} sessions used; "
+            "a count stays between 0 and the package's total.",
+            fields={"change": "out of range"},
+        )
+    seq = current["ledger_seq"] + 1
+    entry = PackageLedgerEntry.objects.create(
+        patient_package_id=package.pk,
+        seq=seq,
+        kind=kind,
+        change=change,
+        used_after=used_after,
+        sessions_total=current["sessions_total"],
+        at=at or timezone.now(),
+        invoice_line=invoice_line,
+        appointment_id=appointment_id if appointment_id is not None else getattr(invoice_line, "appointment_id", None),
+        reverses=reverses,
+        reason=reason,
+        by=by,
+    )
+    updated = PatientPackage.objects.filter(pk=package.pk, ledger_seq=seq - 1).update(
+        sessions_used=F("sessions_used") - change, ledger_seq=seq
+    )
+    if updated != 1:  # someone moved the count without holding the lock: never expected
+        raise Conflict("The package changed while this was being saved; please try again.")
+    package.sessions_used = used_after
+    package.ledger_seq = seq
+    return entry
+
+
+def use_session(package: PatientPackage, *, by: Staff | None, invoice_line: InvoiceLine | None = None,
+                appointment_id: int | None = None, reason: str = "", at: dt.datetime | None = None) -> PackageLedgerEntry:
+    return post_entry(package, kind=EntryKind.USE, change=-1, by=by, reason=reason,
+                      invoice_line=invoice_line, appointment_id=appointment_id, at=at)
+
+
+def live_use_for_line(line: InvoiceLine) -> PackageLedgerEntry | None:
+    return (
+        PackageLedgerEntry.objects.filter(invoice_line=line, kind=EntryKind.USE, reversed_by__isnull=True)
+        .order_by("-id")
+        .first()
+    )
+
+
+def reverse_entry(entry: PackageLedgerEntry, *, by: Staff | None, reason: str,
+                  at: dt.datetime | None = None) -> PackageLedgerEntry:
+    """Undo one `use`: the session comes back (rule 7)."""
+    package = PatientPackage.objects.get(pk=entry.patient_package_id)
+    return post_entry(
+        package,
+        kind=EntryKind.REVERSAL,
+        change=1,
+        by=by,
+        reason=reason,
+        invoice_line=entry.invoice_line,
+        appointment_id=entry.appointment_id,
+        reverses=entry,
+        at=at,
+    )
+
+
+# --- verify: re-derive every package from its entries (beancount's balance assertions) ---
+
+
+@dataclass(frozen=True)
+class LedgerProblem:
+    patient_package_id: int
+    message: str
+
+
+def replay(entries: list[PackageLedgerEntry], sessions_total: int) -> tuple[int, list[str]]:
+    """Replay entries in seq order; return the derived used count and what is wrong."""
+    problems: list[str] = []
+    used = 0
+    reversed_ids: set[int] = set()
+    by_id = {e.pk: e for e in entries}
+    for expected_seq, entry in enumerate(entries, start=1):
+        if entry.seq != expected_seq:
+            problems.append(f"entry {entry.pk} has seq {entry.seq}, expected {expected_seq}")
+        used -= entry.change
+        if entry.used_after != used:
+            problems.append(f"entry {entry.pk} says {entry.used_after} used after it, replay gives {used}")
+        if not 0 <= used <= sessions_total:
+            problems.append(f"after entry {entry.pk} the count is {used} of {sessions_total}")
+        if entry.kind == EntryKind.REVERSAL:
+            target = by_id.get(entry.reverses_id or -1)
+            if target is None or target.kind != EntryKind.USE:
+                problems.append(f"reversal {entry.pk} does not point at a use of this package")
+            elif target.pk in reversed_ids:
+                problems.append(f"use {target.pk} is reversed twice")
+            else:
+                reversed_ids.add(target.pk)
+    return used, problems
+
+
+def verify(package_ids: list[int] | None = None) -> list[LedgerProblem]:
+    """Every package whose cached count or entries do not replay cleanly, with why."""
+    packages = PatientPackage.objects.all()
+    if package_ids is not None:
+        packages = packages.filter(pk__in=package_ids)
+    entries_by_package: dict[int, list[PackageLedgerEntry]] = {}
+    entry_qs = PackageLedgerEntry.objects.order_by("patient_package_id", "seq")
+    if package_ids is not None:
+        entry_qs = entry_qs.filter(patient_package_id__in=package_ids)
+    for entry in entry_qs.iterator(chunk_size=5000):
+        entries_by_package.setdefault(entry.patient_package_id, []).append(entry)
+    problems: list[LedgerProblem] = []
+    for pp in packages.only("id", "sessions_used", "sessions_total", "ledger_seq").iterator(chunk_size=2000):
+        entries = entries_by_package.get(pp.pk, [])
+        used, found = replay(entries, pp.sessions_total)
+        if used != pp.sessions_used:
+            found.append(f"cached count says {pp.sessions_used} used, the ledger gives {used}")
+        if len(entries) != pp.ledger_seq:
+            found.append(f"package says {pp.ledger_seq} entries, the ledger has {len(entries)}")
+        problems.extend(LedgerProblem(pp.pk, message) for message in found)
+    # At most one live use per invoice line, across packages.
+    live_uses: dict[int, int] = {}
+    reversed_ids = {e.reverses_id for es in entries_by_package.values() for e in es if e.reverses_id}
+    for es in entries_by_package.values():
+        for e in es:
+            if e.kind == EntryKind.USE and e.invoice_line_id and e.pk not in reversed_ids:
+                if e.invoice_line_id in live_uses:
+                    problems.append(LedgerProblem(e.patient_package_id, f"invoice line {e.invoice_line_id} has two live uses"))
+                live_uses[e.invoice_line_id] = e.pk
+    return problems

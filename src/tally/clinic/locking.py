@@ -1,0 +1,74 @@
+"""Row locks for actions: taken once per transaction, always in this order.
+
+    appointment -> invoice -> the patient's packages (by id)
+
+PostgreSQL takes real row locks with a lock timeout that becomes a 409; SQLite
+serialises writers already (transaction_mode IMMEDIATE + busy timeout), so the
+same calls are plain reads there. Every read that a decision depends on happens
+after the lock, inside the same transaction as the write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from django.conf import settings
+from django.db import OperationalError, connection
+from django.db.models import QuerySet
+
+from .errors import Conflict, NotFound
+from .models import Appointment, Invoice, PatientPackage
+
+
+def _for_update(qs: QuerySet) -> QuerySet:
+    if connection.vendor == "postgresql":
+        return qs.select_for_update(no_key=True)
+    return qs
+
+
+def set_lock_timeout() -> None:
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL lock_timeout = %s", [f"{settings.TALLY_LOCK_TIMEOUT_MS}ms"])
+
+
+@contextmanager
+def lock_errors() -> Iterator[None]:
+    try:
+        yield
+    except OperationalError as exc:
+        if "lock timeout" in str(exc).lower() or "could not obtain lock" in str(exc).lower():
+            raise Conflict("Someone else is changing this record; please try again.") from exc
+        raise
+
+
+def lock_appointment(appointment_id: int) -> Appointment:
+    with lock_errors():
+        try:
+            return _for_update(Appointment.objects.select_related("service", "patient")).get(pk=appointment_id)
+        except Appointment.DoesNotExist:
+            raise NotFound("No such appointment.") from None
+
+
+def lock_invoice(invoice_id: int) -> Invoice:
+    with lock_errors():
+        try:
+            return _for_update(Invoice.objects.all()).get(pk=invoice_id)
+        except Invoice.DoesNotExist:
+            raise NotFound("No such invoice.") from None
+
+
+def lock_patient_packages(patient_id: int) -> list[PatientPackage]:
+    """All of one patient's packages, locked in id order, with their eligible services."""
+    with lock_errors():
+        packages = list(_for_update(PatientPackage.objects.filter(patient_id=patient_id)).order_by("pk"))
+    services = PatientPackage.eligible_services.through.objects.filter(
+        patientpackage_id__in=[p.pk for p in packages]
+    ).values_list("patientpackage_id", "service_id")
+    eligible: dict[int, set[int]] = {}
+    for package_id, service_id in services:
+        eligible.setdefault(package_id, set()).add(service_id)
+    for package in packages:
+        package.eligible_ids = frozenset(eligible.get(package.pk, ()))
+    return packages

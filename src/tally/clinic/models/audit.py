@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+from django.db import models
+
+
+class AuditEvent(models.Model):
+    """Append-only record of every change: who, when, what, before/after."""
+
+    at = models.DateTimeField(db_index=True)
+    actor = models.ForeignKey("clinic.Staff", on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    role = models.CharField(max_length=20, blank=True)
+    action = models.CharField(max_length=80)
+    object_type = models.CharField(max_length=40)
+    object_id = models.CharField(max_length=40, blank=True)
+    patient = models.ForeignKey("clinic.Patient", on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    before = models.JSONField(null=True, blank=True)
+    after = models.JSONField(null=True, blank=True)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["patient", "at"])]
+
+
+class IdempotencyRecord(models.Model):
+    """The first answer to a POST with an Idempotency-Key, replayed for the same key and body."""
+
+    staff = models.ForeignKey("clinic.Staff", on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=200)
+    method = models.CharField(max_length=10)
+    path = models.CharField(max_length=500)
+    body_hash = models.CharField(max_length=64)
+    status_code = models.PositiveSmallIntegerField()
+    response_body = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["staff", "key"], name="idempotency_unique_key")]

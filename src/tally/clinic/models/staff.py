@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from django.contrib.auth.models import AbstractUser
+from django.db import models
+
+
+class Role(models.TextChoices):
+    OWNER = "owner", "Owner"
+    FRONT_DESK = "front_desk", "Front desk"
+    PRACTITIONER = "practitioner", "Practitioner"
+
+
+class Staff(AbstractUser):
+    """A member of staff. The role decides what they may do (SPEC.md, "Who uses it")."""
+
+    role = models.CharField(max_length=20, choices=Role.choices, default=Role.FRONT_DESK)
+
+    class Meta:
+        verbose_name = "staff member"
+        verbose_name_plural = "staff"
+
+    @property
+    def display_name(self) -> str:
+        return self.get_full_name() or self.username
+
+    @property
+    def is_owner(self) -> bool:
+        return self.role == Role.OWNER
+
+    @property
+    def is_practitioner(self) -> bool:
+        return self.role == Role.PRACTITIONER
+
+
+def hash_token(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+class ApiToken(models.Model):
+    """A bearer token. Only its SHA-256 is stored; the raw token is shown once."""
+
+    staff = models.ForeignKey(Staff, on_delete=models.CASCADE, related_name="api_tokens")
+    token_hash = models.CharField(max_length=64, unique=True)
+    label = models.CharField(max_length=100, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    @classmethod
+    def issue(cls, staff: Staff, label: str = "") -> tuple[ApiToken, str]:
+        raw = "tly_" + secrets.token_urlsafe(32)  # 256 bits
+        token = cls.objects.create(staff=staff, token_hash=hash_token(raw), label=label)
+        return token, raw
