@@ -103,7 +103,10 @@ def database_from_url(url: str) -> dict:
             ),
         }
         if TESTING:
-            config["TEST"] = {"NAME": os.environ.get("TALLY_TEST_SQLITE_NAME") or None}
+            # A file, not the in-memory default: the concurrency tests need real
+            # connections from several threads.
+            default_test_name = f"{config['NAME']}-test" if config["NAME"] != ":memory:" else None
+            config["TEST"] = {"NAME": os.environ.get("TALLY_TEST_SQLITE_NAME") or default_test_name}
     elif config["ENGINE"] == "django.db.backends.postgresql":
         config["CONN_HEALTH_CHECKS"] = True
         config.setdefault("OPTIONS", {})
