@@ -81,3 +81,25 @@ def sqlite_triggers_off_for_flush(transactional_db):
     yield
     if connection.vendor == "sqlite":
         triggers.uninstall(connection)
+
+
+# --- CI policy: under CI=true a skipped test is a failure (PostgreSQL and Chromium are required) ---
+
+_skipped: list[str] = []
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped and not hasattr(report, "wasxfail"):
+        _skipped.append(report.nodeid)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if IN_CI and _skipped and exitstatus == 0:
+        session.exitstatus = 1
+
+
+def pytest_terminal_summary(terminalreporter):
+    if IN_CI and _skipped:
+        terminalreporter.write_line(f"CI=true: {len(_skipped)} skipped test(s) count as failures:", red=True)
+        for nodeid in _skipped:
+            terminalreporter.write_line(f"  {nodeid}", red=True)

@@ -105,10 +105,13 @@ def database_from_url(url: str) -> dict:
         if TESTING:
             # A file, not the in-memory default: the concurrency tests need real
             # connections from several threads.
-            default_test_name = f"{config['NAME']}-test" if config["NAME"] != ":memory:" else None
+            # One per process, so that parallel test runs never share or drop each other's.
+            default_test_name = f"{config['NAME']}-test-{os.getpid()}" if config["NAME"] != ":memory:" else None
             config["TEST"] = {"NAME": os.environ.get("TALLY_TEST_SQLITE_NAME") or default_test_name}
     elif config["ENGINE"] == "django.db.backends.postgresql":
         config["CONN_HEALTH_CHECKS"] = True
+        if TESTING:
+            config["TEST"] = {"NAME": f"test_{config['NAME']}_{os.getpid()}"}
         config.setdefault("OPTIONS", {})
         config["OPTIONS"].setdefault("connect_timeout", 5)
     return config
