@@ -43,10 +43,11 @@ def lock_errors() -> Iterator[None]:
         raise
 
 
-def lock_appointment(appointment_id: int) -> Appointment:
+def lock_appointment(appointment_id: int, *, include_deleted: bool = False) -> Appointment:
+    manager = Appointment.all_objects if include_deleted else Appointment.objects
     with lock_errors():
         try:
-            return _for_update(Appointment.objects.select_related("service", "patient")).get(pk=appointment_id)
+            return _for_update(manager.select_related("service", "patient")).get(pk=appointment_id)
         except Appointment.DoesNotExist:
             raise NotFound("No such appointment.") from None
 

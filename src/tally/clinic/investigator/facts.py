@@ -1,0 +1,130 @@
+"""Plain data the investigator works on: one patient's whole history, read once."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+
+@dataclass(frozen=True)
+class VisitFact:
+    id: int
+    service_id: int
+    practitioner_id: int | None
+    starts_at: dt.datetime
+    status: str
+    no_charges: bool
+    deleted: bool
+
+
+@dataclass(frozen=True)
+class LineFact:
+    id: int
+    invoice_id: int
+    kind: str
+    service_id: int | None
+    patient_package_id: int | None
+    appointment_id: int | None
+    description: str
+    list_price: Decimal
+    amount: Decimal
+    covered_by: int | None
+    session_number: int | None
+    not_covered_reason: str | None
+    decision: dict | None
+    created_at: dt.datetime
+    removed_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class PaymentFact:
+    id: int
+    invoice_id: int
+    amount: Decimal
+    method: str
+    received_at: dt.datetime
+    reason: str
+
+
+@dataclass(frozen=True)
+class InvoiceFact:
+    id: int
+    number: str
+    issued_at: dt.datetime
+    voided_at: dt.datetime | None
+    lines: tuple[LineFact, ...]
+    payments: tuple[PaymentFact, ...]
+
+    @property
+    def total(self) -> Decimal:
+        return sum((ln.amount for ln in self.lines if ln.removed_at is None), Decimal("0.00"))
+
+    @property
+    def paid(self) -> Decimal:
+        return sum((p.amount for p in self.payments), Decimal("0.00"))
+
+    def paid_by(self, moment: dt.datetime) -> Decimal:
+        return sum((p.amount for p in self.payments if p.received_at <= moment), Decimal("0.00"))
+
+
+@dataclass(frozen=True)
+class EntryFact:
+    id: int
+    patient_package_id: int
+    seq: int
+    kind: str
+    change: int
+    used_after: int
+    at: dt.datetime
+    invoice_line_id: int | None
+    appointment_id: int | None
+    reverses_id: int | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class PackageFact:
+    id: int
+    package_id: int
+    name: str
+    price: Decimal
+    sessions_total: int
+    sessions_used: int  # the cached count, checked against the ledger
+    eligible_service_ids: frozenset[int]
+    sale_invoice_id: int
+    sold_at: dt.datetime
+    use_first_session: bool
+    first_session_appointment_id: int | None
+    activated_at: dt.datetime | None
+    expires_at: dt.datetime | None
+    cancelled_at: dt.datetime | None
+    valid_days: int | None
+
+
+@dataclass(frozen=True)
+class TombstoneFact:
+    id: int
+    kind: str
+    appointment_id: int | None
+    invoice_line_id: int | None
+    content: dict
+    removed_at: dt.datetime
+    reason: str
+
+
+@dataclass(frozen=True)
+class History:
+    patient_id: int
+    patient_number: str
+    tz: dt.tzinfo
+    now: dt.datetime
+    services: dict[int, str]
+    service_durations: dict[int, int]
+    visits: tuple[VisitFact, ...]
+    invoices: tuple[InvoiceFact, ...]
+    packages: tuple[PackageFact, ...]
+    entries: tuple[EntryFact, ...]
+    tombstones: tuple[TombstoneFact, ...]
+    currency: str = "USD"
+    extra: dict = field(default_factory=dict)

@@ -1,0 +1,138 @@
+"""What the front ends call: investigate a package or a patient, run the clinic audit,
+apply a fix. Reads go through the loader and the pure explain(); fixes go through the
+do_* actions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..actions.fixes import (
+    FixResult,
+    do_apply_to_line,
+    do_check_in_and_charge,
+    do_recreate_from_tombstone,
+    do_use_first_session,
+)
+from ..actions.sales import do_adjust
+from ..errors import Invalid, NotFound
+from ..models import Patient, PatientPackage, Staff
+from .explain import SEVERITY_RANK, Finding, Investigation, explain, worst_severity
+from .loader import load_histories, load_history
+
+FIX_ACTIONS = ("apply_to_line", "use_first_session", "recreate_from_tombstone", "check_in_and_charge", "adjust")
+
+
+def investigate_package(package_id: int, *, expected_used: int | None = None) -> Investigation:
+    patient_id = PatientPackage.objects.filter(pk=package_id).values_list("patient_id", flat=True).first()
+    if patient_id is None:
+        raise NotFound("No such patient package.")
+    if expected_used is not None and expected_used < 0:
+        raise Invalid("expected_used cannot be negative.", fields={"expected_used": "must be ≥ 0"})
+    investigations, _ = explain(load_history(patient_id),
+                                expected_used={package_id: expected_used} if expected_used is not None else None)
+    return investigations[package_id]
+
+
+def investigate_patient(patient_id: int) -> tuple[list[Investigation], list[Finding]]:
+    if not Patient.objects.filter(pk=patient_id).exists():
+        raise NotFound("No such patient.")
+    investigations, orphans = explain(load_history(patient_id))
+    return list(investigations.values()), orphans
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    patient_package_id: int
+    patient_id: int
+    patient_number: str
+    package_name: str
+    codes: list[str]
+    worst_severity: str
+    findings: int
+
+
+def clinic_audit(
+    *,
+    min_severity: str = "info",
+    chunk_size: int = 300,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[int, list[AuditRow]]:
+    """Every package through the same investigator; those with findings at or above
+    min_severity, worst first. Returns (packages scanned, rows)."""
+    if min_severity not in SEVERITY_RANK:
+        raise Invalid("min_severity is error, warning or info.", fields={"min_severity": "error|warning|info"})
+    limit = SEVERITY_RANK[min_severity]
+    patient_ids = list(PatientPackage.objects.order_by("patient_id").values_list("patient_id", flat=True).distinct())
+    scanned = 0
+    rows: list[AuditRow] = []
+    for start in range(0, len(patient_ids), chunk_size):
+        chunk = patient_ids[start:start + chunk_size]
+        for history in load_histories(chunk).values():
+            investigations, _ = explain(history)
+            for package_id, inv in investigations.items():
+                scanned += 1
+                kept = [f for f in inv.findings if SEVERITY_RANK[f.severity] <= limit]
+                if not kept:
+                    continue
+                rows.append(AuditRow(
+                    patient_package_id=package_id, patient_id=history.patient_id,
+                    patient_number=history.patient_number, package_name=inv.summary["name"],
+                    codes=sorted({f.code for f in kept}), worst_severity=worst_severity(kept) or "info",
+                    findings=len(kept),
+                ))
+        if progress is not None:
+            progress(min(start + chunk_size, len(patient_ids)), len(patient_ids))
+    rows.sort(key=lambda r: (SEVERITY_RANK[r.worst_severity], -r.findings, r.patient_package_id))
+    return scanned, rows
+
+
+def apply_fix(
+    *,
+    acting_user: Staff,
+    action: str,
+    params: dict,
+    context: PatientPackage | None = None,
+    patient_id: int | None = None,
+) -> FixResult:
+    """Dispatch one fix action (API.md "Fix actions") with its params."""
+    if action not in FIX_ACTIONS:
+        raise Invalid(f"Unknown fix action {action!r}.", fields={"action": "one of " + ", ".join(FIX_ACTIONS)})
+    patient_id = context.patient_id if context is not None else patient_id
+    if action == "apply_to_line":
+        return do_apply_to_line(
+            acting_user=acting_user, line_id=_int(params, "line_id"), patient_id=patient_id, context=context,
+            service_id=_int(params, "service_id", required=False), override=bool(params.get("override", False)),
+            reason=str(params.get("reason") or ""),
+        )
+    if action == "use_first_session":
+        if context is None:
+            raise Invalid("use_first_session is a fix on a package.", fields={"action": "needs a package"})
+        return do_use_first_session(acting_user=acting_user, context=context, line_id=_int(params, "line_id"))
+    if action == "recreate_from_tombstone":
+        return do_recreate_from_tombstone(acting_user=acting_user, tombstone_id=_int(params, "tombstone_id"),
+                                          patient_id=patient_id)
+    if action == "check_in_and_charge":
+        return do_check_in_and_charge(acting_user=acting_user, appointment_id=_int(params, "appointment_id"),
+                                      patient_id=patient_id)
+    if context is None:
+        raise Invalid("adjust is a fix on a package.", fields={"action": "needs a package"})
+    entry = do_adjust(acting_user=acting_user, patient_package=context, change=_int(params, "change"),
+                      reason=str(params.get("reason") or ""))
+    return FixResult(True, entry, "Adjusted.")
+
+
+def _int(params: dict, name: str, *, required: bool = True) -> int | None:
+    value = params.get(name)
+    if value is None:
+        if required:
+            raise Invalid(f"{name} is required.", fields={f"params.{name}": "required"})
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, str) and value.lstrip("-").isdigit():
+            value = int(value)
+        else:
+            raise Invalid(f"{name} must be a whole number.", fields={f"params.{name}": "integer"})
+    if abs(value) > 2**62:
+        raise Invalid(f"{name} is out of range.", fields={f"params.{name}": "out of range"})
+    return value

@@ -1,0 +1,228 @@
+"""One scenario per finding code of SPEC.md, through the actions, read back by the investigator."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.db import connection
+
+from tally.clinic.actions import billing, sales, visits
+from tally.clinic.investigator.service import apply_fix, investigate_package
+
+
+def codes(investigation):
+    return [f.code for f in investigation.findings]
+
+
+def only(investigation, code):
+    found = [f for f in investigation.findings if f.code == code]
+    assert len(found) == 1, codes(investigation)
+    return found[0]
+
+
+def test_a_same_day_visit_left_uncounted_by_the_sale_is_first_session_not_used(history):
+    _, _, line = history.visit(3, 4)
+    pp, _ = history.sell(3, 4, first=False, hour=15)
+    finding = only(history.investigate(pp)[0], "FIRST_SESSION_NOT_USED")
+    assert finding.severity == "warning"
+    assert finding.fix == {"action": "use_first_session", "params": {"line_id": line.pk}}
+    assert "4 Mar 2026" in finding.message
+
+
+def test_a_past_visit_still_booked_is_not_checked_in(history):
+    pp, _ = history.sell(3, 1)
+    appointment = history.book(3, 5)
+    finding = only(history.investigate(pp)[0], "NOT_CHECKED_IN")
+    assert finding.fix == {"action": "check_in_and_charge", "params": {"appointment_id": appointment.pk}}
+    assert finding.severity == "warning"
+
+
+def test_a_future_visit_still_booked_is_not_a_finding(history):
+    pp, _ = history.sell(3, 1)
+    visits.do_book(acting_user=history.desk, patient=history.patient, service=history.acu60,
+                   starts_at=dt.datetime.now(dt.UTC) + dt.timedelta(days=3))
+    assert codes(history.investigate(pp)[0]) == []
+
+
+def test_an_attended_visit_with_no_charges_is_named(history):
+    pp, _ = history.sell(3, 1)
+    appointment, _, _ = history.visit(3, 5, no_charges=True)
+    finding = only(history.investigate(pp)[0], "NO_CHARGES")
+    assert finding.appointment_id == appointment.pk
+
+
+def test_an_attended_visit_whose_charge_was_removed_is_not_invoiced(history):
+    pp, _ = history.sell(3, 1)
+    appointment, invoice, line = history.visit(3, 5)
+    billing.do_remove_line(acting_user=history.desk, invoice=invoice, line_id=line.pk)
+    finding = only(history.investigate(pp)[0], "NOT_INVOICED")
+    assert finding.appointment_id == appointment.pk
+
+
+def test_a_deleted_visit_is_named_from_its_tombstone(history):
+    pp, _ = history.sell(3, 1)
+    appointment = history.book(3, 5)
+    tombstone = visits.do_delete_appointment(acting_user=history.owner, appointment=appointment,
+                                             reason="booked twice by mistake")
+    finding = only(history.investigate(pp)[0], "APPOINTMENT_DELETED")
+    assert finding.tombstone_id == tombstone.pk
+    assert "booked twice by mistake" in finding.message
+    assert finding.fix == {"action": "recreate_from_tombstone", "params": {"tombstone_id": tombstone.pk}}
+
+
+def test_a_hole_in_a_weekly_rhythm_is_a_schedule_gap_raised_when_the_count_is_disputed(history):
+    pp, _ = history.sell(1, 1)
+    for month, day in [(1, 5), (1, 12), (1, 19), (1, 26), (4, 6), (4, 13)]:
+        history.visit(month, day)
+    gap = only(history.investigate(pp)[0], "SCHEDULE_GAP")
+    assert gap.severity == "info"
+    disputed = only(history.investigate(pp, expected_used=9)[0], "SCHEDULE_GAP")
+    assert disputed.severity == "warning"
+
+
+def test_a_regular_rhythm_has_no_schedule_gap(history):
+    pp, _ = history.sell(1, 1)
+    for day in (5, 12, 19, 26):
+        history.visit(1, day)
+    assert "SCHEDULE_GAP" not in codes(history.investigate(pp)[0])
+
+
+def test_a_wrong_service_names_the_nearest_eligible_one(history):
+    pp, _ = history.sell(3, 1)
+    _, _, line = history.visit(3, 4, charge=history.acu90)
+    finding = only(history.investigate(pp)[0], "SERVICE_NOT_IN_PACKAGE")
+    assert finding.message == ("Visit on 4 Mar 2026 was charged Acupuncture 90 min; 10 x Acupuncture 60 covers "
+                               "only Acupuncture 60 min.")
+    assert finding.fix == {"action": "apply_to_line", "params": {"line_id": line.pk, "service_id": history.acu60.pk}}
+
+
+def test_an_unrelated_treatment_is_not_a_wrong_service(history, owner):
+    from tally.clinic.actions import catalog
+
+    massage = catalog.do_create_service(acting_user=owner, name="Massage 60 min", duration_minutes=60, price="80.00")
+    pp, _ = history.sell(3, 1)
+    history.visit(3, 4, service=massage)
+    assert codes(history.investigate(pp)[0]) == []
+
+
+def test_visits_charged_while_unpaid_name_the_balance_and_when_it_was_paid(history):
+    pp, sale = history.sell(3, 1, paid="300.00")
+    _, _, line = history.visit(3, 4)
+    history.pay(sale, "500.00", 3, 10)
+    finding = only(investigate_package(pp.pk), "PACKAGE_NOT_PAID")
+    assert "$300.00 of $800.00 paid" in finding.message
+    assert "paid in full on 10 Mar 2026" in finding.message
+    assert finding.fix == {"action": "apply_to_line", "params": {"line_id": line.pk}}
+
+
+def test_late_billing_dated_before_the_sale_is_charged_before_purchase(history):
+    pp, _ = history.sell(3, 10)
+    invoice = billing.do_create_invoice(acting_user=history.desk, patient=history.patient,
+                                        lines=[(history.acu60, None)], issued_at=history.at(3, 5))
+    finding = only(history.investigate(pp)[0], "CHARGED_BEFORE_PURCHASE")
+    assert finding.severity == "info" and finding.fix is None
+    assert finding.invoice_id == invoice.pk
+
+
+def test_a_visit_used_by_another_package_is_covered_by_other_package(history):
+    first, _ = history.sell(3, 1)
+    second, _ = history.sell(3, 2)
+    history.visit(3, 4)
+    finding = only(history.investigate(second)[0], "COVERED_BY_OTHER_PACKAGE")
+    assert finding.severity == "info" and finding.fix is None
+    assert codes(history.investigate(first)[0]) == []
+
+
+def test_visits_after_the_last_session_are_package_exhausted(history):
+    single = history.package("Single session", 1)
+    pp, _ = history.sell(3, 1, package=single, paid="100.00")
+    history.visit(3, 2)
+    history.visit(3, 9)
+    finding = only(history.investigate(pp)[0], "PACKAGE_EXHAUSTED")
+    assert finding.severity == "info"
+
+
+def test_visits_after_expiry_are_package_expired(history):
+    monthly = history.package("Monthly", 5, valid_days=30)
+    pp, _ = history.sell(3, 1, package=monthly, paid="100.00")
+    history.visit(3, 30)
+    history.visit(3, 31)
+    finding = only(history.investigate(pp)[0], "PACKAGE_EXPIRED")
+    assert "30 Mar 2026" in finding.message
+
+
+def test_visits_after_cancellation_are_package_cancelled(history):
+    pp, _ = history.sell(3, 1)
+    sales.do_cancel_package(acting_user=history.desk, patient_package=pp, reason="moved away")
+    history.visit(3, 5)
+    only(history.investigate(pp)[0], "PACKAGE_CANCELLED")
+
+
+def test_two_sessions_for_one_visit_are_a_possible_double_use(history):
+    pp, _ = history.sell(3, 1)
+    appointment, invoice, _ = history.visit(3, 5)
+    billing.do_add_line(acting_user=history.desk, invoice=invoice, service=history.acu60, appointment=appointment)
+    finding = only(history.investigate(pp)[0], "POSSIBLE_DOUBLE_USE")
+    assert finding.severity == "warning"
+
+
+def test_a_corrupted_cached_count_is_a_ledger_mismatch(history):
+    pp, _ = history.sell(3, 1)
+    history.visit(3, 5)
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE clinic_patientpackage SET sessions_used = 3 WHERE id = %s", [pp.pk])
+    finding = only(history.investigate(pp)[0], "LEDGER_MISMATCH")
+    assert finding.severity == "error"
+    assert "3 used" in finding.message and "adds up to 1" in finding.message
+
+
+def test_a_clean_history_has_no_findings(history):
+    pp, _ = history.sell(3, 1, first=True)
+    for day in (8, 15, 22):
+        history.visit(3, day)
+    investigation, orphans = history.investigate(pp)
+    assert codes(investigation) == [] and orphans == []
+    assert investigation.summary["sessions_used"] == 4
+
+
+def test_expected_used_puts_the_findings_that_account_for_it_first(history):
+    pp, _ = history.sell(3, 1)
+    history.visit(3, 20, charge=history.acu90)
+    appointment, invoice, _ = history.visit(3, 5)
+    billing.do_add_line(acting_user=history.desk, invoice=invoice, service=history.acu60, appointment=appointment)
+    more = history.investigate(pp, expected_used=1)[0]
+    assert more.summary["difference"] == -1
+    assert codes(more)[0] == "POSSIBLE_DOUBLE_USE"
+    fewer = history.investigate(pp, expected_used=5)[0]
+    assert codes(fewer)[0] == "SERVICE_NOT_IN_PACKAGE"
+
+
+def test_visit_findings_with_no_package_belong_to_the_patient(history):
+    history.visit(3, 5, no_charges=True)
+    investigations, orphans = history.investigate()
+    assert investigations == {}
+    assert [f.code for f in orphans] == ["NO_CHARGES"]
+
+
+def test_every_finding_fix_makes_it_go_away(history, owner):
+    pp, sale = history.sell(3, 1, paid="400.00")
+    history.visit(3, 2)  # unpaid
+    history.pay(sale, "400.00", 3, 3)
+    history.visit(3, 4, charge=history.acu90)  # wrong service
+    history.visit(3, 5, no_charges=True)
+    history.book(3, 6)  # never checked in
+    doomed = history.book(3, 7)
+    visits.do_delete_appointment(acting_user=owner, appointment=doomed, reason="mistake")
+    _, invoice, line = history.visit(3, 8)
+    billing.do_remove_line(acting_user=history.desk, invoice=invoice, line_id=line.pk)
+    before = investigate_package(pp.pk)
+    assert sorted(codes(before)) == sorted(["PACKAGE_NOT_PAID", "SERVICE_NOT_IN_PACKAGE", "NO_CHARGES",
+                                            "NOT_CHECKED_IN", "APPOINTMENT_DELETED", "NOT_INVOICED"])
+    for finding in before.findings:
+        result = apply_fix(acting_user=history.desk, context=pp, **finding.fix)
+        assert result.applied, finding.code
+        again = apply_fix(acting_user=history.desk, context=pp, **finding.fix)
+        assert not again.applied, f"repeating the fix for {finding.code} changed something"
+    after = investigate_package(pp.pk)
+    assert codes(after) == []
+    assert after.summary["sessions_used"] == 6  # each of the six visits now counted once
