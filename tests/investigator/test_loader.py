@@ -1,0 +1,61 @@
+"""The loader reads a whole history in a fixed number of queries, whatever its length."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from tally.clinic.investigator.explain import explain
+from tally.clinic.investigator.loader import load_history
+from tally.clinic.models import Appointment, Invoice, InvoiceLine, Payment
+
+
+def add_history(history, visits: int) -> None:
+    """Many visits, each charged on its own invoice and paid (bulk rows, no package use:
+    the loader's query count cannot depend on what the rows say)."""
+    start = dt.datetime(2020, 1, 6, 15, tzinfo=dt.UTC)
+    appointments = Appointment.objects.bulk_create(
+        Appointment(patient=history.patient, service=history.acu90, starts_at=start + dt.timedelta(days=7 * i),
+                    ends_at=start + dt.timedelta(days=7 * i, hours=1), status="attended")
+        for i in range(visits)
+    )
+    invoices = Invoice.objects.bulk_create(Invoice(patient=history.patient, issued_at=a.starts_at)
+                                           for a in appointments)
+    InvoiceLine.objects.bulk_create(
+        InvoiceLine(invoice=inv, kind="service", service=history.acu90, appointment=a, description="Acupuncture 90",
+                    list_price=Decimal("130.00"), amount=Decimal("130.00"))
+        for inv, a in zip(invoices, appointments, strict=True)
+    )
+    Payment.objects.bulk_create(Payment(invoice=inv, amount=Decimal("130.00"), method="card",
+                                        received_at=inv.issued_at) for inv in invoices)
+
+
+def queries_to_investigate(patient_id: int) -> int:
+    with CaptureQueriesContext(connection) as ctx:
+        explain(load_history(patient_id))
+    return len(ctx.captured_queries)
+
+
+@pytest.mark.parametrize("visits", [10, 1000])
+def test_the_loader_reads_a_history_in_a_fixed_number_of_queries(history, visits):
+    history.sell(1, 1)
+    history.visit(3, 3)
+    add_history(history, visits)
+    assert queries_to_investigate(history.patient.pk) <= 11
+
+
+def test_ten_and_a_thousand_visits_cost_the_same_queries(history, desk, clinic):
+    from tally.clinic.actions import catalog
+
+    history.sell(1, 1)
+    other = catalog.do_create_patient(acting_user=desk, first_name="Ana", last_name="Silva")
+    add_history(history, 10)
+    small = queries_to_investigate(history.patient.pk)
+    history.patient = other
+    history.sell(1, 1)
+    add_history(history, 1000)
+    assert queries_to_investigate(other.pk) == small
