@@ -56,10 +56,12 @@ class Finding:
     tombstone_id: int | None = None
     fix: dict | None = None
     patient_package_id: int | None = None
+    until: dt.date | None = None  # the end of a span (SCHEDULE_GAP)
 
     def as_dict(self) -> dict:
         data = asdict(self)
         data["date"] = self.date.isoformat()
+        data["until"] = self.until.isoformat() if self.until else None
         return data
 
 
@@ -423,7 +425,7 @@ def gap_finding(w: Walk, start: dt.date, end: dt.date, p: PackageFact | None, di
                    f"No visit or record of any kind between {fmt_date(start)} and {fmt_date(end)} "
                    f"({(end - start).days} days), far longer than this patient's usual rhythm: a visit may have "
                    "been deleted before Tally kept tombstones, or imported data may be missing.",
-                   date=start, patient_package_id=p.id if p else None)
+                   date=start, until=end, patient_package_id=p.id if p else None)
 
 
 # ---------------------------------------------------------------- assembling
