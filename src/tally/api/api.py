@@ -1,0 +1,146 @@
+"""The NinjaAPI instance and the one error shape (API.md "Errors").
+
+Every 4xx, whoever raises it (an action's ClinicError, ninja's validation, a bad token,
+an unknown URL, a wrong method), is `{"error": {"code", "message", "fields"}}`.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
+from django.urls import URLPattern, re_path
+from ninja import NinjaAPI
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+
+from tally.clinic.errors import HTTP_STATUS, ClinicError
+
+from .auth import BearerToken
+from .idempotency import HEADER
+
+CODE_FOR_STATUS = {status: code for code, status in reversed(HTTP_STATUS.items())}
+PARAM_SOURCES = {"body", "query", "path", "header", "cookie", "form", "file"}
+BODY_PARAM = "payload"
+
+
+def error_body(code: str, message: str, fields: dict[str, str] | None = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "fields": fields or {}}}
+
+
+def error_response(status: int, code: str, message: str, fields: dict[str, str] | None = None) -> JsonResponse:
+    return JsonResponse(error_body(code, message, fields), status=status)
+
+
+class TallyAPI(NinjaAPI):
+    def get_openapi_schema(self, *args: Any, **kwargs: Any) -> Any:
+        """Document the Idempotency-Key header that every POST accepts."""
+        schema = super().get_openapi_schema(*args, **kwargs)
+        for operations in schema.get("paths", {}).values():
+            post = operations.get("post")
+            if post is not None and post.get("security"):
+                post.setdefault("parameters", []).append({
+                    "in": "header", "name": HEADER, "required": False,
+                    "description": "Replays the first answer for the same key and body (kept at least 24 hours).",
+                    "schema": {"type": "string", "maxLength": 200},
+                })
+        return schema
+
+
+api = TallyAPI(
+    title="Tally",
+    version="1",
+    description="Clinic package tracking. Contract: API.md.",
+    auth=BearerToken(),
+    urls_namespace="api-v1",
+    docs_url="/docs",
+    openapi_url="/openapi.json",
+)
+
+
+def validation_fields(errors: list[dict[str, Any]]) -> dict[str, str]:
+    """ninja's error locations (`body.payload.price`) become field names (`price`)."""
+    fields: dict[str, str] = {}
+    for error in errors:
+        loc = [str(part) for part in error.get("loc", ())]
+        if loc and loc[0] in PARAM_SOURCES:
+            loc = loc[1:]
+        if loc and loc[0] == BODY_PARAM:
+            loc = loc[1:]
+        name = ".".join(loc) or "body"
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        if error.get("type") == "missing":
+            message = "required"
+        fields.setdefault(name, message)
+    return fields
+
+
+@api.exception_handler(ClinicError)
+def clinic_error(request: HttpRequest, exc: ClinicError) -> HttpResponse:
+    return error_response(exc.http_status, exc.code, exc.message, exc.fields)
+
+
+@api.exception_handler(ValidationError)
+def validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+    fields = validation_fields(exc.errors)
+    names = ", ".join(sorted(fields))
+    return error_response(422, "validation_error", f"Please correct: {names}.", fields)
+
+
+@api.exception_handler(AuthenticationError)
+def unauthenticated(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
+    response = error_response(401, "unauthenticated", "Sign in first: send `Authorization: Bearer <token>`.")
+    response["WWW-Authenticate"] = "Bearer"
+    return response
+
+
+@api.exception_handler(HttpError)
+def http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    if exc.status_code == 400:  # ninja could not parse the body
+        return error_response(422, "validation_error", "The request body is not valid JSON.",
+                              {"body": "not valid JSON"})
+    code = CODE_FOR_STATUS.get(exc.status_code, "validation_error")
+    return error_response(exc.status_code, code, str(exc))
+
+
+@api.exception_handler(Http404)
+def not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
+    return error_response(404, "not_found", "No such resource.")
+
+
+def unknown_url(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    return error_response(404, "not_found", f"No such endpoint: {request.path}.")
+
+
+def json_method_errors(view: Any) -> Any:
+    """ninja answers a wrong method with a bare 405; give it the error shape."""
+
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        response = view(request, *args, **kwargs)
+        if isinstance(response, HttpResponseNotAllowed):
+            allowed = response["Allow"]
+            response = error_response(405, "method_not_allowed", f"Use {allowed} here.")
+            response["Allow"] = allowed
+        return response
+
+    return wrapper
+
+
+def urls() -> tuple[list[Any], str, str]:
+    """The API's URL patterns, with JSON 405s and a JSON 404 for anything unknown under it."""
+    patterns, app_name, namespace = api.urls
+    for pattern in patterns:
+        if isinstance(pattern, URLPattern):
+            pattern.callback = json_method_errors(pattern.callback)
+    return [*patterns, re_path(r"^.*$", unknown_url)], app_name, namespace
+
+
+def _register_routers() -> None:
+    from .routers import appointments, auth, catalog, invoices, packages, patients, staff
+
+    for module in (auth, staff, catalog, patients, packages, appointments, invoices):
+        api.add_router("/", module.router)
+
+
+_register_routers()

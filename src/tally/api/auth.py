@@ -1,0 +1,32 @@
+"""Bearer tokens. Looked up on every request, never cached: a token revoked or a user
+deactivated from the command line is refused on the next request."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest
+from ninja.security import HttpBearer
+
+from tally.clinic.models import ApiToken, Staff
+from tally.clinic.models.staff import hash_token
+
+MAX_TOKEN_LENGTH = 200
+
+
+def staff_for_token(raw: str) -> Staff | None:
+    """The active staff member holding this unrevoked token, or None."""
+    if not raw or len(raw) > MAX_TOKEN_LENGTH:
+        return None
+    token = (
+        ApiToken.objects.select_related("staff")
+        .filter(token_hash=hash_token(raw), revoked_at__isnull=True, staff__is_active=True)
+        .first()
+    )
+    return token.staff if token is not None else None
+
+
+class BearerToken(HttpBearer):
+    def authenticate(self, request: HttpRequest, token: str) -> Staff | None:
+        staff = staff_for_token(token.strip())
+        if staff is not None:
+            request.user = staff
+        return staff

@@ -1,0 +1,142 @@
+"""Writes: one durable transaction per request, and Idempotency-Key replay (API.md).
+
+The same key (per staff member) with the same method, path and body replays the first
+answer and changes nothing; with anything else it is `409 idempotency_conflict`. A 4xx
+answer is not kept. The record is written in the same transaction as the action, so an
+answer is remembered exactly when its change committed. Two concurrent requests with one
+key both run; the second fails on the unique key, rolls back and replays the first.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import hashlib
+import ipaddress
+import json
+import random
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import IntegrityError, transaction
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
+from ninja import Status
+
+from tally.clinic.audit import current_ip
+from tally.clinic.errors import ClinicError, Invalid
+from tally.clinic.models import IdempotencyRecord, Staff
+
+HEADER = "Idempotency-Key"
+MAX_KEY_LENGTH = 200
+PURGE_CHANCE = 0.02
+
+
+def client_ip(request: HttpRequest) -> str | None:
+    address = request.META.get("REMOTE_ADDR") or ""
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return None
+
+
+def clinic_write(view: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a write endpoint: the client's address for the audit trail, one durable
+    transaction around the action, and replay for a repeated Idempotency-Key on POST."""
+
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        ip_token = current_ip.set(client_ip(request))
+        try:
+            key = request.headers.get(HEADER)
+            if request.method == "POST" and key is not None and isinstance(getattr(request, "auth", None), Staff):
+                return run_once(request, clean_key(key), lambda: view(request, *args, **kwargs))
+            with transaction.atomic(durable=True):
+                return view(request, *args, **kwargs)
+        finally:
+            current_ip.reset(ip_token)
+
+    return wrapper
+
+
+def clean_key(key: str) -> str:
+    key = key.strip()
+    if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
+        raise Invalid(f"An {HEADER} is 1 to {MAX_KEY_LENGTH} printable characters.",
+                      fields={HEADER: f"1 to {MAX_KEY_LENGTH} printable characters"})
+    return key
+
+
+def body_fingerprint(request: HttpRequest) -> str:
+    """The same JSON with other spacing or key order is the same body."""
+    try:
+        canonical = json.dumps(json.loads(request.body or b"null"), sort_keys=True, separators=(",", ":"))
+        data = canonical.encode()
+    except ValueError:
+        data = request.body
+    return hashlib.sha256(data).hexdigest()
+
+
+def run_once(request: HttpRequest, key: str, run: Callable[[], Any]) -> Any:
+    staff: Staff = request.auth  # type: ignore[attr-defined]
+    fingerprint = body_fingerprint(request)
+    try:
+        with transaction.atomic(durable=True):
+            stored = find_record(staff, key)
+            if stored is not None:
+                return replay(stored, request, fingerprint)
+            result = run()
+            status, body = status_and_body(result)
+            if status < 400:
+                IdempotencyRecord.objects.create(
+                    staff=staff, key=key, method=request.method or "", path=request.path[:500],
+                    body_hash=fingerprint, status_code=status, response_body=body,
+                )
+    except IntegrityError:
+        stored = find_record(staff, key)
+        if stored is None:
+            raise
+        return replay(stored, request, fingerprint)
+    if random.random() < PURGE_CHANCE:
+        purge_expired()
+    return result
+
+
+def find_record(staff: Staff, key: str) -> IdempotencyRecord | None:
+    stored = IdempotencyRecord.objects.filter(staff=staff, key=key).first()
+    if stored is not None and stored.created_at < expiry_cutoff():
+        stored.delete()
+        return None
+    return stored
+
+
+def replay(stored: IdempotencyRecord, request: HttpRequest, fingerprint: str) -> HttpResponse:
+    if (stored.method, stored.path, stored.body_hash) != (request.method, request.path[:500], fingerprint):
+        raise ClinicError(
+            f"This {HEADER} was already used for another request; use a new key for a new request.",
+            code="idempotency_conflict",
+            fields={HEADER: "already used with another request"},
+        )
+    response = HttpResponse(stored.response_body, status=stored.status_code, content_type="application/json")
+    response["Idempotent-Replayed"] = "true"
+    return response
+
+
+def status_and_body(result: Any) -> tuple[int, str]:
+    """The status and JSON body a view's result becomes (views return JSON primitives)."""
+    if isinstance(result, HttpResponse):
+        return result.status_code, result.content.decode()
+    if isinstance(result, Status):
+        return result.status_code, json.dumps(result.value, cls=DjangoJSONEncoder)
+    return 200, json.dumps(result, cls=DjangoJSONEncoder)
+
+
+def expiry_cutoff() -> dt.datetime:
+    return timezone.now() - dt.timedelta(hours=settings.TALLY_IDEMPOTENCY_TTL_HOURS)
+
+
+def purge_expired() -> int:
+    deleted, _ = IdempotencyRecord.objects.filter(created_at__lt=expiry_cutoff()).delete()
+    return deleted

@@ -1,0 +1,41 @@
+"""Patients: register, search by name or number, read a chart."""
+
+from typing import Annotated, Any
+
+from django.http import HttpRequest
+from ninja import Query, Router, Status
+from pydantic import Field
+
+from tally.clinic.actions.catalog import do_create_patient
+from tally.clinic.models import Patient
+from tally.clinic.queries import search_patients
+
+from .. import render
+from ..idempotency import clinic_write
+from ..lookups import get_or_404, viewer
+from ..pagination import paginate
+from ..schemas import READ_ERRORS, WRITE_ERRORS, PageParams, PatientIn, PatientOut, PatientPage
+from ..types import Id, storable_text
+
+router = Router(tags=["patients"])
+
+SearchText = Annotated[str, Field(max_length=200)]
+
+
+@router.post("/patients", response={201: PatientOut, **WRITE_ERRORS})
+@clinic_write
+def create_patient(request: HttpRequest, payload: PatientIn) -> Status:
+    patient = do_create_patient(acting_user=viewer(request), **payload.model_dump())
+    return Status(201, render.patient(patient))
+
+
+@router.get("/patients", response={200: PatientPage, **READ_ERRORS})
+def list_patients(request: HttpRequest, page: Query[PageParams], q: SearchText | None = None) -> dict[str, Any]:
+    """By last name, then first name; `q` matches every word of a name, or a patient number."""
+    patients = search_patients(storable_text(q) if q else None)
+    return paginate(patients, page, keys=("last_name", "first_name", "id"), render=render.patient)
+
+
+@router.get("/patients/{patient_id}", response={200: PatientOut, **READ_ERRORS})
+def get_patient(request: HttpRequest, patient_id: Id) -> dict[str, Any]:
+    return render.patient(get_or_404(Patient.objects.all(), patient_id, "patient"))

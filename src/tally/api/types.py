@@ -1,0 +1,118 @@
+"""Input field types: what the API accepts, refused with a 422 before any action runs.
+
+Money is a decimal string or number with at most two places (never NaN or infinite).
+Moments are ISO 8601 datetimes or bare dates; `resolve_moment` places them in the
+clinic's time zone. Text refuses what the databases cannot store (NUL, lone surrogates).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, Field, PlainValidator, WithJsonSchema
+
+from tally.clinic.rules import end_of_day
+
+CENT = Decimal("0.01")
+MONEY_LIMIT = Decimal("100000000")
+MAX_ID = 2**63 - 1
+INT32 = 2**31 - 1
+MONEY_PATTERN = r"^-?\d{1,8}(\.\d{1,2})?$"
+_BARE_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+YEARS = range(1900, 2201)
+
+
+def parse_money(value: Any) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):
+        raise ValueError("must be a decimal amount such as \"95.00\"")
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("must be a finite amount")
+        value = repr(value)
+    try:
+        amount = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise ValueError("must be a decimal amount such as \"95.00\"") from None
+    if not amount.is_finite():
+        raise ValueError("must be a finite amount")
+    if abs(amount) >= MONEY_LIMIT:
+        raise ValueError("too large")
+    if amount != amount.quantize(CENT):
+        raise ValueError("at most 2 decimal places")
+    return amount.quantize(CENT)
+
+
+def parse_moment(value: Any) -> dt.date | dt.datetime:
+    """A bare date stays a date (its meaning depends on the field); anything else a datetime."""
+    if isinstance(value, dt.datetime):
+        parsed: dt.date | dt.datetime = value
+    elif not isinstance(value, str):
+        raise ValueError("must be an ISO 8601 datetime or date")
+    else:
+        text = value.strip()
+        try:
+            parsed = dt.date.fromisoformat(text) if _BARE_DATE.match(text) else dt.datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError("must be an ISO 8601 datetime or date") from None
+    if parsed.year not in YEARS:
+        raise ValueError("year must be between 1900 and 2200")
+    return parsed
+
+
+def check_year(value: dt.date) -> dt.date:
+    if value.year not in YEARS:
+        raise ValueError("year must be between 1900 and 2200")
+    return value
+
+
+def storable_text(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text") from None
+    return value
+
+
+def resolve_moment(value: dt.date | dt.datetime, tz: dt.tzinfo, *, bare_date_means_end: bool = False) -> dt.datetime:
+    """A bare date is midnight (or, for expiries, the end) of that clinic-local day; a naive
+    datetime is read in the clinic's time zone; an aware one is kept as sent."""
+    if not isinstance(value, dt.datetime):
+        if bare_date_means_end:
+            return end_of_day(value, tz)
+        return dt.datetime.combine(value, dt.time.min, tzinfo=tz)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=tz)
+    return value
+
+
+Money = Annotated[
+    Decimal,
+    PlainValidator(parse_money),
+    WithJsonSchema({"anyOf": [{"type": "string", "pattern": MONEY_PATTERN}, {"type": "number"}],
+                    "description": "Decimal amount with at most two places, e.g. \"95.00\"."}),
+]
+Moment = Annotated[
+    dt.date | dt.datetime,
+    PlainValidator(parse_moment),
+    WithJsonSchema({"type": "string", "description": "ISO 8601 datetime with offset, or a bare date "
+                    "(midnight in the clinic's time zone)."}),
+]
+Day = Annotated[dt.date, AfterValidator(check_year)]
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+Int32 = Annotated[int, Field(ge=-INT32, le=INT32)]
+
+
+def text(max_length: int, min_length: int = 0) -> Any:
+    """A string the databases can store, at most `max_length` characters."""
+    return Annotated[str, Field(min_length=min_length, max_length=max_length), AfterValidator(storable_text)]
+
+
+Name = text(200)
+ShortText = text(100)
+LongText = text(2000)

@@ -1,0 +1,78 @@
+"""Read-side rules shared by the front ends: who may see what, and the lists they read.
+
+Writes go through `actions`; these only read, and apply the same role rules.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from functools import reduce
+
+from django.db.models import DecimalField, F, OuterRef, Q, QuerySet, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
+
+from .errors import Forbidden, NotFound
+from .models import Appointment, Invoice, InvoiceLine, Patient, Payment, Staff
+from .models.billing import InvoiceStatus
+from .models.patients import parse_patient_number
+from .models.staff import Role
+
+
+def visible_appointment(viewer: Staff, appointment_id: int) -> Appointment:
+    """Owner and front desk see every appointment; a practitioner only their own."""
+    appointment = Appointment.objects.filter(pk=appointment_id).first()
+    if appointment is None:
+        raise NotFound("No such appointment.")
+    if viewer.role == Role.PRACTITIONER and appointment.practitioner_id != viewer.pk:
+        raise Forbidden("Practitioners may see only their own appointments.")
+    return appointment
+
+
+def schedule_for_day(viewer: Staff, day: dt.date, tz: dt.tzinfo) -> QuerySet[Appointment]:
+    """One clinic-local day's live appointments; a practitioner's schedule holds only theirs."""
+    start = dt.datetime.combine(day, dt.time.min, tzinfo=tz)
+    end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time.min, tzinfo=tz)
+    appointments = Appointment.objects.filter(starts_at__gte=start, starts_at__lt=end)
+    if viewer.role == Role.PRACTITIONER:
+        appointments = appointments.filter(practitioner=viewer)
+    return appointments
+
+
+def search_patients(text: str | None) -> QuerySet[Patient]:
+    """Patients whose names contain every word of `text`, or whose number it is (P-000042)."""
+    patients = Patient.objects.all()
+    text = (text or "").strip()
+    if not text:
+        return patients
+    words = [Q(first_name__icontains=w) | Q(last_name__icontains=w) for w in text.split()]
+    match = reduce(lambda a, b: a & b, words)
+    number = parse_patient_number(text)
+    if number is not None and number < 2**63:
+        match |= Q(pk=number)
+    return patients.filter(match)
+
+
+def bookable_staff() -> QuerySet[Staff]:
+    return Staff.objects.filter(is_active=True)
+
+
+def invoices_in_status(invoices: QuerySet[Invoice], status: str) -> QuerySet[Invoice]:
+    """Filter by the derived status (Invoice.status) in the database: void, else paid when
+    payments reach the total of the live lines, partially paid when some is paid."""
+    if status == InvoiceStatus.VOID:
+        return invoices.filter(voided_at__isnull=False)
+    zero = Value(Decimal("0.00"), output_field=DecimalField(max_digits=12, decimal_places=2))
+    total = Subquery(
+        InvoiceLine.objects.filter(invoice=OuterRef("pk"), removed_at__isnull=True)
+        .values("invoice").annotate(sum=Sum("amount")).values("sum")
+    )
+    paid = Subquery(Payment.objects.filter(invoice=OuterRef("pk")).values("invoice").annotate(sum=Sum("amount")).values("sum"))
+    invoices = invoices.filter(voided_at__isnull=True).annotate(
+        live_total=Coalesce(total, zero), paid_total=Coalesce(paid, zero)
+    )
+    if status == InvoiceStatus.PAID:
+        return invoices.filter(paid_total__gte=F("live_total"))
+    if status == InvoiceStatus.PARTIALLY_PAID:
+        return invoices.filter(paid_total__lt=F("live_total"), paid_total__gt=0)
+    return invoices.filter(paid_total__lt=F("live_total"), paid_total__lte=0)

@@ -1,0 +1,206 @@
+"""Booking, the day schedule, check-in and its undo, cancel, no-show, deletion."""
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+
+from tally.clinic.actions import sales, visits
+from tally.clinic.models import Appointment, Tombstone
+
+from .conftest import assert_error
+
+
+@pytest.fixture
+def visit(desk, patient, acu60, practitioner):
+    """Pat's visit with Maria, today at 10:00 in New York."""
+    starts = dt.datetime.combine(dt.date.today(), dt.time(10), tzinfo=dt.timezone(dt.timedelta(hours=-5)))
+    return visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=starts,
+                          practitioner=practitioner)
+
+
+@pytest.fixture
+def paid_pack(desk, patient, ten_pack):
+    pp, _ = sales.do_sell_package(acting_user=desk, patient=patient, package=ten_pack, use_first_session=False,
+                                  sold_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC), payment=(Decimal("800"), "card"))
+    return pp
+
+
+def test_the_front_desk_books_at_midnight_of_a_bare_date(desk_api, patient, acu60, practitioner):
+    response = desk_api.post("/appointments", {"patient_id": patient.pk, "service_id": acu60.pk,
+                                               "starts_at": "2026-03-04", "practitioner_id": practitioner.pk})
+    assert response.status_code == 201
+    body = response.json()
+    assert body["starts_at"] == "2026-03-04T00:00:00-05:00"
+    assert body["ends_at"] == "2026-03-04T01:00:00-05:00"
+    assert body["status"] == "booked" and body["practitioner_id"] == practitioner.pk
+
+
+def test_a_naive_start_is_read_in_the_clinic_zone(desk_api, patient, acu60):
+    body = desk_api.post("/appointments", {"patient_id": patient.pk, "service_id": acu60.pk,
+                                           "starts_at": "2026-07-04T09:30:00", "duration_minutes": 30}).json()
+    assert body["starts_at"] == "2026-07-04T09:30:00-04:00" and body["ends_at"] == "2026-07-04T10:00:00-04:00"
+
+
+@pytest.mark.parametrize("change, field", [({"starts_at": "tomorrow"}, "starts_at"),
+                                           ({"starts_at": "99999-01-01T00:00:00"}, "starts_at"),
+                                           ({"patient_id": 999}, "patient_id"), ({"service_id": "x"}, "service_id"),
+                                           ({"duration_minutes": 0}, "duration_minutes")])
+def test_it_refuses_a_bad_booking(desk_api, patient, acu60, change, field):
+    body = {"patient_id": patient.pk, "service_id": acu60.pk, "starts_at": "2026-03-04T10:00:00Z"} | change
+    assert_error(desk_api.post("/appointments", body), 422, "validation_error", field)
+
+
+def test_it_refuses_booking_by_a_practitioner(practitioner_api, patient, acu60):
+    response = practitioner_api.post("/appointments", {"patient_id": patient.pk, "service_id": acu60.pk,
+                                                       "starts_at": "2026-03-04T10:00:00Z"})
+    assert_error(response, 403, "forbidden")
+
+
+def test_the_day_schedule_is_the_clinic_local_day(desk_api, desk, patient, acu60):
+    ny = dt.timezone(dt.timedelta(hours=-5))
+    late = visits.do_book(acting_user=desk, patient=patient, service=acu60,
+                          starts_at=dt.datetime(2026, 3, 4, 23, 30, tzinfo=ny))
+    visits.do_book(acting_user=desk, patient=patient, service=acu60,
+                   starts_at=dt.datetime(2026, 3, 5, 0, 30, tzinfo=ny))
+    items = desk_api.get("/appointments", date="2026-03-04").json()["items"]
+    assert [a["id"] for a in items] == [late.pk]
+
+
+def test_a_practitioners_schedule_holds_only_theirs(practitioner_api, desk, patient, acu60, visit,
+                                                    other_practitioner):
+    visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=visit.starts_at,
+                   practitioner=other_practitioner)
+    items = practitioner_api.get("/appointments", date=dt.date.today().isoformat()).json()["items"]
+    assert [a["id"] for a in items] == [visit.pk]
+
+
+def test_a_practitioner_may_not_see_anothers_appointment(api_as, other_practitioner, visit):
+    assert_error(api_as(other_practitioner).get(f"/appointments/{visit.pk}"), 403, "forbidden")
+
+
+def test_a_practitioner_sees_their_own_appointment(practitioner_api, visit):
+    assert practitioner_api.get(f"/appointments/{visit.pk}").json()["id"] == visit.pk
+
+
+def test_an_unknown_appointment_is_404(desk_api):
+    assert_error(desk_api.get("/appointments/999"), 404, "not_found")
+    assert_error(desk_api.post("/appointments/999/check-in"), 404, "not_found")
+
+
+def test_a_bad_date_is_refused(desk_api):
+    assert_error(desk_api.get("/appointments", date="2026-02-30"), 422, "validation_error", "date")
+
+
+def test_a_patients_appointments_filter_by_period_and_status(desk_api, desk, patient, acu60):
+    utc = dt.UTC
+    a = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=dt.datetime(2026, 1, 5, 15, tzinfo=utc))
+    b = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=dt.datetime(2026, 2, 5, 15, tzinfo=utc))
+    visits.do_cancel_appointment(acting_user=desk, appointment=b)
+    path = f"/patients/{patient.pk}/appointments"
+    assert [x["id"] for x in desk_api.get(path).json()["items"]] == [a.pk, b.pk]
+    assert [x["id"] for x in desk_api.get(path, to="2026-01-05").json()["items"]] == [a.pk]
+    assert [x["id"] for x in desk_api.get(path, **{"from": "2026-02-01"}).json()["items"]] == [b.pk]
+    assert [x["id"] for x in desk_api.get(path, status="cancelled").json()["items"]] == [b.pk]
+    assert_error(desk_api.get(path, status="gone"), 422, "validation_error", "status")
+    assert_error(desk_api.get(path, to="someday"), 422, "validation_error", "to")
+
+
+def test_checking_in_charges_the_visit_and_uses_a_session(practitioner_api, visit, paid_pack):
+    response = practitioner_api.post(f"/appointments/{visit.pk}/check-in", {})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["appointment"]["status"] == "attended"
+    assert body["line"]["covered_by"] == paid_pack.pk and body["line"]["amount"] == "0.00"
+    assert body["line"]["session_number"] == 1
+    assert body["invoice"]["issued_at"] == body["appointment"]["starts_at"]
+
+
+def test_checking_in_without_a_body_charges_the_booked_service(desk_api, visit, acu60):
+    body = desk_api.post(f"/appointments/{visit.pk}/check-in").json()
+    assert body["line"]["service_id"] == acu60.pk and body["line"]["amount"] == "95.00"
+
+
+def test_no_charges_charges_nothing(desk_api, visit):
+    body = desk_api.post(f"/appointments/{visit.pk}/check-in", {"no_charges": True}).json()
+    assert body["invoice"] is None and body["line"] is None and body["appointment"]["no_charges"] is True
+
+
+def test_checking_in_twice_is_a_conflict(desk_api, visit):
+    desk_api.post(f"/appointments/{visit.pk}/check-in")
+    assert_error(desk_api.post(f"/appointments/{visit.pk}/check-in"), 409, "conflict")
+
+
+def test_a_repeated_check_in_with_the_same_key_is_replayed(desk_api, visit):
+    first = desk_api.post(f"/appointments/{visit.pk}/check-in", {}, key="checkin-1")
+    again = desk_api.post(f"/appointments/{visit.pk}/check-in", {}, key="checkin-1")
+    assert first.status_code == again.status_code == 200
+    assert again.json() == first.json()
+
+
+def test_a_practitioner_may_not_check_in_anothers_visit(api_as, other_practitioner, visit):
+    assert_error(api_as(other_practitioner).post(f"/appointments/{visit.pk}/check-in"), 403, "forbidden")
+
+
+def test_it_refuses_check_in_on_an_unknown_service(desk_api, visit):
+    assert_error(desk_api.post(f"/appointments/{visit.pk}/check-in", {"service_id": 999}), 422,
+                 "validation_error", "service_id")
+
+
+def test_undoing_a_check_in_gives_the_session_back(practitioner_api, desk_api, visit, paid_pack):
+    practitioner_api.post(f"/appointments/{visit.pk}/check-in")
+    response = practitioner_api.post(f"/appointments/{visit.pk}/undo-check-in")
+    assert response.status_code == 200 and response.json()["status"] == "booked"
+    assert desk_api.get(f"/patient-packages/{paid_pack.pk}").json()["sessions_used"] == 0
+
+
+def test_undoing_a_check_in_that_never_happened_is_a_conflict(desk_api, visit):
+    assert_error(desk_api.post(f"/appointments/{visit.pk}/undo-check-in"), 409, "conflict")
+
+
+def test_the_front_desk_cancels_with_a_reason(desk_api, visit):
+    response = desk_api.post(f"/appointments/{visit.pk}/cancel", {"reason": "sick"})
+    assert response.json()["status"] == "cancelled" and response.json()["status_reason"] == "sick"
+
+
+def test_it_refuses_cancelling_by_a_practitioner(practitioner_api, visit):
+    assert_error(practitioner_api.post(f"/appointments/{visit.pk}/cancel"), 403, "forbidden")
+
+
+def test_a_practitioner_marks_their_own_no_show(practitioner_api, visit):
+    assert practitioner_api.post(f"/appointments/{visit.pk}/no-show").json()["status"] == "no_show"
+
+
+def test_a_practitioner_may_not_mark_anothers_no_show(api_as, other_practitioner, visit):
+    assert_error(api_as(other_practitioner).post(f"/appointments/{visit.pk}/no-show"), 403, "forbidden")
+
+
+def test_an_owner_deletes_an_appointment_leaving_a_tombstone(owner_api, visit):
+    response = owner_api.delete(f"/appointments/{visit.pk}", reason="booked in error")
+    assert response.status_code == 204 and response.content == b""
+    assert Tombstone.objects.filter(appointment_id=visit.pk).exists()
+    assert_error(owner_api.get(f"/appointments/{visit.pk}"), 404, "not_found")
+    assert Appointment.all_objects.filter(pk=visit.pk).exists()
+
+
+def test_deleting_needs_a_reason(owner_api, visit):
+    assert_error(owner_api.delete(f"/appointments/{visit.pk}"), 422, "validation_error", "reason")
+
+
+def test_deleting_is_owner_only(desk_api, visit):
+    assert_error(desk_api.delete(f"/appointments/{visit.pk}", reason="x"), 403, "forbidden")
+
+
+def test_deleting_a_visit_with_a_covered_charge_is_a_conflict(owner_api, desk, visit, paid_pack):
+    visits.do_check_in(acting_user=desk, appointment=visit)
+    assert_error(owner_api.delete(f"/appointments/{visit.pk}", reason="x"), 409, "conflict")
+
+
+def test_the_day_schedule_takes_a_fixed_number_of_queries(desk_api, desk, patient, acu60,
+                                                          django_assert_max_num_queries):
+    starts = dt.datetime(2026, 3, 4, 15, tzinfo=dt.UTC)
+    for hour in range(8):
+        visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=starts + dt.timedelta(minutes=hour))
+    with django_assert_max_num_queries(4):
+        items = desk_api.get("/appointments", date="2026-03-04").json()["items"]
+    assert len(items) == 8

@@ -1,0 +1,128 @@
+"""Signing in, tokens, and the one error shape on every 4xx."""
+
+import pytest
+
+from tally.clinic.models import ApiToken
+
+from .conftest import assert_error
+
+PASSWORD = "correct horse battery staple"
+
+
+def test_it_issues_a_token_for_a_good_password(anonymous, desk, api_as):
+    response = anonymous.post("/auth/token", {"username": "frank", "password": PASSWORD})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["role"] == "front_desk"
+    me = api_as(None).__class__(body["token"]).get("/me")
+    assert me.status_code == 200 and me.json()["username"] == "frank"
+
+
+@pytest.mark.parametrize("username, password", [("frank", "wrong"), ("nobody", PASSWORD)])
+def test_it_refuses_bad_credentials_with_401(anonymous, desk, username, password):
+    response = anonymous.post("/auth/token", {"username": username, "password": password})
+    assert_error(response, 401, "unauthenticated")
+
+
+def test_it_refuses_a_sign_in_without_a_password_with_422(anonymous, desk):
+    assert_error(anonymous.post("/auth/token", {"username": "frank"}), 422, "validation_error", "password")
+
+
+def test_it_refuses_an_inactive_user_at_sign_in(anonymous, desk):
+    desk.is_active = False
+    desk.save()
+    response = anonymous.post("/auth/token", {"username": "frank", "password": PASSWORD})
+    assert_error(response, 401, "unauthenticated")
+
+
+def test_it_refuses_requests_without_a_token(anonymous):
+    assert_error(anonymous.get("/me"), 401, "unauthenticated")
+
+
+def test_it_refuses_a_bad_token(api_as):
+    from .conftest import Api
+
+    assert_error(Api("tly_not-a-real-token").get("/patients"), 401, "unauthenticated")
+
+
+def test_it_refuses_a_revoked_token_on_the_next_request(desk, clinic):
+    from django.utils import timezone
+
+    from .conftest import Api
+
+    token, raw = ApiToken.issue(desk)
+    api = Api(raw)
+    assert api.get("/me").status_code == 200
+    ApiToken.objects.filter(pk=token.pk).update(revoked_at=timezone.now())
+    assert_error(api.get("/me"), 401, "unauthenticated")
+
+
+def test_it_refuses_a_deactivated_user_on_the_next_request(desk_api, desk):
+    assert desk_api.get("/me").status_code == 200
+    desk.is_active = False
+    desk.save()
+    assert_error(desk_api.get("/me"), 401, "unauthenticated")
+
+
+def test_it_answers_malformed_json_with_the_error_shape(desk_api):
+    assert_error(desk_api.post("/patients", raw="{not json"), 422, "validation_error", "body")
+
+
+def test_it_answers_a_json_array_body_with_a_validation_error(desk_api):
+    assert_error(desk_api.post("/patients", raw="[1, 2]"), 422, "validation_error")
+
+
+def test_it_answers_unknown_urls_with_a_json_404(desk_api):
+    assert_error(desk_api.get("/no/such/thing"), 404, "not_found")
+
+
+def test_it_answers_a_wrong_method_with_a_json_405(desk_api):
+    response = desk_api.delete("/patients")
+    assert_error(response, 405, "method_not_allowed")
+    assert "GET" in response["Allow"]
+
+
+@pytest.mark.parametrize("path", ["/patients/abc", "/patients/-1", "/patients/0",
+                                  "/patients/99999999999999999999999999"])
+def test_it_refuses_ids_that_are_not_ids_with_422(desk_api, path):
+    assert_error(desk_api.get(path), 422, "validation_error", "patient_id")
+
+
+def test_it_answers_an_unknown_id_with_404(desk_api):
+    assert_error(desk_api.get("/patients/9223372036854775807"), 404, "not_found")
+
+
+def test_it_refuses_unknown_fields_in_a_body(desk_api):
+    response = desk_api.post("/patients", {"first_name": "A", "last_name": "B", "shoe_size": 9})
+    assert_error(response, 422, "validation_error", "shoe_size")
+
+
+@pytest.mark.parametrize("text", ["nul\x00byte", "lone \ud800 surrogate"])
+def test_it_refuses_text_the_database_cannot_store(desk_api, text):
+    response = desk_api.post("/patients", {"first_name": text, "last_name": "B"})
+    assert_error(response, 422, "validation_error", "first_name")
+
+
+def test_the_openapi_document_is_public_and_lists_error_responses(anonymous):
+    response = anonymous.get("/openapi.json")
+    assert response.status_code == 200
+    document = response.json()
+    assert "Error" in document["components"]["schemas"]
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            assert "422" in responses, (method, path)
+            if path != "/api/v1/auth/token":
+                assert {"401", "403", "404"} <= set(responses), (method, path)
+            if method != "get" and path != "/api/v1/auth/token":
+                assert "409" in responses, (method, path)
+            for status in ("401", "403", "404", "409", "422"):
+                if status in responses:
+                    ref = responses[status]["content"]["application/json"]["schema"]["$ref"]
+                    assert ref.endswith("/Error")
+    sell = document["paths"]["/api/v1/patients/{patient_id}/packages"]["post"]
+    assert any(p["name"] == "Idempotency-Key" for p in sell["parameters"])
+
+
+def test_the_docs_page_is_public(anonymous):
+    assert anonymous.get("/docs").status_code == 200

@@ -1,0 +1,63 @@
+"""Registering, searching and reading patients."""
+
+import pytest
+
+from tally.clinic.actions import catalog
+
+from .conftest import assert_error
+
+
+def test_the_front_desk_registers_a_patient(desk_api):
+    response = desk_api.post("/patients", {"first_name": "Ana", "last_name": "Silva", "date_of_birth": "1990-01-31"})
+    assert response.status_code == 201
+    body = response.json()
+    assert body["patient_number"] == f"P-{body['id']:06d}"
+    assert body["date_of_birth"] == "1990-01-31"
+
+
+def test_it_refuses_patient_registration_by_a_practitioner(practitioner_api):
+    assert_error(practitioner_api.post("/patients", {"first_name": "A", "last_name": "B"}), 403, "forbidden")
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"last_name": "Silva"}, "first_name"),
+    ({"first_name": " ", "last_name": "Silva"}, "first_name"),
+    ({"first_name": "A", "last_name": "B", "date_of_birth": "1990-02-30"}, "date_of_birth"),
+    ({"first_name": "A", "last_name": "B", "date_of_birth": "9999-01-01"}, "date_of_birth"),
+    ({"first_name": "A" * 101, "last_name": "B"}, "first_name"),
+])
+def test_it_refuses_a_bad_patient(desk_api, body, field):
+    assert_error(desk_api.post("/patients", body), 422, "validation_error", field)
+
+
+def test_it_finds_patients_by_name_and_by_number(desk_api, patient, desk):
+    catalog.do_create_patient(acting_user=desk, first_name="John", last_name="Smith")
+    assert [p["id"] for p in desk_api.get("/patients", q="mar lop").json()["items"]] == [patient.pk]
+    assert [p["id"] for p in desk_api.get("/patients", q=patient.patient_number).json()["items"]] == [patient.pk]
+    assert desk_api.get("/patients", q="nobody").json()["items"] == []
+
+
+def test_patients_are_paged_with_a_cursor(desk_api, desk, clinic):
+    for last in ("Adams", "Brown", "Clark"):
+        catalog.do_create_patient(acting_user=desk, first_name="X", last_name=last)
+    first = desk_api.get("/patients", limit=2).json()
+    assert [p["last_name"] for p in first["items"]] == ["Adams", "Brown"]
+    rest = desk_api.get("/patients", limit=2, cursor=first["next"]).json()
+    assert [p["last_name"] for p in rest["items"]] == ["Clark"]
+    assert rest["next"] is None
+
+
+def test_a_practitioner_reads_a_chart(practitioner_api, patient):
+    assert practitioner_api.get(f"/patients/{patient.pk}").json()["first_name"] == "Maria"
+
+
+def test_an_unknown_patient_is_404(desk_api):
+    assert_error(desk_api.get("/patients/424242"), 404, "not_found")
+
+
+def test_a_change_is_audited_with_the_callers_address(desk_api):
+    from tally.clinic.models import AuditEvent
+
+    desk_api.post("/patients", {"first_name": "Ana", "last_name": "Silva"})
+    event = AuditEvent.objects.get(action="patient.create")
+    assert event.ip == "127.0.0.1"
