@@ -1,0 +1,300 @@
+"""The investigator, its fixes, the clinic audit and the audit log (SPEC.md "The investigator")."""
+
+
+import base64
+import binascii
+import datetime as dt
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from django.http import HttpRequest
+from ninja import Query, Router, Schema
+from pydantic import Field
+
+from tally.clinic.actions.common import ANY_STAFF, DESK, OWNER, require_role
+from tally.clinic.errors import Invalid
+from tally.clinic.investigator.explain import Finding, Investigation
+from tally.clinic.investigator.service import (
+    FIX_ACTIONS,
+    apply_fix,
+    clinic_audit,
+    investigate_package,
+    investigate_patient,
+)
+from tally.clinic.models import AuditEvent, PackageLedgerEntry, Patient, PatientPackage
+
+from .. import render
+from ..idempotency import clinic_write
+from ..lookups import clinic_tz, get_or_404, viewer
+from ..pagination import paginate
+from ..schemas import (
+    READ_ERRORS,
+    WRITE_ERRORS,
+    DateOut,
+    DateTimeOut,
+    LedgerEntryOut,
+    MoneyOut,
+    PageParams,
+    PatientPackageOut,
+    StrictInput,
+    page_of,
+)
+from ..types import Id, Moment, resolve_moment
+
+router = Router(tags=["investigator"])
+
+Severity = Literal["error", "warning", "info"]
+
+
+class FixOut(Schema):
+    action: str
+    params: dict[str, Any]
+
+
+class FindingOut(Schema):
+    code: str
+    severity: Severity
+    message: str
+    date: DateOut
+    until: DateOut | None = None
+    patient_package_id: int | None = None
+    appointment_id: int | None = None
+    invoice_id: int | None = None
+    line_id: int | None = None
+    tombstone_id: int | None = None
+    fix: FixOut | None
+
+
+class SummaryOut(PatientPackageOut):
+    paid: MoneyOut
+    balance: MoneyOut
+    expected_used: int | None
+    difference: int | None
+
+
+class InvestigationOut(Schema):
+    summary: SummaryOut
+    findings: list[FindingOut]
+    timeline: list[dict[str, Any]] = Field(
+        description="Every visit (tombstones included), invoice, line, payment and ledger entry, oldest first; "
+        "visits carry `counted` and, when not counted, `reason`."
+    )
+
+
+class PatientInvestigationOut(Schema):
+    patient_id: int
+    patient_number: str
+    packages: list[InvestigationOut]
+    findings: list[FindingOut]
+
+
+class FixIn(StrictInput):
+    action: Literal[FIX_ACTIONS]  # type: ignore[valid-type]
+    params: dict[str, Any] = Field(default_factory=dict)
+    override: bool | None = Field(None, description="Owner only, with `reason`: apply despite rule 6 or a rule "
+                                                    "working as designed.")
+    reason: Annotated[str, Field(max_length=2000)] | None = None
+
+
+class FixResultOut(Schema):
+    applied: bool
+    message: str
+    ledger_entry: LedgerEntryOut | None
+    investigation: InvestigationOut | None
+    findings: list[FindingOut] | None = None
+
+
+class AuditRowOut(Schema):
+    patient_package_id: int
+    patient_id: int
+    patient_number: str
+    package_name: str
+    codes: list[str]
+    worst_severity: Severity
+    findings: int
+
+
+class AuditPageOut(Schema):
+    scanned: int
+    items: list[AuditRowOut]
+    next: str | None
+
+
+class AuditEventOut(Schema):
+    id: int
+    at: DateTimeOut
+    actor_id: int | None
+    role: str
+    action: str
+    object_type: str
+    object_id: str
+    patient_id: int | None
+    before: Any = None
+    after: Any = None
+    ip: str | None
+
+
+AuditEventPage = page_of(AuditEventOut, "AuditEventPage")
+
+
+class ExpectedUsed(Schema):
+    expected_used: int | None = Field(None, ge=0, le=100000, description="What staff expected the used count to be.")
+
+
+class AuditParams(PageParams):
+    min_severity: Severity = "info"
+
+
+class AuditLogParams(PageParams):
+    patient_id: Id | None = None
+    from_: Moment | None = Field(None, alias="from")
+    to: Moment | None = None
+
+
+# ------------------------------------------------------------------ rendering
+
+
+def jsonable(value: Any, tz: dt.tzinfo) -> Any:
+    if isinstance(value, dt.datetime):
+        return render.moment(value, tz)
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return render.money(value)
+    if isinstance(value, dict):
+        return {k: jsonable(v, tz) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v, tz) for v in value]
+    return value
+
+
+def finding_out(finding: Finding) -> dict[str, Any]:
+    return finding.as_dict()
+
+
+def investigation_out(investigation: Investigation, tz: dt.tzinfo) -> dict[str, Any]:
+    summary = jsonable(investigation.summary, tz)
+    package = PatientPackage.objects.only("price", "use_first_session", "cancelled_at").get(pk=summary["id"])
+    summary |= {"price": render.money(package.price), "use_first_session": package.use_first_session,
+                "cancelled_at": render.moment(package.cancelled_at, tz)}
+    return {
+        "summary": summary,
+        "findings": [finding_out(f) for f in investigation.findings],
+        "timeline": jsonable(investigation.timeline, tz),
+    }
+
+
+# ------------------------------------------------------------------ endpoints
+
+
+@router.get("/patient-packages/{patient_package_id}/investigation",
+            response={200: InvestigationOut, **READ_ERRORS})
+def package_investigation(request: HttpRequest, patient_package_id: Id,
+                          query: Query[ExpectedUsed]) -> dict[str, Any]:
+    """Why the count is what it is: summary, all-time timeline, findings with their fixes.
+    With `expected_used`, the findings that can account for the difference come first."""
+    require_role(viewer(request), *ANY_STAFF, doing="investigate packages")
+    return investigation_out(investigate_package(patient_package_id, expected_used=query.expected_used),
+                             clinic_tz())
+
+
+@router.get("/patients/{patient_id}/investigation", response={200: PatientInvestigationOut, **READ_ERRORS})
+def patient_investigation(request: HttpRequest, patient_id: Id) -> dict[str, Any]:
+    """Every package of the patient, and the visit-level findings that belong to no package."""
+    require_role(viewer(request), *ANY_STAFF, doing="investigate patients")
+    tz = clinic_tz()
+    patient = get_or_404(Patient.objects.all(), patient_id, "patient")
+    packages, orphans = investigate_patient(patient.pk)
+    return {"patient_id": patient.pk, "patient_number": patient.patient_number,
+            "packages": [investigation_out(inv, tz) for inv in packages],
+            "findings": [finding_out(f) for f in orphans]}
+
+
+def fix_params(payload: FixIn) -> dict[str, Any]:
+    params = dict(payload.params)
+    if payload.override is not None:
+        params["override"] = payload.override
+    if payload.reason is not None:
+        params["reason"] = payload.reason
+    return params
+
+
+def latest_entry(result_entry: PackageLedgerEntry | None, tz: dt.tzinfo) -> dict[str, Any] | None:
+    if result_entry is None:
+        return None
+    entry = PackageLedgerEntry.objects.select_related("by").get(pk=result_entry.pk)
+    return render.ledger_entry(entry, tz)
+
+
+@router.post("/patient-packages/{patient_package_id}/fixes", response={200: FixResultOut, **WRITE_ERRORS})
+@clinic_write
+def package_fix(request: HttpRequest, patient_package_id: Id, payload: FixIn) -> dict[str, Any]:
+    """Apply one fix in the context of this package; rule 6 still decides which package covers
+    (an owner's `override` applies this one). Idempotent: a repeat changes nothing."""
+    tz = clinic_tz()
+    context = get_or_404(PatientPackage.objects.all(), patient_package_id, "patient package")
+    result = apply_fix(acting_user=viewer(request), action=payload.action, params=fix_params(payload),
+                       context=context)
+    return {"applied": result.applied, "message": result.message, "ledger_entry": latest_entry(result.ledger_entry, tz),
+            "investigation": investigation_out(investigate_package(context.pk), tz)}
+
+
+@router.post("/patients/{patient_id}/fixes", response={200: FixResultOut, **WRITE_ERRORS})
+@clinic_write
+def patient_fix(request: HttpRequest, patient_id: Id, payload: FixIn) -> dict[str, Any]:
+    """A fix for a finding that belongs to no package; rule 6 decides."""
+    tz = clinic_tz()
+    patient = get_or_404(Patient.objects.all(), patient_id, "patient")
+    result = apply_fix(acting_user=viewer(request), action=payload.action, params=fix_params(payload),
+                       patient_id=patient.pk)
+    _, orphans = investigate_patient(patient.pk)
+    return {"applied": result.applied, "message": result.message, "ledger_entry": latest_entry(result.ledger_entry, tz),
+            "investigation": None, "findings": [finding_out(f) for f in orphans]}
+
+
+def _offset(cursor: str | None) -> int:
+    if not cursor:
+        return 0
+    try:
+        value = int(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().removeprefix("o:"))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise Invalid("That cursor is not one this list gave out.", fields={"cursor": "invalid cursor"}) from None
+    if value < 0:
+        raise Invalid("That cursor is not one this list gave out.", fields={"cursor": "invalid cursor"})
+    return value
+
+
+def _cursor(offset: int) -> str:
+    return base64.urlsafe_b64encode(f"o:{offset}".encode()).decode().rstrip("=")
+
+
+@router.get("/audit/packages", response={200: AuditPageOut, **READ_ERRORS})
+def audit_packages(request: HttpRequest, query: Query[AuditParams]) -> dict[str, Any]:
+    """The clinic audit: every package through the investigator, those with findings at or
+    above `min_severity`, worst first."""
+    require_role(viewer(request), *DESK, doing="run the clinic audit")
+    start = _offset(query.cursor)
+    scanned, rows = clinic_audit(min_severity=query.min_severity)
+    page = rows[start:start + query.limit]
+    more = start + query.limit < len(rows)
+    return {"scanned": scanned, "items": [row.__dict__ for row in page],
+            "next": _cursor(start + query.limit) if more else None}
+
+
+@router.get("/audit-log", response={200: AuditEventPage, **READ_ERRORS})
+def audit_log(request: HttpRequest, query: Query[AuditLogParams]) -> dict[str, Any]:
+    """Owner only: who did what, when, with before/after, oldest first."""
+    require_role(viewer(request), *OWNER, doing="read the audit log")
+    tz = clinic_tz()
+    events = AuditEvent.objects.all()
+    if query.patient_id is not None:
+        events = events.filter(patient_id=query.patient_id)
+    if query.from_ is not None:
+        events = events.filter(at__gte=resolve_moment(query.from_, tz))
+    if query.to is not None:
+        events = events.filter(at__lte=resolve_moment(query.to, tz, bare_date_means_end=True))
+    return paginate(events, query, keys=("id",), render=lambda e: {
+        "id": e.pk, "at": render.moment(e.at, tz), "actor_id": e.actor_id, "role": e.role, "action": e.action,
+        "object_type": e.object_type, "object_id": e.object_id, "patient_id": e.patient_id,
+        "before": e.before, "after": e.after, "ip": e.ip,
+    })

@@ -1,0 +1,302 @@
+"""The investigator through the API: every finding code from a history built with the API,
+every fix posted as the finding gives it, and the finding gone afterwards."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+
+from .conftest import assert_error
+
+
+class Desk:
+    """Builds one patient's history through the API, on clinic-local days of March 2026."""
+
+    def __init__(self, api, owner_api, patient, acu60, acu90, ten_pack):
+        self.api, self.owner_api = api, owner_api
+        self.patient, self.acu60, self.acu90, self.ten_pack = patient.pk, acu60.pk, acu90.pk, ten_pack.pk
+
+    def ok(self, response, status=200):
+        assert response.status_code == status, response.content
+        return response.json()
+
+    def sell(self, day, *, first=False, paid="800.00", package=None, hour="09:00"):
+        body = {"package_id": package or self.ten_pack, "use_first_session": first,
+                "sold_at": f"2026-03-{day:02d}T{hour}:00"}
+        if paid:
+            body["payment"] = {"amount": paid, "method": "card"}
+        sale = self.ok(self.api.post(f"/patients/{self.patient}/packages", body), 201)
+        return sale["patient_package"]["id"], sale["invoice"]["id"]
+
+    def book(self, day, service=None):
+        return self.ok(self.api.post("/appointments", {"patient_id": self.patient, "service_id": service or self.acu60,
+                                                       "starts_at": f"2026-03-{day:02d}T10:00:00"}), 201)["id"]
+
+    def visit(self, day, **check_in):
+        appointment = self.book(day)
+        result = self.ok(self.api.post(f"/appointments/{appointment}/check-in", check_in))
+        return appointment, result
+
+    def investigate(self, package_id, **params):
+        return self.ok(self.api.get(f"/patient-packages/{package_id}/investigation", **params))
+
+
+@pytest.fixture
+def desk_history(desk_api, owner_api, patient, acu60, acu90, ten_pack):
+    return Desk(desk_api, owner_api, patient, acu60, acu90, ten_pack)
+
+
+def codes(investigation):
+    return [f["code"] for f in investigation["findings"]]
+
+
+def the(investigation, code):
+    found = [f for f in investigation["findings"] if f["code"] == code]
+    assert len(found) == 1, codes(investigation)
+    return found[0]
+
+
+def fixed(h, package_id, finding, api=None):
+    """Post the finding's fix as it is; it applies, a repeat changes nothing, the finding is gone."""
+    api = api or h.api
+    first = h.ok(api.post(f"/patient-packages/{package_id}/fixes", finding["fix"]))
+    assert first["applied"] is True
+    again = h.ok(api.post(f"/patient-packages/{package_id}/fixes", finding["fix"]))
+    assert again["applied"] is False
+    assert finding["code"] not in codes(first["investigation"])
+    return first
+
+
+def test_first_session_not_used_and_its_fix(desk_history):
+    h = desk_history
+    h.visit(4)
+    package, _ = h.sell(4, hour="15:00")
+    finding = the(h.investigate(package), "FIRST_SESSION_NOT_USED")
+    result = fixed(h, package, finding)
+    assert result["investigation"]["summary"]["sessions_used"] == 1
+    assert result["ledger_entry"]["kind"] == "use"
+
+
+def test_not_checked_in_and_its_fix(desk_history):
+    h = desk_history
+    package, _ = h.sell(1)
+    h.book(5)
+    finding = the(h.investigate(package), "NOT_CHECKED_IN")
+    assert finding["severity"] == "warning"
+    assert fixed(h, package, finding)["investigation"]["summary"]["sessions_used"] == 1
+
+
+def test_no_charges_and_its_fix(desk_history):
+    h = desk_history
+    package, _ = h.sell(1)
+    h.visit(5, no_charges=True)
+    assert fixed(h, package, the(h.investigate(package), "NO_CHARGES"))["investigation"]["summary"]["sessions_used"] == 1
+
+
+def test_not_invoiced_and_its_fix(desk_history):
+    h = desk_history
+    package, _ = h.sell(1)
+    _, charged = h.visit(5)
+    assert h.api.delete(f"/invoices/{charged['invoice']['id']}/lines/{charged['line']['id']}").status_code == 204
+    assert fixed(h, package, the(h.investigate(package), "NOT_INVOICED"))["investigation"]["summary"]["sessions_used"] == 1
+
+
+def test_appointment_deleted_and_its_fix(desk_history):
+    h = desk_history
+    package, _ = h.sell(1)
+    appointment = h.book(5)
+    assert h.owner_api.delete(f"/appointments/{appointment}", reason="double booking").status_code == 204
+    finding = the(h.investigate(package), "APPOINTMENT_DELETED")
+    assert finding["tombstone_id"] is not None
+    fixed(h, package, finding)
+    timeline = h.investigate(package)["timeline"]
+    assert any(e["kind"] == "tombstone" for e in timeline)  # the tombstone stays as history
+
+
+def test_schedule_gap_is_info_until_the_count_is_disputed(desk_history):
+    h = desk_history
+    package, _ = h.sell(1)
+    for day in (2, 3, 4, 5, 27):
+        h.visit(day)
+    finding = the(h.investigate(package), "SCHEDULE_GAP")
+    assert finding["severity"] == "info" and finding["fix"] is None
+    disputed = h.investigate(package, expected_used=7)
+    assert the(disputed, "SCHEDULE_GAP")["severity"] == "warning"
+    assert disputed["summary"]["difference"] == 2
+
+
+def test_service_not_in_package_and_its_fix(desk_history):
+    h = desk_history
+    package, _ = h.sell(1)
+    h.visit(5, service_id=h.acu90)
+    finding = the(h.investigate(package), "SERVICE_NOT_IN_PACKAGE")
+    assert finding["fix"]["params"]["service_id"] == h.acu60
+    fixed(h, package, finding)
+
+
+def test_package_not_paid_and_its_fix(desk_history):
+    h = desk_history
+    package, sale = h.sell(1, paid="300.00")
+    h.visit(5)
+    h.ok(h.api.post(f"/invoices/{sale}/payments", {"amount": "500.00", "method": "card",
+                                                   "received_at": "2026-03-06T12:00:00"}), 201)
+    finding = the(h.investigate(package), "PACKAGE_NOT_PAID")
+    assert "$300.00 of $800.00" in finding["message"]
+    fixed(h, package, finding)
+
+
+def test_a_fix_never_applies_a_package_to_a_paid_invoice(desk_history):
+    h = desk_history
+    package, sale = h.sell(1, paid="300.00")
+    _, charged = h.visit(5)
+    h.ok(h.api.post(f"/invoices/{charged['invoice']['id']}/payments", {"amount": "95.00", "method": "card"}), 201)
+    h.ok(h.api.post(f"/invoices/{sale}/payments", {"amount": "500.00", "method": "card"}), 201)
+    finding = the(h.investigate(package), "PACKAGE_NOT_PAID")
+    assert_error(h.api.post(f"/patient-packages/{package}/fixes", finding["fix"]), 409, "conflict")
+
+
+@pytest.mark.parametrize("code", ["CHARGED_BEFORE_PURCHASE", "COVERED_BY_OTHER_PACKAGE", "PACKAGE_EXHAUSTED",
+                                  "PACKAGE_EXPIRED", "PACKAGE_CANCELLED"])
+def test_rules_working_as_designed_are_info_without_a_fix(desk_history, owner_api, code):
+    h = desk_history
+    if code == "CHARGED_BEFORE_PURCHASE":
+        package, _ = h.sell(10)
+        h.ok(h.api.post("/invoices", {"patient_id": h.patient, "issued_at": "2026-03-05",
+                                      "lines": [{"service_id": h.acu60}]}), 201)
+    elif code == "COVERED_BY_OTHER_PACKAGE":
+        h.sell(1)
+        package, _ = h.sell(2)
+        h.visit(5)
+    elif code == "PACKAGE_EXHAUSTED":
+        single = h.ok(owner_api.post("/packages", {"name": "Single", "price": "90.00", "sessions": 1,
+                                                   "service_ids": [h.acu60]}), 201)["id"]
+        package, _ = h.sell(1, package=single, paid="90.00")
+        h.visit(2)
+        h.visit(3)
+    elif code == "PACKAGE_EXPIRED":
+        weekly = h.ok(owner_api.post("/packages", {"name": "Week", "price": "90.00", "sessions": 3, "valid_days": 7,
+                                                   "service_ids": [h.acu60]}), 201)["id"]
+        package, _ = h.sell(1, package=weekly, paid="90.00")
+        h.visit(9)
+    else:
+        package, _ = h.sell(1)
+        h.ok(h.api.post(f"/patient-packages/{package}/cancel", {"reason": "moving away"}))
+        h.visit(5)
+    finding = the(h.investigate(package), code)
+    assert finding["severity"] == "info"
+    assert finding["fix"] is None
+
+
+def test_an_owner_may_override_a_rule_working_as_designed(desk_history, owner_api):
+    h = desk_history
+    package, _ = h.sell(10)
+    invoice = h.ok(h.api.post("/invoices", {"patient_id": h.patient, "issued_at": "2026-03-05",
+                                            "lines": [{"service_id": h.acu60}]}), 201)
+    finding = the(h.investigate(package), "CHARGED_BEFORE_PURCHASE")
+    override = {"action": "apply_to_line", "params": {"line_id": finding["line_id"], "override": True,
+                                                      "reason": "patient bought the package that morning"}}
+    assert_error(h.api.post(f"/patient-packages/{package}/fixes", override), 403, "forbidden")
+    result = h.ok(owner_api.post(f"/patient-packages/{package}/fixes", override))
+    assert result["applied"] is True
+    assert result["investigation"]["summary"]["sessions_used"] == 1
+    line = h.ok(h.api.get(f"/invoices/{invoice['id']}"))["lines"][0]
+    assert line["covered_by"] == package and line["amount"] == "0.00"
+
+
+def test_possible_double_use_is_a_warning(desk_history):
+    h = desk_history
+    package, _ = h.sell(1)
+    appointment, charged = h.visit(5)
+    h.ok(h.api.post(f"/invoices/{charged['invoice']['id']}/lines",
+                    {"service_id": h.acu60, "appointment_id": appointment}), 201)
+    finding = the(h.investigate(package, expected_used=1), "POSSIBLE_DOUBLE_USE")
+    assert finding["severity"] == "warning"
+    assert codes(h.investigate(package, expected_used=1))[0] == "POSSIBLE_DOUBLE_USE"
+
+
+def test_a_corrupted_count_is_a_ledger_mismatch_error(desk_history):
+    h = desk_history
+    package, _ = h.sell(1)
+    h.visit(5)
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE clinic_patientpackage SET sessions_used = 4 WHERE id = %s", [package])
+    finding = the(h.investigate(package), "LEDGER_MISMATCH")
+    assert finding["severity"] == "error"
+
+
+def test_the_owner_adjusts_within_bounds_only(desk_history, owner_api):
+    h = desk_history
+    package, _ = h.sell(1)
+    adjust = {"action": "adjust", "params": {"change": -2, "reason": "two paper-chart visits"}}
+    assert_error(h.api.post(f"/patient-packages/{package}/fixes", adjust), 403, "forbidden")
+    result = h.ok(owner_api.post(f"/patient-packages/{package}/fixes", adjust))
+    assert result["investigation"]["summary"]["sessions_used"] == 2
+    assert result["ledger_entry"]["kind"] == "adjustment"
+    too_far = {"action": "adjust", "params": {"change": 9, "reason": "oops"}}
+    assert_error(owner_api.post(f"/patient-packages/{package}/fixes", too_far), 422, "validation_error")
+
+
+def test_visit_findings_with_no_package_are_fixed_on_the_patient(desk_history):
+    h = desk_history
+    h.visit(5, no_charges=True)
+    patient = h.ok(h.api.get(f"/patients/{h.patient}/investigation"))
+    assert patient["packages"] == []
+    finding = patient["findings"][0]
+    assert finding["code"] == "NO_CHARGES"
+    result = h.ok(h.api.post(f"/patients/{h.patient}/fixes", finding["fix"]))
+    assert result["applied"] is True and result["findings"] == []
+
+
+def test_a_fix_for_another_patients_line_is_not_found(desk_history, desk, acu60):
+    from tally.clinic.actions import catalog
+
+    h = desk_history
+    package, _ = h.sell(1)
+    other = catalog.do_create_patient(acting_user=desk, first_name="Ana", last_name="Silva")
+    appointment = h.ok(h.api.post("/appointments", {"patient_id": other.pk, "service_id": acu60.pk,
+                                                    "starts_at": "2026-03-05T10:00:00"}), 201)["id"]
+    charged = h.ok(h.api.post(f"/appointments/{appointment}/check-in", {}))
+    fix = {"action": "apply_to_line", "params": {"line_id": charged["line"]["id"]}}
+    assert_error(h.api.post(f"/patient-packages/{package}/fixes", fix), 404, "not_found")
+
+
+def test_bad_fix_bodies_are_422(desk_history):
+    h = desk_history
+    package, _ = h.sell(1)
+    assert_error(h.api.post(f"/patient-packages/{package}/fixes", {"action": "teleport"}), 422, "validation_error")
+    assert_error(h.api.post(f"/patient-packages/{package}/fixes", {"action": "apply_to_line"}), 422,
+                 "validation_error")
+    assert_error(h.api.post(f"/patient-packages/{package}/fixes",
+                            {"action": "apply_to_line", "params": {"line_id": "x"}}), 422, "validation_error")
+    assert_error(h.api.get(f"/patient-packages/{package}/investigation", expected_used=-1), 422, "validation_error")
+    assert_error(h.api.get("/patient-packages/999999/investigation"), 404, "not_found")
+
+
+def test_the_clinic_audit_lists_packages_with_findings_worst_first(desk_history, practitioner_api, anonymous):
+    h = desk_history
+    clean, _ = h.sell(1)
+    h.visit(2)
+    broken, _ = h.sell(3)
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE clinic_patientpackage SET sessions_used = 5 WHERE id = %s", [broken])
+    h.visit(6, no_charges=True)
+    audit = h.ok(h.api.get("/audit/packages", min_severity="warning"))
+    assert audit["scanned"] == 2
+    assert audit["items"][0]["patient_package_id"] == broken
+    assert audit["items"][0]["worst_severity"] == "error"
+    page = h.ok(h.api.get("/audit/packages", limit=1))
+    assert len(page["items"]) == 1 and page["next"]
+    assert_error(practitioner_api.get("/audit/packages"), 403, "forbidden")
+    assert_error(anonymous.get("/audit/packages"), 401, "unauthenticated")
+    assert_error(h.api.get("/audit/packages", min_severity="loud"), 422, "validation_error")
+    assert_error(h.api.get("/audit/packages", cursor="!!!"), 422, "validation_error")
+
+
+def test_the_audit_log_is_owner_only_and_filters_by_patient(desk_history, owner_api, desk_api):
+    h = desk_history
+    h.sell(1)
+    events = h.ok(owner_api.get("/audit-log", patient_id=h.patient))["items"]
+    assert {"patient.create", "package.sell"} <= {e["action"] for e in events}
+    assert all(e["patient_id"] == h.patient for e in events)
+    assert_error(desk_api.get("/audit-log"), 403, "forbidden")
+    assert h.ok(owner_api.get("/audit-log", **{"from": "2199-01-01"}))["items"] == []
