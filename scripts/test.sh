@@ -20,6 +20,11 @@ if in_ci; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
       || { echo "could not install chromium"; exit 1; }
   fi
+  if ! "$VENV/bin/python" -c "import weasyprint" >/dev/null 2>&1; then
+    echo "installing Debian's pango for WeasyPrint (invoice PDFs)"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libpango-1.0-0 libpangoft2-1.0-0 >/dev/null) \
+      || { echo "could not install pango"; exit 1; }
+  fi
   if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
     echo "starting PostgreSQL"
     pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true

@@ -1,6 +1,11 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
+
+from tally.api.api import urls as api_urls
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("api/v1/", api_urls()),
+    # The staff web app at the site root: "/" is its home (Today once signed in).
+    path("", include("tally.staff.urls")),
 ]

@@ -13,7 +13,7 @@ from typing import Any
 from ..audit import record, snapshot
 from ..errors import Invalid
 from ..models import ClinicSettings, Package, Patient, Service, Staff
-from .common import DESK, OWNER, clinic_action, money, require_role, require_text
+from .common import ANY_STAFF, DESK, OWNER, clinic_action, money, require_role, require_text
 
 SERVICE_FIELDS = {"name", "duration_minutes", "price", "active"}
 PACKAGE_FIELDS = {"name", "price", "sessions", "service_ids", "valid_days", "active"}
@@ -120,6 +120,13 @@ def do_create_patient(*, acting_user: Staff, first_name: str, last_name: str,
                                      email=(email or "").strip(), phone=(phone or "").strip())
     record("patient.create", actor=acting_user, obj=patient, patient_id=patient.pk, after=snapshot(patient))
     return patient
+
+
+@clinic_action
+def do_record_chart_view(*, acting_user: Staff, patient: Patient) -> None:
+    """SPEC "Who uses it": every view of a patient's chart is written to the audit log."""
+    require_role(acting_user, *ANY_STAFF, doing="view patient charts")
+    record("patient.view_chart", actor=acting_user, obj=patient, patient_id=patient.pk)
 
 
 @clinic_action

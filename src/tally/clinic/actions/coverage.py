@@ -35,6 +35,23 @@ def decide_for(patient_id: int, service_id: int, invoice_date: dt.date,
     return decision, {p.pk: p for p in packages}
 
 
+def preview_coverage(patient_id: int, service_id: int, invoice_date: dt.date,
+                     tz: dt.tzinfo) -> tuple[rules.Decision, dict[int, PatientPackage]]:
+    """What rules 1-6 would decide for a charge now, without locking or writing: the
+    warning staff see before a check-in is saved. The action decides again under its locks."""
+    packages = list(PatientPackage.objects.filter(patient_id=patient_id).order_by("pk"))
+    pairs = PatientPackage.eligible_services.through.objects.filter(
+        patientpackage_id__in=[p.pk for p in packages]
+    ).values_list("patientpackage_id", "service_id")
+    eligible: dict[int, set[int]] = {}
+    for package_id, eligible_id in pairs:
+        eligible.setdefault(package_id, set()).add(eligible_id)
+    for package in packages:
+        package.eligible_ids = frozenset(eligible.get(package.pk, ()))
+    decision = rules.decide_coverage(service_id, invoice_date, [package_facts(p, tz) for p in packages])
+    return decision, {p.pk: p for p in packages}
+
+
 def cover_line(line: InvoiceLine, package: PatientPackage, *, by: Staff | None, reason: str = "") -> None:
     entry = use_session(package, by=by, invoice_line=line, reason=reason)
     line.covered_by = package

@@ -56,6 +56,37 @@ def do_book(
 
 
 @clinic_action
+def do_reschedule(
+    *,
+    acting_user: Staff,
+    appointment: Appointment,
+    starts_at: dt.datetime,
+    duration_minutes: int | None = None,
+    practitioner: Staff | None = None,
+) -> Appointment:
+    """Move a booked visit (new start, length, practitioner). Only a booked visit moves:
+    an attended one is history, so moving it would change what was charged."""
+    require_role(acting_user, *DESK, doing="reschedule appointments")
+    appointment = lock_appointment(appointment.pk)
+    if appointment.status != AppointmentStatus.BOOKED:
+        raise Conflict(f"Only a booked appointment can be rescheduled; this one is {appointment.status.replace('_', ' ')}.")
+    minutes = duration_minutes if duration_minutes is not None else int(
+        (appointment.ends_at - appointment.starts_at).total_seconds() // 60)
+    if minutes <= 0 or minutes > 24 * 60:
+        raise Invalid("A visit lasts between 1 minute and 24 hours.", fields={"duration_minutes": "1 to 1440"})
+    if practitioner is not None and (not practitioner.is_active or practitioner.role == Role.FRONT_DESK):
+        raise Invalid("That staff member does not see patients.", fields={"practitioner_id": "not a practitioner"})
+    before = snapshot(appointment)
+    appointment.starts_at = starts_at
+    appointment.ends_at = starts_at + dt.timedelta(minutes=minutes)
+    appointment.practitioner = practitioner
+    appointment.save(update_fields=["starts_at", "ends_at", "practitioner"])
+    record("appointment.reschedule", actor=acting_user, obj=appointment, patient_id=appointment.patient_id,
+           before=before, after=snapshot(appointment))
+    return appointment
+
+
+@clinic_action
 def do_check_in(
     *,
     acting_user: Staff,

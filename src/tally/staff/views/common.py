@@ -1,0 +1,116 @@
+"""What every staff page shares: sign-in and role checks, the clinic's time zone and
+currency for the request, turning a ClinicError into a message on the form, pagination."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from django import forms
+from django.contrib.auth.views import redirect_to_login
+from django.core.paginator import Page, Paginator
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.utils import timezone
+
+from tally.clinic.audit import current_ip
+from tally.clinic.errors import ClinicError
+from tally.clinic.models import ClinicSettings, Staff
+from tally.clinic.models.staff import Role
+
+ANY_STAFF = (Role.OWNER, Role.FRONT_DESK, Role.PRACTITIONER)
+DESK = (Role.OWNER, Role.FRONT_DESK)
+OWNER = (Role.OWNER,)
+
+PAGE_SIZE = 50
+
+
+class StaffRequest(HttpRequest):
+    """A request that passed `staff_view`: a signed-in staff member and this request's clinic settings."""
+
+    user: Staff  # type: ignore[assignment]
+    clinic: ClinicSettings
+
+
+def client_ip(request: HttpRequest) -> str | None:
+    return request.META.get("REMOTE_ADDR") or None
+
+
+def forbidden(request: HttpRequest, message: str = "Your role may not use this page.") -> HttpResponse:
+    return render(request, "staff/403.html", {"message": message}, status=403)
+
+
+def staff_view(*roles: str) -> Callable:
+    """Signed-in staff with one of `roles` only (others get a 403 page). Loads the clinic
+    settings for this request (never cached), renders dates in its time zone and records
+    the caller's IP on the audit events the actions write."""
+
+    def decorate(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        @functools.wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if not request.user.is_authenticated:
+                return redirect_to_login(request.get_full_path())
+            if getattr(request.user, "role", None) not in roles:
+                return forbidden(request)
+            clinic = ClinicSettings.load()
+            request.clinic = clinic  # type: ignore[attr-defined]  # read by StaffRequest views
+            token = current_ip.set(client_ip(request))
+            timezone.activate(clinic.tz)
+            try:
+                return view(request, *args, **kwargs)
+            except ClinicError as exc:
+                # An action refused outside any form (a stale link, a race): a page, not a 500.
+                if exc.code == "not_found":
+                    raise Http404(exc.message) from exc
+                if exc.code == "forbidden":
+                    return forbidden(request, exc.message)
+                return render(request, "staff/refused.html", {"message": exc.message}, status=409)
+            finally:
+                timezone.deactivate()
+                current_ip.reset(token)
+
+        return wrapper
+
+    return decorate
+
+
+def show_error(form: forms.Form, exc: ClinicError) -> None:
+    """Put an action's refusal on the form: on the field it names when the form has it,
+    and always as a sentence at the top."""
+    for name, note in exc.fields.items():
+        field = name.removesuffix("_id").split(".")[-1]
+        if field in form.fields and field not in form.errors:
+            form.add_error(field, note)
+    form.add_error(None, exc.message)
+
+
+def refuse_or_raise(request: HttpRequest, exc: ClinicError) -> HttpResponse | None:
+    """A 403/404 refusal becomes its page; anything else the caller shows on the form."""
+    if exc.code == "forbidden":
+        return forbidden(request, exc.message)
+    if exc.code == "not_found":
+        raise Http404(exc.message) from exc
+    return None
+
+
+def paginate(request: HttpRequest, queryset: Any, per_page: int = PAGE_SIZE, param: str = "page",
+             count: int | None = None) -> Page:
+    """One page of rows; pass `count` when it is already known, to save the COUNT query."""
+    paginator = Paginator(queryset, per_page)
+    if count is not None:
+        paginator.count = count  # a cached_property: set, it is not queried again
+    return paginator.get_page(request.GET.get(param))
+
+
+def is_htmx(request: HttpRequest) -> bool:
+    return request.headers.get("HX-Request") == "true"
+
+
+def can(user: Any, *roles: str) -> bool:
+    return getattr(user, "role", None) in roles
+
+
+def posted(request: HttpRequest) -> Any:
+    """The form data of a POST (even an empty one, so it is validated), else None."""
+    return request.POST if request.method == "POST" else None

@@ -1,0 +1,252 @@
+"""Invoices: lines ("Session 3 of 10 · 7 left" on lines paid via a package), editing,
+payments, refunds, voids, and a printable page and PDF."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.contrib import messages
+from django.db.models import Prefetch
+from django.http import HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
+from django.urls import reverse
+
+from tally.clinic.actions.billing import (
+    do_add_line,
+    do_create_invoice,
+    do_record_payment,
+    do_remove_line,
+    do_void_invoice,
+)
+from tally.clinic.errors import ClinicError
+from tally.clinic.models import Invoice, InvoiceLine, Patient
+from tally.clinic.models.billing import ZERO
+
+from ..forms import AddLineForm, PaymentForm, ReasonForm, RefundForm
+from .common import (
+    ANY_STAFF,
+    DESK,
+    StaffRequest,
+    can,
+    posted,
+    refuse_or_raise,
+    show_error,
+    staff_view,
+)
+
+log = logging.getLogger(__name__)
+
+
+def invoice_for_page(invoice_id: int) -> Invoice:
+    lines = InvoiceLine.objects.select_related("covered_by", "service", "appointment").order_by("id")
+    return get_object_or_404(
+        Invoice.objects.select_related("patient").prefetch_related(Prefetch("lines", queryset=lines), "payments"),
+        pk=invoice_id,
+    )
+
+
+def invoice_context(request: StaffRequest, invoice: Invoice, *, edit: bool = False) -> dict[str, Any]:
+    lines = list(invoice.lines.all())
+    editable = can(request.user, *DESK) and invoice.voided_at is None
+    return {
+        "invoice": invoice,
+        "patient": invoice.patient,
+        "live_lines": [ln for ln in lines if ln.removed_at is None],
+        "removed_lines": [ln for ln in lines if ln.removed_at is not None],
+        "payments": list(invoice.payments.all()),
+        "can_edit": editable,
+        "edit": edit and editable,
+        "add_line_form": AddLineForm() if edit and editable else None,
+    }
+
+
+@staff_view(*ANY_STAFF)
+def invoice_detail(request: StaffRequest, invoice_id: int) -> HttpResponse:
+    invoice = invoice_for_page(invoice_id)
+    return render(request, "staff/invoices/detail.html", invoice_context(request, invoice))
+
+
+@staff_view(*DESK)
+def invoice_edit(request: StaffRequest, invoice_id: int) -> HttpResponse:
+    invoice = invoice_for_page(invoice_id)
+    return render(request, "staff/invoices/detail.html", invoice_context(request, invoice, edit=True))
+
+
+def invoice_url(invoice: Invoice, edit: bool = False) -> str:
+    return reverse("staff:invoice_edit" if edit else "staff:invoice", args=[invoice.pk])
+
+
+@staff_view(*DESK)
+def add_line(request: StaffRequest, invoice_id: int) -> HttpResponse:
+    invoice = invoice_for_page(invoice_id)
+    if request.method != "POST":
+        return redirect(invoice_url(invoice, edit=True))
+    form = AddLineForm(request.POST)
+    if form.is_valid():
+        try:
+            line = do_add_line(acting_user=request.user, invoice=invoice, service=form.cleaned_data["service"])
+        except ClinicError as exc:
+            if (page := refuse_or_raise(request, exc)) is not None:
+                return page
+            show_error(form, exc)
+        else:
+            messages.success(request, f"Added {line.description}." + (
+                f" Paid via {line.covered_by.name}." if line.covered_by_id else ""))
+            return redirect(invoice_url(invoice, edit=True))
+    context = invoice_context(request, invoice_for_page(invoice_id), edit=True) | {"add_line_form": form}
+    return render(request, "staff/invoices/detail.html", context, status=422)
+
+
+@staff_view(*DESK)
+def remove_line(request: StaffRequest, invoice_id: int, line_id: int) -> HttpResponse:
+    invoice = invoice_for_page(invoice_id)
+    line = get_object_or_404(InvoiceLine, pk=line_id, invoice=invoice)
+    form = ReasonForm(posted(request))
+    if request.method == "POST" and form.is_valid():
+        try:
+            do_remove_line(acting_user=request.user, invoice=invoice, line_id=line.pk,
+                           reason=form.cleaned_data["reason"])
+        except ClinicError as exc:
+            if (page := refuse_or_raise(request, exc)) is not None:
+                return page
+            show_error(form, exc)
+        else:
+            back = " Its session went back to the package." if line.covered_by_id else ""
+            messages.success(request, f"Removed {line.description} from {invoice.number}.{back}")
+            return redirect(invoice_url(invoice, edit=True))
+    intro = f"Remove “{line.description}” from {invoice.number}."
+    if line.covered_by_id:
+        intro += " It was paid via a package: the session goes back to the package."
+    return render(request, "staff/form_page.html", {
+        "form": form, "title": f"Remove a line from {invoice.number}", "intro": intro,
+        "submit": "Remove the line", "back_url": invoice_url(invoice, edit=True), "danger": True,
+    }, status=422 if form.is_bound and form.errors else 200)
+
+
+def money_form_page(request: StaffRequest, invoice: Invoice, form: Any, *, title: str, submit: str,
+                    intro: str = "", danger: bool = False) -> HttpResponse:
+    return render(request, "staff/form_page.html", {
+        "form": form, "title": title, "intro": intro, "submit": submit, "back_url": invoice_url(invoice),
+        "danger": danger, "invoice": invoice,
+    }, status=422 if form.is_bound else 200)
+
+
+@staff_view(*DESK)
+def record_payment(request: StaffRequest, invoice_id: int) -> HttpResponse:
+    invoice = invoice_for_page(invoice_id)
+    form = PaymentForm(posted(request), initial={"amount": max(invoice.balance, ZERO) or None})
+    if request.method == "POST" and form.is_valid():
+        try:
+            payment = do_record_payment(acting_user=request.user, invoice=invoice, **form.cleaned_data)
+        except ClinicError as exc:
+            if (page := refuse_or_raise(request, exc)) is not None:
+                return page
+            show_error(form, exc)
+        else:
+            messages.success(request, f"Recorded a payment of {payment.amount} ({payment.method}) on {invoice.number}.")
+            return redirect(invoice_url(invoice))
+    return money_form_page(request, invoice, form, title=f"Record a payment on {invoice.number}",
+                           submit="Record payment", intro="A payment smaller than the balance is a partial payment.")
+
+
+@staff_view(*DESK)
+def refund(request: StaffRequest, invoice_id: int) -> HttpResponse:
+    invoice = invoice_for_page(invoice_id)
+    form = RefundForm(posted(request))
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            do_record_payment(acting_user=request.user, invoice=invoice, amount=-data["amount"],
+                              method=data["method"], reason=data["reason"])
+        except ClinicError as exc:
+            if (page := refuse_or_raise(request, exc)) is not None:
+                return page
+            show_error(form, exc)
+        else:
+            messages.success(request, f"Refunded {data['amount']} on {invoice.number}.")
+            return redirect(invoice_url(invoice))
+    return money_form_page(request, invoice, form, title=f"Refund on {invoice.number}", submit="Record refund",
+                           intro="A refund is recorded as a negative payment with its reason.", danger=True)
+
+
+@staff_view(*DESK)
+def void(request: StaffRequest, invoice_id: int) -> HttpResponse:
+    invoice = invoice_for_page(invoice_id)
+    form = ReasonForm(posted(request), reason_required=True)
+    if request.method == "POST" and form.is_valid():
+        try:
+            do_void_invoice(acting_user=request.user, invoice=invoice, reason=form.cleaned_data["reason"])
+        except ClinicError as exc:
+            if (page := refuse_or_raise(request, exc)) is not None:
+                return page
+            show_error(form, exc)
+        else:
+            messages.success(request, f"Voided {invoice.number}. Sessions its lines used went back to the packages.")
+            return redirect(invoice_url(invoice))
+    return money_form_page(
+        request, invoice, form, title=f"Void {invoice.number}", submit="Void the invoice", danger=True,
+        intro=("Voiding keeps the invoice, marked void, and gives back every session its lines used. "
+               "An invoice with payments must be refunded first; a package sale with payments or used sessions "
+               "is cancelled instead."),
+    )
+
+
+@staff_view(*DESK)
+def invoice_new(request: StaffRequest, patient_id: int) -> HttpResponse:
+    """A manual invoice for one service (more can be added on the invoice)."""
+    patient = get_object_or_404(Patient, pk=patient_id)
+    form = AddLineForm(posted(request))
+    if request.method == "POST" and form.is_valid():
+        try:
+            invoice = do_create_invoice(acting_user=request.user, patient=patient,
+                                        lines=[(form.cleaned_data["service"], None)])
+        except ClinicError as exc:
+            if (page := refuse_or_raise(request, exc)) is not None:
+                return page
+            show_error(form, exc)
+        else:
+            messages.success(request, f"Created {invoice.number}.")
+            return redirect(invoice_url(invoice))
+    return render(request, "staff/form_page.html", {
+        "form": form, "title": f"New invoice for {patient.full_name} ({patient.patient_number})",
+        "submit": "Create invoice", "back_url": reverse("staff:chart", args=[patient.pk]),
+        "intro": "The service is charged today; a package the patient holds covers it when the rules allow.",
+    }, status=422 if form.is_bound else 200)
+
+
+def printable_context(request: StaffRequest, invoice: Invoice) -> dict[str, Any]:
+    return invoice_context(request, invoice) | {"clinic": request.clinic, "printing": True}
+
+
+@staff_view(*ANY_STAFF)
+def invoice_print(request: StaffRequest, invoice_id: int) -> HttpResponse:
+    invoice = invoice_for_page(invoice_id)
+    return render(request, "staff/invoices/print.html", printable_context(request, invoice))
+
+
+def html_to_pdf(html: str, base_url: str) -> bytes:
+    import weasyprint  # imported here: it loads pango at import time
+
+    return weasyprint.HTML(string=html, base_url=base_url).write_pdf()
+
+
+@staff_view(*ANY_STAFF)
+def invoice_pdf(request: StaffRequest, invoice_id: int) -> HttpResponse:
+    invoice = invoice_for_page(invoice_id)
+    html = render_to_string("staff/invoices/print.html", printable_context(request, invoice) | {"pdf": True},
+                            request=request)
+    try:
+        pdf = html_to_pdf(html, request.build_absolute_uri("/"))
+    except (ImportError, OSError) as exc:  # WeasyPrint missing, or pango not installed
+        log.warning("PDF unavailable: %s", exc)
+        return render(request, "staff/refused.html", {
+            "title": "PDF unavailable",
+            "message": ("PDFs cannot be made on this server (WeasyPrint or its system libraries are missing). "
+                        "Use the printable page and your browser's Print → Save as PDF instead."),
+            "link": reverse("staff:invoice_print", args=[invoice.pk]), "link_text": "Open the printable invoice",
+        }, status=503)
+    response = HttpResponse(pdf, content_type="application/pdf")
+    response["Content-Disposition"] = f'inline; filename="{invoice.number}.pdf"'
+    return response

@@ -1,0 +1,71 @@
+"""Selling a package: Use first session must be answered, with a warning when today's visit
+would be left uncounted; payment at the sale is optional."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.contrib import messages
+from django.db.models import Exists, OuterRef, QuerySet
+from django.http import HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+
+from tally.clinic.actions.sales import do_sell_package
+from tally.clinic.errors import ClinicError
+from tally.clinic.models import Appointment, InvoiceLine, Patient
+from tally.clinic.models.scheduling import AppointmentStatus
+
+from ..forms import SellPackageForm
+from .common import DESK, StaffRequest, refuse_or_raise, show_error, staff_view
+
+
+def todays_visits(patient: Patient, tz: dt.tzinfo) -> QuerySet[Appointment]:
+    today = timezone.localdate(timezone=tz)
+    start = dt.datetime.combine(today, dt.time.min, tzinfo=tz)
+    covered = InvoiceLine.objects.filter(appointment=OuterRef("pk"), covered_by__isnull=False,
+                                         removed_at__isnull=True, invoice__voided_at__isnull=True)
+    return (
+        Appointment.objects.filter(patient=patient, starts_at__gte=start, starts_at__lt=start + dt.timedelta(days=1),
+                                   status__in=[AppointmentStatus.BOOKED, AppointmentStatus.ATTENDED])
+        .annotate(counted=Exists(covered))
+        .select_related("service")
+        .order_by("starts_at")
+    )
+
+
+@staff_view(*DESK)
+def sell(request: StaffRequest, patient_id: int) -> HttpResponse:
+    patient = get_object_or_404(Patient, pk=patient_id)
+    visits = todays_visits(patient, request.clinic.tz)
+    uncounted = [v for v in visits if not v.counted]
+    if request.method == "POST":
+        form = SellPackageForm(request.POST, todays_visits=visits)
+        if form.is_valid():
+            data = form.cleaned_data
+            payment = (data["payment_amount"], data["payment_method"] or "card") if data["payment_amount"] else None
+            try:
+                sold, invoice = do_sell_package(
+                    acting_user=request.user, patient=patient, package=data["package"],
+                    use_first_session=data["use_first_session"],
+                    first_session_appointment=data["first_session_appointment"] if data["use_first_session"] else None,
+                    payment=payment,
+                )
+            except ClinicError as exc:
+                if (page := refuse_or_raise(request, exc)) is not None:
+                    return page
+                show_error(form, exc)
+            else:
+                state = "active" if sold.activated_at else "waiting for payment"
+                first = " The first session is used." if sold.use_first_session else ""
+                messages.success(request, f"Sold {sold.name} to {patient.full_name} on {invoice.number} "
+                                          f"({state}).{first}")
+                return redirect("staff:invoice", invoice_id=invoice.pk)
+        status = 422
+    else:
+        initial = {"first_session_appointment": uncounted[0].pk} if len(uncounted) == 1 else {}
+        form = SellPackageForm(initial=initial, todays_visits=visits)
+        status = 200
+    return render(request, "staff/sales/sell.html", {
+        "patient": patient, "form": form, "uncounted": uncounted,
+    }, status=status)

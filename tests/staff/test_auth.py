@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+from django.test import Client
+from django.urls import reverse
+
+
+def test_it_signs_in_with_a_password_and_lands_on_today(desk, clinic):
+    client = Client(enforce_csrf_checks=True)
+    page = client.get("/login/")
+    assert page.status_code == 200
+    token = page.cookies["csrftoken"].value
+    response = client.post("/login/", {"username": "frank", "password": "correct horse battery staple",
+                                       "csrfmiddlewaretoken": token})
+    assert response.status_code == 302
+    assert response["Location"] == reverse("staff:today")
+    assert client.get(reverse("staff:today")).status_code == 200
+
+
+def test_it_refuses_a_wrong_password_on_the_form(desk, clinic):
+    response = Client().post("/login/", {"username": "frank", "password": "nope"})
+    assert response.status_code == 200
+    assert b"enter a correct username and password" in response.content
+
+
+def test_it_refuses_a_post_without_csrf_token(desk, clinic):
+    client = Client(enforce_csrf_checks=True)
+    response = client.post("/login/", {"username": "frank", "password": "correct horse battery staple"})
+    assert response.status_code == 403
+
+
+def test_sign_out_is_a_post_and_ends_the_session(desk_client):
+    assert desk_client.get("/logout/").status_code == 405
+    response = desk_client.post("/logout/")
+    assert response.status_code == 302 and response["Location"] == reverse("staff:login")
+    assert desk_client.get(reverse("staff:today")).status_code == 302
+
+
+def test_home_sends_signed_in_staff_to_today_and_others_to_sign_in(desk_client, clinic):
+    assert desk_client.get("/")["Location"] == reverse("staff:today")
+    assert Client().get("/")["Location"] == reverse("staff:login")
+
+
+def test_navigation_shows_what_the_role_may_use(owner_client, desk_client, practitioner_client):
+    owner_page = owner_client.get(reverse("staff:today")).content.decode()
+    desk_page = desk_client.get(reverse("staff:today")).content.decode()
+    practitioner_page = practitioner_client.get(reverse("staff:today")).content.decode()
+    for label in ("Today", "Patients", "Clinic audit", "Catalog", "Staff</a>"):
+        assert label in owner_page
+    assert "Clinic audit" in desk_page and "Catalog" not in desk_page
+    assert "Clinic audit" not in practitioner_page and "Catalog" not in practitioner_page
+    assert "Book a visit" not in practitioner_page

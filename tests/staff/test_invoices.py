@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.urls import reverse
+
+from tally.clinic.models import Invoice, InvoiceLine, Payment
+
+
+def test_invoice_shows_which_session_each_covered_line_was(desk_client, charged_visit):
+    _, invoice, _ = charged_visit
+    page = desk_client.get(reverse("staff:invoice", args=[invoice.pk])).content.decode()
+    assert "Session 1 of 10 · 9 left" in page
+
+
+def test_printable_invoice_says_session_1_of_10(desk_client, charged_visit, clinic):
+    _, invoice, _ = charged_visit
+    response = desk_client.get(reverse("staff:invoice_print", args=[invoice.pk]))
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "Session 1 of 10 · 9 left" in page
+    assert "Test Clinic" in page and "P-0000" in page
+    assert "@media print" in page
+
+
+def test_pdf_is_a_pdf(desk_client, charged_visit):
+    _, invoice, _ = charged_visit
+    response = desk_client.get(reverse("staff:invoice_pdf", args=[invoice.pk]))
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/pdf"
+    assert response.content.startswith(b"%PDF")
+
+
+def test_pdf_without_weasyprint_is_a_clear_page_not_a_500(desk_client, charged_visit, monkeypatch):
+    from tally.staff.views import invoices
+
+    def broken(html, base_url):
+        raise OSError("cannot load library 'libpango-1.0-0'")
+
+    monkeypatch.setattr(invoices, "html_to_pdf", broken)
+    _, invoice, _ = charged_visit
+    response = desk_client.get(reverse("staff:invoice_pdf", args=[invoice.pk]))
+    assert response.status_code == 503
+    assert b"PDFs cannot be made on this server" in response.content
+
+
+def test_edit_removes_a_covered_line_and_the_session_comes_back(desk_client, charged_visit, sold_pack):
+    _, invoice, line = charged_visit
+    edit_page = desk_client.get(reverse("staff:invoice_edit", args=[invoice.pk])).content.decode()
+    assert f'aria-label="Remove {line.description}"' in edit_page
+    response = desk_client.post(reverse("staff:remove_line", args=[invoice.pk, line.pk]), {"reason": "wrong day"})
+    assert response.status_code == 302
+    line.refresh_from_db()
+    sold_pack.refresh_from_db()
+    assert line.removed_at is not None and sold_pack.sessions_used == 0
+
+
+def test_edit_adds_a_service(desk_client, charged_visit, acu90):
+    _, invoice, _ = charged_visit
+    response = desk_client.post(reverse("staff:add_line", args=[invoice.pk]), {"service": acu90.pk})
+    assert response.status_code == 302
+    assert InvoiceLine.objects.filter(invoice=invoice, service=acu90, removed_at__isnull=True).exists()
+
+
+def test_removing_a_package_sale_line_is_refused_on_the_page(desk_client, sold_pack):
+    sale_line = InvoiceLine.objects.get(invoice=sold_pack.sale_invoice, kind="package_sale")
+    response = desk_client.post(reverse("staff:remove_line", args=[sold_pack.sale_invoice_id, sale_line.pk]), {})
+    assert response.status_code == 422
+    assert b"cannot be removed line by line" in response.content
+
+
+def manual_invoice(desk_client, patient, service) -> Invoice:
+    response = desk_client.post(reverse("staff:invoice_new", args=[patient.pk]), {"service": service.pk})
+    assert response.status_code == 302
+    return Invoice.objects.latest("pk")
+
+
+def test_partial_payment_then_the_rest(desk_client, patient, acu90):
+    invoice = manual_invoice(desk_client, patient, acu90)
+    url = reverse("staff:payment", args=[invoice.pk])
+    assert desk_client.post(url, {"amount": "30.00", "method": "cash"}).status_code == 302
+    page = desk_client.get(reverse("staff:invoice", args=[invoice.pk])).content.decode()
+    assert "partially paid" in page and "$100.00" in page
+    too_much = desk_client.post(url, {"amount": "200.00", "method": "cash"})
+    assert too_much.status_code == 422 and b"more than the balance" in too_much.content
+    assert desk_client.post(url, {"amount": "100.00", "method": "card"}).status_code == 302
+    assert Invoice.objects.get(pk=invoice.pk).status == "paid"
+
+
+def test_refund_needs_a_reason_and_is_a_negative_payment(desk_client, patient, acu90):
+    invoice = manual_invoice(desk_client, patient, acu90)
+    desk_client.post(reverse("staff:payment", args=[invoice.pk]), {"amount": "130.00", "method": "card"})
+    url = reverse("staff:refund", args=[invoice.pk])
+    assert desk_client.post(url, {"amount": "30.00", "method": "card"}).status_code == 422
+    assert desk_client.post(url, {"amount": "30.00", "method": "card", "reason": "goodwill"}).status_code == 302
+    refund = Payment.objects.get(invoice=invoice, amount__lt=0)
+    assert refund.amount == Decimal("-30.00") and refund.reason == "goodwill"
+
+
+def test_void_needs_a_reason_and_refuses_a_paid_invoice(desk_client, patient, acu90):
+    invoice = manual_invoice(desk_client, patient, acu90)
+    url = reverse("staff:void", args=[invoice.pk])
+    assert desk_client.post(url, {"reason": ""}).status_code == 422
+    assert desk_client.post(url, {"reason": "duplicate"}).status_code == 302
+    assert Invoice.objects.get(pk=invoice.pk).status == "void"
+
+    paid = manual_invoice(desk_client, patient, acu90)
+    desk_client.post(reverse("staff:payment", args=[paid.pk]), {"amount": "130.00", "method": "card"})
+    refused = desk_client.post(reverse("staff:void", args=[paid.pk]), {"reason": "duplicate"})
+    assert refused.status_code == 422 and b"refund it before voiding" in refused.content
+
+
+def test_practitioners_see_invoices_read_only(practitioner_client, charged_visit):
+    _, invoice, line = charged_visit
+    page = practitioner_client.get(reverse("staff:invoice", args=[invoice.pk])).content.decode()
+    assert "Session 1 of 10 · 9 left" in page
+    assert "Record payment" not in page and ">Edit<" not in page
+    assert practitioner_client.post(reverse("staff:remove_line", args=[invoice.pk, line.pk])).status_code == 403

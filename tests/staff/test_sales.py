@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+from django.urls import reverse
+
+from tally.clinic.models import PatientPackage
+
+
+def sell_url(patient) -> str:
+    return reverse("staff:sell", args=[patient.pk])
+
+
+def test_use_first_session_must_be_answered(desk_client, patient, ten_pack):
+    response = desk_client.post(sell_url(patient), {"package": ten_pack.pk})
+    assert response.status_code == 422
+    assert b"Say whether the first session is used today" in response.content
+    assert not PatientPackage.objects.exists()
+
+
+def test_the_choice_has_no_default(desk_client, patient, ten_pack):
+    page = desk_client.get(sell_url(patient)).content.decode()
+    assert 'name="use_first_session" value="yes" required id="id_use_first_session_0">' in page
+    assert "checked" not in page.split('id="id_use_first_session"')[1].split("</fieldset>")[0]
+
+
+def test_sell_with_first_session_and_full_payment(desk_client, patient, ten_pack, visit):
+    response = desk_client.post(sell_url(patient), {
+        "package": ten_pack.pk, "use_first_session": "yes", "first_session_appointment": visit.pk,
+        "payment_amount": "800.00", "payment_method": "card"})
+    assert response.status_code == 302
+    sold = PatientPackage.objects.get()
+    assert sold.activated_at is not None
+    assert sold.sessions_used == 1
+    assert sold.first_session_appointment_id == visit.pk
+    invoice_page = desk_client.get(response["Location"]).content.decode()
+    assert "Session 1 of 10 · 9 left" in invoice_page
+
+
+def test_sell_without_first_session_and_without_payment(desk_client, patient, ten_pack):
+    response = desk_client.post(sell_url(patient), {"package": ten_pack.pk, "use_first_session": "no"})
+    assert response.status_code == 302
+    sold = PatientPackage.objects.get()
+    assert sold.activated_at is None and sold.sessions_used == 0
+    assert not sold.use_first_session
+
+
+def test_it_warns_about_a_visit_today_that_the_sale_would_leave_uncounted(desk_client, patient, ten_pack, visit):
+    page = desk_client.get(sell_url(patient)).content.decode()
+    assert "has a visit today that no package counts" in page
+    assert "10:00 Acupuncture 60 min" in page
+
+
+def test_no_warning_without_a_visit_today(desk_client, patient, ten_pack):
+    assert b"has a visit today" not in desk_client.get(sell_url(patient)).content
+
+
+def test_an_overpayment_is_shown_on_the_form(desk_client, patient, ten_pack):
+    response = desk_client.post(sell_url(patient), {
+        "package": ten_pack.pk, "use_first_session": "no", "payment_amount": "900.00", "payment_method": "cash"})
+    assert response.status_code == 422
+    assert b"more than the price" in response.content
+    assert not PatientPackage.objects.exists()
+
+
+def test_practitioners_cannot_sell(practitioner_client, patient, ten_pack):
+    response = practitioner_client.post(sell_url(patient), {"package": ten_pack.pk, "use_first_session": "no"})
+    assert response.status_code == 403
+    assert not PatientPackage.objects.exists()

@@ -1,0 +1,176 @@
+from __future__ import annotations
+
+import datetime as dt
+
+from django.urls import reverse
+
+from tally.clinic.actions.visits import do_book, do_reschedule
+from tally.clinic.models import Appointment, AuditEvent, InvoiceLine, Tombstone
+from tally.clinic.models.scheduling import AppointmentStatus
+
+from .conftest import today_at
+
+
+def test_today_lists_each_practitioners_visits(desk_client, visit, other_practitioner, patient, acu60, desk, clinic):
+    do_book(acting_user=desk, patient=patient, service=acu60, starts_at=today_at(clinic, 11),
+            practitioner=other_practitioner)
+    page = desk_client.get(reverse("staff:today")).content.decode()
+    assert "Pat Needle" in page and "Quinn Hands" in page
+    assert "10:00" in page and "11:00" in page  # clinic time (America/New_York), not UTC
+
+
+def test_a_practitioner_sees_only_their_own_visits(practitioner_client, visit, other_practitioner, patient, acu60,
+                                                   desk, clinic):
+    theirs = do_book(acting_user=desk, patient=patient, service=acu60, starts_at=today_at(clinic, 11),
+                     practitioner=other_practitioner)
+    page = practitioner_client.get(reverse("staff:today")).content.decode()
+    assert "Quinn Hands" not in page
+    assert practitioner_client.get(reverse("staff:check_in", args=[theirs.pk])).status_code == 403
+    assert practitioner_client.post(reverse("staff:check_in", args=[theirs.pk]),
+                                    {"charge": "none"}).status_code == 403
+    assert Appointment.objects.get(pk=theirs.pk).status == AppointmentStatus.BOOKED
+
+
+def test_desk_books_a_visit_by_patient_number(desk_client, patient, acu60, practitioner, clinic):
+    day = today_at(clinic, 9, days=1).date()
+    response = desk_client.post(reverse("staff:book"), {
+        "patient": patient.patient_number, "service": acu60.pk, "practitioner": practitioner.pk,
+        "day": day.isoformat(), "time": "14:30",
+    })
+    assert response.status_code == 302
+    appointment = Appointment.objects.get()
+    assert appointment.starts_at == dt.datetime.combine(day, dt.time(14, 30), tzinfo=clinic.tz)
+
+
+def test_booking_an_unknown_patient_number_is_a_form_error(desk_client, acu60, clinic):
+    response = desk_client.post(reverse("staff:book"), {
+        "patient": "P-999999", "service": acu60.pk, "day": "2030-01-02", "time": "10:00"})
+    assert response.status_code == 422
+    assert b"No patient has that number" in response.content
+
+
+def test_reschedule_moves_a_booked_visit_and_is_audited(desk_client, visit, clinic, practitioner):
+    response = desk_client.post(reverse("staff:reschedule", args=[visit.pk]), {
+        "day": (visit.starts_at.astimezone(clinic.tz).date() + dt.timedelta(days=2)).isoformat(),
+        "time": "15:00", "duration_minutes": 90, "practitioner": practitioner.pk})
+    assert response.status_code == 302
+    visit.refresh_from_db()
+    assert visit.starts_at.astimezone(clinic.tz).time() == dt.time(15, 0)
+    assert visit.ends_at - visit.starts_at == dt.timedelta(minutes=90)
+    assert AuditEvent.objects.filter(action="appointment.reschedule", object_id=str(visit.pk)).exists()
+
+
+def test_do_reschedule_refuses_a_visit_that_is_not_booked(desk, visit, clinic):
+    from tally.clinic.actions.visits import do_check_in
+    from tally.clinic.errors import Conflict
+
+    do_check_in(acting_user=desk, appointment=visit, no_charges=True)
+    try:
+        do_reschedule(acting_user=desk, appointment=visit, starts_at=today_at(clinic, 12))
+    except Conflict as exc:
+        assert "Only a booked appointment" in exc.message
+    else:
+        raise AssertionError("rescheduling an attended visit must be refused")
+
+
+def test_check_in_charges_the_booked_service_via_the_package(desk_client, visit, sold_pack):
+    page = desk_client.get(reverse("staff:check_in", args=[visit.pk])).content.decode()
+    assert "will be paid via 10 x Acupuncture 60: session 1 of 10 · 9 left" in page
+    response = desk_client.post(reverse("staff:check_in", args=[visit.pk]), {"charge": "booked"}, follow=True)
+    assert "session 1 of 10 · 9 left" in response.content.decode()
+    line = InvoiceLine.objects.get(appointment=visit)
+    assert line.covered_by_id == sold_pack.pk
+
+
+def test_check_in_with_a_service_the_package_does_not_cover_warns_before_saving(desk_client, visit, sold_pack,
+                                                                                acu90):
+    url = reverse("staff:check_in", args=[visit.pk])
+    preview = desk_client.get(reverse("staff:check_in_preview", args=[visit.pk]),
+                              {"charge": "other", "service": acu90.pk}, HTTP_HX_REQUEST="true")
+    assert "does not include Acupuncture 90 min" in preview.content.decode()
+
+    first = desk_client.post(url, {"charge": "other", "service": acu90.pk})
+    page = first.content.decode()
+    assert first.status_code == 200
+    assert "Not covered by a package." in page
+    assert "10 x Acupuncture 60 does not include Acupuncture 90 min; it covers only Acupuncture 60 min." in page
+    assert "$130.00" in page
+    visit.refresh_from_db()
+    assert visit.status == AppointmentStatus.BOOKED  # nothing saved yet
+    assert not InvoiceLine.objects.filter(appointment=visit).exists()
+
+    confirmed = desk_client.post(url, {"charge": "other", "service": acu90.pk, "confirmed": f"other:{acu90.pk}"})
+    assert confirmed.status_code == 302
+    line = InvoiceLine.objects.get(appointment=visit)
+    assert line.covered_by_id is None and line.not_covered_reason == "SERVICE_NOT_IN_PACKAGE"
+
+
+def test_confirming_one_charge_does_not_confirm_another(desk_client, visit, sold_pack, acu90, patient, ten_pack):
+    url = reverse("staff:check_in", args=[visit.pk])
+    response = desk_client.post(url, {"charge": "other", "service": acu90.pk, "confirmed": "booked:"})
+    assert "Not covered by a package." in response.content.decode()
+    assert Appointment.objects.get(pk=visit.pk).status == AppointmentStatus.BOOKED
+
+
+def test_check_in_with_no_charges_charges_nothing(desk_client, visit, sold_pack):
+    response = desk_client.post(reverse("staff:check_in", args=[visit.pk]), {"charge": "none"})
+    assert response.status_code == 302
+    visit.refresh_from_db()
+    assert visit.status == AppointmentStatus.ATTENDED and visit.no_charges
+    assert not InvoiceLine.objects.filter(appointment=visit).exists()
+
+
+def test_picking_another_service_without_choosing_one_is_a_form_error(desk_client, visit):
+    response = desk_client.post(reverse("staff:check_in", args=[visit.pk]), {"charge": "other"})
+    assert response.status_code == 422
+    assert b"Pick the service to charge." in response.content
+
+
+def test_checking_in_twice_shows_the_refusal_not_a_500(desk_client, visit):
+    desk_client.post(reverse("staff:check_in", args=[visit.pk]), {"charge": "none"})
+    response = desk_client.post(reverse("staff:check_in", args=[visit.pk]), {"charge": "none"})
+    assert response.status_code == 422
+    assert b"it cannot be checked in" in response.content
+
+
+def test_undo_check_in_gives_the_session_back(desk_client, charged_visit, sold_pack):
+    appointment, _, _ = charged_visit
+    sold_pack.refresh_from_db()
+    assert sold_pack.sessions_used == 1
+    response = desk_client.post(reverse("staff:undo_check_in", args=[appointment.pk]))
+    assert response.status_code == 302
+    appointment.refresh_from_db()
+    sold_pack.refresh_from_db()
+    assert appointment.status == AppointmentStatus.BOOKED
+    assert sold_pack.sessions_used == 0
+
+
+def test_cancel_and_no_show(desk_client, visit, patient, acu60, desk, clinic):
+    other = do_book(acting_user=desk, patient=patient, service=acu60, starts_at=today_at(clinic, 12))
+    assert desk_client.post(reverse("staff:cancel", args=[visit.pk]), {"reason": "called in sick"}).status_code == 302
+    assert desk_client.post(reverse("staff:no_show", args=[other.pk]), {}).status_code == 302
+    assert Appointment.objects.get(pk=visit.pk).status == AppointmentStatus.CANCELLED
+    assert Appointment.objects.get(pk=other.pk).status == AppointmentStatus.NO_SHOW
+
+
+def test_owner_deletes_a_visit_with_a_reason(owner_client, visit):
+    url = reverse("staff:delete", args=[visit.pk])
+    missing = owner_client.post(url, {"reason": ""})
+    assert missing.status_code == 422
+    assert Appointment.objects.filter(pk=visit.pk).exists()
+    response = owner_client.post(url, {"reason": "booked twice by mistake"})
+    assert response.status_code == 302
+    assert not Appointment.objects.filter(pk=visit.pk).exists()
+    assert Tombstone.objects.get(appointment_id=visit.pk).reason == "booked twice by mistake"
+
+
+def test_desk_cannot_delete(desk_client, visit):
+    assert desk_client.post(reverse("staff:delete", args=[visit.pk]), {"reason": "x"}).status_code == 403
+    assert Appointment.objects.filter(pk=visit.pk).exists()
+
+
+def test_deleting_a_visit_that_used_a_session_is_refused_on_the_form(owner_client, charged_visit):
+    appointment, _, _ = charged_visit
+    response = owner_client.post(reverse("staff:delete", args=[appointment.pk]), {"reason": "oops"})
+    assert response.status_code == 422
+    assert b"remove or void its charge first" in response.content
