@@ -137,7 +137,16 @@ def urls() -> tuple[list[Any], str, str]:
 
 
 def _register_routers() -> None:
-    from .routers import appointments, auth, catalog, investigation, invoices, packages, patients, staff
+    from .routers import (
+        appointments,
+        auth,
+        catalog,
+        investigation,
+        invoices,
+        packages,
+        patients,
+        staff,
+    )
 
     for module in (auth, staff, catalog, patients, packages, appointments, invoices, investigation):
         api.add_router("/", module.router)

@@ -36,6 +36,12 @@ urlpatterns = [
     path("invoices/<int:invoice_id>/pdf/", invoices.invoice_pdf, name="invoice_pdf"),
     # Investigations (pages built by the lead; names and patterns are fixed)
     path("packages/<int:package_id>/investigation/", investigation.investigation, name="investigation"),
+    path("packages/<int:package_id>/fixes/", investigation.fix, name="fix"),
+    path("patients/<int:patient_id>/investigation/", investigation.patient_investigation,
+         name="patient_investigation"),
+    path("patients/<int:patient_id>/fixes/", investigation.patient_fix, name="patient_fix"),
+    path("patients/<int:patient_id>/export.json", investigation.export_json, name="export_json"),
+    path("patients/<int:patient_id>/export/", investigation.export_print, name="export_print"),
     path("audit/", investigation.audit, name="audit"),
     # Owner
     path("catalog/", catalog.catalog, name="catalog"),

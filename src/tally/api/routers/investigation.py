@@ -4,7 +4,6 @@
 import base64
 import binascii
 import datetime as dt
-from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from django.http import HttpRequest
@@ -13,7 +12,8 @@ from pydantic import Field
 
 from tally.clinic.actions.common import ANY_STAFF, DESK, OWNER, require_role
 from tally.clinic.errors import Invalid
-from tally.clinic.investigator.explain import Finding, Investigation
+from tally.clinic.investigator.export import finding_dict as finding_out
+from tally.clinic.investigator.export import investigation_dict as investigation_out
 from tally.clinic.investigator.service import (
     FIX_ACTIONS,
     apply_fix,
@@ -152,36 +152,6 @@ class AuditLogParams(PageParams):
 
 
 # ------------------------------------------------------------------ rendering
-
-
-def jsonable(value: Any, tz: dt.tzinfo) -> Any:
-    if isinstance(value, dt.datetime):
-        return render.moment(value, tz)
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return render.money(value)
-    if isinstance(value, dict):
-        return {k: jsonable(v, tz) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v, tz) for v in value]
-    return value
-
-
-def finding_out(finding: Finding) -> dict[str, Any]:
-    return finding.as_dict()
-
-
-def investigation_out(investigation: Investigation, tz: dt.tzinfo) -> dict[str, Any]:
-    summary = jsonable(investigation.summary, tz)
-    package = PatientPackage.objects.only("price", "use_first_session", "cancelled_at").get(pk=summary["id"])
-    summary |= {"price": render.money(package.price), "use_first_session": package.use_first_session,
-                "cancelled_at": render.moment(package.cancelled_at, tz)}
-    return {
-        "summary": summary,
-        "findings": [finding_out(f) for f in investigation.findings],
-        "timeline": jsonable(investigation.timeline, tz),
-    }
 
 
 # ------------------------------------------------------------------ endpoints

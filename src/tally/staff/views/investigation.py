@@ -1,24 +1,192 @@
-"""Placeholders for the investigation page and the clinic audit (built by the lead).
-The URL names and patterns are final; the bodies will be replaced."""
+"""The investigator's pages: "Why is this count wrong?" for one package (summary, timeline
+picture, findings with one-click fixes), a patient's support export, and the clinic audit."""
 
 from __future__ import annotations
 
-from django.http import HttpResponse
-from django.shortcuts import get_object_or_404, render
+import json
+from typing import Any
 
-from tally.clinic.models import PatientPackage
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.http import HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 
-from .common import DESK, StaffRequest, staff_view
+from tally.clinic.errors import ClinicError
+from tally.clinic.investigator.explain import SEVERITY_RANK
+from tally.clinic.investigator.export import patient_export, reason_label
+from tally.clinic.investigator.service import (
+    FIX_ACTIONS,
+    apply_fix,
+    clinic_audit,
+    investigate_package,
+    investigate_patient,
+)
+from tally.clinic.models import Patient, PatientPackage
+from tally.clinic.models.staff import Role
+
+from ..timeline_svg import render_timeline
+from .common import DESK, StaffRequest, forbidden, is_htmx, staff_view
+
+FINDING_CODES = [
+    "FIRST_SESSION_NOT_USED", "NOT_CHECKED_IN", "NO_CHARGES", "NOT_INVOICED", "APPOINTMENT_DELETED", "SCHEDULE_GAP",
+    "SERVICE_NOT_IN_PACKAGE", "PACKAGE_NOT_PAID", "CHARGED_BEFORE_PURCHASE", "COVERED_BY_OTHER_PACKAGE",
+    "PACKAGE_EXHAUSTED", "PACKAGE_EXPIRED", "PACKAGE_CANCELLED", "POSSIBLE_DOUBLE_USE", "LEDGER_MISMATCH",
+]
+FIX_LABELS = {
+    "apply_to_line": "Apply the package to this visit",
+    "use_first_session": "Use the first session on this visit",
+    "recreate_from_tombstone": "Restore this visit and charge it",
+    "check_in_and_charge": "Record the check-in and charge",
+    "adjust": "Adjust the count",
+}
+
+
+def parse_expected(raw: str | None) -> tuple[int | None, str | None]:
+    if raw in (None, ""):
+        return None, None
+    try:
+        value = int(raw)
+    except ValueError:
+        return None, "Expected used must be a whole number."
+    if value < 0 or value > 100000:
+        return None, "Expected used must be between 0 and 100000."
+    return value, None
+
+
+def investigation_context(request: StaffRequest, package: PatientPackage, expected_used: int | None) -> dict:
+    tz = request.clinic.tz
+    inv = investigate_package(package.pk, expected_used=expected_used)
+    visits = []
+    for event in inv.timeline:
+        if event["kind"] == "visit":
+            visits.append(event | {"reason_text": reason_label(event["reason"])})
+    findings = [{"finding": f, "fix_json": json.dumps(f.fix["params"]) if f.fix else "",
+                 "fix_label": FIX_LABELS.get(f.fix["action"], "Fix") if f.fix else ""}
+                for f in inv.findings]
+    return {
+        "package": package, "patient": package.patient, "summary": inv.summary, "findings": findings,
+        "visits": visits, "expected_used": expected_used,
+        "timeline_svg": render_timeline(inv, tz, now=timezone.now()),
+        "can_override": request.user.role == Role.OWNER,
+    }
 
 
 @staff_view(*DESK)
 def investigation(request: StaffRequest, package_id: int) -> HttpResponse:
-    package = get_object_or_404(PatientPackage.objects.select_related("patient"), pk=package_id)
-    return render(request, "staff/under_construction.html", {
-        "title": f"Why is this count wrong? {package.name}", "patient": package.patient,
+    package = get_object_or_404(PatientPackage.objects.select_related("patient", "sale_invoice"), pk=package_id)
+    expected_used, problem = parse_expected(request.GET.get("expected_used"))
+    context = investigation_context(request, package, expected_used) | {"expected_problem": problem}
+    template = "staff/investigation/detail.html#body" if is_htmx(request) else "staff/investigation/detail.html"
+    return render(request, template, context, status=422 if problem else 200)
+
+
+def _fix_request(request: StaffRequest) -> tuple[str, dict[str, Any]]:
+    action = request.POST.get("action", "")
+    try:
+        params = json.loads(request.POST.get("params") or "{}")
+    except ValueError:
+        params = None
+    if action not in FIX_ACTIONS or not isinstance(params, dict):
+        raise ClinicError("That fix is not one Tally offers.", code="validation_error")
+    if request.POST.get("override"):
+        params["override"] = True
+        params["reason"] = request.POST.get("reason", "")
+    if action == "adjust":
+        params["change"] = request.POST.get("change") or params.get("change")
+        params["reason"] = request.POST.get("reason", params.get("reason", ""))
+    return action, params
+
+
+@staff_view(*DESK)
+def fix(request: StaffRequest, package_id: int) -> HttpResponse:
+    """Apply one fix (confirmed in the browser), then show the investigation again in place."""
+    package = get_object_or_404(PatientPackage.objects.select_related("patient", "sale_invoice"), pk=package_id)
+    if request.method != "POST":
+        return redirect("staff:investigation", package_id=package.pk)
+    expected_used, _ = parse_expected(request.POST.get("expected_used"))
+    status = 200
+    try:
+        action, params = _fix_request(request)
+        result = apply_fix(acting_user=request.user, action=action, params=params, context=package)
+    except ClinicError as exc:
+        if exc.code == "forbidden":
+            return forbidden(request, exc.message)
+        messages.error(request, exc.message)
+        status = 409 if exc.code == "conflict" else 422
+    else:
+        messages.success(request, result.message if result.applied else f"Nothing to do: {result.message}")
+    if not is_htmx(request):
+        url = redirect("staff:investigation", package_id=package.pk).url
+        return redirect(f"{url}?expected_used={expected_used}" if expected_used is not None else url)
+    package.refresh_from_db()
+    context = investigation_context(request, package, expected_used) | {"flash": True}
+    return render(request, "staff/investigation/detail.html#body", context, status=status)
+
+
+@staff_view(*DESK)
+def patient_fix(request: StaffRequest, patient_id: int) -> HttpResponse:
+    """A fix for a visit that belongs to no package (from the patient's support page)."""
+    patient = get_object_or_404(Patient, pk=patient_id)
+    if request.method == "POST":
+        try:
+            action, params = _fix_request(request)
+            result = apply_fix(acting_user=request.user, action=action, params=params, patient_id=patient.pk)
+        except ClinicError as exc:
+            if exc.code == "forbidden":
+                return forbidden(request, exc.message)
+            messages.error(request, exc.message)
+        else:
+            messages.success(request, result.message)
+    return redirect("staff:patient_investigation", patient_id=patient.pk)
+
+
+@staff_view(*DESK)
+def patient_investigation(request: StaffRequest, patient_id: int) -> HttpResponse:
+    """Every package of one patient and the visits that belong to none; the support export."""
+    patient = get_object_or_404(Patient, pk=patient_id)
+    packages, orphans = investigate_patient(patient.pk)
+    orphan_rows = [{"finding": f, "fix_json": json.dumps(f.fix["params"]) if f.fix else "",
+                    "fix_label": FIX_LABELS.get(f.fix["action"], "Fix") if f.fix else ""} for f in orphans]
+    return render(request, "staff/investigation/patient.html", {
+        "patient": patient, "packages": packages, "orphans": orphan_rows,
+    })
+
+
+@staff_view(*DESK)
+def export_json(request: StaffRequest, patient_id: int) -> HttpResponse:
+    patient = get_object_or_404(Patient, pk=patient_id)
+    anonymous = request.GET.get("anonymous") == "1"
+    packages, orphans = investigate_patient(patient.pk)
+    data = patient_export(patient, packages, orphans, request.clinic.tz, anonymous=anonymous)
+    response = JsonResponse(data, json_dumps_params={"indent": 2})
+    response["Content-Disposition"] = f'attachment; filename="{patient.patient_number}-investigation.json"'
+    return response
+
+
+@staff_view(*DESK)
+def export_print(request: StaffRequest, patient_id: int) -> HttpResponse:
+    patient = get_object_or_404(Patient, pk=patient_id)
+    anonymous = request.GET.get("anonymous") == "1"
+    packages, orphans = investigate_patient(patient.pk)
+    return render(request, "staff/investigation/export_print.html", {
+        "patient": patient, "anonymous": anonymous, "packages": packages, "orphans": orphans,
+        "reason_label": reason_label,
     })
 
 
 @staff_view(*DESK)
 def audit(request: StaffRequest) -> HttpResponse:
-    return render(request, "staff/under_construction.html", {"title": "Clinic audit"})
+    """Packages with findings, worst first; filter by code and severity."""
+    severity = request.GET.get("severity") or "warning"
+    if severity not in SEVERITY_RANK:
+        severity = "warning"
+    code = request.GET.get("code") or ""
+    scanned, rows = clinic_audit(min_severity=severity)
+    if code:
+        rows = [r for r in rows if code in r.codes]
+    page = Paginator(rows, 50).get_page(request.GET.get("page"))
+    return render(request, "staff/investigation/audit.html", {
+        "scanned": scanned, "page": page, "total": len(rows), "severity": severity, "code": code,
+        "codes": FINDING_CODES, "severities": ["error", "warning", "info"],
+    })

@@ -1,0 +1,107 @@
+"""The investigation page, its fix buttons, the support export and the clinic audit page."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+from django.urls import reverse
+
+from tally.clinic.actions.visits import do_book, do_check_in
+
+from .conftest import today_at
+
+
+def no_charges_visit(desk, patient, acu60, clinic, days_ago=0):
+    appointment = do_book(acting_user=desk, patient=patient, service=acu60,
+                          starts_at=today_at(clinic, 9, days=-days_ago) + dt.timedelta(hours=1))
+    do_check_in(acting_user=desk, appointment=appointment, no_charges=True)
+    return appointment
+
+
+def test_the_page_names_the_cause_draws_the_timeline_and_offers_the_fix(desk_client, desk, patient, acu60, clinic,
+                                                                          sold_pack):
+    no_charges_visit(desk, patient, acu60, clinic)
+    page = desk_client.get(reverse("staff:investigation", args=[sold_pack.pk]))
+    html = page.content.decode()
+    assert page.status_code == 200
+    assert "0 of 10 used · 10 left" in html
+    assert "was checked in with No Charges, so no session was used" in html
+    assert "<svg" in html and 'class="visit not_counted"' in html
+    assert "Record the check-in and charge" in html
+
+
+def test_a_fix_button_applies_in_place_and_the_count_changes(desk_client, desk, patient, acu60, clinic, sold_pack):
+    appointment = no_charges_visit(desk, patient, acu60, clinic)
+    response = desk_client.post(reverse("staff:fix", args=[sold_pack.pk]), {
+        "action": "check_in_and_charge", "params": json.dumps({"appointment_id": appointment.pk}),
+    }, headers={"HX-Request": "true"})
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert 'id="investigation"' in html and "<html" not in html  # a fragment for htmx to swap in
+    assert "1 of 10 used · 9 left" in html
+    assert "NO_CHARGES" not in html
+    sold_pack.refresh_from_db()
+    assert sold_pack.sessions_used == 1
+
+
+def test_a_refused_fix_says_why_without_a_500(desk_client, sold_pack):
+    response = desk_client.post(reverse("staff:fix", args=[sold_pack.pk]), {
+        "action": "check_in_and_charge", "params": json.dumps({"appointment_id": 999999}),
+    }, headers={"HX-Request": "true"})
+    assert response.status_code == 422 or response.status_code == 409 or response.status_code == 404
+    bad = desk_client.post(reverse("staff:fix", args=[sold_pack.pk]), {"action": "teleport", "params": "{"},
+                           headers={"HX-Request": "true"})
+    assert bad.status_code == 422
+    assert "That fix is not one Tally offers." in bad.content.decode()
+
+
+def test_expected_used_shows_the_difference(desk_client, desk, patient, acu60, clinic, sold_pack):
+    no_charges_visit(desk, patient, acu60, clinic)
+    html = desk_client.get(reverse("staff:investigation", args=[sold_pack.pk]), {"expected_used": 1}).content.decode()
+    assert "Expected 1: 1 more than Tally counts" in html
+    bad = desk_client.get(reverse("staff:investigation", args=[sold_pack.pk]), {"expected_used": "lots"})
+    assert bad.status_code == 422
+
+
+def test_only_the_owner_sees_the_override_and_adjustment(owner_client, desk_client, sold_pack):
+    url = reverse("staff:investigation", args=[sold_pack.pk])
+    assert "Owner: manual adjustment" in owner_client.get(url).content.decode()
+    assert "Owner: manual adjustment" not in desk_client.get(url).content.decode()
+    response = desk_client.post(reverse("staff:fix", args=[sold_pack.pk]),
+                                {"action": "adjust", "params": "{}", "change": "1", "reason": "x"})
+    assert response.status_code == 403
+
+
+def test_the_support_export_can_leave_out_names_and_contact_details(desk_client, desk, patient, acu60, clinic,
+                                                                     sold_pack):
+    no_charges_visit(desk, patient, acu60, clinic)
+    full = desk_client.get(reverse("staff:export_json", args=[patient.pk])).json()
+    assert full["patient"]["last_name"] == "Lopez"
+    assert full["packages"][0]["findings"][0]["code"] == "NO_CHARGES"
+    anonymous = desk_client.get(reverse("staff:export_json", args=[patient.pk]), {"anonymous": "1"})
+    data = anonymous.json()
+    assert data["patient"] == {"patient_number": patient.patient_number}
+    assert "Lopez" not in anonymous.content.decode() and "maria@example.com" not in anonymous.content.decode()
+    printable = desk_client.get(reverse("staff:export_print", args=[patient.pk]), {"anonymous": "1"}).content.decode()
+    assert patient.patient_number in printable and "Lopez" not in printable
+    assert "NO_CHARGES" in printable
+
+
+def test_the_clinic_audit_lists_packages_with_findings_and_filters_by_code(desk_client, desk, patient, acu60, clinic,
+                                                                            sold_pack):
+    no_charges_visit(desk, patient, acu60, clinic)
+    html = desk_client.get(reverse("staff:audit")).content.decode()
+    assert patient.patient_number in html and "NO_CHARGES" in html
+    assert reverse("staff:investigation", args=[sold_pack.pk]) in html
+    filtered = desk_client.get(reverse("staff:audit"), {"code": "PACKAGE_EXPIRED"}).content.decode()
+    assert patient.patient_number not in filtered
+
+
+def test_a_patient_level_finding_is_fixed_from_the_patient_page(desk_client, desk, patient, acu60, clinic):
+    appointment = no_charges_visit(desk, patient, acu60, clinic)
+    page = desk_client.get(reverse("staff:patient_investigation", args=[patient.pk])).content.decode()
+    assert "NO_CHARGES" in page
+    desk_client.post(reverse("staff:patient_fix", args=[patient.pk]), {
+        "action": "check_in_and_charge", "params": json.dumps({"appointment_id": appointment.pk})})
+    assert "NO_CHARGES" not in desk_client.get(reverse("staff:patient_investigation", args=[patient.pk])).content.decode()
