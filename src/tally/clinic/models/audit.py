@@ -2,8 +2,10 @@ from __future__ import annotations
 
 from django.db import models
 
+from .ledger import AppendOnlyModel
 
-class AuditEvent(models.Model):
+
+class AuditEvent(AppendOnlyModel):
     """Append-only record of every change: who, when, what, before/after."""
 
     at = models.DateTimeField(db_index=True)

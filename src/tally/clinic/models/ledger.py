@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from django.db import models
+from django.db import IntegrityError, models
 from django.db.models import Q
 
 
@@ -10,7 +10,34 @@ class EntryKind(models.TextChoices):
     ADJUSTMENT = "adjustment"
 
 
-class PackageLedgerEntry(models.Model):
+class AppendOnlyQuerySet(models.QuerySet):
+    """Refuses bulk rewrites in Python, before the database triggers have to."""
+
+    def update(self, **kwargs):
+        raise IntegrityError(f"{self.model._meta.db_table} is append-only")
+
+    def delete(self):
+        raise IntegrityError(f"{self.model._meta.db_table} is append-only")
+
+
+class AppendOnlyModel(models.Model):
+    """A row is written once: saving it again or deleting it is refused in Python too."""
+
+    objects = AppendOnlyQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise IntegrityError(f"{self._meta.db_table} is append-only")
+        return super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise IntegrityError(f"{self._meta.db_table} is append-only")
+
+
+class PackageLedgerEntry(AppendOnlyModel):
     """One change of a patient package's count. Append-only: no update, no delete
     (refused by database triggers too). Written only by `tally.clinic.ledger.post_entry`.
 

@@ -1,0 +1,279 @@
+"""Invoices, lines, payments and voids (SPEC.md rules 2, 7, 9) and the audit trail of every action."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from tally.clinic.actions import billing, catalog, sales, visits
+from tally.clinic.errors import Conflict, Forbidden, Invalid, NotFound
+from tally.clinic.ledger import verify
+from tally.clinic.models import AuditEvent, InvoiceLine, PackageLedgerEntry, Tombstone
+from tally.clinic.models.billing import LineKind
+from tally.clinic.rules import PACKAGE_CANCELLED, PACKAGE_EXHAUSTED
+
+from .helpers import (
+    fresh,
+    ledger_of,
+    make_package,
+    ny,
+    pay,
+    sell,
+    visit,
+    writes_nothing,
+    writes_one_audit_event,
+)
+
+# --- rule 2: charging on a manual invoice ---
+
+
+def test_charging_a_service_on_a_manual_invoice_uses_a_session(desk, patient, ten_pack, acu60):
+    pp, _ = sell(desk, patient, ten_pack)
+    appointment = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 11))
+    invoice = billing.do_create_invoice(acting_user=desk, patient=patient, lines=[(acu60, appointment)],
+                                        issued_at=ny(2026, 6, 11))
+    [line] = invoice.live_lines()
+    assert (line.covered_by_id, line.appointment_id) == (pp.pk, appointment.pk)
+    assert fresh(pp).sessions_used == 1
+
+
+def test_each_line_of_one_invoice_sees_the_sessions_the_lines_before_it_used(owner, desk, patient, acu60):
+    two = make_package(owner, [acu60], sessions=2, price="180.00")
+    pp, _ = sell(desk, patient, two)
+    invoice = billing.do_create_invoice(acting_user=desk, patient=patient, lines=[(acu60, None)] * 3,
+                                        issued_at=ny(2026, 6, 11))
+    lines = invoice.live_lines()
+    assert [ln.covered_by_id for ln in lines] == [pp.pk, pp.pk, None]
+    assert [ln.session_number for ln in lines] == [1, 2, None]
+    assert lines[2].not_covered_reason == PACKAGE_EXHAUSTED
+    assert invoice.total == Decimal("95.00")
+    assert fresh(pp).sessions_used == 2
+
+
+# --- rule 7: removing a line and voiding an invoice give the session back ---
+
+
+def test_removing_a_covered_line_writes_a_reversal_and_a_tombstone(desk, patient, ten_pack, acu60):
+    pp, _ = sell(desk, patient, ten_pack)
+    _, invoice, line = visit(desk, patient, acu60, ny(2026, 6, 11))
+    billing.do_remove_line(acting_user=desk, invoice=invoice, line_id=line.pk, reason="charged twice")
+    use, reversal = ledger_of(pp)
+    assert (reversal.kind, reversal.reverses_id, reversal.invoice_line_id) == ("reversal", use.pk, line.pk)
+    assert fresh(pp).sessions_used == 0
+    tombstone = Tombstone.objects.get(invoice_line=line)
+    assert (tombstone.kind, tombstone.reason, tombstone.removed_by_id) == ("invoice_line", "charged twice", desk.pk)
+    assert tombstone.content["covered_by"] == pp.pk
+    assert InvoiceLine.objects.get(pk=line.pk).removed_at is not None
+    with pytest.raises(NotFound):
+        billing.do_remove_line(acting_user=desk, invoice=invoice, line_id=line.pk)
+
+
+def test_a_line_can_be_removed_without_a_reason(desk, patient, acu60):
+    _, invoice, line = visit(desk, patient, acu60, ny(2026, 6, 11))
+    billing.do_remove_line(acting_user=desk, invoice=invoice, line_id=line.pk)
+    assert Tombstone.objects.get(invoice_line=line).reason == ""
+
+
+def test_re_adding_a_removed_line_re_runs_the_rules(desk, patient, ten_pack, acu60):
+    pp, _ = sell(desk, patient, ten_pack)
+    appointment, invoice, line = visit(desk, patient, acu60, ny(2026, 6, 11))
+    billing.do_remove_line(acting_user=desk, invoice=invoice, line_id=line.pk)
+    again = billing.do_add_line(acting_user=desk, invoice=invoice, service=acu60, appointment=appointment)
+    assert (again.covered_by_id, again.session_number) == (pp.pk, 1)
+    billing.do_remove_line(acting_user=desk, invoice=invoice, line_id=again.pk)
+    sales.do_cancel_package(acting_user=desk, patient_package=pp, reason="closed")
+    closed = billing.do_add_line(acting_user=desk, invoice=invoice, service=acu60, appointment=appointment)
+    assert (closed.covered_by_id, closed.not_covered_reason) == (None, PACKAGE_CANCELLED)
+    assert fresh(pp).sessions_used == 0
+    assert verify() == []
+
+
+def test_voiding_an_invoice_gives_back_every_session_its_lines_used(desk, patient, ten_pack, acu60):
+    pp, _ = sell(desk, patient, ten_pack)
+    _, invoice, _ = visit(desk, patient, acu60, ny(2026, 6, 11))
+    visit(desk, patient, acu60, ny(2026, 6, 11, 15), invoice=invoice)
+    assert fresh(pp).sessions_used == 2
+    voided = billing.do_void_invoice(acting_user=desk, invoice=invoice, reason="wrong patient")
+    assert voided.status == "void"
+    assert [e.kind for e in ledger_of(pp)] == ["use", "use", "reversal", "reversal"]
+    assert fresh(pp).sessions_used == 0
+    assert verify() == []
+
+
+def test_it_refuses_to_void_an_invoice_with_money_on_it_or_twice(desk, patient, acu90):
+    _, invoice, _ = visit(desk, patient, acu90, ny(2026, 6, 11))
+    pay(desk, invoice, "50.00")
+    with writes_nothing(), pytest.raises(Conflict):
+        billing.do_void_invoice(acting_user=desk, invoice=invoice, reason="oops")
+    billing.do_record_payment(acting_user=desk, invoice=invoice, amount="-50.00", method="card", reason="oops")
+    billing.do_void_invoice(acting_user=desk, invoice=invoice, reason="oops")
+    with pytest.raises(Conflict):
+        billing.do_void_invoice(acting_user=desk, invoice=invoice, reason="oops")
+    with pytest.raises(Invalid):
+        billing.do_void_invoice(acting_user=desk, invoice=billing.load_invoice(invoice.pk), reason="")
+
+
+def test_a_void_invoice_takes_no_new_lines(desk, patient, acu60):
+    _, invoice, _ = visit(desk, patient, acu60, ny(2026, 6, 11))
+    billing.do_void_invoice(acting_user=desk, invoice=invoice, reason="oops")
+    with writes_nothing(), pytest.raises(Conflict):
+        billing.do_add_line(acting_user=desk, invoice=invoice, service=acu60)
+
+
+def test_a_package_sale_line_cannot_be_removed_on_its_own(desk, patient, ten_pack):
+    pp, invoice = sell(desk, patient, ten_pack, paid=False)
+    sale_line = InvoiceLine.objects.get(invoice=invoice, kind=LineKind.PACKAGE_SALE)
+    with writes_nothing(), pytest.raises(Conflict):
+        billing.do_remove_line(acting_user=desk, invoice=invoice, line_id=sale_line.pk)
+
+
+# --- payments and refunds ---
+
+
+def test_it_refuses_to_take_more_than_the_balance(desk, patient, acu90):
+    _, invoice, _ = visit(desk, patient, acu90, ny(2026, 6, 11))
+    with writes_nothing(), pytest.raises(Invalid):
+        pay(desk, invoice, "130.01")
+    pay(desk, invoice, "30.00")
+    with pytest.raises(Invalid):
+        pay(desk, invoice, "100.01")
+    pay(desk, invoice, "100.00")
+    assert billing.load_invoice(invoice.pk).status == "paid"
+
+
+def test_it_refuses_a_payment_of_nothing_or_with_fractions_of_a_cent(desk, patient, acu90):
+    _, invoice, _ = visit(desk, patient, acu90, ny(2026, 6, 11))
+    with pytest.raises(Invalid):
+        pay(desk, invoice, "0")
+    with pytest.raises(Invalid):
+        pay(desk, invoice, "10.001")
+
+
+def test_a_refund_needs_a_reason_and_cannot_exceed_what_was_paid(desk, patient, acu90):
+    _, invoice, _ = visit(desk, patient, acu90, ny(2026, 6, 11))
+    pay(desk, invoice, "130.00")
+    with writes_nothing(), pytest.raises(Invalid):
+        billing.do_record_payment(acting_user=desk, invoice=invoice, amount="-30.00", method="card")
+    with writes_nothing(), pytest.raises(Invalid):
+        billing.do_record_payment(acting_user=desk, invoice=invoice, amount="-130.01", method="card",
+                                  reason="goodwill")
+    refund = billing.do_record_payment(acting_user=desk, invoice=invoice, amount="-30.00", method="card",
+                                       reason="goodwill")
+    assert (refund.amount, refund.reason) == (Decimal("-30.00"), "goodwill")
+    invoice = billing.load_invoice(invoice.pk)
+    assert (invoice.paid, invoice.balance, invoice.status) == (Decimal("100.00"), Decimal("30.00"),
+                                                               "partially_paid")
+
+
+# --- rule 9: owner adjustments ---
+
+
+def test_an_owner_adjusts_the_count_within_its_bounds(owner, desk, patient, ten_pack):
+    pp, _ = sell(desk, patient, ten_pack)
+    entry = sales.do_adjust(acting_user=owner, patient_package=pp, change=-3, reason="paper card: 3 visits")
+    assert (entry.kind, entry.change, entry.reason, entry.by_id) == ("adjustment", -3, "paper card: 3 visits", owner.pk)
+    assert fresh(pp).sessions_used == 3
+    sales.do_adjust(acting_user=owner, patient_package=pp, change=2, reason="two counted twice")
+    assert fresh(pp).sessions_used == 1
+    sales.do_adjust(acting_user=owner, patient_package=pp, change=-9, reason="all used")
+    assert fresh(pp).sessions_remaining == 0
+    sales.do_adjust(acting_user=owner, patient_package=pp, change=10, reason="back to new")
+    assert fresh(pp).sessions_used == 0
+    assert verify() == []
+
+
+@pytest.mark.parametrize("change", [1, -11])
+def test_it_refuses_an_adjustment_outside_0_to_total(owner, desk, patient, ten_pack, change):
+    pp, _ = sell(desk, patient, ten_pack)
+    with writes_nothing(), pytest.raises(Invalid):
+        sales.do_adjust(acting_user=owner, patient_package=pp, change=change, reason="typo")
+    assert fresh(pp).sessions_used == 0
+
+
+def test_it_refuses_an_adjustment_from_anyone_but_an_owner(desk, practitioner, patient, ten_pack):
+    pp, _ = sell(desk, patient, ten_pack)
+    for user in (desk, practitioner):
+        with writes_nothing(), pytest.raises(Forbidden):
+            sales.do_adjust(acting_user=user, patient_package=pp, change=-1, reason="seen")
+
+
+@pytest.mark.parametrize(("change", "reason"), [(0, "nothing"), (-1, ""), (True, "bool"), (1.5, "float")])
+def test_it_refuses_an_adjustment_without_a_reason_or_a_whole_non_zero_change(owner, desk, patient, ten_pack,
+                                                                               change, reason):
+    pp, _ = sell(desk, patient, ten_pack)
+    sales.do_adjust(acting_user=owner, patient_package=pp, change=-2, reason="setup")
+    with writes_nothing(), pytest.raises(Invalid):
+        sales.do_adjust(acting_user=owner, patient_package=pp, change=change, reason=reason)
+
+
+# --- the audit trail ---
+
+
+def test_every_action_writes_one_audit_event(owner, desk, patient, ten_pack, acu60, acu90):
+    with writes_one_audit_event("service.create"):
+        massage = catalog.do_create_service(acting_user=owner, name="Massage", duration_minutes=60, price="70.00")
+    with writes_one_audit_event("service.update"):
+        catalog.do_update_service(acting_user=owner, service=massage, changes={"price": "75.00"})
+    with writes_one_audit_event("package_template.create"):
+        five = make_package(owner, [acu60], sessions=5, price="400.00")
+    with writes_one_audit_event("package_template.update"):
+        catalog.do_update_package(acting_user=owner, package=five, changes={"price": "420.00"})
+    with writes_one_audit_event("patient.create"):
+        catalog.do_create_patient(acting_user=desk, first_name="Ana", last_name="Ruiz")
+    with writes_one_audit_event("clinic.update"):
+        catalog.do_update_clinic(acting_user=owner, changes={"currency": "CAD"})
+    with writes_one_audit_event("package.sell"):
+        pp, sale = sell(desk, patient, ten_pack, paid="400.00")
+    with writes_one_audit_event("invoice.payment"):
+        pay(desk, sale, "400.00")
+    with writes_one_audit_event("appointment.book"):
+        appointment = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 11))
+    with writes_one_audit_event("appointment.check_in"):
+        _, invoice, line = visits.do_check_in(acting_user=desk, appointment=appointment)
+    with writes_one_audit_event("appointment.undo_check_in"):
+        visits.do_undo_check_in(acting_user=desk, appointment=appointment)
+    with writes_one_audit_event("invoice.create"):
+        invoice = billing.do_create_invoice(acting_user=desk, patient=patient, lines=[(acu90, None)],
+                                            issued_at=ny(2026, 6, 12))
+    with writes_one_audit_event("invoice.add_line"):
+        line = billing.do_add_line(acting_user=desk, invoice=invoice, service=acu60)
+    with writes_one_audit_event("invoice.remove_line"):
+        billing.do_remove_line(acting_user=desk, invoice=invoice, line_id=line.pk)
+    with writes_one_audit_event("invoice.void"):
+        billing.do_void_invoice(acting_user=desk, invoice=invoice, reason="test")
+    with writes_one_audit_event("package.adjust"):
+        sales.do_adjust(acting_user=owner, patient_package=pp, change=-1, reason="paper card")
+    with writes_one_audit_event("package.set_expiry"):
+        sales.do_set_expiry(acting_user=owner, patient_package=pp, expires_at=ny(2027, 6, 1))
+    later = [visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, d))
+             for d in (13, 14, 15)]
+    with writes_one_audit_event("appointment.cancel"):
+        visits.do_cancel_appointment(acting_user=desk, appointment=later[0])
+    with writes_one_audit_event("appointment.no_show"):
+        visits.do_mark_no_show(acting_user=desk, appointment=later[1])
+    with writes_one_audit_event("appointment.delete"):
+        visits.do_delete_appointment(acting_user=owner, appointment=later[2], reason="duplicate")
+    with writes_one_audit_event("package.cancel"):
+        sales.do_cancel_package(acting_user=desk, patient_package=pp, reason="moving")
+
+
+def test_the_audit_event_says_who_did_what_to_which_patient(desk, patient, acu60):
+    appointment, _, line = visit(desk, patient, acu60, ny(2026, 6, 11))
+    event = AuditEvent.objects.filter(action="appointment.check_in").get()
+    assert (event.actor_id, event.role, event.patient_id) == (desk.pk, "front_desk", patient.pk)
+    assert (event.object_type, event.object_id) == ("appointment", str(appointment.pk))
+    assert event.before["status"] == "booked"
+    assert event.after["status"] == "attended"
+    assert event.after["line_id"] == line.pk
+
+
+def test_a_refused_action_writes_no_audit_event_and_no_ledger_entry(owner, desk, patient, ten_pack, acu60):
+    pp, _ = sell(desk, patient, ten_pack)
+    appointment, _, _ = visit(desk, patient, acu60, ny(2026, 6, 11))
+    entries = PackageLedgerEntry.objects.count()
+    with writes_nothing(), pytest.raises(Conflict):
+        visits.do_delete_appointment(acting_user=owner, appointment=appointment, reason="x")
+    with writes_nothing(), pytest.raises(Invalid):
+        sales.do_adjust(acting_user=owner, patient_package=pp, change=-10, reason="too many")
+    assert PackageLedgerEntry.objects.count() == entries

@@ -1,0 +1,289 @@
+"""Selling, paying for, cancelling, refunding and expiring packages (SPEC.md rules 1, 5, 11, 12)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from tally.clinic.actions import billing, sales, visits
+from tally.clinic.errors import Conflict, Forbidden, Invalid
+from tally.clinic.ledger import verify
+from tally.clinic.models import Invoice, InvoiceLine, PatientPackage
+from tally.clinic.models.billing import LineKind
+from tally.clinic.rules import PACKAGE_CANCELLED, PACKAGE_EXPIRED, PACKAGE_NOT_PAID
+
+from .helpers import NY, fresh, ledger_of, make_package, ny, pay, sell, utc, visit, writes_nothing
+
+# --- rule 1: activation ---
+
+
+def test_a_partial_payment_does_not_activate_the_package(desk, patient, ten_pack):
+    pp, invoice = sell(desk, patient, ten_pack, paid="300.00")
+    assert pp.activated_at is None
+    assert pp.status == "pending_payment"
+    pay(desk, invoice, "200.00", received_at=ny(2026, 6, 11))
+    assert fresh(pp).activated_at is None
+    assert fresh(pp).status == "pending_payment"
+
+
+def test_the_payment_that_completes_the_sale_activates_it_at_its_received_at(desk, patient, ten_pack):
+    pp, invoice = sell(desk, patient, ten_pack, paid="300.00")
+    completing = pay(desk, invoice, "500.00", received_at=ny(2026, 6, 12, 15))
+    pp = fresh(pp)
+    assert pp.activated_at == completing.received_at == ny(2026, 6, 12, 15)
+    assert pp.status == "active"
+    assert Invoice.objects.get(pk=invoice.pk).status == "paid"
+
+
+def test_a_sale_paid_in_full_is_active_from_the_sale(desk, patient, ten_pack):
+    pp, invoice = sell(desk, patient, ten_pack, sold_at=ny(2026, 6, 10, 9))
+    assert pp.status == "active"
+    assert pp.activated_at == ny(2026, 6, 10, 9)
+    assert invoice.status == "paid"
+    assert pp.sessions_used == 0
+
+
+def test_a_pending_package_deducts_nothing(desk, patient, ten_pack, acu60):
+    pp, invoice = sell(desk, patient, ten_pack, paid=False)
+    _, _, line = visit(desk, patient, acu60, ny(2026, 6, 11))
+    assert line.covered_by_id is None
+    assert line.amount == Decimal("95.00")
+    assert line.not_covered_reason == PACKAGE_NOT_PAID
+    assert fresh(pp).sessions_used == 0
+    assert ledger_of(pp) == []
+
+
+def test_paying_later_does_not_reach_back_to_visits_charged_while_unpaid(desk, patient, ten_pack, acu60):
+    pp, invoice = sell(desk, patient, ten_pack, paid=False)
+    _, _, line = visit(desk, patient, acu60, ny(2026, 6, 11))
+    pay(desk, invoice, "800.00")
+    line.refresh_from_db()
+    assert line.covered_by_id is None
+    assert fresh(pp).sessions_used == 0
+    _, _, later = visit(desk, patient, acu60, ny(2026, 6, 12))
+    assert later.covered_by_id == pp.pk
+
+
+def test_selling_a_package_snapshots_the_template(owner, desk, patient, ten_pack, acu60, acu90):
+    from tally.clinic.actions import catalog
+
+    pp, _ = sell(desk, patient, ten_pack)
+    catalog.do_update_package(acting_user=owner, package=ten_pack,
+                              changes={"name": "Renamed", "sessions": 3, "service_ids": [acu90.pk]})
+    pp = fresh(pp)
+    assert (pp.name, pp.sessions_total) == ("10 x Acupuncture 60", 10)
+    assert list(pp.eligible_services.values_list("pk", flat=True)) == [acu60.pk]
+
+
+# --- rule 5: use first session ---
+
+
+def test_use_first_session_must_be_answered(desk, patient, ten_pack):
+    with writes_nothing(), pytest.raises(Invalid):
+        sales.do_sell_package(acting_user=desk, patient=patient, package=ten_pack, use_first_session=None)
+    assert not PatientPackage.objects.exists()
+
+
+def test_a_ticked_first_session_is_used_at_the_sale(desk, patient, ten_pack):
+    pp, invoice = sell(desk, patient, ten_pack, first=True)
+    assert fresh(pp).sessions_used == 1
+    line = InvoiceLine.objects.get(invoice=invoice, kind=LineKind.FIRST_SESSION)
+    assert (line.covered_by_id, line.session_number, line.amount) == (pp.pk, 1, Decimal("0.00"))
+    [entry] = ledger_of(pp)
+    assert (entry.kind, entry.change, entry.invoice_line_id) == ("use", -1, line.pk)
+
+
+def test_an_unticked_first_session_uses_nothing_at_the_sale(desk, patient, ten_pack):
+    pp, invoice = sell(desk, patient, ten_pack, first=False)
+    assert fresh(pp).sessions_used == 0
+    assert not InvoiceLine.objects.filter(invoice=invoice, kind=LineKind.FIRST_SESSION).exists()
+    assert ledger_of(pp) == []
+
+
+def test_a_ticked_first_session_on_an_unpaid_sale_is_used_by_the_activating_payment(desk, patient, ten_pack):
+    pp, invoice = sell(desk, patient, ten_pack, first=True, paid=False)
+    assert fresh(pp).sessions_used == 0
+    pay(desk, invoice, "100.00")
+    assert fresh(pp).sessions_used == 0
+    pay(desk, invoice, "700.00", received_at=ny(2026, 6, 15))
+    pp = fresh(pp)
+    assert pp.sessions_used == 1
+    assert pp.activated_at == ny(2026, 6, 15)
+    [entry] = ledger_of(pp)
+    assert entry.kind == "use"
+    assert entry.invoice_line.kind == LineKind.FIRST_SESSION
+
+
+def test_a_first_session_visit_checked_in_later_counts_once(desk, patient, ten_pack, acu60):
+    appointment = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 10, 8))
+    pp, sale = sell(desk, patient, ten_pack, first=True, appointment=appointment, sold_at=ny(2026, 6, 10, 9))
+    assert fresh(pp).sessions_used == 1
+    _, invoice, line = visits.do_check_in(acting_user=desk, appointment=appointment)
+    assert line.covered_by_id == pp.pk
+    assert fresh(pp).sessions_used == 1
+    first_line = InvoiceLine.objects.get(invoice=sale, kind=LineKind.FIRST_SESSION)
+    assert first_line.removed_at is not None
+    assert [e.kind for e in ledger_of(pp)] == ["use", "reversal", "use"]
+    assert verify() == []
+
+
+def test_a_first_session_appointment_must_be_the_patients_and_needs_the_box_ticked(desk, patient, ten_pack, acu60):
+    from tally.clinic.actions import catalog
+
+    other = catalog.do_create_patient(acting_user=desk, first_name="Other", last_name="Person")
+    theirs = visits.do_book(acting_user=desk, patient=other, service=acu60, starts_at=ny(2026, 6, 10, 8))
+    ours = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 10, 8))
+    with pytest.raises(Invalid):
+        sell(desk, patient, ten_pack, first=True, appointment=theirs)
+    with pytest.raises(Invalid):
+        sell(desk, patient, ten_pack, first=False, appointment=ours)
+
+
+# --- rule 11: cancellation and refund ---
+
+
+def test_cancelling_keeps_used_sessions_used_and_nothing_more_can_be_used(desk, patient, ten_pack, acu60):
+    pp, _ = sell(desk, patient, ten_pack)
+    first, _, _ = visit(desk, patient, acu60, ny(2026, 6, 11))
+    visit(desk, patient, acu60, ny(2026, 6, 12))
+    pp = sales.do_cancel_package(acting_user=desk, patient_package=pp, reason="moving away")
+    assert (pp.status, pp.sessions_used, pp.sessions_remaining) == ("cancelled", 2, 8)
+    _, _, line = visit(desk, patient, acu60, ny(2026, 6, 13))
+    assert line.covered_by_id is None
+    assert line.not_covered_reason == PACKAGE_CANCELLED
+    assert line.amount == Decimal("95.00")
+    assert fresh(pp).sessions_used == 2
+
+
+def test_undoing_a_covered_charge_on_a_cancelled_package_gives_the_session_back_but_it_stays_closed(
+    desk, patient, ten_pack, acu60
+):
+    pp, _ = sell(desk, patient, ten_pack)
+    appointment, _, _ = visit(desk, patient, acu60, ny(2026, 6, 11))
+    sales.do_cancel_package(acting_user=desk, patient_package=pp, reason="moving away")
+    visits.do_undo_check_in(acting_user=desk, appointment=appointment)
+    assert [e.kind for e in ledger_of(pp)] == ["use", "reversal"]
+    assert (fresh(pp).sessions_used, fresh(pp).status) == (0, "cancelled")
+    _, _, line = visits.do_check_in(acting_user=desk, appointment=appointment)
+    assert line.not_covered_reason == PACKAGE_CANCELLED
+
+
+def test_a_refund_is_a_credit_line_and_a_negative_payment_and_the_invoice_stays_balanced(desk, patient, ten_pack):
+    pp, invoice = sell(desk, patient, ten_pack)
+    sales.do_cancel_package(acting_user=desk, patient_package=pp, reason="moving away",
+                            refund=(Decimal("-400.00"), "card"))
+    invoice = billing.load_invoice(invoice.pk)
+    [credit] = [ln for ln in invoice.lines.all() if ln.kind == LineKind.PACKAGE_REFUND]
+    [refund] = [p for p in invoice.payments.all() if p.amount < 0]
+    assert credit.amount == refund.amount == Decimal("-400.00")
+    assert "moving away" in refund.reason
+    assert (invoice.total, invoice.paid, invoice.balance) == (Decimal("400.00"), Decimal("400.00"), Decimal("0.00"))
+    assert invoice.status == "paid"
+
+
+def test_it_refuses_a_refund_larger_than_what_was_paid(desk, patient, ten_pack):
+    pp, _ = sell(desk, patient, ten_pack, paid="300.00")
+    with writes_nothing(), pytest.raises(Invalid):
+        sales.do_cancel_package(acting_user=desk, patient_package=pp, reason="x", refund=(Decimal("-300.01"), "card"))
+    with pytest.raises(Invalid):
+        sales.do_cancel_package(acting_user=desk, patient_package=pp, reason="x", refund=(Decimal("50.00"), "card"))
+    assert fresh(pp).cancelled_at is None
+
+
+def test_it_refuses_to_cancel_without_a_reason_or_twice(desk, patient, ten_pack):
+    pp, _ = sell(desk, patient, ten_pack)
+    with pytest.raises(Invalid):
+        sales.do_cancel_package(acting_user=desk, patient_package=pp, reason="  ")
+    sales.do_cancel_package(acting_user=desk, patient_package=pp, reason="asked to")
+    with pytest.raises(Conflict):
+        sales.do_cancel_package(acting_user=desk, patient_package=pp, reason="again")
+
+
+def test_a_sale_invoice_can_be_voided_while_nothing_is_paid_and_nothing_is_used(desk, patient, ten_pack, acu60):
+    pp, invoice = sell(desk, patient, ten_pack, paid=False, first=True)
+    voided = billing.do_void_invoice(acting_user=desk, invoice=invoice, reason="sold by mistake")
+    assert voided.status == "void"
+    assert fresh(pp).status == "cancelled"
+    _, _, line = visit(desk, patient, acu60, ny(2026, 6, 11))
+    assert line.covered_by_id is None
+    with pytest.raises(Conflict):
+        pay(desk, invoice, "800.00")
+    assert fresh(pp).activated_at is None
+
+
+def test_it_refuses_to_void_a_sale_invoice_with_a_payment(desk, patient, ten_pack):
+    pp, invoice = sell(desk, patient, ten_pack, paid="100.00")
+    with writes_nothing(), pytest.raises(Conflict):
+        billing.do_void_invoice(acting_user=desk, invoice=invoice, reason="mistake")
+    assert Invoice.objects.get(pk=invoice.pk).voided_at is None
+    assert fresh(pp).cancelled_at is None
+
+
+def test_it_refuses_to_void_a_sale_invoice_once_a_session_is_used(owner, desk, patient, acu60):
+    free_trial = make_package(owner, [acu60], sessions=2, price="0.00", name="Free trial")
+    pp, invoice = sell(desk, patient, free_trial, paid=False, first=True)
+    assert (fresh(pp).status, fresh(pp).sessions_used) == ("active", 1)
+    with writes_nothing(), pytest.raises(Conflict):
+        billing.do_void_invoice(acting_user=desk, invoice=invoice, reason="mistake")
+    assert fresh(pp).cancelled_at is None
+
+
+# --- rule 12: expiry ---
+
+
+def test_valid_n_days_means_the_activation_day_and_n_minus_1_days_after_it(owner, desk, patient, acu60):
+    monthly = make_package(owner, [acu60], valid_days=30)
+    pp, _ = sell(desk, patient, monthly, sold_at=ny(2026, 6, 10, 9))
+    assert pp.expires_at.astimezone(NY).date().isoformat() == "2026-07-09"
+    # Late evening of the last day, already the next day in UTC: still covered.
+    _, _, last_day = visit(desk, patient, acu60, ny(2026, 7, 9, 22, 30))
+    assert last_day.covered_by_id == pp.pk
+    _, _, day_after = visit(desk, patient, acu60, ny(2026, 7, 10, 8))
+    assert day_after.covered_by_id is None
+    assert day_after.not_covered_reason == PACKAGE_EXPIRED
+    assert day_after.amount == Decimal("95.00")
+    assert fresh(pp).sessions_used == 1
+
+
+def test_the_validity_starts_on_the_activation_day_in_the_clinic_time_zone(owner, desk, patient, acu60):
+    one_day = make_package(owner, [acu60], valid_days=1)
+    # 21:30 in New York on 10 June is already 11 June in UTC.
+    pp, _ = sell(desk, patient, one_day, sold_at=utc(2026, 6, 11, 1, 30))
+    assert pp.expires_at.astimezone(NY).date().isoformat() == "2026-06-10"
+    _, _, same_evening = visit(desk, patient, acu60, ny(2026, 6, 10, 23))
+    assert same_evening.covered_by_id == pp.pk
+    _, _, next_morning = visit(desk, patient, acu60, ny(2026, 6, 11, 9))
+    assert next_morning.not_covered_reason == PACKAGE_EXPIRED
+
+
+def test_an_owner_extension_covers_later_visits_but_not_ones_already_charged(owner, desk, patient, acu60):
+    monthly = make_package(owner, [acu60], valid_days=30)
+    pp, _ = sell(desk, patient, monthly, sold_at=ny(2026, 6, 10, 9))
+    _, _, late = visit(desk, patient, acu60, ny(2026, 7, 12))
+    assert late.not_covered_reason == PACKAGE_EXPIRED
+    sales.do_set_expiry(acting_user=owner, patient_package=pp, expires_at=ny(2026, 8, 31, 23, 59))
+    late.refresh_from_db()
+    assert late.covered_by_id is None
+    assert late.not_covered_reason == PACKAGE_EXPIRED
+    _, _, later = visit(desk, patient, acu60, ny(2026, 7, 20))
+    assert later.covered_by_id == pp.pk
+    assert fresh(pp).status_at(ny(2026, 8, 1)) == "active"
+
+
+def test_only_an_owner_may_change_the_expiry(owner, desk, patient, acu60):
+    monthly = make_package(owner, [acu60], valid_days=30)
+    pp, _ = sell(desk, patient, monthly)
+    with writes_nothing(), pytest.raises(Forbidden):
+        sales.do_set_expiry(acting_user=desk, patient_package=pp, expires_at=ny(2026, 12, 31))
+    with pytest.raises(Invalid):
+        sales.do_set_expiry(acting_user=owner, patient_package=pp, expires_at=ny(2026, 6, 1))
+
+
+def test_an_expired_package_keeps_its_count(owner, desk, patient, acu60):
+    monthly = make_package(owner, [acu60], valid_days=30)
+    pp, _ = sell(desk, patient, monthly)
+    visit(desk, patient, acu60, ny(2026, 6, 20))
+    pp = fresh(pp)
+    assert pp.status_at(ny(2026, 7, 10, 0, 0)) == "expired"
+    assert (pp.sessions_used, pp.sessions_remaining) == (1, 9)

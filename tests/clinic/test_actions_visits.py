@@ -1,0 +1,393 @@
+"""Booking, check-in and its undo, package choice, deletion and no-shows
+(SPEC.md rules 2, 3, 4, 6, 7, 8, 13)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from tally.clinic.actions import billing, catalog, visits
+from tally.clinic.errors import Conflict, Forbidden, Invalid
+from tally.clinic.ledger import verify
+from tally.clinic.models import Appointment, AuditEvent, Invoice, InvoiceLine, Tombstone
+from tally.clinic.rules import (
+    CHARGED_BEFORE_PURCHASE,
+    PACKAGE_EXHAUSTED,
+    PACKAGE_EXPIRED,
+    PACKAGE_NOT_PAID,
+    SERVICE_NOT_IN_PACKAGE,
+)
+
+from .helpers import fresh, ledger_of, make_package, ny, pay, sell, utc, visit, writes_nothing
+
+# --- rule 2: when a session is used ---
+
+
+def test_booking_deducts_nothing(desk, patient, ten_pack, acu60):
+    pp, _ = sell(desk, patient, ten_pack)
+    appointment = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 11))
+    assert appointment.status == "booked"
+    assert fresh(pp).sessions_used == 0
+    assert not Invoice.objects.filter(lines__appointment=appointment).exists()
+
+
+def test_check_in_charges_the_booked_service_on_a_new_invoice_dated_at_the_appointment_start(
+    desk, patient, ten_pack, acu60
+):
+    pp, sale = sell(desk, patient, ten_pack)
+    appointment = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 11, 14))
+    appointment, invoice, line = visits.do_check_in(acting_user=desk, appointment=appointment)
+    assert appointment.status == "attended"
+    assert invoice.pk != sale.pk
+    assert invoice.issued_at == ny(2026, 6, 11, 14)
+    assert (line.service_id, line.appointment_id, line.kind) == (acu60.pk, appointment.pk, "service")
+    assert (line.covered_by_id, line.session_number, line.amount) == (pp.pk, 1, Decimal("0.00"))
+    assert line.list_price == Decimal("95.00")
+    assert line.coverage_decision["covered_by"] == pp.pk
+    assert fresh(pp).sessions_used == 1
+    [entry] = ledger_of(pp)
+    assert (entry.kind, entry.invoice_line_id, entry.appointment_id) == ("use", line.pk, appointment.pk)
+
+
+def test_check_in_can_charge_another_service_which_a_package_for_the_booked_one_does_not_cover(
+    desk, patient, ten_pack, acu60, acu90
+):
+    pp, _ = sell(desk, patient, ten_pack)
+    appointment = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 11))
+    _, invoice, line = visits.do_check_in(acting_user=desk, appointment=appointment, service=acu90)
+    assert line.service_id == acu90.pk
+    assert line.covered_by_id is None
+    assert line.not_covered_reason == SERVICE_NOT_IN_PACKAGE
+    assert line.amount == invoice.balance == Decimal("130.00")
+    assert fresh(pp).sessions_used == 0
+
+
+def test_check_in_with_no_charges_creates_no_invoice_and_uses_nothing(desk, patient, ten_pack, acu60):
+    pp, _ = sell(desk, patient, ten_pack)
+    invoices_before = Invoice.objects.count()
+    appointment, invoice, line = visit(desk, patient, acu60, ny(2026, 6, 11), no_charges=True)
+    assert (appointment.status, appointment.no_charges) == ("attended", True)
+    assert invoice is None and line is None
+    assert Invoice.objects.count() == invoices_before
+    assert fresh(pp).sessions_used == 0
+
+
+def test_check_in_can_charge_onto_an_existing_invoice(desk, patient, ten_pack, acu60):
+    pp, _ = sell(desk, patient, ten_pack)
+    _, invoice, _ = visit(desk, patient, acu60, ny(2026, 6, 11))
+    _, same, line = visit(desk, patient, acu60, ny(2026, 6, 11, 15), invoice=invoice)
+    assert same.pk == invoice.pk
+    assert len(same.live_lines()) == 2
+    assert line.session_number == 2
+
+
+def test_it_refuses_to_check_in_twice(desk, patient, acu60):
+    appointment, _, _ = visit(desk, patient, acu60, ny(2026, 6, 11))
+    with writes_nothing(), pytest.raises(Conflict):
+        visits.do_check_in(acting_user=desk, appointment=appointment)
+
+
+def test_a_practitioner_checks_in_only_their_own_appointments(desk, practitioner, other_practitioner, patient, acu60):
+    appointment = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 11),
+                                 practitioner=practitioner)
+    with pytest.raises(Forbidden):
+        visits.do_check_in(acting_user=other_practitioner, appointment=appointment)
+    visits.do_check_in(acting_user=practitioner, appointment=appointment)
+
+
+def test_a_failed_check_in_leaves_no_invoice_and_the_appointment_still_booked(owner, desk, patient, ten_pack, acu60):
+    pp, _ = sell(desk, patient, ten_pack)
+    appointment = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 11))
+    catalog.do_update_service(acting_user=owner, service=acu60, changes={"active": False})
+    appointment.service.refresh_from_db()
+    invoices_before = Invoice.objects.count()
+    with writes_nothing(), pytest.raises(Invalid):
+        visits.do_check_in(acting_user=desk, appointment=appointment)
+    assert Invoice.objects.count() == invoices_before
+    assert not InvoiceLine.objects.filter(appointment=appointment).exists()
+    assert Appointment.objects.get(pk=appointment.pk).status == "booked"
+    assert fresh(pp).sessions_used == 0
+
+
+def test_a_check_in_onto_another_patients_invoice_changes_nothing(desk, patient, acu60):
+    other = catalog.do_create_patient(acting_user=desk, first_name="Other", last_name="Person")
+    _, their_invoice, _ = visit(desk, other, acu60, ny(2026, 6, 11))
+    appointment = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 11))
+    with writes_nothing(), pytest.raises(Invalid):
+        visits.do_check_in(acting_user=desk, appointment=appointment, invoice=their_invoice)
+    assert Appointment.objects.get(pk=appointment.pk).status == "booked"
+    assert len(billing.load_invoice(their_invoice.pk).live_lines()) == 1
+
+
+def test_the_check_in_and_its_audit_event_commit_or_roll_back_together(desk, patient, ten_pack, acu60, monkeypatch):
+    pp, _ = sell(desk, patient, ten_pack)
+    appointment = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 11))
+    invoices_before = Invoice.objects.count()
+
+    def audit_fails(*args, **kwargs):
+        raise RuntimeError("audit log unavailable")
+
+    monkeypatch.setattr(visits, "record", audit_fails)
+    with writes_nothing(), pytest.raises(RuntimeError):
+        visits.do_check_in(acting_user=desk, appointment=appointment)
+    assert Invoice.objects.count() == invoices_before
+    assert Appointment.objects.get(pk=appointment.pk).status == "booked"
+    assert fresh(pp).sessions_used == 0
+
+
+# --- rule 3: matching ---
+
+
+def test_a_wrong_service_is_charged_normally_with_service_not_in_package(desk, patient, ten_pack, acu90):
+    pp, _ = sell(desk, patient, ten_pack)
+    _, _, line = visit(desk, patient, acu90, ny(2026, 6, 11))
+    assert (line.covered_by_id, line.amount, line.not_covered_reason) == (None, Decimal("130.00"),
+                                                                          SERVICE_NOT_IN_PACKAGE)
+    assert line.coverage_decision["considered"] == [{"patient_package_id": pp.pk, "reason": SERVICE_NOT_IN_PACKAGE}]
+    assert fresh(pp).sessions_used == 0
+
+
+def test_a_patient_without_packages_has_no_not_covered_reason(desk, patient, acu60):
+    _, _, line = visit(desk, patient, acu60, ny(2026, 6, 11))
+    assert (line.covered_by_id, line.not_covered_reason, line.amount) == (None, None, Decimal("95.00"))
+
+
+# --- rule 4: no retroactive use, by the clinic's calendar ---
+
+
+def test_a_visit_invoiced_before_the_sale_date_is_never_covered(desk, patient, ten_pack, acu60):
+    pp, _ = sell(desk, patient, ten_pack, sold_at=ny(2026, 6, 10, 9))
+    invoice = billing.do_create_invoice(acting_user=desk, patient=patient, lines=[(acu60, None)],
+                                        issued_at=ny(2026, 6, 9, 16))
+    [line] = invoice.live_lines()
+    assert line.covered_by_id is None
+    assert line.not_covered_reason == CHARGED_BEFORE_PURCHASE
+    assert fresh(pp).sessions_used == 0
+
+
+def test_a_visit_earlier_on_the_sale_day_is_covered(desk, patient, ten_pack, acu60):
+    pp, _ = sell(desk, patient, ten_pack, sold_at=ny(2026, 6, 10, 17))
+    _, _, line = visit(desk, patient, acu60, ny(2026, 6, 10, 9))
+    assert line.covered_by_id == pp.pk
+
+
+def test_the_sale_day_is_the_clinic_day_not_the_utc_day(desk, patient, ten_pack, acu60):
+    # Sold at 21:00 in New York on 10 June, which is 01:00 on 11 June in UTC.
+    pp, _ = sell(desk, patient, ten_pack, sold_at=utc(2026, 6, 11, 1))
+    # 14:00 in New York on 10 June: the same clinic day, though an earlier UTC date.
+    _, _, line = visit(desk, patient, acu60, ny(2026, 6, 10, 14))
+    assert line.covered_by_id == pp.pk
+
+
+def test_a_visit_the_clinic_evening_before_the_sale_is_not_covered_though_utc_says_same_day(
+    desk, patient, ten_pack, acu60
+):
+    pp, _ = sell(desk, patient, ten_pack, sold_at=ny(2026, 6, 10, 10))  # 14:00 UTC on 10 June
+    # 22:00 in New York on 9 June is 02:00 on 10 June in UTC.
+    _, _, line = visit(desk, patient, acu60, ny(2026, 6, 9, 22))
+    assert line.covered_by_id is None
+    assert line.not_covered_reason == CHARGED_BEFORE_PURCHASE
+    assert fresh(pp).sessions_used == 0
+
+
+# --- rule 6: which package ---
+
+
+def test_the_package_that_expires_first_is_used(owner, desk, patient, acu60):
+    quarterly = make_package(owner, [acu60], valid_days=90, name="Quarterly")
+    monthly = make_package(owner, [acu60], valid_days=30, name="Monthly")
+    older, _ = sell(desk, patient, quarterly, sold_at=ny(2026, 6, 1))
+    sooner, _ = sell(desk, patient, monthly, sold_at=ny(2026, 6, 5))
+    _, _, line = visit(desk, patient, acu60, ny(2026, 6, 10))
+    assert line.covered_by_id == sooner.pk
+    assert (fresh(older).sessions_used, fresh(sooner).sessions_used) == (0, 1)
+
+
+def test_between_packages_that_never_expire_the_oldest_is_used(desk, patient, ten_pack, acu60):
+    newer, _ = sell(desk, patient, ten_pack, sold_at=ny(2026, 6, 5))
+    older, _ = sell(desk, patient, ten_pack, sold_at=ny(2026, 6, 1))
+    _, _, line = visit(desk, patient, acu60, ny(2026, 6, 10))
+    assert line.covered_by_id == older.pk
+    assert fresh(newer).sessions_used == 0
+
+
+def test_an_exhausted_package_covers_nothing_and_the_next_one_takes_over(owner, desk, patient, acu60):
+    two = make_package(owner, [acu60], sessions=2, price="180.00", name="Two")
+    first, _ = sell(desk, patient, two, sold_at=ny(2026, 6, 1))
+    covered = [visit(desk, patient, acu60, ny(2026, 6, d))[2] for d in (2, 3)]
+    assert [ln.session_number for ln in covered] == [1, 2]
+    assert fresh(first).status == "exhausted"
+    _, _, line = visit(desk, patient, acu60, ny(2026, 6, 4))
+    assert (line.covered_by_id, line.not_covered_reason) == (None, PACKAGE_EXHAUSTED)
+    second, _ = sell(desk, patient, two, sold_at=ny(2026, 6, 5))
+    _, _, line = visit(desk, patient, acu60, ny(2026, 6, 6))
+    assert line.covered_by_id == second.pk
+    assert fresh(first).sessions_used == 2
+
+
+def test_an_expired_package_covers_nothing(owner, desk, patient, acu60):
+    week = make_package(owner, [acu60], valid_days=7)
+    sell(desk, patient, week, sold_at=ny(2026, 6, 1))
+    _, _, line = visit(desk, patient, acu60, ny(2026, 6, 8))
+    assert (line.covered_by_id, line.not_covered_reason) == (None, PACKAGE_EXPIRED)
+
+
+def test_the_reason_quoted_is_that_of_the_most_recently_sold_eligible_package(owner, desk, patient, acu60, acu90):
+    two = make_package(owner, [acu60], sessions=1, price="95.00", name="One")
+    other_service = make_package(owner, [acu90], name="Long sessions")
+    sell(desk, patient, two, sold_at=ny(2026, 6, 1))
+    visit(desk, patient, acu60, ny(2026, 6, 2))  # exhausts it
+    sell(desk, patient, two, sold_at=ny(2026, 6, 3), paid=False)  # newest eligible: not paid
+    sell(desk, patient, other_service, sold_at=ny(2026, 6, 4))  # newest of all, but not eligible
+    _, _, line = visit(desk, patient, acu60, ny(2026, 6, 5))
+    assert (line.covered_by_id, line.not_covered_reason) == (None, PACKAGE_NOT_PAID)
+    assert len(line.coverage_decision["considered"]) == 3
+
+
+# --- rule 7: undo gives back ---
+
+
+def test_undoing_a_check_in_writes_a_reversal_and_the_session_comes_back(desk, patient, ten_pack, acu60):
+    pp, _ = sell(desk, patient, ten_pack)
+    appointment, invoice, line = visit(desk, patient, acu60, ny(2026, 6, 11))
+    appointment = visits.do_undo_check_in(acting_user=desk, appointment=appointment)
+    assert appointment.status == "booked"
+    use, reversal = ledger_of(pp)
+    assert (reversal.kind, reversal.change, reversal.reverses_id) == ("reversal", 1, use.pk)
+    assert fresh(pp).sessions_used == 0
+    line.refresh_from_db()
+    assert line.removed_at is not None
+    assert Tombstone.objects.filter(invoice_line=line, kind="invoice_line").exists()
+
+
+def test_undoing_a_check_in_voids_an_invoice_left_empty_with_no_payments(desk, patient, acu60):
+    appointment, invoice, _ = visit(desk, patient, acu60, ny(2026, 6, 11))
+    visits.do_undo_check_in(acting_user=desk, appointment=appointment)
+    assert billing.load_invoice(invoice.pk).status == "void"
+
+
+def test_undoing_a_check_in_keeps_an_invoice_that_has_payments_or_other_lines(desk, patient, acu60, acu90):
+    paid_visit, paid_invoice, _ = visit(desk, patient, acu90, ny(2026, 6, 11))
+    pay(desk, paid_invoice, "130.00")
+    first, shared, _ = visit(desk, patient, acu60, ny(2026, 6, 12))
+    visit(desk, patient, acu60, ny(2026, 6, 12, 15), invoice=shared)
+    visits.do_undo_check_in(acting_user=desk, appointment=paid_visit)
+    visits.do_undo_check_in(acting_user=desk, appointment=first)
+    assert billing.load_invoice(paid_invoice.pk).voided_at is None
+    shared = billing.load_invoice(shared.pk)
+    assert shared.voided_at is None
+    assert len(shared.live_lines()) == 1
+
+
+def test_checking_in_again_after_an_undo_re_runs_the_rules(desk, patient, ten_pack, acu60):
+    from tally.clinic.actions import sales
+
+    pp, _ = sell(desk, patient, ten_pack)
+    appointment, _, _ = visit(desk, patient, acu60, ny(2026, 6, 11))
+    visits.do_undo_check_in(acting_user=desk, appointment=appointment)
+    _, _, line = visits.do_check_in(acting_user=desk, appointment=appointment)
+    assert (line.covered_by_id, line.session_number) == (pp.pk, 1)
+    assert [e.kind for e in ledger_of(pp)] == ["use", "reversal", "use"]
+    visits.do_undo_check_in(acting_user=desk, appointment=appointment)
+    sales.do_cancel_package(acting_user=desk, patient_package=pp, reason="closed")
+    _, _, line = visits.do_check_in(acting_user=desk, appointment=appointment)
+    assert line.covered_by_id is None
+    assert fresh(pp).sessions_used == 0
+    assert verify() == []
+
+
+# --- rule 8: deletion ---
+
+
+def test_only_an_owner_may_delete_an_appointment_and_only_with_a_reason(owner, desk, patient, acu60):
+    appointment = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 11))
+    with writes_nothing(), pytest.raises(Forbidden):
+        visits.do_delete_appointment(acting_user=desk, appointment=appointment, reason="duplicate")
+    with writes_nothing(), pytest.raises(Invalid):
+        visits.do_delete_appointment(acting_user=owner, appointment=appointment, reason=" ")
+    assert Appointment.objects.filter(pk=appointment.pk).exists()
+    assert not Tombstone.objects.exists()
+
+
+def test_deleting_an_appointment_hides_it_and_leaves_a_tombstone(owner, desk, patient, acu60):
+    appointment = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 11))
+    tombstone = visits.do_delete_appointment(acting_user=owner, appointment=appointment, reason="booked twice")
+    assert not Appointment.objects.filter(pk=appointment.pk).exists()
+    assert Appointment.all_objects.get(pk=appointment.pk).deleted_at is not None
+    assert (tombstone.kind, tombstone.reason, tombstone.removed_by_id) == ("appointment", "booked twice", owner.pk)
+    assert tombstone.content["id"] == appointment.pk
+    assert tombstone.content["service_name"] == "Acupuncture 60 min"
+    assert tombstone.patient_id == patient.pk
+
+
+def test_it_refuses_to_delete_a_visit_with_a_covered_charge_until_the_check_in_is_undone(
+    owner, desk, patient, ten_pack, acu60
+):
+    pp, _ = sell(desk, patient, ten_pack)
+    appointment, _, _ = visit(desk, patient, acu60, ny(2026, 6, 11))
+    with writes_nothing(), pytest.raises(Conflict):
+        visits.do_delete_appointment(acting_user=owner, appointment=appointment, reason="mistake")
+    assert fresh(pp).sessions_used == 1
+    visits.do_undo_check_in(acting_user=desk, appointment=appointment)
+    visits.do_delete_appointment(acting_user=owner, appointment=appointment, reason="mistake")
+    assert fresh(pp).sessions_used == 0
+    assert verify() == []
+
+
+def test_a_visit_can_be_deleted_once_its_covered_invoice_is_voided(owner, desk, patient, ten_pack, acu60):
+    pp, _ = sell(desk, patient, ten_pack)
+    appointment, invoice, _ = visit(desk, patient, acu60, ny(2026, 6, 11))
+    billing.do_void_invoice(acting_user=desk, invoice=invoice, reason="wrong patient")
+    visits.do_delete_appointment(acting_user=owner, appointment=appointment, reason="wrong patient")
+    assert fresh(pp).sessions_used == 0
+
+
+def test_cancelling_an_appointment_keeps_it_and_uses_nothing(desk, patient, ten_pack, acu60):
+    pp, _ = sell(desk, patient, ten_pack)
+    appointment = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 11))
+    appointment = visits.do_cancel_appointment(acting_user=desk, appointment=appointment, reason="sick")
+    assert Appointment.objects.get(pk=appointment.pk).status == "cancelled"
+    assert fresh(pp).sessions_used == 0
+
+
+# --- rule 13: no-show policy ---
+
+
+def test_a_no_show_uses_nothing_by_default(desk, patient, ten_pack, acu60):
+    pp, _ = sell(desk, patient, ten_pack)
+    appointment = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 11))
+    appointment = visits.do_mark_no_show(acting_user=desk, appointment=appointment)
+    assert appointment.status == "no_show"
+    assert fresh(pp).sessions_used == 0
+    assert ledger_of(pp) == []
+
+
+def test_a_no_show_uses_a_session_when_the_clinic_policy_says_so(owner, desk, patient, ten_pack, acu60):
+    catalog.do_update_clinic(acting_user=owner, changes={"no_show_uses_session": True})
+    pp, _ = sell(desk, patient, ten_pack)
+    appointment = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 11))
+    visits.do_mark_no_show(acting_user=desk, appointment=appointment)
+    assert fresh(pp).sessions_used == 1
+    [entry] = ledger_of(pp)
+    assert (entry.kind, entry.appointment_id, entry.invoice_line_id) == ("use", appointment.pk, None)
+    assert "no-show" in entry.reason
+    event = AuditEvent.objects.filter(action="appointment.no_show").get()
+    assert event.after["ledger_entry_id"] == entry.pk
+
+
+def test_a_no_show_under_the_policy_still_follows_the_rules(owner, desk, patient, ten_pack, acu60, acu90):
+    catalog.do_update_clinic(acting_user=owner, changes={"no_show_uses_session": True})
+    pp, _ = sell(desk, patient, ten_pack, sold_at=ny(2026, 6, 10))
+    wrong_service = visits.do_book(acting_user=desk, patient=patient, service=acu90, starts_at=ny(2026, 6, 11))
+    before_sale = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 9))
+    visits.do_mark_no_show(acting_user=desk, appointment=wrong_service)
+    visits.do_mark_no_show(acting_user=desk, appointment=before_sale)
+    assert fresh(pp).sessions_used == 0
+
+
+def test_only_an_owner_may_change_the_no_show_policy(desk, clinic):
+    with pytest.raises(Forbidden):
+        catalog.do_update_clinic(acting_user=desk, changes={"no_show_uses_session": True})
+    clinic.refresh_from_db()
+    assert clinic.no_show_uses_session is False
