@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from decimal import Decimal
 
 import pytest
@@ -287,3 +288,38 @@ def test_an_expired_package_keeps_its_count(owner, desk, patient, acu60):
     pp = fresh(pp)
     assert pp.status_at(ny(2026, 7, 10, 0, 0)) == "expired"
     assert (pp.sessions_used, pp.sessions_remaining) == (1, 9)
+
+
+def test_a_first_session_sold_for_a_visit_already_charged_covers_that_charge(desk, patient, ten_pack, acu60):
+    appointment = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 3, 4, 10))
+    _, visit_invoice, line = visits.do_check_in(acting_user=desk, appointment=appointment)
+    assert line.amount == Decimal("95.00")
+    sold, sale = sales.do_sell_package(acting_user=desk, patient=patient, package=ten_pack, use_first_session=True,
+                                       first_session_appointment=appointment, sold_at=ny(2026, 3, 4, 11),
+                                       payment=(Decimal("800.00"), "card"))
+    line.refresh_from_db()
+    assert line.covered_by_id == sold.pk and line.amount == Decimal("0.00") and line.session_number == 1
+    assert sold.sessions_used == 1
+    assert not InvoiceLine.objects.filter(invoice=sale, kind=LineKind.FIRST_SESSION, removed_at__isnull=True).exists()
+    assert verify() == []
+
+
+def test_a_first_session_for_a_visit_whose_charge_is_paid_uses_the_sales_own_line(desk, patient, ten_pack, acu60):
+    appointment = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 3, 4, 10))
+    _, visit_invoice, line = visits.do_check_in(acting_user=desk, appointment=appointment)
+    billing.do_record_payment(acting_user=desk, invoice=visit_invoice, amount="95.00", method="card")
+    sold, sale = sales.do_sell_package(acting_user=desk, patient=patient, package=ten_pack, use_first_session=True,
+                                       first_session_appointment=appointment, sold_at=ny(2026, 3, 4, 11),
+                                       payment=(Decimal("800.00"), "card"))
+    line.refresh_from_db()
+    assert line.covered_by_id is None  # already paid: not silently turned into a credit
+    first = InvoiceLine.objects.get(invoice=sale, kind=LineKind.FIRST_SESSION)
+    assert first.covered_by_id == sold.pk and sold.sessions_used == 1
+
+
+def test_an_extended_expiry_is_the_end_of_that_clinic_day(owner, desk, patient, acu60):
+    package = make_package(owner, [acu60], valid_days=30)
+    sold, _ = sell(desk, patient, package, sold_at=ny(2026, 3, 1))
+    extended = sales.do_set_expiry(acting_user=owner, patient_package=sold, expires_at=ny(2026, 5, 1, 9))
+    local = extended.expires_at.astimezone(NY)
+    assert (local.date(), local.hour, local.minute) == (dt.date(2026, 5, 1), 23, 59)

@@ -10,11 +10,29 @@ from django.db.models import Prefetch
 from ..audit import record, snapshot
 from ..errors import Conflict, Invalid, NotFound
 from ..locking import lock_invoice, lock_patient_packages
-from ..models import Appointment, Invoice, InvoiceLine, Patient, PatientPackage, Payment, Service, Staff
+from ..models import (
+    Appointment,
+    Invoice,
+    InvoiceLine,
+    Patient,
+    PatientPackage,
+    Payment,
+    Service,
+    Staff,
+)
 from ..models.billing import ZERO, LineKind
 from ..models.scheduling import Tombstone, TombstoneKind
 from ..rules import end_of_day, last_valid_day
-from .common import DESK, clinic_action, clinic_tz, local_date, money, now, require_role, require_text
+from .common import (
+    DESK,
+    clinic_action,
+    clinic_tz,
+    local_date,
+    money,
+    now,
+    require_role,
+    require_text,
+)
 from .coverage import charge_service, cover_line, uncover_line
 
 
@@ -129,10 +147,44 @@ def activate_paid_packages(invoice: Invoice, *, paid_at: dt.datetime, by: Staff 
                 patient_package=package, kind=LineKind.FIRST_SESSION, removed_at__isnull=True, covered_by__isnull=True
             ).first()
             if line is not None:
-                cover_line(line, package, by=by, reason="first session, used at the sale")
-                line.save(update_fields=["covered_by", "session_number", "amount", "not_covered_reason"])
+                use_first_session(package, line, by=by)
         activated.append(package)
     return activated
+
+
+def use_first_session(package: PatientPackage, first_line: InvoiceLine, *, by: Staff | None) -> None:
+    """Rule 5. When the sale names a visit that is already charged and that charge can still
+    be paid via the package (its invoice would not be left overpaid), the first session
+    covers that charge, so the patient is not billed for a session they already bought;
+    otherwise the sale's own first-session line uses it."""
+    visit_line = None
+    if package.first_session_appointment_id is not None:
+        candidates = InvoiceLine.objects.filter(
+            appointment_id=package.first_session_appointment_id, kind=LineKind.SERVICE, removed_at__isnull=True,
+            covered_by__isnull=True, invoice__voided_at__isnull=True,
+            service__in=package.eligible_services.all(),
+        ).order_by("pk")
+        for candidate in candidates:
+            invoice = load_invoice(candidate.invoice_id)
+            if invoice.paid <= invoice.total - candidate.amount:
+                visit_line = candidate
+                break
+    if visit_line is None:
+        cover_line(first_line, package, by=by, reason="first session, used at the sale")
+        first_line.save(update_fields=["covered_by", "session_number", "amount", "not_covered_reason"])
+        return
+    lock_invoice(visit_line.invoice_id)
+    cover_line(visit_line, package, by=by, reason="first session of the sale, used on this visit's charge")
+    visit_line.coverage_decision = {
+        "covered_by": package.pk, "reason": None, "first_session": True, "at": now().isoformat(),
+        "considered": [{"patient_package_id": package.pk, "reason": None}],
+        "before": visit_line.coverage_decision,
+    }
+    visit_line.save(update_fields=["covered_by", "session_number", "amount", "not_covered_reason",
+                                   "coverage_decision"])
+    first_line.removed_at = now()
+    first_line.removal_reason = "first session used on the visit's own charge"
+    first_line.save(update_fields=["removed_at", "removal_reason"])
 
 
 @clinic_action

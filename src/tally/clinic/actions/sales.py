@@ -7,13 +7,33 @@ from decimal import Decimal
 
 from ..audit import record, snapshot
 from ..errors import Conflict, Invalid
+from ..ledger import post_entry
 from ..locking import lock_invoice, lock_patient_packages
-from ..models import Appointment, Invoice, InvoiceLine, Package, Patient, PatientPackage, Payment, Staff
+from ..models import (
+    Appointment,
+    Invoice,
+    InvoiceLine,
+    Package,
+    Patient,
+    PatientPackage,
+    Payment,
+    Staff,
+)
 from ..models.billing import ZERO, LineKind
 from ..models.ledger import EntryKind
-from ..ledger import post_entry
+from ..rules import end_of_day
 from .billing import activate_paid_packages, load_invoice
-from .common import DESK, OWNER, clinic_action, money, now, require_role, require_text
+from .common import (
+    DESK,
+    OWNER,
+    clinic_action,
+    clinic_tz,
+    local_date,
+    money,
+    now,
+    require_role,
+    require_text,
+)
 
 
 @clinic_action
@@ -162,6 +182,9 @@ def do_set_expiry(*, acting_user: Staff, patient_package: PatientPackage, expire
     package = packages[patient_package.pk]
     if package.activated_at is None:
         raise Conflict(f"{package.name} is not active yet; its expiry starts when it is paid.")
+    # Coverage compares clinic-local dates (rule 12), so an expiry is always the end of a day.
+    tz = clinic_tz()
+    expires_at = end_of_day(local_date(expires_at, tz), tz)
     if expires_at <= package.activated_at:
         raise Invalid("The expiry must be after the activation.", fields={"expires_at": "before activation"})
     before = snapshot(package)
