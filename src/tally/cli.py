@@ -1,0 +1,89 @@
+"""The `tally` command: Tally's management commands, plus every Django one.
+
+    tally init | createuser | createtoken | serve | demo | backup | migrate | ...
+
+Before Django starts, make sure there is a secret key: TALLY_SECRET_KEY if set, else a
+random per-install key kept in `.tally-secret-key` next to the SQLite database (or in
+the working directory for PostgreSQL), created once with mode 0600. So `tally demo`
+works on a fresh machine with no environment at all, and sessions survive restarts.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from pathlib import Path
+
+SECRET_KEY_FILE = ".tally-secret-key"
+
+TALLY_COMMANDS = """\
+Usage: tally COMMAND [options]     (tally COMMAND --help for its options)
+
+  init          create or migrate the database
+  createuser    add a staff member: NAME --role owner|front_desk|practitioner --password PW
+  createtoken   issue an API token for a staff member and print it alone
+  serve         run the production server (gunicorn)
+  demo          init, load a demo clinic and serve it
+  backup        a consistent copy of the database while it serves: PATH [--force]
+
+Every Django management command works too (tally migrate, tally shell, tally check, ...).
+Configuration: TALLY_DATABASE_URL, TALLY_SECRET_KEY, TALLY_DEBUG, TALLY_ALLOWED_HOSTS.
+"""
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def database_url() -> str:
+    """The database URL exactly as tally.settings will read it."""
+    return os.environ.get("TALLY_DATABASE_URL") or f"sqlite:///{Path.cwd() / 'tally.sqlite3'}"
+
+
+def secret_key_path(url: str | None = None) -> Path:
+    """Next to the SQLite database file; the working directory for anything else."""
+    url = url or database_url()
+    if url.startswith("sqlite:"):
+        import dj_database_url
+
+        name = str(dj_database_url.parse(url)["NAME"] or "")
+        if name and name != ":memory:":
+            return Path(name).expanduser().resolve().parent / SECRET_KEY_FILE
+    return Path.cwd() / SECRET_KEY_FILE
+
+
+def ensure_secret_key() -> None:
+    """Set TALLY_SECRET_KEY from the per-install key file, creating the file once."""
+    if os.environ.get("TALLY_SECRET_KEY") or _truthy(os.environ.get("TALLY_DEBUG")):
+        return
+    path = secret_key_path()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        key = path.read_text().strip()
+        if not key:
+            sys.exit(f"tally: {path} is empty; delete it to get a new key, or set TALLY_SECRET_KEY")
+    except OSError as exc:
+        sys.exit(f"tally: cannot create the secret key file {path}: {exc.strerror}; set TALLY_SECRET_KEY")
+    else:
+        key = secrets.token_urlsafe(50)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(key + "\n")
+    os.environ["TALLY_SECRET_KEY"] = key
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or (len(args) == 1 and args[0] in {"-h", "--help", "help"}):
+        sys.stdout.write(TALLY_COMMANDS)
+        return
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tally.settings")
+    ensure_secret_key()
+    from django.core.management import execute_from_command_line
+
+    execute_from_command_line(["tally", *args])
+
+
+if __name__ == "__main__":
+    main()

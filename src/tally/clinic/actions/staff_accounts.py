@@ -1,0 +1,69 @@
+"""Staff accounts and tokens as the clinic's own command line creates them
+(`tally createuser`, `tally createtoken`, the demo loader).
+
+Whoever runs the command line holds the server and its database, so these act with
+`acting_user=None` and need no password; sign-in over HTTP is `staff.do_issue_token`.
+The same password validators apply, and each writes an audit event in its transaction.
+"""
+
+from __future__ import annotations
+
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
+
+from ..audit import record
+from ..errors import Conflict, Invalid, NotFound
+from ..models import ApiToken, Staff
+from ..models.staff import Role
+from .common import clinic_action
+
+
+@clinic_action
+def do_create_staff(
+    *,
+    acting_user: Staff | None,
+    username: str,
+    role: str,
+    password: str,
+    first_name: str = "",
+    last_name: str = "",
+    validate: bool = True,
+) -> Staff:
+    """Add a staff member. Owners also get the Django admin (the owner's back office)."""
+    username = (username or "").strip()
+    if not username:
+        raise Invalid("A user name is required.", fields={"username": "required"})
+    if role not in Role.values:
+        raise Invalid(f"Unknown role {role!r}: use one of {', '.join(Role.values)}.", fields={"role": "unknown"})
+    if Staff.objects.filter(username__iexact=username).exists():
+        raise Conflict(f"A staff member named {username!r} already exists.", fields={"username": "taken"})
+    user = Staff(username=username, role=role, first_name=(first_name or "").strip(),
+                 last_name=(last_name or "").strip(), is_staff=role == Role.OWNER,
+                 is_superuser=role == Role.OWNER)
+    if validate:
+        try:
+            validate_password(password, user=user)
+        except ValidationError as exc:
+            raise Invalid("Password refused: " + " ".join(exc.messages), fields={"password": "too weak"}) from None
+    user.set_password(password)
+    user.save()
+    record("staff.create", actor=acting_user, obj=user,
+           after={"username": user.username, "role": user.role, "name": user.get_full_name()})
+    return user
+
+
+@clinic_action
+def do_grant_token(*, acting_user: Staff | None, username: str, label: str = "command line") -> tuple[ApiToken, str]:
+    """Issue an API token for a staff member without their password (command line only).
+    Only the token's hash is kept, so the raw token is returned once."""
+    staff = Staff.objects.filter(username=username).first()
+    if staff is None:
+        raise NotFound(f"No staff member named {username!r}.")
+    if not staff.is_active:
+        raise Conflict(f"{staff.username} is deactivated; reactivate them before issuing a token.")
+    token, raw = ApiToken.issue(staff, label=label)
+    record("token.issue", actor=acting_user, obj=token, after={"label": label, "staff_id": staff.pk})
+    return token, raw
+
+
+__all__ = ["do_create_staff", "do_grant_token"]

@@ -1,0 +1,117 @@
+"""tally backup PATH: a consistent copy of the database, taken while the server runs.
+
+SQLite: the online backup API (a snapshot even with writers active), written to a
+temporary file beside PATH, checked with PRAGMA integrity_check, then moved into place.
+PostgreSQL: pg_dump --format=custom (restore with pg_restore), also via a temporary file.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import tempfile
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+from django.db import connection
+
+
+class Command(BaseCommand):
+    help = "Write a consistent copy of the database to PATH (SQLite file, or pg_dump custom format)."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("path", help="where to write the copy")
+        parser.add_argument("--force", action="store_true", help="overwrite PATH if it exists")
+
+    def handle(self, *args, **options) -> None:
+        target = Path(options["path"]).expanduser().resolve()
+        force = options["force"]
+        if target.exists() and not force:
+            raise CommandError(f"{target} exists; use --force to overwrite it")
+        if target.is_dir():
+            raise CommandError(f"{target} is a directory; give a file name")
+        if not target.parent.is_dir():
+            raise CommandError(f"no such directory: {target.parent}")
+        if connection.vendor == "sqlite":
+            detail = backup_sqlite(connection.settings_dict["NAME"], target, force=force)
+        elif connection.vendor == "postgresql":
+            detail = backup_postgresql(connection.settings_dict, target, force=force)
+        else:
+            raise CommandError(f"no backup method for {connection.vendor}")
+        size = target.stat().st_size
+        self.stdout.write(f"Backed up to {target} ({size / 1_000_000:.1f} MB, {detail}).")
+
+
+def temporary_beside(target: Path) -> Path:
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    os.close(fd)
+    os.chmod(name, 0o600)  # patient data
+    return Path(name)
+
+
+def move_into_place(partial: Path, target: Path, *, force: bool) -> None:
+    if force:
+        os.replace(partial, target)
+        return
+    try:
+        os.link(partial, target)  # fails if PATH appeared meanwhile: never overwrite silently
+    except FileExistsError:
+        raise CommandError(f"{target} appeared while backing up; nothing overwritten") from None
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def backup_sqlite(source_name: str, target: Path, *, force: bool) -> str:
+    source_path = Path(str(source_name))
+    if str(source_name) == ":memory:" or not source_path.exists():
+        raise CommandError(f"no SQLite database at {source_name}; run `tally init` first")
+    if source_path.resolve() == target:
+        raise CommandError("the backup cannot be the database itself")
+    partial = temporary_beside(target)
+    try:
+        source = sqlite3.connect(source_path, timeout=30)
+        copy = sqlite3.connect(partial)
+        try:
+            source.backup(copy, pages=1024)
+            # One self-contained file: no -wal beside it to forget.
+            copy.execute("PRAGMA journal_mode=DELETE")
+            result = copy.execute("PRAGMA integrity_check").fetchone()[0]
+        finally:
+            copy.close()
+            source.close()
+        if result != "ok":
+            raise CommandError(f"the copy failed its integrity check: {result}")
+        move_into_place(partial, target, force=force)
+    except sqlite3.Error as exc:
+        raise CommandError(f"SQLite backup failed: {exc}") from exc
+    finally:
+        partial.unlink(missing_ok=True)
+    return "SQLite, integrity ok"
+
+
+def backup_postgresql(settings: dict, target: Path, *, force: bool) -> str:
+    pg_dump = shutil.which("pg_dump")
+    if pg_dump is None:
+        raise CommandError("pg_dump is not installed (Debian: apt-get install postgresql-client)")
+    env = dict(os.environ)
+    for key, var in (("HOST", "PGHOST"), ("PORT", "PGPORT"), ("USER", "PGUSER"), ("PASSWORD", "PGPASSWORD")):
+        if settings.get(key):
+            env[var] = str(settings[key])
+    sslmode = (settings.get("OPTIONS") or {}).get("sslmode")
+    if sslmode:
+        env["PGSSLMODE"] = str(sslmode)
+    partial = temporary_beside(target)
+    try:
+        done = subprocess.run(
+            [pg_dump, "--format=custom", "--no-password", f"--file={partial}", "--dbname", settings["NAME"]],
+            env=env, capture_output=True, text=True, check=False,
+        )
+        if done.returncode != 0:
+            message = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+            raise CommandError(f"pg_dump failed: {message}")
+        move_into_place(partial, target, force=force)
+    finally:
+        partial.unlink(missing_ok=True)
+    return "pg_dump custom format; restore with pg_restore"

@@ -1,0 +1,59 @@
+"""tally demo: init, load the demo clinic (into an empty database only), print how to
+sign in, then serve it like `tally serve`."""
+
+from __future__ import annotations
+
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+
+from tally.clinic.actions.staff_accounts import do_grant_token
+from tally.clinic.demo import DEMO_DESK, DEMO_OWNER, DEMO_SCENARIOS, database_is_empty, load_demo
+from tally.clinic.models import Patient, Staff
+from tally.server import host_for_url, serve
+
+from .serve import add_server_arguments
+
+
+class Command(BaseCommand):
+    help = "Set up the database, load a demo clinic with a year of history, and serve it."
+
+    def add_arguments(self, parser) -> None:
+        add_server_arguments(parser)
+        parser.add_argument("--no-serve", action="store_true", help="load and exit (for scripts and tests)")
+
+    def handle(self, *args, **options) -> None:
+        out = self.stdout
+        call_command("init", verbosity=options["verbosity"])
+        if database_is_empty():
+            out.write("Loading the demo clinic (about 200 patients, a year of visits)...")
+            out.flush()
+            result = load_demo()
+            out.write(f"Loaded {result.clinic.name}: {result.patients} patients in {result.seconds:.0f} s.")
+        else:
+            out.write("The database already has data, so the demo clinic was not loaded again.")
+        base = f"http://{host_for_url(options['host'])}:{options['port']}"
+        out.write("")
+        out.write(f"  Open        {base}/  (sign in with a login below)")
+        out.write(f"  API docs    {base}/api/v1/docs")
+        out.write(f"  Admin       {base}/admin/")
+        owner = Staff.objects.filter(username=DEMO_OWNER[0]).first()
+        if owner is not None and owner.check_password(DEMO_OWNER[1]):
+            out.write(f"  Owner       {DEMO_OWNER[0]} / {DEMO_OWNER[1]}")
+            out.write(f"  Front desk  {DEMO_DESK[0]} / {DEMO_DESK[1]}")
+            _, token = do_grant_token(acting_user=None, username=owner.username, label="tally demo")
+            out.write(f"  API token   {token}  (owner)")
+            out.write(f'  Try         curl -H "Authorization: Bearer {token}" {base}/api/v1/me')
+            self.write_scenarios()
+        out.write("")
+        if options["no_serve"]:
+            return
+        serve(host=options["host"], port=options["port"], workers=options["workers"], stdout=out)
+
+    def write_scenarios(self) -> None:
+        names = {(p.first_name, p.last_name): p.patient_number
+                 for p in Patient.objects.filter(last_name__in=[s.last_name for s in DEMO_SCENARIOS])}
+        self.stdout.write("")
+        self.stdout.write("  One patient for each thing the investigator finds:")
+        for scenario in DEMO_SCENARIOS:
+            number = names.get((scenario.first_name, scenario.last_name), scenario.patient_number)
+            self.stdout.write(f"    {number}  {scenario.name:<18} {scenario.code}")

@@ -1,0 +1,125 @@
+"""The production server: gunicorn, embedded, serving tally.wsgi.application.
+
+`tally serve` and `tally demo` both end here. Before forking, check that the database
+answers and is migrated (a clear error instead of a 500 on every request), collect the
+static files for WhiteNoise, and close the parent's database connections so that no
+worker inherits one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import DatabaseError, connection, connections
+from django.db.migrations.executor import MigrationExecutor
+from gunicorn.app.base import BaseApplication
+
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
+
+
+def default_workers() -> int:
+    # Two per core is gunicorn's advice; past four the SQLite writer queue is the limit anyway.
+    return max(2, min(4, (os.cpu_count() or 1) * 2))
+
+
+def check_database_ready() -> None:
+    """Refuse to serve a database that is missing or not migrated (`tally init` fixes both)."""
+    try:
+        executor = MigrationExecutor(connection)
+        pending = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    except DatabaseError as exc:
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CommandError(f"cannot reach the database: {first_line}") from exc
+    if pending:
+        raise CommandError(
+            f"the database is not set up ({len(pending)} migrations to apply): run `tally init` first"
+        )
+
+
+def static_fingerprint() -> str:
+    """What collectstatic would collect: every found file's path, size and mtime, and the storage."""
+    from django.contrib.staticfiles.finders import get_finders
+
+    digest = hashlib.sha256(repr(settings.STORAGES.get("staticfiles")).encode())
+    for finder in get_finders():
+        for path, storage in finder.list([]):
+            stat = storage.stat(path) if hasattr(storage, "stat") else os.stat(storage.path(path))
+            digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def collect_static(stdout=None) -> None:
+    """WhiteNoise serves STATIC_ROOT, compressed. Compressing takes a while, so collect only
+    when the static files changed since the last collect (a fingerprint kept in STATIC_ROOT)."""
+    root = Path(settings.STATIC_ROOT)
+    stamp = root / ".tally-collected"
+    fingerprint = static_fingerprint()
+    if stamp.exists() and stamp.read_text().strip() == fingerprint:
+        return
+    if stdout is not None:
+        stdout.write(f"Collecting static files into {root} (once per install)...")
+        stdout.flush()
+    call_command("collectstatic", interactive=False, verbosity=0)
+    stamp.write_text(fingerprint + "\n")
+
+
+class TallyServer(BaseApplication):
+    def __init__(self, options: dict[str, Any]):
+        self.options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            if key in self.cfg.settings and value is not None:
+                self.cfg.set(key, value)
+
+    def load(self):
+        from tally.wsgi import application
+
+        return application
+
+
+def gunicorn_options(host: str, port: int, workers: int | None) -> dict[str, Any]:
+    bind = f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+    return {
+        "bind": bind,
+        "workers": workers or default_workers(),
+        "worker_class": "gthread",
+        "threads": 4,
+        "timeout": 60,
+        "graceful_timeout": 10,
+        "accesslog": "-",
+        "errorlog": "-",
+        "loglevel": "info",
+        "proc_name": "tally",
+        # Gunicorn >= 25 opens a control socket in ~/.gunicorn by default; two Tally
+        # servers on one machine would fight over it, and nothing here uses it.
+        "control_socket_disable": True,
+    }
+
+
+def serve(*, host: str, port: int, workers: int | None = None, stdout=None) -> None:
+    check_database_ready()
+    collect_static(stdout)
+    connections.close_all()
+    if stdout is not None:
+        stdout.write(f"Tally is serving at http://{host_for_url(host)}:{port}/  (Ctrl+C stops it)")
+        if host not in LOCAL_HOSTS and "*" not in settings.ALLOWED_HOSTS:
+            stdout.write(
+                f"Note: only {', '.join(settings.ALLOWED_HOSTS)} are allowed host names; "
+                "set TALLY_ALLOWED_HOSTS to the name clients use."
+            )
+        stdout.flush()
+    TallyServer(gunicorn_options(host, port, workers)).run()
+
+
+def host_for_url(host: str) -> str:
+    if host in {"0.0.0.0", "::"}:
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host

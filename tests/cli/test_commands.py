@@ -1,0 +1,178 @@
+"""`tally init | createuser | createtoken | backup | serve`, run as a separate process."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import shutil
+import signal
+import sqlite3
+import stat
+import subprocess
+import time
+
+import pytest
+
+PASSWORD = "correct horse battery staple"
+
+
+def one_line(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert len(lines) == 1, text
+    return lines[0]
+
+
+def test_init_creates_the_database_and_a_private_secret_key_and_can_run_again(tally):
+    first = tally("init")
+    assert first.returncode == 0, first.stderr
+    assert "Database ready" in first.stdout
+    key_file = tally.cwd / ".tally-secret-key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    key = key_file.read_text()
+    assert len(key.strip()) >= 50
+
+    again = tally("init")
+    assert again.returncode == 0, again.stderr
+    assert key_file.read_text() == key
+    with sqlite3.connect(tally.database) as db:
+        assert db.execute("select count(*) from clinic_clinicsettings").fetchone()[0] == 1
+
+
+def test_createuser_adds_staff_and_refuses_duplicates_bad_roles_and_weak_passwords_in_one_line(tally):
+    assert tally("init").returncode == 0
+    made = tally("createuser", "ana", "--role", "owner", "--password", PASSWORD, "--first-name", "Ana")
+    assert made.returncode == 0, made.stderr
+    with sqlite3.connect(tally.database) as db:
+        row = db.execute("select role, first_name, is_superuser from clinic_staff where username='ana'").fetchone()
+    assert row == ("owner", "Ana", 1)
+
+    duplicate = tally("createuser", "ana", "--role", "front_desk", "--password", PASSWORD)
+    assert duplicate.returncode != 0
+    assert "already exists" in one_line(duplicate.stderr)
+
+    bad_role = tally("createuser", "bo", "--role", "janitor", "--password", PASSWORD)
+    assert bad_role.returncode != 0
+    assert "janitor" in one_line(bad_role.stderr)
+
+    weak = tally("createuser", "cy", "--role", "practitioner", "--password", "password")
+    assert weak.returncode != 0
+    assert "Password refused" in one_line(weak.stderr)
+
+
+def test_createuser_reads_the_password_from_standard_input_when_not_given(tally):
+    assert tally("init").returncode == 0
+    made = tally("createuser", "dee", "--role", "front_desk", stdin=PASSWORD + "\n")
+    assert made.returncode == 0, made.stderr
+
+
+def test_createtoken_prints_the_token_alone_and_stores_only_its_hash(tally):
+    assert tally("init").returncode == 0
+    assert tally("createuser", "ana", "--role", "front_desk", "--password", PASSWORD).returncode == 0
+    issued = tally("createtoken", "ana")
+    assert issued.returncode == 0, issued.stderr
+    token = issued.stdout.strip()
+    assert issued.stdout == token + "\n"
+    assert token.startswith("tly_") and " " not in token
+    with sqlite3.connect(tally.database) as db:
+        hashes = [h for (h,) in db.execute("select token_hash from clinic_apitoken")]
+    assert hashes == [hashlib.sha256(token.encode()).hexdigest()]
+
+    unknown = tally("createtoken", "nobody")
+    assert unknown.returncode != 0
+    assert unknown.stdout == ""
+    assert "nobody" in one_line(unknown.stderr)
+
+
+def test_backup_writes_a_copy_that_opens_and_passes_integrity_check_and_never_overwrites(tally):
+    assert tally("init").returncode == 0
+    assert tally("createuser", "ana", "--role", "owner", "--password", PASSWORD).returncode == 0
+    target = tally.cwd / "backups" / "copy.sqlite3"
+    target.parent.mkdir()
+    done = tally("backup", str(target))
+    assert done.returncode == 0, done.stderr
+    assert "integrity ok" in done.stdout
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    with sqlite3.connect(target) as copy:
+        assert copy.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert copy.execute("select username from clinic_staff").fetchall() == [("ana",)]
+    assert not list(target.parent.glob("*.partial")), "no temporary file left behind"
+
+    refused = tally("backup", str(target))
+    assert refused.returncode != 0
+    assert "--force" in one_line(refused.stderr)
+    assert tally("backup", str(target), "--force").returncode == 0
+
+
+def test_serve_refuses_a_database_that_is_not_set_up(tally, free_port):
+    refused = tally("serve", "--port", str(free_port), timeout=60)
+    assert refused.returncode != 0
+    assert "tally init" in one_line(refused.stderr)
+
+
+def get(port: int, path: str, headers: dict | None = None) -> http.client.HTTPResponse:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    conn.request("GET", path, headers=headers or {})
+    response = conn.getresponse()
+    response.read()
+    conn.close()
+    return response
+
+
+def wait_until_serving(server: subprocess.Popen, port: int, seconds: float = 240) -> http.client.HTTPResponse:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"tally serve exited with {server.returncode}:\n{server.stdout.read()}")
+        try:
+            return get(port, "/")
+        except OSError:
+            time.sleep(0.3)
+    pytest.fail(f"tally serve did not answer on port {port} within {seconds} s")
+
+
+def stop(server: subprocess.Popen) -> str:
+    if server.poll() is None:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=5)
+    return server.stdout.read() if server.stdout else ""
+
+
+def test_serve_runs_gunicorn_and_answers_http(tally, free_port):
+    assert tally("init").returncode == 0
+    server = tally.popen("serve", "--port", str(free_port), "--workers", "1")
+    try:
+        home = wait_until_serving(server, free_port)
+        assert home.status in (200, 302), "the home page, or its redirect to sign in"
+        docs = get(free_port, "/api/v1/openapi.json")
+        assert docs.status == 200
+        login = get(free_port, "/admin/login/")
+        assert login.status == 200
+        css = get(free_port, "/static/admin/css/base.css")
+        assert css.status == 200, "WhiteNoise serves the collected static files"
+    finally:
+        output = stop(server)
+    assert server.returncode is not None
+    assert "Tally is serving at" in output and "Booting worker" in output, output
+
+
+def test_backup_on_postgresql_writes_a_pg_dump_archive(tally):
+    url = os.environ.get("TALLY_DATABASE_URL", "")
+    if not url.startswith("postgres"):
+        pytest.skip("PostgreSQL backup: this run is on SQLite (set TALLY_DATABASE_URL=postgresql://...)")
+    if shutil.which("pg_dump") is None or shutil.which("pg_restore") is None:
+        pytest.skip("PostgreSQL backup: pg_dump/pg_restore are not installed")
+    tally.env["TALLY_DATABASE_URL"] = url  # read-only for the database: pg_dump takes a snapshot
+    target = tally.cwd / "clinic.dump"
+    done = tally("backup", str(target))
+    if done.returncode != 0 and "server version mismatch" in done.stderr:
+        pytest.skip("PostgreSQL backup: pg_dump is older than the server")
+    assert done.returncode == 0, done.stderr
+    assert target.read_bytes()[:5] == b"PGDMP"
+    listing = subprocess.run(["pg_restore", "--list", str(target)], capture_output=True, text=True, timeout=60)
+    assert listing.returncode == 0, listing.stderr
+    assert tally("backup", str(target)).returncode != 0
