@@ -26,6 +26,8 @@ Usage: tally COMMAND [options]     (tally COMMAND --help for its options)
   serve         run the production server (gunicorn)
   demo          init, load a demo clinic and serve it
   backup        a consistent copy of the database while it serves: PATH [--force]
+  investigate   why a patient's package counts are what they are: P-000123 [--json]
+  audit         every package through the investigator: [--json|--csv] [--min-severity warning]
 
 Every Django management command works too (tally migrate, tally shell, tally check, ...).
 Configuration: TALLY_DATABASE_URL, TALLY_SECRET_KEY, TALLY_DEBUG, TALLY_ALLOWED_HOSTS.

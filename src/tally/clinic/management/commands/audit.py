@@ -1,0 +1,50 @@
+"""tally audit [--json|--csv] [--min-severity warning]: every package through the investigator."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+
+from django.core.management.base import BaseCommand
+
+from tally.clinic.investigator.service import clinic_audit
+
+
+class Command(BaseCommand):
+    help = "The clinic audit: packages with findings, worst first."
+
+    def add_arguments(self, parser) -> None:
+        output = parser.add_mutually_exclusive_group()
+        output.add_argument("--json", action="store_true")
+        output.add_argument("--csv", action="store_true")
+        parser.add_argument("--min-severity", choices=["error", "warning", "info"], default="warning")
+
+    def handle(self, *args, **options) -> None:
+        progress = self.progress_bar if sys.stderr.isatty() else None
+        scanned, rows = clinic_audit(min_severity=options["min_severity"], progress=progress)
+        if progress:
+            sys.stderr.write("\n")
+        if options["json"]:
+            self.stdout.write(json.dumps({"scanned": scanned, "items": [r.__dict__ for r in rows]}, indent=2))
+            return
+        if options["csv"]:
+            writer = csv.writer(self.stdout)
+            writer.writerow(["patient_package_id", "patient_number", "package", "worst_severity", "findings", "codes"])
+            for r in rows:
+                writer.writerow([r.patient_package_id, r.patient_number, r.package_name, r.worst_severity, r.findings,
+                                 " ".join(r.codes)])
+            return
+        self.stdout.write(f"{scanned} packages scanned; {len(rows)} with findings at or above "
+                          f"{options['min_severity']}.")
+        for r in rows:
+            style = {"error": self.style.ERROR, "warning": self.style.WARNING}.get(r.worst_severity, str)
+            self.stdout.write(style(f"{r.worst_severity:<8} {r.patient_number}  #{r.patient_package_id:<6} "
+                                    f"{r.package_name[:30]:<30} {', '.join(r.codes)}"))
+
+    @staticmethod
+    def progress_bar(done: int, total: int) -> None:
+        width = 40
+        filled = width * done // max(total, 1)
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} patients")
+        sys.stderr.flush()

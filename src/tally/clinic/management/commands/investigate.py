@@ -1,0 +1,71 @@
+"""tally investigate PATIENT_NUMBER [--json]: why each of a patient's package counts is what it is."""
+
+from __future__ import annotations
+
+import json
+
+from django.core.management.base import BaseCommand, CommandError
+
+from tally.clinic.investigator.export import patient_export, reason_label
+from tally.clinic.investigator.service import investigate_patient
+from tally.clinic.models import ClinicSettings, Patient
+from tally.clinic.models.patients import parse_patient_number
+
+MARKS = {"error": "!!", "warning": "! ", "info": "i "}
+
+
+class Command(BaseCommand):
+    help = "The investigation for one patient: every package's count, its findings and fixes, all time."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("patient_number", help="e.g. P-000123")
+        parser.add_argument("--json", action="store_true", help="the support export as JSON")
+        parser.add_argument("--anonymous", action="store_true", help="leave out names and contact details")
+
+    def handle(self, *args, **options) -> None:
+        pk = parse_patient_number(options["patient_number"])
+        patient = Patient.objects.filter(pk=pk).first() if pk is not None else None
+        if patient is None:
+            raise CommandError(f"No patient {options['patient_number']!r}; patient numbers look like P-000123.")
+        tz = ClinicSettings.load().tz
+        packages, orphans = investigate_patient(patient.pk)
+        if options["json"]:
+            data = patient_export(patient, packages, orphans, tz, anonymous=options["anonymous"])
+            self.stdout.write(json.dumps(data, indent=2))
+            return
+        name = "" if options["anonymous"] else f" {patient.full_name}"
+        self.stdout.write(self.style.MIGRATE_HEADING(f"{patient.patient_number}{name}"))
+        if not packages:
+            self.stdout.write("  No package sold to this patient.")
+        for inv in packages:
+            s = inv.summary
+            self.stdout.write("")
+            self.stdout.write(self.style.MIGRATE_LABEL(
+                f"{s['name']}: {s['sessions_used']} of {s['sessions_total']} used · {s['sessions_remaining']} left · "
+                f"{s['status'].replace('_', ' ')}"))
+            sold = s["sold_at"].astimezone(tz)
+            self.stdout.write(f"  sold {sold:%d %b %Y} · paid {s['paid']} · balance {s['balance']}"
+                              + (f" · expires {s['expires_at'].astimezone(tz):%d %b %Y}" if s["expires_at"] else ""))
+            for finding in inv.findings:
+                self.write_finding(finding)
+            if not inv.findings:
+                self.stdout.write(self.style.SUCCESS("  No findings: every visit is accounted for."))
+            self.stdout.write("  Visits:")
+            for event in inv.timeline:
+                if event["kind"] != "visit":
+                    continue
+                when = event["at"].astimezone(tz)
+                outcome = "counted" if event["counted"] else f"not counted: {reason_label(event['reason'])}"
+                self.stdout.write(f"    {when:%d %b %Y %H:%M}  {event['service']:<28} {event['status']:<10} {outcome}")
+        if orphans:
+            self.stdout.write("")
+            self.stdout.write(self.style.MIGRATE_LABEL("Visits that belong to no package"))
+            for finding in orphans:
+                self.write_finding(finding)
+
+    def write_finding(self, finding) -> None:
+        style = {"error": self.style.ERROR, "warning": self.style.WARNING}.get(finding.severity, str)
+        self.stdout.write(style(f"  {MARKS[finding.severity]} {finding.code}: {finding.message}"))
+        if finding.fix:
+            params = ", ".join(f"{k}={v}" for k, v in finding.fix["params"].items())
+            self.stdout.write(f"     fix: {finding.fix['action']}({params})")

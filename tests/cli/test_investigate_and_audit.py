@@ -1,0 +1,58 @@
+"""tally investigate and tally audit, run as management commands against the test database."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from tally.clinic.actions import sales, visits
+
+
+@pytest.fixture
+def troubled(desk, patient, ten_pack, acu60, clinic):
+    sold, _ = sales.do_sell_package(acting_user=desk, patient=patient, package=ten_pack, use_first_session=False,
+                                    sold_at=dt.datetime(2026, 3, 1, 15, tzinfo=dt.UTC), payment=("800.00", "card"))
+    appointment = visits.do_book(acting_user=desk, patient=patient, service=acu60,
+                                 starts_at=dt.datetime(2026, 3, 5, 15, tzinfo=dt.UTC))
+    visits.do_check_in(acting_user=desk, appointment=appointment, no_charges=True)
+    return sold
+
+
+def run(*args) -> str:
+    out = io.StringIO()
+    call_command(*args, stdout=out)
+    return out.getvalue()
+
+
+def test_investigate_reads_well_on_a_terminal(troubled, patient):
+    text = run("investigate", patient.patient_number)
+    assert "10 x Acupuncture 60: 0 of 10 used · 10 left · active" in text
+    assert "NO_CHARGES: The Acupuncture 60 min visit on 5 Mar 2026 was checked in with No Charges" in text
+    assert "fix: check_in_and_charge(appointment_id=" in text
+    assert "not counted: checked in with No Charges" in text
+
+
+def test_investigate_json_is_the_support_export(troubled, patient):
+    data = json.loads(run("investigate", patient.patient_number.lower(), "--json", "--anonymous"))
+    assert data["patient"] == {"patient_number": patient.patient_number}
+    assert data["packages"][0]["findings"][0]["code"] == "NO_CHARGES"
+
+
+def test_investigate_refuses_an_unknown_patient_number(db):
+    with pytest.raises(CommandError, match="No patient"):
+        run("investigate", "P-999999")
+    with pytest.raises(CommandError, match="patient numbers look like"):
+        run("investigate", "bob")
+
+
+def test_audit_lists_packages_with_findings_as_text_json_and_csv(troubled, patient):
+    assert f"warning  {patient.patient_number}" in run("audit")
+    data = json.loads(run("audit", "--json"))
+    assert data["scanned"] == 1 and data["items"][0]["codes"] == ["NO_CHARGES"]
+    rows = list(csv.reader(io.StringIO(run("audit", "--csv", "--min-severity", "error"))))
+    assert rows == [["patient_package_id", "patient_number", "package", "worst_severity", "findings", "codes"]]
