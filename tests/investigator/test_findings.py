@@ -226,3 +226,13 @@ def test_every_finding_fix_makes_it_go_away(history, owner):
     after = investigate_package(pp.pk)
     assert codes(after) == []
     assert after.summary["sessions_used"] == 6  # each of the six visits now counted once
+
+
+def test_a_renewal_covering_visits_after_the_old_package_ran_out_is_not_reported_on_the_old_one(history):
+    single = history.package("Single session", 1)
+    old, _ = history.sell(3, 1, package=single, paid="100.00")
+    history.visit(3, 2)
+    renewal, _ = history.sell(3, 3, package=single, paid="100.00")
+    history.visit(3, 9)
+    assert codes(history.investigate(old)[0]) == []
+    assert codes(history.investigate(renewal)[0]) == []

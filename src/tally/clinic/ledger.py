@@ -8,9 +8,13 @@ the package row already locked by the caller (see `locking.py`).
 from __future__ import annotations
 
 import datetime as dt
+import functools
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import NoReturn
 
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -102,6 +106,118 @@ def reverse_entry(entry: PackageLedgerEntry, *, by: Staff | None, reason: str,
         reverses=entry,
         at=at,
     )
+
+
+# --- import: historical entries in bulk, replayed before anything is written ---
+
+
+def import_entries(rows: Iterable[Mapping]) -> int:
+    """Append imported history (earlier systems, the benchmark clinic) in bulk, all or nothing.
+
+    Each row: patient_package_id, seq, kind, change, at, and optionally used_after (checked),
+    invoice_line_id, appointment_id, reverses_seq (the seq of the use it undoes, same
+    package), reason, by_id. Each package must have no entries yet, and its rows must replay
+    cleanly: seq 1..n, the running count within 0..total, every reversal pointing at an
+    unreversed use. Anything else refuses the whole import. Returns the entries written.
+    """
+    by_package: dict[int, list[dict]] = defaultdict(list)
+    for row in rows:
+        by_package[row["patient_package_id"]].append(dict(row))
+    with transaction.atomic():
+        totals = _lock_fresh_packages(list(by_package))
+        live_uses_of_line: dict[int, set[tuple[int, int]]] = defaultdict(set)
+        for package_id, entries in by_package.items():
+            entries.sort(key=lambda r: r["seq"])
+            _check_replay(package_id, entries, totals[package_id], live_uses_of_line)
+        for line_id, uses in live_uses_of_line.items():
+            if len(uses) > 1:
+                raise Invalid(f"Invoice line {line_id} would have {len(uses)} live uses; it may have one.",
+                              fields={"rows": "two live uses of one line"})
+        ids: dict[tuple[int, int], int] = {}
+        # One round per seq: a reversal's target (a lower seq) always has its id already,
+        # and a line's use is reversed before the line is used again.
+        for seq in range(1, max((len(es) for es in by_package.values()), default=0) + 1):
+            batch = [(pid, es[seq - 1]) for pid, es in by_package.items() if len(es) >= seq]
+            created = PackageLedgerEntry.objects.bulk_create([
+                PackageLedgerEntry(
+                    patient_package_id=pid, seq=seq, kind=row["kind"], change=row["change"],
+                    used_after=row["used_after"], sessions_total=totals[pid], at=row["at"],
+                    invoice_line_id=row.get("invoice_line_id"), appointment_id=row.get("appointment_id"),
+                    reverses_id=ids[(pid, row["reverses_seq"])] if row["kind"] == EntryKind.REVERSAL else None,
+                    reason=row.get("reason", ""), by_id=row.get("by_id"),
+                )
+                for pid, row in batch
+            ], batch_size=2000)
+            ids.update(((pid, seq), entry.pk) for (pid, _), entry in zip(batch, created, strict=True))
+        PatientPackage.objects.bulk_update(
+            [PatientPackage(pk=pid, sessions_used=es[-1]["used_after"], ledger_seq=len(es))
+             for pid, es in by_package.items() if es],
+            ["sessions_used", "ledger_seq"], batch_size=1000,
+        )
+    return len(ids)
+
+
+def _lock_fresh_packages(package_ids: list[int]) -> dict[int, int]:
+    """Lock the packages; refuse any that is missing or already has entries. Returns totals."""
+    totals: dict[int, int] = {}
+    for start in range(0, len(package_ids), 5000):
+        chunk = package_ids[start:start + 5000]
+        for pp in PatientPackage.objects.select_for_update().filter(pk__in=chunk).values(
+            "pk", "sessions_total", "sessions_used", "ledger_seq"
+        ):
+            if pp["ledger_seq"] or pp["sessions_used"]:
+                raise Conflict(f"Package {pp['pk']} already has ledger entries; an import only fills empty ones.")
+            totals[pp["pk"]] = pp["sessions_total"]
+    missing = sorted(set(package_ids) - set(totals))
+    if missing:
+        raise Invalid(f"No such patient package: {missing[0]}.", fields={"patient_package_id": "not found"})
+    return totals
+
+
+def _refuse(package_id: int, seq: int, problem: str) -> NoReturn:
+    raise Invalid(f"Package {package_id}, entry {seq}: {problem}.", fields={"rows": problem})
+
+
+def _check_replay(package_id: int, rows: list[dict], total: int,
+                  live_uses_of_line: dict[int, set[tuple[int, int]]]) -> None:
+    """Replay one package's rows as post_entry would have written them; refuse any fault."""
+    used = 0
+    kinds: dict[int, str] = {}
+    lines: dict[int, int | None] = {}
+    reversed_seqs: set[int] = set()
+    for expected_seq, row in enumerate(rows, start=1):
+        seq, kind, change = row["seq"], row["kind"], row["change"]
+        refuse = functools.partial(_refuse, package_id, seq)
+        if seq != expected_seq:
+            refuse(f"expected seq {expected_seq}: entries are numbered 1..n without gaps")
+        if kind == EntryKind.USE and change != -1:
+            refuse("a use changes the count by -1")
+        elif kind == EntryKind.REVERSAL:
+            target = row.get("reverses_seq")
+            if change != 1:
+                refuse("a reversal changes the count by +1")
+            if kinds.get(target) != EntryKind.USE:
+                refuse("a reversal must point at an earlier use of the same package")
+            if target in reversed_seqs:
+                refuse(f"use {target} is already reversed")
+            reversed_seqs.add(target)
+        elif kind == EntryKind.ADJUSTMENT and (not isinstance(change, int) or change == 0):
+            refuse("an adjustment changes the count by a whole number other than 0")
+        elif kind not in EntryKind.values:
+            refuse(f"unknown kind {kind!r}")
+        if kind != EntryKind.REVERSAL and row.get("reverses_seq") is not None:
+            refuse("only a reversal points at another entry")
+        used -= change
+        if not 0 <= used <= total:
+            refuse(f"the count would be {used} of {total}")
+        if row.get("used_after", used) != used:
+            refuse(f"used_after says {row['used_after']}, the replay gives {used}")
+        row["used_after"] = used
+        kinds[seq], lines[seq] = kind, row.get("invoice_line_id")
+        if kind == EntryKind.REVERSAL and lines[row["reverses_seq"]] is not None:
+            live_uses_of_line[lines[row["reverses_seq"]]].discard((package_id, row["reverses_seq"]))
+        elif kind == EntryKind.USE and lines[seq] is not None:
+            live_uses_of_line[lines[seq]].add((package_id, seq))
 
 
 # --- verify: re-derive every package from its entries (beancount's balance assertions) ---

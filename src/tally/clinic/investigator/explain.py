@@ -5,6 +5,7 @@ what it is (SPEC.md, "The investigator"). Plain data in (facts.History), plain d
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import statistics
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -117,13 +118,55 @@ class Walk:
             if ln.appointment_id and self.is_live(ln):
                 self.live_lines_by_visit[ln.appointment_id].append(ln)
         self.tombstoned_visits = {t.appointment_id for t in history.tombstones if t.appointment_id}
+        self._days: dict[dt.datetime, dt.date] = {}
+        self.timeline: list[dict] | None = None  # the records every package's timeline shares
+        # Indexes, so that each package's checks read only its own rows (not packages × lines).
+        self.considered: dict[int, dict[int, str | None]] = {}
+        self.lines_for_package: dict[int, list[LineFact]] = defaultdict(list)
+        self.lines_covered_by: dict[int, list[LineFact]] = defaultdict(list)
+        by_service: dict[int, list[LineFact]] = defaultdict(list)
+        wrong_service: dict[tuple, bool] = {}  # (package, charged, booked) → looks like a wrong service
+        for ln in self.lines.values():
+            if ln.covered_by is not None:
+                self.lines_covered_by[ln.covered_by].append(ln)
+            if ln.kind != "service" or not self.is_live(ln):
+                continue
+            self.considered[ln.id] = {c["patient_package_id"]: c["reason"]
+                                      for c in (ln.decision or {}).get("considered", [])}
+            if ln.covered_by is not None:
+                by_service[ln.service_id or -1].append(ln)
+            else:
+                booked = self.visits[ln.appointment_id].service_id if ln.appointment_id in self.visits else None
+                for package_id, reason in self.considered[ln.id].items():
+                    package = self.packages.get(package_id)
+                    if reason == SERVICE_NOT_IN_PACKAGE and package is not None:
+                        key = (package_id, ln.service_id, booked)
+                        if key not in wrong_service:
+                            wrong_service[key] = looks_like_wrong_service(self, package, ln)
+                        if not wrong_service[key]:
+                            continue  # a different treatment: nothing to say about this package
+                    self.lines_for_package[package_id].append(ln)
+        self.line_order = {line_id: i for i, line_id in enumerate(self.lines)}
+        for p in history.packages:  # covered by another package: the package's eligible services only
+            for sid in p.eligible_service_ids:
+                self.lines_for_package[p.id] += [ln for ln in by_service.get(sid, ()) if ln.covered_by != p.id]
+            self.lines_for_package[p.id].sort(key=lambda ln: self.line_order[ln.id])
+        self.live_uses_by_package: dict[int, list[EntryFact]] = defaultdict(list)
+        for e in self.live_uses:
+            self.live_uses_by_package[e.patient_package_id].append(e)
+        self.visits_by_day: dict[dt.date, list[VisitFact]] = defaultdict(list)
+        for v in history.visits:
+            self.visits_by_day[self.local(v.starts_at)].append(v)
 
     # -- small helpers
     def is_live(self, line: LineFact) -> bool:
         return line.removed_at is None and self.invoices[line.invoice_id].voided_at is None
 
     def local(self, moment: dt.datetime) -> dt.date:
-        return moment.astimezone(self.tz).date()
+        day = self._days.get(moment)
+        if day is None:
+            day = self._days[moment] = moment.astimezone(self.tz).date()
+        return day
 
     def line_date(self, line: LineFact) -> dt.date:
         return self.local(self.invoices[line.invoice_id].issued_at)
@@ -191,7 +234,10 @@ def ledger_findings(w: Walk, p: PackageFact) -> list[Finding]:
             problems.append(f"entry {e.seq} does not follow from the ones before it")
     if used != p.sessions_used:
         problems.append(f"the package shows {p.sessions_used} used but its ledger adds up to {used}")
-    for ln in w.lines.values():
+    used_lines = {e.invoice_line_id for e in w.live_uses_by_package.get(p.id, []) if e.invoice_line_id}
+    candidates = {ln.id: ln for ln in w.lines_covered_by.get(p.id, [])}
+    candidates.update((lid, w.lines[lid]) for lid in used_lines if lid in w.lines)
+    for ln in sorted(candidates.values(), key=lambda ln: w.line_order[ln.id]):
         uses = [e for e in w.live_uses_by_line.get(ln.id, []) if e.patient_package_id == p.id]
         if ln.covered_by == p.id and w.is_live(ln) and len(uses) != 1:
             problems.append(f"line “{ln.description}” on {w.invoices[ln.invoice_id].number} says it is covered "
@@ -215,6 +261,7 @@ def nearest_eligible(w: Walk, p: PackageFact, service_id: int | None) -> int | N
                key=lambda sid: abs(w.h.service_durations.get(sid, 0) - duration))
 
 
+@functools.lru_cache(maxsize=4096)
 def family(name: str) -> str:
     return (name.split() or [""])[0].lower()
 
@@ -232,17 +279,20 @@ def looks_like_wrong_service(w: Walk, p: PackageFact, line: LineFact) -> bool:
 def line_findings(w: Walk, p: PackageFact) -> list[Finding]:
     findings: list[Finding] = []
     sale = w.invoices.get(p.sale_invoice_id)
-    for line in w.lines.values():
+    for line in w.lines_for_package.get(p.id, []):
         if line.kind != "service" or not w.is_live(line) or line.covered_by == p.id:
             continue
         day = w.line_date(line)
-        considered = {c["patient_package_id"]: c["reason"] for c in (line.decision or {}).get("considered", [])}
+        considered = w.considered[line.id]
         what = f"Visit on {fmt_date(day)} was charged {w.service(line.service_id)}"
         base = dict(date=day, appointment_id=line.appointment_id, invoice_id=line.invoice_id, line_id=line.id,
                     patient_package_id=p.id)
         if line.covered_by is not None:
             other = w.packages.get(line.covered_by)
-            if line.service_id in p.eligible_service_ids and w.in_window(p, day) and other is not None:
+            # Only when this package could have covered it too (rule 6 chose the other one);
+            # an exhausted or expired package being replaced by its renewal is nothing to report.
+            could_have = considered.get(p.id) is None
+            if could_have and line.service_id in p.eligible_service_ids and w.in_window(p, day) and other is not None:
                 findings.append(Finding(COVERED_BY_OTHER_PACKAGE, "info",
                                         f"{what}; it used a session of {other.name} (sold "
                                         f"{fmt_date(w.local(other.sold_at))}), which rule 6 picks first.", **base))
@@ -346,8 +396,8 @@ def first_session_findings(w: Walk, p: PackageFact) -> list[Finding]:
         return []
     sale_day = w.local(p.sold_at)
     findings = []
-    for visit in w.h.visits:
-        if visit.deleted or visit.status not in ("attended",) or w.local(visit.starts_at) != sale_day:
+    for visit in w.visits_by_day.get(sale_day, []):
+        if visit.deleted or visit.status not in ("attended",):
             continue
         if visit.service_id not in p.eligible_service_ids or w.visit_counted_by(visit.id):
             continue
@@ -364,7 +414,7 @@ def first_session_findings(w: Walk, p: PackageFact) -> list[Finding]:
 
 
 def double_use_findings(w: Walk, p: PackageFact) -> list[Finding]:
-    uses = [e for e in w.live_uses if e.patient_package_id == p.id]
+    uses = w.live_uses_by_package.get(p.id, [])
     findings = []
     by_visit: dict[int, list[EntryFact]] = defaultdict(list)
     by_day: dict[dt.date, list[EntryFact]] = defaultdict(list)
@@ -470,7 +520,7 @@ def visit_reason(w: Walk, visit: VisitFact, p: PackageFact | None) -> tuple[bool
         return False, NOT_INVOICED
     line = lines[-1]
     if p is not None:
-        considered = {c["patient_package_id"]: c["reason"] for c in (line.decision or {}).get("considered", [])}
+        considered = w.considered.get(line.id, {})
         if p.id in considered:
             return False, considered[p.id]
         return False, CHARGED_BEFORE_PURCHASE if w.line_date(line) < w.local(p.sold_at) else "NOT_CONSIDERED"
@@ -478,12 +528,27 @@ def visit_reason(w: Walk, visit: VisitFact, p: PackageFact | None) -> tuple[bool
 
 
 def timeline_of(w: Walk, p: PackageFact | None) -> list[dict]:
+    """Every record, oldest first; visits say whether this package counted them and why not.
+    Events other than visits are shared by the packages' timelines: treat them as read-only."""
+    if w.timeline is None:
+        w.timeline = shared_timeline(w)
+    events = []
+    for event in w.timeline:
+        if event["kind"] == "visit":
+            counted, reason = visit_reason(w, w.visits[event["appointment_id"]], p)
+            event = event | {"counted": counted, "reason": reason}
+        elif event["kind"] == "ledger" and p is not None and event["patient_package_id"] != p.id:
+            continue
+        events.append(event)
+    return events
+
+
+def shared_timeline(w: Walk) -> list[dict]:
     events: list[dict] = []
     for v in w.h.visits:
-        counted, reason = visit_reason(w, v, p)
         events.append({"kind": "visit", "at": v.starts_at, "appointment_id": v.id, "service_id": v.service_id,
                        "service": w.service(v.service_id), "status": "deleted" if v.deleted else v.status,
-                       "no_charges": v.no_charges, "counted": counted, "reason": reason})
+                       "no_charges": v.no_charges, "counted": None, "reason": None})
     for t in w.h.tombstones:
         events.append({"kind": "tombstone", "at": t.removed_at, "tombstone_id": t.id, "of": t.kind,
                        "appointment_id": t.appointment_id, "invoice_line_id": t.invoice_line_id, "reason": t.reason})
@@ -500,8 +565,6 @@ def timeline_of(w: Walk, p: PackageFact | None) -> list[dict]:
             events.append({"kind": "payment", "at": pay.received_at, "invoice_id": inv.id, "payment_id": pay.id,
                            "amount": pay.amount, "method": pay.method, "reason": pay.reason})
     for e in w.h.entries:
-        if p is not None and e.patient_package_id != p.id:
-            continue
         events.append({"kind": "ledger", "at": e.at, "entry_id": e.id, "patient_package_id": e.patient_package_id,
                        "entry_kind": e.kind, "change": e.change, "used_after": e.used_after,
                        "invoice_line_id": e.invoice_line_id, "appointment_id": e.appointment_id,
@@ -521,9 +584,10 @@ def sort_findings(findings: list[Finding], difference: int | None) -> list[Findi
     return sorted(findings, key=lambda f: (accounts(f), SEVERITY_RANK[f.severity], f.date, f.code))
 
 
-def explain(history: History, *, expected_used: dict[int, int] | None = None
+def explain(history: History, *, expected_used: dict[int, int] | None = None, timeline: bool = True
             ) -> tuple[dict[int, Investigation], list[Finding]]:
-    """Every package's investigation, and the visit-level findings that belong to no package."""
+    """Every package's investigation, and the visit-level findings that belong to no package.
+    The clinic audit needs no timelines (timeline=False)."""
     w = Walk(history)
     expected_used = expected_used or {}
     per_package: dict[int, list[Finding]] = {p.id: [] for p in history.packages}
@@ -572,6 +636,6 @@ def explain(history: History, *, expected_used: dict[int, int] | None = None
         investigations[p.id] = Investigation(
             summary=summary,
             findings=sort_findings(per_package[p.id], summary["difference"]),
-            timeline=timeline_of(w, p),
+            timeline=timeline_of(w, p) if timeline else [],
         )
     return investigations, sort_findings(orphans, None)

@@ -69,7 +69,7 @@ def clinic_audit(
     for start in range(0, len(patient_ids), chunk_size):
         chunk = patient_ids[start:start + chunk_size]
         for history in load_histories(chunk).values():
-            investigations, _ = explain(history)
+            investigations, _ = explain(history, timeline=False)
             for package_id, inv in investigations.items():
                 scanned += 1
                 kept = [f for f in inv.findings if SEVERITY_RANK[f.severity] <= limit]
