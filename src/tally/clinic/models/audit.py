@@ -23,6 +23,9 @@ class AuditEvent(AppendOnlyModel):
         ordering = ["id"]
         indexes = [models.Index(fields=["patient", "at"])]
 
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M} {self.action}"
+
 
 class IdempotencyRecord(models.Model):
     """The first answer to a POST with an Idempotency-Key, replayed for the same key and body."""
@@ -38,3 +41,6 @@ class IdempotencyRecord(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["staff", "key"], name="idempotency_unique_key")]
+
+    def __str__(self) -> str:
+        return f"{self.staff_id}:{self.key}"

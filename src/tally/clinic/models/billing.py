@@ -128,3 +128,6 @@ class Payment(models.Model):
         constraints = [
             models.CheckConstraint(condition=~models.Q(amount=0), name="payment_amount_not_zero"),
         ]
+
+    def __str__(self) -> str:
+        return f"{self.amount} {self.method}"

@@ -85,3 +85,6 @@ class PackageLedgerEntry(AppendOnlyModel):
             ),
         ]
         indexes = [models.Index(fields=["invoice_line"]), models.Index(fields=["appointment"])]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.change:+d} (package {self.patient_package_id} #{self.seq})"

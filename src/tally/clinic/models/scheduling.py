@@ -37,7 +37,7 @@ class Appointment(models.Model):
     deleted_at = models.DateTimeField(null=True, blank=True)
 
     objects = LiveAppointments()
-    all_objects = models.Manager()
+    all_objects = models.Manager()  # noqa: DJ012 (both managers belong together)
 
     class Meta:
         base_manager_name = "all_objects"
@@ -74,3 +74,6 @@ class Tombstone(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["patient", "removed_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.kind} removed {self.removed_at:%Y-%m-%d}"

@@ -48,6 +48,9 @@ class ApiToken(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
 
+    def __str__(self) -> str:
+        return f"token {self.pk} of {self.staff_id}"
+
     @classmethod
     def issue(cls, staff: Staff, label: str = "") -> tuple[ApiToken, str]:
         raw = "tly_" + secrets.token_urlsafe(32)  # 256 bits
