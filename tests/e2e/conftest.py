@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -99,3 +100,88 @@ def running_server(tmp_path: Path, database_url: str, workers: int = 2) -> Itera
 def live_server_process(tmp_path) -> Iterator[Server]:
     with scratch_database_url(tmp_path) as url, running_server(tmp_path, url) as server:
         yield server
+
+
+# --- Browser tests: Playwright (sync API) driving Debian's Chromium against pytest-django's live_server ---
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = REPO_ROOT / "artifacts" / "screenshots"
+DOC_SCREENSHOTS = REPO_ROOT / "docs" / "screenshots"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+VIEWPORT = {"width": 1280, "height": 900}
+STAFF_PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(scope="session")
+def chromium_browser():
+    """One headless Chromium for the whole session (Debian's, not a Playwright download)."""
+    executable = shutil.which("chromium")
+    if executable is None:
+        pytest.skip("chromium is not installed (apt-get install chromium): browser tests need it")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (python) is not installed")
+    # The tests use the ORM between browser steps while Playwright's event loop runs in this thread.
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+    if previous is None:
+        os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+    else:
+        os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
+
+
+@pytest.fixture
+def browser_page(request, chromium_browser, live_server, sqlite_triggers_off_for_flush):
+    """A fresh context and page per test at 1280x900; a screenshot is kept when the test fails,
+    and a JavaScript error on any page fails the test."""
+    context = chromium_browser.new_context(viewport=VIEWPORT, base_url=live_server.url, locale="en-US")
+    context.set_default_timeout(10_000)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield page
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        with contextlib.suppress(Exception):
+            page.screenshot(path=str(SCREENSHOTS / f"FAILED-{request.node.name}.png"), full_page=True)
+    context.close()
+    assert not errors, f"JavaScript errors in the page: {errors}"
+
+
+def sign_in(page, username: str, password: str = STAFF_PASSWORD) -> None:
+    """Through the real /login/ form."""
+    page.goto("/login/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/today/**")
+
+
+def screenshot(page, name: str, *, full_page: bool = True) -> Path:
+    """artifacts/screenshots/<name>.png (git-ignored), every run."""
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=full_page)
+    return path
+
+
+def update_doc_screenshot(page, name: str, *, full_page: bool = True) -> Path | None:
+    """docs/screenshots/<name>.png for the README, only when TALLY_UPDATE_SCREENSHOTS=1 (CI never rewrites them)."""
+    if os.environ.get("TALLY_UPDATE_SCREENSHOTS") != "1":
+        return None
+    DOC_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = DOC_SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=full_page)
+    return path

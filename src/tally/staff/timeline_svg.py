@@ -87,7 +87,8 @@ def render_timeline(investigation: Investigation, tz: dt.tzinfo, *, now: dt.date
     sold_x = x(summary["sold_at"])
     parts.append(f'<line x1="{sold_x:.1f}" y1="{TOP}" x2="{sold_x:.1f}" y2="{axis_y}" stroke="#0969da" '
                  f'stroke-dasharray="2 2"><title>Sold</title></line>')
-    parts.append(f'<text x="{sold_x + 3:.1f}" y="{TOP + 10}" font-size="11" fill="#0969da">sold</text>')
+    # Below the legend row, so the label never sits on it.
+    parts.append(f'<text x="{sold_x + 3:.1f}" y="{TOP + 28}" font-size="11" fill="#0969da">sold</text>')
     # Remaining count as a step line.
     remaining = summary["sessions_total"]
     points = [(x(summary["sold_at"]), y_count(remaining))]

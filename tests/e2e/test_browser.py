@@ -1,0 +1,323 @@
+"""What the front desk sees, in a real browser: Playwright's sync API driving Debian's Chromium
+against pytest-django's live server (SPEC.md, "What the front desk sees").
+
+Each test signs in through the /login/ form and saves a screenshot into artifacts/screenshots/.
+With TALLY_UPDATE_SCREENSHOTS=1 the chart and investigation tests also rewrite the README's
+docs/screenshots/chart.png and docs/screenshots/investigation.png.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from decimal import Decimal
+
+import pytest
+from django.utils import timezone
+
+from tally.clinic import demo
+from tally.clinic.actions.sales import do_sell_package
+from tally.clinic.actions.visits import do_book, do_check_in
+from tally.clinic.models import Appointment, InvoiceLine, PatientPackage, Staff, Tombstone
+
+from .conftest import REPO_ROOT, STAFF_PASSWORD, screenshot, sign_in, update_doc_screenshot
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def expect(locator):
+    from playwright.sync_api import expect as playwright_expect
+
+    return playwright_expect(locator)
+
+
+def local_today_at(clinic, hour: int, days: int = 0) -> dt.datetime:
+    day = timezone.localdate(timezone=clinic.tz) + dt.timedelta(days=days)
+    return dt.datetime.combine(day, dt.time(hour), tzinfo=clinic.tz)
+
+
+@pytest.fixture
+def paid_pack(desk, patient, ten_pack):
+    """A fully paid ten-pack (Acupuncture 60 min only) sold a week ago, first session not used."""
+    sold, _ = do_sell_package(acting_user=desk, patient=patient, package=ten_pack, use_first_session=False,
+                              sold_at=timezone.now() - dt.timedelta(days=7), payment=(Decimal("800.00"), "card"))
+    return sold
+
+
+def load_small_demo() -> demo.DemoResult:
+    """The demo clinic's fifteen scenario patients and a few regulars, then a desk login of our own."""
+    result = demo.load_demo(regular_patients=2)
+    Staff.objects.create_user("e2e-desk", password=STAFF_PASSWORD, role="front_desk", first_name="Eve",
+                              last_name="Desk")
+    return result
+
+
+# --- 1. Selling a package, Use first session answered Yes ---------------------------------------------------
+
+
+def test_selling_with_use_first_session_yes_shows_session_1_of_10_on_the_invoice(browser_page, desk, patient,
+                                                                                   ten_pack):
+    page = browser_page
+    sign_in(page, desk.username)
+    page.goto(f"/patients/{patient.pk}/")
+    page.get_by_role("link", name="Sell a package").click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text("Sell a package to Maria Lopez")
+
+    page.get_by_label("Package").select_option(label=ten_pack.name)
+    page.get_by_label(re.compile(r"Yes — use the first session")).check()
+    page.get_by_label("Amount").fill("800.00")
+    page.get_by_label("Method").select_option("card")
+    page.get_by_role("button", name="Sell package").click()
+
+    page.wait_for_url(re.compile(r"/invoices/\d+/$"))
+    expect(page.get_by_role("status")).to_contain_text("The first session is used.")
+    expect(page.locator(".invoice-lines")).to_contain_text("Session 1 of 10 · 9 left")
+    screenshot(page, "sell-first-session-invoice")
+
+    sold = PatientPackage.objects.get(patient=patient)
+    assert (sold.sessions_used, sold.status) == (1, "active")
+
+
+# --- 2. Check-in with the wrong service: the warning comes before anything is saved -------------------------
+
+
+def test_check_in_with_a_service_the_package_does_not_cover_warns_first_then_charges_normally(
+        browser_page, desk, patient, acu60, acu90, clinic, paid_pack):
+    visit = do_book(acting_user=desk, patient=patient, service=acu60, starts_at=local_today_at(clinic, 10))
+    page = browser_page
+    sign_in(page, desk.username)
+    page.get_by_role("link", name="Check in Maria Lopez").click()
+    page.wait_for_url(f"**/appointments/{visit.pk}/check-in/")
+    coverage = page.locator("#coverage")
+    expect(coverage).to_contain_text("10 x Acupuncture 60")  # the booked service is covered
+
+    page.get_by_label("Charge another service").check()
+    page.get_by_label("Other service:", exact=True).select_option(label="Acupuncture 90 min (90 min, 130.00)")
+    # The htmx preview swaps the warning in as the choice changes, before any button is pressed.
+    expect(coverage.get_by_role("alert")).to_contain_text("Not covered by a package.")
+    page.get_by_role("button", name="Check in", exact=True).click()
+
+    # Still nothing saved: the page asks again.
+    expect(page.get_by_text("Nothing is saved yet.")).to_be_visible()
+    expect(page.locator("#coverage").get_by_role("alert")).to_contain_text("Not covered by a package.")
+    screenshot(page, "check-in-coverage-warning")
+    visit.refresh_from_db()
+    assert visit.status == "booked"
+    assert not InvoiceLine.objects.filter(appointment=visit).exists()
+
+    page.get_by_role("button", name="Check in anyway").click()
+    page.wait_for_url("**/today/**")
+    expect(page.get_by_role("status")).to_contain_text("Acupuncture 90 min charged on")
+    visit.refresh_from_db()
+    line = InvoiceLine.objects.get(appointment=visit, removed_at__isnull=True)
+    assert visit.status == "attended"
+    assert (line.service_id, line.covered_by_id, line.amount) == (acu90.pk, None, Decimal("130.00"))
+    paid_pack.refresh_from_db()
+    assert paid_pack.sessions_used == 0
+
+
+# --- 3. "Why is this count wrong?" on a demo patient, and a one-click fix swapped in place ------------------
+
+
+def test_why_is_this_count_wrong_fix_changes_the_count_in_place(browser_page):
+    result = load_small_demo()
+    patient = result.scenario_patients["NO_CHARGES"]
+    package = PatientPackage.objects.get(patient=patient)
+    assert (package.sessions_used, package.sessions_total) == (4, 5)
+
+    page = browser_page
+    sign_in(page, "e2e-desk")
+    page.goto(f"/patients/{patient.pk}/")
+    page.get_by_role("link", name="Why is this count wrong?").click()
+    page.wait_for_url(f"**/packages/{package.pk}/investigation/")
+    count = page.locator("#package-count")
+    expect(count).to_contain_text("4 of 5 used · 1 left")
+    finding = page.locator('li.finding[data-code="NO_CHARGES"]')
+    expect(finding).to_contain_text("No Charges")
+    expect(page.locator(".timeline-picture svg circle.visit")).to_have_count(5)
+    screenshot(page, "investigation-no-charges")
+    update_doc_screenshot(page, "investigation")
+
+    page.evaluate("window.__sameDocument = true")  # survives an htmx swap, not a reload
+    page.once("dialog", lambda dialog: dialog.accept())
+    finding.get_by_role("button", name="Record the check-in and charge").click()
+
+    expect(count).to_contain_text("5 of 5 used · 0 left")
+    expect(page.locator('li.finding[data-code="NO_CHARGES"]')).to_have_count(0)
+    expect(page.locator("#investigation .messages")).to_contain_text("Charged")
+    assert page.evaluate("window.__sameDocument") is True
+    assert page.url.endswith(f"/packages/{package.pk}/investigation/")
+    screenshot(page, "investigation-after-fix")
+    package.refresh_from_db()
+    assert package.sessions_used == 5
+
+
+# --- 4. Chart filters hide rows, and the banner says so and clears them (also at 768 px) ---------------------
+
+
+def test_chart_filters_hide_rows_and_the_banner_clears_them(browser_page):
+    result = load_small_demo()
+    patient = result.scenario_patients["COVERED_BY_OTHER_PACKAGE"]  # two packages, a dozen visits
+    total = Appointment.objects.filter(patient=patient).count()
+    page = browser_page
+    sign_in(page, "e2e-desk")
+    page.goto(f"/patients/{patient.pk}/")
+    expect(page.locator(".package-panel")).to_have_count(PatientPackage.objects.filter(patient=patient).count())
+    expect(page.locator(".package-panel").first).to_contain_text(re.compile(r"\d+ of \d+ used · \d+ left"))
+    rows = page.locator("#chart-tab tbody tr")
+    banner = page.locator(".filter-banner")
+    expect(rows).to_have_count(total)
+    expect(banner).to_have_count(0)
+    screenshot(page, "chart")
+    update_doc_screenshot(page, "chart")
+
+    page.evaluate("window.__sameDocument = true")
+    page.get_by_label("Date range").select_option(label="Last 90 days")  # htmx swaps the tab on change
+    expect(banner).to_be_visible()
+    shown = int(re.search(r"Showing (\d+) of (\d+)", banner.inner_text()).group(1))
+    assert 0 < shown < total
+    expect(banner).to_have_text(f"Showing {shown} of {total} — clear filters")
+    expect(rows).to_have_count(shown)
+    assert page.evaluate("window.__sameDocument") is True
+    assert "range=90d" in page.url  # the filtered view is a link staff can share
+
+    page.get_by_label("Service").select_option(label="Massage 60 min")  # a service she never had
+    expect(banner).to_have_text(f"Showing 0 of {total} — clear filters")
+    expect(rows).to_have_text(["No appointment matches these filters."])
+    screenshot(page, "chart-filtered")
+
+    banner.get_by_role("link", name="clear filters").click()
+    expect(banner).to_have_count(0)
+    expect(rows).to_have_count(total)
+    expect(page.get_by_label("Date range")).to_have_value("all")
+
+    # The Invoices tab says the same when its filters hide rows.
+    page.get_by_role("link", name="Invoices").click()
+    expect(page.get_by_role("link", name="Invoices")).to_have_attribute("aria-current", "page")
+    page.get_by_label("Status").select_option(label="Void")
+    expect(banner).to_contain_text(re.compile(r"Showing \d+ of \d+ — clear filters"))
+
+    # A tablet: nothing wider than the screen, the panels and the filters still usable.
+    page.set_viewport_size({"width": 768, "height": 900})
+    page.goto(f"/patients/{patient.pk}/?tab=appointments&range=90d")
+    expect(banner).to_be_visible()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 768
+    for control in ("Status", "Service", "Practitioner", "Date range"):
+        expect(page.get_by_label(control)).to_be_in_viewport()
+    screenshot(page, "chart-768")
+
+
+# --- 5. The owner deletes a visit (reason required); the investigator shows its tombstone --------------------
+
+
+def test_owner_deletes_a_visit_and_the_investigation_shows_its_tombstone(browser_page, owner, desk, patient, acu60,
+                                                                        clinic, paid_pack):
+    visit = do_book(acting_user=desk, patient=patient, service=acu60, starts_at=local_today_at(clinic, 9, days=-2))
+    page = browser_page
+    sign_in(page, owner.username)
+    page.goto(f"/today/?day={visit.starts_at.astimezone(clinic.tz):%Y-%m-%d}")
+    page.get_by_role("link", name="Delete Maria Lopez's visit").click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text("Permanently delete")
+
+    page.get_by_role("button", name="Delete permanently").click()  # no reason yet
+    expect(page.locator(".has-error, .errorlist").first).to_be_visible()
+    assert Appointment.objects.filter(pk=visit.pk).exists()
+
+    page.get_by_label("Reason").fill("booked twice by mistake")
+    page.get_by_role("button", name="Delete permanently").click()
+    expect(page.get_by_role("status")).to_contain_text("A record of it is kept for investigations")
+    expect(page.locator(".schedule")).not_to_contain_text("Maria Lopez")  # gone from the schedule
+    expect(page.get_by_text("No visits on this day.")).to_be_visible()
+    tombstone = Tombstone.objects.get(appointment_id=visit.pk)
+    assert tombstone.reason == "booked twice by mistake"
+
+    page.goto(f"/patients/{patient.pk}/")
+    page.get_by_role("link", name="Why is this count wrong?").click()
+    finding = page.locator('li.finding[data-code="APPOINTMENT_DELETED"]')
+    expect(finding).to_be_visible()
+    expect(finding).to_contain_text("booked twice by mistake")
+    deleted = page.locator(".timeline-picture svg circle.visit.deleted")
+    expect(deleted).to_have_count(1)
+    expect(deleted).to_have_attribute("data-appointment-id", str(visit.pk))
+    expect(finding.get_by_role("button", name="Restore this visit and charge it")).to_be_visible()
+    screenshot(page, "investigation-tombstone")
+
+
+# --- 6. The printed invoice names the session, as the patient sees it -----------------------------------------
+
+
+def test_the_printable_invoice_saves_as_a_pdf_with_the_session_label(browser_page, desk, patient, acu60, clinic,
+                                                                     paid_pack):
+    visit = do_book(acting_user=desk, patient=patient, service=acu60, starts_at=local_today_at(clinic, 8))
+    _, invoice, line = do_check_in(acting_user=desk, appointment=visit)
+    assert line.covered_by_id == paid_pack.pk
+    page = browser_page
+    sign_in(page, desk.username)
+    page.goto(f"/invoices/{invoice.pk}/")
+    expect(page.locator(".invoice-lines")).to_contain_text("Session 1 of 10 · 9 left")
+    page.get_by_role("link", name="Print").click()
+    page.wait_for_url(f"**/invoices/{invoice.pk}/print/")
+    expect(page.locator("body")).to_contain_text("Session 1 of 10 · 9 left")
+    expect(page.locator("body")).to_contain_text(invoice.number)
+    screenshot(page, "invoice-print")
+
+    pdf_path = REPO_ROOT / "artifacts" / "invoice-print.pdf"
+    pdf = page.pdf(path=str(pdf_path), format="A4", print_background=True)
+    assert pdf.startswith(b"%PDF-") and pdf_path.read_bytes() == pdf
+    assert len(pdf) > 2000
+    # What printing leaves out: the screen-only "Back / Print" bar.
+    page.emulate_media(media="print")
+    expect(page.locator(".screen-only")).to_be_hidden()
+
+
+# --- Keyboard and labels on the sell page -------------------------------------------------------------------
+
+
+def test_sell_page_keyboard_reaches_use_first_session_and_every_control_is_labelled(browser_page, desk, patient,
+                                                                                    acu60, clinic, ten_pack):
+    do_book(acting_user=desk, patient=patient, service=acu60, starts_at=local_today_at(clinic, 11))
+    page = browser_page
+    sign_in(page, desk.username)
+    page.goto(f"/patients/{patient.pk}/sell/")
+    expect(page.get_by_role("alert")).to_contain_text("has a visit today that no package counts")
+
+    # Every control is found by its label (what a screen reader announces).
+    labelled = {
+        "Package": "SELECT",
+        "Yes — use the first session today": "INPUT",
+        "No — nothing is used at the sale": "INPUT",
+        "Today's visit it counts": "SELECT",
+        "Amount": "INPUT",
+        "Method": "SELECT",
+    }
+    for label, tag in labelled.items():
+        control = page.get_by_label(label)
+        expect(control).to_have_count(1)
+        assert control.evaluate("el => el.tagName") == tag
+    controls = page.locator("main form.form-card").locator("input:not([type=hidden]), select, textarea")
+    assert controls.count() == len(labelled)
+    for index in range(controls.count()):
+        expect(controls.nth(index)).to_have_accessible_name(re.compile(r"\w"))
+    expect(page.get_by_role("group", name=re.compile("Use first session"))).to_be_visible()
+
+    # Tab from the package choice reaches the Use first session radios, and arrows pick one.
+    page.get_by_label("Package").focus()
+    focused_name = "document.activeElement.name"
+    for _ in range(5):
+        page.keyboard.press("Tab")
+        if page.evaluate(focused_name) == "use_first_session":
+            break
+    assert page.evaluate(focused_name) == "use_first_session"
+    page.keyboard.press("Space")
+    page.keyboard.press("ArrowDown")
+    expect(page.get_by_label("No — nothing is used at the sale")).to_be_checked()
+    page.keyboard.press("ArrowUp")
+    expect(page.get_by_label("Yes — use the first session today")).to_be_checked()
+    screenshot(page, "sell-keyboard")
+
+    # Submitting without answering says what is missing, next to the question.
+    page.get_by_label("Package").select_option(label=ten_pack.name)
+    page.evaluate("document.querySelectorAll('input[name=use_first_session]').forEach(r => r.checked = false)")
+    page.get_by_role("button", name="Sell package").click()
+    expect(page.locator(".first-session")).to_contain_text("choose Yes or No")
+    assert not PatientPackage.objects.filter(patient=patient).exists()
