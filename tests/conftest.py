@@ -83,6 +83,31 @@ def sqlite_triggers_off_for_flush(transactional_db):
         triggers.uninstall(connection)
 
 
+# --- Tests that belong to one database only are deselected on the other, not skipped ---
+
+
+def _run_vendor() -> str:
+    from django.conf import settings
+
+    engine = settings.DATABASES["default"]["ENGINE"]
+    return "postgresql" if "postgresql" in engine else "sqlite"
+
+
+def pytest_collection_modifyitems(config, items):
+    vendor = _run_vendor()
+    keep, drop = [], []
+    for item in items:
+        if item.get_closest_marker("postgres_only") and vendor != "postgresql":
+            drop.append(item)
+        elif item.get_closest_marker("sqlite_only") and vendor != "sqlite":
+            drop.append(item)
+        else:
+            keep.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
 # --- CI policy: under CI=true a skipped test is a failure (PostgreSQL and Chromium are required) ---
 
 _skipped: list[str] = []

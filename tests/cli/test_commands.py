@@ -160,10 +160,9 @@ def test_serve_runs_gunicorn_and_answers_http(tally, free_port):
     assert "Tally is serving at" in output and "Booting worker" in output, output
 
 
+@pytest.mark.postgres_only
 def test_backup_on_postgresql_writes_a_pg_dump_archive(tally):
     url = os.environ.get("TALLY_DATABASE_URL", "")
-    if not url.startswith("postgres"):
-        pytest.skip("PostgreSQL backup: this run is on SQLite (set TALLY_DATABASE_URL=postgresql://...)")
     if shutil.which("pg_dump") is None or shutil.which("pg_restore") is None:
         pytest.skip("PostgreSQL backup: pg_dump/pg_restore are not installed")
     tally.env["TALLY_DATABASE_URL"] = url  # read-only for the database: pg_dump takes a snapshot
