@@ -30,6 +30,7 @@ from .common import (
     local_date,
     money,
     now,
+    optional_text,
     require_role,
     require_text,
 )
@@ -121,7 +122,7 @@ def do_remove_line(*, acting_user: Staff, invoice: Invoice, line_id: int, reason
     lock_patient_packages(invoice.patient_id)
     before = snapshot(line)
     line.invoice = invoice
-    remove_line(line, by=acting_user, reason=(reason or "").strip())
+    remove_line(line, by=acting_user, reason=optional_text(reason, "reason"))
     record("invoice.remove_line", actor=acting_user, obj=line, patient_id=invoice.patient_id, before=before,
            after=snapshot(line))
 
@@ -165,6 +166,8 @@ def use_first_session(package: PatientPackage, first_line: InvoiceLine, *, by: S
             service__in=package.eligible_services.all(),
         ).order_by("pk")
         for candidate in candidates:
+            # After the package locks, against the lock order: never wait here (deadlock).
+            lock_invoice(candidate.invoice_id, nowait=True)
             invoice = load_invoice(candidate.invoice_id)
             if invoice.paid <= invoice.total - candidate.amount:
                 visit_line = candidate
@@ -173,7 +176,6 @@ def use_first_session(package: PatientPackage, first_line: InvoiceLine, *, by: S
         cover_line(first_line, package, by=by, reason="first session, used at the sale")
         first_line.save(update_fields=["covered_by", "session_number", "amount", "not_covered_reason"])
         return
-    lock_invoice(visit_line.invoice_id)
     cover_line(visit_line, package, by=by, reason="first session of the sale, used on this visit's charge")
     visit_line.coverage_decision = {
         "covered_by": package.pk, "reason": None, "first_session": True, "at": now().isoformat(),
@@ -225,7 +227,7 @@ def do_record_payment(
         amount=amount,
         method=method,
         received_at=received_at or now(),
-        reason=(reason or "").strip(),
+        reason=optional_text(reason, "reason"),
         created_by=acting_user,
     )
     if amount > ZERO:

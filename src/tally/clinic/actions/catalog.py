@@ -13,7 +13,16 @@ from typing import Any
 from ..audit import record, snapshot
 from ..errors import Invalid
 from ..models import ClinicSettings, Package, Patient, Service, Staff
-from .common import ANY_STAFF, DESK, OWNER, clinic_action, money, require_role, require_text
+from .common import (
+    ANY_STAFF,
+    DESK,
+    OWNER,
+    clinic_action,
+    money,
+    optional_text,
+    require_role,
+    require_text,
+)
 
 SERVICE_FIELDS = {"name", "duration_minutes", "price", "active"}
 PACKAGE_FIELDS = {"name", "price", "sessions", "service_ids", "valid_days", "active"}
@@ -117,7 +126,8 @@ def do_create_patient(*, acting_user: Staff, first_name: str, last_name: str,
     if date_of_birth is not None and date_of_birth > dt.date.today():
         raise Invalid("A date of birth cannot be in the future.", fields={"date_of_birth": "in the future"})
     patient = Patient.objects.create(first_name=first, last_name=last, date_of_birth=date_of_birth,
-                                     email=(email or "").strip(), phone=(phone or "").strip())
+                                     email=optional_text(email, "email", 254),
+                                     phone=optional_text(phone, "phone", 40))
     record("patient.create", actor=acting_user, obj=patient, patient_id=patient.pk, after=snapshot(patient))
     return patient
 

@@ -73,8 +73,22 @@ def now() -> dt.datetime:
     return timezone.now()
 
 
+def optional_text(value: str | None, field: str, max_length: int = 2000) -> str:
+    """Free text as the databases can store it: trimmed, no NUL, valid Unicode, bounded."""
+    text = str(value or "").strip()
+    if "\x00" in text:
+        raise Invalid(f"{field} must not contain NUL characters.", fields={field: "no NUL characters"})
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise Invalid(f"{field} must be valid Unicode text.", fields={field: "invalid Unicode"}) from None
+    if len(text) > max_length:
+        raise Invalid(f"{field} is too long.", fields={field: f"at most {max_length} characters"})
+    return text
+
+
 def require_text(value: str | None, field: str, what: str) -> str:
-    text = (value or "").strip()
+    text = optional_text(value, field)
     if not text:
         raise Invalid(f"A {what} is required.", fields={field: "required"})
     return text

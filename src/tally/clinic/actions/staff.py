@@ -2,32 +2,73 @@
 
 from __future__ import annotations
 
-from django.contrib.auth import authenticate
+from axes.helpers import get_client_ip_address
+from axes.utils import reset as reset_failed_sign_ins
+from django.contrib.auth import authenticate, user_login_failed
+from django.http import HttpRequest
 
 from ..audit import record
 from ..errors import ClinicError
 from ..models import ApiToken, Staff
 from .common import clinic_action
+from .two_factor import confirmed_device, must_use_two_factor, verify_code
 
 
 class SignInRefused(ClinicError):
     code = "unauthenticated"
 
 
-@clinic_action
-def do_issue_token(*, username: str, password: str, otp: str | None = None,
+class SignInThrottled(ClinicError):
+    """Too many failed sign-ins for this user name from this address (django-axes)."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def do_issue_token(*, request: HttpRequest, username: str, password: str, otp: str | None = None,
                    label: str = "api") -> tuple[ApiToken, str]:
-    """Issue a bearer token to an active staff member whose password matches.
+    """Issue a bearer token to an active staff member whose password matches, and whose
+    two-factor code matches when they use two-factor sign-in.
 
     The same answer for an unknown user, a wrong password and an inactive account, so
-    the refusal tells an attacker nothing. Only the token's hash is stored.
+    the refusal tells an attacker nothing. Failures count towards the sign-in pause of this
+    user name from this address; during it the answer is `rate_limited`. The checks run
+    outside the transaction that issues the token, so that a refusal keeps what they
+    recorded (failed attempts, the code's replay guard). Only the token's hash is stored.
     """
-    staff = authenticate(None, username=username, password=password)
+    staff = authenticate(request, username=username, password=password)
+    if getattr(request, "axes_locked_out", False):
+        from tally.security.lockout import retry_after_seconds, throttled_message
+
+        raise SignInThrottled(throttled_message(), retry_after=retry_after_seconds(request, username))
     if not isinstance(staff, Staff) or not staff.is_active:
         raise SignInRefused("Unknown username or wrong password.")
+    device = confirmed_device(staff)
+    if device is not None:
+        if not otp:
+            raise SignInRefused("This account uses two-factor sign-in: send the current code from the "
+                                "authenticator app as `otp`.", fields={"otp": "required"})
+        if not verify_code(device, otp):
+            # A wrong code counts as a failed sign-in, so guessing codes is paused like passwords.
+            user_login_failed.send(sender=__name__, credentials={"username": username}, request=request)
+            raise SignInRefused("The two-factor code is wrong or has expired: send the newest one as `otp`.",
+                                fields={"otp": "wrong or expired"})
+    elif must_use_two_factor(staff):
+        raise SignInRefused("Owners sign in with two-factor: set it up first on the staff site's "
+                            "Two-factor sign-in page (scripts can use `tally createtoken`).")
+    token, raw = _issue(staff=staff, label=label)
+    reset_failed_sign_ins(ip=get_client_ip_address(request), username=username)
+    return token, raw
+
+
+@clinic_action
+def _issue(*, staff: Staff, label: str) -> tuple[ApiToken, str]:
     token, raw = ApiToken.issue(staff, label=label)
     record("token.issue", actor=staff, obj=token, after={"label": label, "staff_id": staff.pk})
     return token, raw
 
 
-__all__ = ["SignInRefused", "do_issue_token"]
+__all__ = ["SignInRefused", "SignInThrottled", "do_issue_token"]

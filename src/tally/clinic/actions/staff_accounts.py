@@ -66,4 +66,20 @@ def do_grant_token(*, acting_user: Staff | None, username: str, label: str = "co
     return token, raw
 
 
-__all__ = ["do_create_staff", "do_grant_token"]
+@clinic_action
+def do_deactivate_staff(*, acting_user: Staff | None, username: str) -> Staff:
+    """Stop a staff member from signing in. Their sessions end and their API tokens are revoked
+    at once (tally.security.signals does it on save, so deactivating from the admin does too);
+    their history stays."""
+    staff = Staff.objects.filter(username=username).first()
+    if staff is None:
+        raise NotFound(f"No staff member named {username!r}.")
+    if not staff.is_active:
+        raise Conflict(f"{staff.username} is already deactivated.")
+    staff.is_active = False
+    staff.save(update_fields=["is_active"])
+    record("staff.deactivate", actor=acting_user, obj=staff, before={"is_active": True}, after={"is_active": False})
+    return staff
+
+
+__all__ = ["do_create_staff", "do_deactivate_staff", "do_grant_token"]

@@ -8,13 +8,32 @@ from ..audit import record, snapshot
 from ..errors import Conflict, Forbidden, Invalid
 from ..ledger import use_session
 from ..locking import lock_appointment, lock_invoice, lock_patient_packages
-from ..models import Appointment, ClinicSettings, Invoice, InvoiceLine, Patient, PackageLedgerEntry, Service, Staff
+from ..models import (
+    Appointment,
+    ClinicSettings,
+    Invoice,
+    InvoiceLine,
+    PackageLedgerEntry,
+    Patient,
+    Service,
+    Staff,
+)
 from ..models.billing import LineKind
 from ..models.ledger import EntryKind
 from ..models.scheduling import AppointmentStatus, Tombstone, TombstoneKind
 from ..models.staff import Role
 from .billing import check_line_target, load_invoice, remove_line
-from .common import ANY_STAFF, DESK, OWNER, clinic_action, local_date, now, require_role, require_text
+from .common import (
+    ANY_STAFF,
+    DESK,
+    OWNER,
+    clinic_action,
+    local_date,
+    now,
+    optional_text,
+    require_role,
+    require_text,
+)
 from .coverage import charge_service, decide_for
 
 
@@ -174,7 +193,7 @@ def do_cancel_appointment(*, acting_user: Staff, appointment: Appointment, reaso
         raise Conflict(f"Only a booked appointment can be cancelled; this one is {appointment.status.replace('_', ' ')}.")
     before = snapshot(appointment)
     appointment.status = AppointmentStatus.CANCELLED
-    appointment.status_reason = (reason or "").strip()
+    appointment.status_reason = optional_text(reason, "reason")
     appointment.save(update_fields=["status", "status_reason"])
     record("appointment.cancel", actor=acting_user, obj=appointment, patient_id=appointment.patient_id,
            before=before, after=snapshot(appointment))
@@ -192,7 +211,7 @@ def do_mark_no_show(*, acting_user: Staff, appointment: Appointment, reason: str
         raise Conflict(f"Only a booked appointment can be a no-show; this one is {appointment.status.replace('_', ' ')}.")
     before = snapshot(appointment)
     appointment.status = AppointmentStatus.NO_SHOW
-    appointment.status_reason = (reason or "").strip()
+    appointment.status_reason = optional_text(reason, "reason")
     appointment.save(update_fields=["status", "status_reason"])
     settings = ClinicSettings.load()
     entry = None
