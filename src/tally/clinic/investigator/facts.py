@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from functools import cached_property
 from decimal import Decimal
 
 
@@ -56,11 +57,12 @@ class InvoiceFact:
     lines: tuple[LineFact, ...]
     payments: tuple[PaymentFact, ...]
 
-    @property
+    # Computed once: the timeline and the findings ask for them many times.
+    @cached_property
     def total(self) -> Decimal:
         return sum((ln.amount for ln in self.lines if ln.removed_at is None), Decimal("0.00"))
 
-    @property
+    @cached_property
     def paid(self) -> Decimal:
         return sum((p.amount for p in self.payments), Decimal("0.00"))
 
