@@ -21,9 +21,11 @@ from .errors import Conflict, NotFound
 from .models import Appointment, Invoice, PatientPackage
 
 
-def _for_update(qs: QuerySet) -> QuerySet:
+def _for_update(qs: QuerySet, nowait: bool = False) -> QuerySet:
     if connection.vendor == "postgresql":
-        return qs.select_for_update(no_key=True)
+        # of=("self",): select_related rows (an appointment's patient and service) stay
+        # unlocked, or one check-in would block every other patient booked for that service.
+        return qs.select_for_update(no_key=True, of=("self",), nowait=nowait)
     return qs
 
 
@@ -52,10 +54,12 @@ def lock_appointment(appointment_id: int, *, include_deleted: bool = False) -> A
             raise NotFound("No such appointment.") from None
 
 
-def lock_invoice(invoice_id: int) -> Invoice:
+def lock_invoice(invoice_id: int, *, nowait: bool = False) -> Invoice:
+    """nowait: for an invoice needed after the package locks, against the order above; waiting
+    there could close a deadlock cycle, so a busy invoice is a Conflict ("try again") at once."""
     with lock_errors():
         try:
-            return _for_update(Invoice.objects.all()).get(pk=invoice_id)
+            return _for_update(Invoice.objects.all(), nowait=nowait).get(pk=invoice_id)
         except Invoice.DoesNotExist:
             raise NotFound("No such invoice.") from None
 

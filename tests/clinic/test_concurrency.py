@@ -1,0 +1,242 @@
+"""Rule 10: real threads, each with its own database connection, racing for one package.
+
+SQLite (a file database) serialises writers with BEGIN IMMEDIATE and a busy timeout;
+PostgreSQL takes the row locks in `locking.py`. Either way exactly one racer gets the
+last session, nobody gets an error, and the ledger replays cleanly.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.db import connection, transaction
+
+from tally.clinic import rules
+from tally.clinic.actions import billing, catalog, sales, visits
+from tally.clinic.errors import ClinicError, Invalid
+from tally.clinic.ledger import verify
+from tally.clinic.locking import lock_appointment, lock_invoice, lock_patient_packages
+from tally.clinic.models import InvoiceLine, PackageLedgerEntry, PatientPackage, Payment
+from tally.clinic.models.billing import LineKind
+from tally.clinic.models.ledger import EntryKind
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("sqlite_triggers_off_for_flush")]
+
+SOLD_AT = dt.datetime(2026, 5, 4, 14, tzinfo=dt.UTC)
+RACERS = 20
+
+
+def run_together(calls: list[Callable[[], Any]]) -> tuple[list[Any], list[BaseException]]:
+    """Run every call in its own thread and connection, released at once by a barrier."""
+    barrier = threading.Barrier(len(calls))
+    results: list[Any] = [None] * len(calls)
+    errors: list[BaseException | None] = [None] * len(calls)
+
+    def racer(i: int) -> None:
+        try:
+            connection.ensure_connection()  # connect before the start line, so the race is the action
+            barrier.wait(timeout=60)
+            results[i] = calls[i]()
+        except BaseException as error:  # every error, whatever its kind, goes back to the test
+            errors[i] = error
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=racer, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in threads), "a racer is still running"
+    return results, [e for e in errors if e is not None]
+
+
+def live_uses(package: PatientPackage) -> list[PackageLedgerEntry]:
+    return list(PackageLedgerEntry.objects.filter(patient_package=package, kind=EntryKind.USE,
+                                                  reversed_by__isnull=True))
+
+
+@pytest.fixture
+def three_pack(owner, acu60):
+    return catalog.do_create_package(acting_user=owner, name="3 x Acupuncture 60", price=Decimal("270.00"),
+                                     sessions=3, service_ids=[acu60.pk])
+
+
+@pytest.fixture
+def one_left(owner, desk, patient, three_pack):
+    """A paid three-session package with two sessions already used."""
+    package, _ = sales.do_sell_package(acting_user=desk, patient=patient, package=three_pack,
+                                       use_first_session=False, sold_at=SOLD_AT, payment=(three_pack.price, "card"))
+    sales.do_adjust(acting_user=owner, patient_package=package, change=-2, reason="two visits before Tally")
+    package.refresh_from_db()
+    assert package.sessions_remaining == 1
+    return package
+
+
+def book_visits(desk, patient, service, count: int) -> list:
+    return [
+        visits.do_book(acting_user=desk, patient=patient, service=service,
+                       starts_at=SOLD_AT + dt.timedelta(days=1, minutes=15 * i))
+        for i in range(count)
+    ]
+
+
+def test_twenty_check_ins_racing_for_the_last_session_give_it_to_exactly_one(desk, patient, acu60, one_left):
+    appointments = book_visits(desk, patient, acu60, RACERS)
+
+    results, errors = run_together([
+        lambda a=a: visits.do_check_in(acting_user=desk, appointment=a) for a in appointments
+    ])
+
+    assert errors == []
+    lines = [line for _, _, line in results]
+    covered = [line for line in lines if line.covered_by_id is not None]
+    charged = [line for line in lines if line.covered_by_id is None]
+    assert [line.covered_by_id for line in covered] == [one_left.pk]
+    assert len(charged) == RACERS - 1
+    assert {line.not_covered_reason for line in charged} == {rules.PACKAGE_EXHAUSTED}
+    assert all(line.amount == acu60.price for line in charged)
+    one_left.refresh_from_db()
+    assert one_left.sessions_used == one_left.sessions_total == 3
+    assert [use.invoice_line_id for use in live_uses(one_left)] == [covered[0].pk]
+    assert verify() == []
+
+
+@pytest.mark.parametrize("instalment", ["half", "all"])
+def test_payments_racing_to_complete_a_sale_activate_it_and_use_the_first_session_once(
+    desk, patient, three_pack, instalment
+):
+    package, invoice = sales.do_sell_package(acting_user=desk, patient=patient, package=three_pack,
+                                             use_first_session=True, sold_at=SOLD_AT)
+    amount = three_pack.price / 2 if instalment == "half" else three_pack.price
+    racers = 10
+
+    _, errors = run_together([
+        lambda i=i: billing.do_record_payment(acting_user=desk, invoice=invoice, amount=amount, method="card",
+                                              received_at=SOLD_AT + dt.timedelta(minutes=i + 1))
+        for i in range(racers)
+    ])
+
+    payments = list(Payment.objects.filter(invoice=invoice).order_by("pk"))
+    assert sum(p.amount for p in payments) == three_pack.price  # never paid twice
+    assert len(errors) == racers - len(payments)
+    assert all(isinstance(e, Invalid) for e in errors), errors  # "more than the balance"
+    package.refresh_from_db()
+    assert package.activated_at == payments[-1].received_at  # the payment that completed the sale
+    assert package.sessions_used == 1
+    first_session = InvoiceLine.objects.get(patient_package=package, kind=LineKind.FIRST_SESSION)
+    assert first_session.covered_by_id == package.pk
+    assert [use.invoice_line_id for use in live_uses(package)] == [first_session.pk]
+    assert verify() == []
+
+
+def test_adjustments_racing_check_ins_keep_the_count_between_0_and_total(
+    owner, desk, patient, acu60, one_left
+):
+    appointments = book_visits(desk, patient, acu60, 10)
+    check_ins = [lambda a=a: visits.do_check_in(acting_user=desk, appointment=a) for a in appointments]
+    adjustments = [
+        lambda change=change: sales.do_adjust(acting_user=owner, patient_package=one_left, change=change,
+                                              reason="racing correction")
+        for change in [-1, +1] * 5  # -1 uses a session, +1 gives one back
+    ]
+
+    results, errors = run_together(check_ins + adjustments)
+
+    assert all(result is not None for result in results[: len(check_ins)])  # no check-in failed
+    assert all(isinstance(e, Invalid) for e in errors), errors  # only adjustments out of 0..total
+    one_left.refresh_from_db()
+    assert 0 <= one_left.sessions_used <= one_left.sessions_total
+    assert verify() == []
+    lines = InvoiceLine.objects.filter(appointment__in=appointments)
+    assert lines.count() == len(appointments)  # every check-in charged its visit
+    covered = [line.pk for line in lines if line.covered_by_id is not None]
+    assert sorted(use.invoice_line_id for use in live_uses(one_left)) == sorted(covered)
+    assert {line.not_covered_reason for line in lines if line.covered_by_id is None} <= {rules.PACKAGE_EXHAUSTED}
+    adjusted = sum(e.change for e in PackageLedgerEntry.objects.filter(patient_package=one_left,
+                                                                       kind=EntryKind.ADJUSTMENT))
+    assert one_left.sessions_used == len(covered) - adjusted
+    entries = PackageLedgerEntry.objects.filter(patient_package=one_left).order_by("seq")
+    assert all(0 <= e.used_after <= e.sessions_total for e in entries)
+    assert [e.seq for e in entries] == list(range(1, one_left.ledger_seq + 1))
+
+
+@pytest.mark.postgres_only  # row locks; SQLite queues every writer by design
+def test_a_check_in_does_not_wait_for_another_patients_visit_of_the_same_service(
+    desk, patient, acu60, settings
+):
+    """PostgreSQL: locking an appointment locks that row only, not the patient and service rows
+    its select_related joins in (SQLite serialises every writer, so there is nothing to show)."""
+    settings.TALLY_LOCK_TIMEOUT_MS = 2000  # a wait would end in Conflict after 2 s
+    other = catalog.do_create_patient(acting_user=desk, first_name="Sam", last_name="Other")
+    mine, theirs = (visits.do_book(acting_user=desk, patient=p, service=acu60, starts_at=SOLD_AT)
+                    for p in (patient, other))
+    locked, done = threading.Event(), threading.Event()
+
+    def hold_my_visit() -> None:
+        with transaction.atomic():
+            lock_appointment(mine.pk)
+            locked.set()
+            done.wait(timeout=10)
+
+    def check_in_theirs() -> Any:
+        locked.wait(timeout=10)
+        try:
+            return visits.do_check_in(acting_user=desk, appointment=theirs)
+        finally:
+            done.set()
+
+    _, errors = run_together([hold_my_visit, check_in_theirs])
+
+    assert errors == []
+
+
+@pytest.mark.postgres_only  # row locks; SQLite queues every writer by design
+def test_a_payment_using_the_first_session_on_a_charged_visit_cannot_deadlock(desk, patient, acu60, three_pack):
+    """PostgreSQL: the payment that activates a sale may cover the named visit's charge on
+    another invoice, so it needs that invoice after the package locks, against the usual
+    order (invoice, then packages). It must not wait there: an action on that invoice
+    holding it and waiting for the packages would close a cycle (a deadlock is a 500)."""
+    appointment = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=SOLD_AT)
+    _, visit_invoice, _ = visits.do_check_in(acting_user=desk, appointment=appointment)
+    _, sale_invoice = sales.do_sell_package(acting_user=desk, patient=patient, package=three_pack,
+                                            use_first_session=True, first_session_appointment=appointment,
+                                            sold_at=SOLD_AT)
+    visit_invoice_locked, payment_done = threading.Event(), threading.Event()
+
+    def pay_the_sale() -> Any:
+        visit_invoice_locked.wait(timeout=10)
+        try:
+            return billing.do_record_payment(acting_user=desk, invoice=sale_invoice, amount=three_pack.price,
+                                             method="card", received_at=SOLD_AT)
+        finally:
+            payment_done.set()
+
+    def edit_the_visit_invoice() -> None:
+        """What every action on an invoice does: lock it, then the patient's packages."""
+        with transaction.atomic():
+            lock_invoice(visit_invoice.pk)
+            visit_invoice_locked.set()
+            for _ in range(100):  # until the payment waits for this invoice (or is done)
+                if payment_done.is_set() or waiting_for_a_lock():
+                    break
+                time.sleep(0.05)
+            lock_patient_packages(patient.pk)
+
+    _, errors = run_together([pay_the_sale, edit_the_visit_invoice])
+
+    assert all(isinstance(e, ClinicError) for e in errors), errors  # a 409 "try again", never a deadlock
+    assert verify() == []
+
+
+def waiting_for_a_lock() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                       "AND datname = current_database()")
+        return cursor.fetchone()[0] > 0

@@ -1,0 +1,754 @@
+"""Random sequences of front-desk actions never break a package's count.
+
+A Hypothesis state machine sells, pays, books, checks in, undoes, marks no-shows,
+deletes, invoices, voids, cancels, adjusts and extends, with the clock jumping
+forward and back inside a 40-day window (so sales are paid late, visits are
+invoiced before a purchase, and 5-day packages expire). Refusals (ClinicError) are
+expected; any other exception is a bug. After every step the invariants below must
+hold, and every charge is compared with an independent oracle of rules 1-6 run on
+the state just before the action.
+
+Each example runs in a savepoint that is rolled back at its end, so examples start
+clean and cost only the rows they create.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections import defaultdict, namedtuple
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, ClassVar
+from zoneinfo import ZoneInfo
+
+import pytest
+from django.db import connection, transaction
+from django.db.models import Max, QuerySet
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    multiple,
+    rule,
+    run_state_machine_as_test,
+)
+
+from tally.clinic import rules
+from tally.clinic.actions import billing, catalog, sales, visits
+from tally.clinic.errors import ClinicError, Conflict, Invalid, NotFound
+from tally.clinic.ledger import live_use_for_line, verify
+from tally.clinic.models import (
+    Appointment,
+    Invoice,
+    InvoiceLine,
+    Package,
+    PackageLedgerEntry,
+    PatientPackage,
+    Service,
+    Staff,
+)
+from tally.clinic.models.billing import ZERO, LineKind
+from tally.clinic.models.ledger import EntryKind
+from tally.clinic.models.scheduling import AppointmentStatus
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+EXAMPLES = int(os.environ.get("TALLY_STATEFUL_EXAMPLES", 200 if IN_CI else 25))
+STEPS = int(os.environ.get("TALLY_STATEFUL_STEPS", 30 if IN_CI else 20))
+
+NY = ZoneInfo("America/New_York")  # the `clinic` fixture's time zone
+# New York changes to summer time on 9 March 2025: local dates near midnight shift by an hour.
+WINDOW_START = dt.datetime(2025, 3, 1, 5, tzinfo=dt.UTC)
+WINDOW_HOURS = 40 * 24
+CENT = Decimal("0.01")
+
+PATIENT = st.integers(0, 1)
+SERVICE = st.sampled_from([0, 0, 0, 1, 2])  # mostly the service both packages cover
+CLOCK_STEP = st.integers(-2 * 24, 4 * 24)  # hours the clock moves before an action: mostly on
+
+
+def local_day(moment: dt.datetime) -> dt.date:
+    return moment.astimezone(NY).date()
+
+
+def attempt(action: Any, **kwargs: Any) -> tuple[Any, ClinicError | None]:
+    """Run an action; a refusal is an answer, any other exception fails the test."""
+    try:
+        return action(**kwargs), None
+    except ClinicError as error:
+        return None, error
+
+
+# --- an oracle of rules 1-6, independent of tally.clinic.rules -------------------------
+
+
+@dataclass
+class Facts:
+    id: int
+    patient_id: int
+    eligible: frozenset[int]
+    sold_at: dt.datetime
+    activated: bool
+    cancelled: bool
+    used: int
+    total: int
+    expires_at: dt.datetime | None
+
+    def reasons(self, service_id: int, day: dt.date) -> set[str]:
+        """Every reason this package cannot cover the service on `day`; empty = it can."""
+        if service_id not in self.eligible:
+            return {rules.SERVICE_NOT_IN_PACKAGE}
+        found = set()
+        if self.cancelled:
+            found.add(rules.PACKAGE_CANCELLED)
+        if not self.activated:
+            found.add(rules.PACKAGE_NOT_PAID)
+        if day < local_day(self.sold_at):
+            found.add(rules.CHARGED_BEFORE_PURCHASE)
+        if self.expires_at is not None and day > local_day(self.expires_at):
+            found.add(rules.PACKAGE_EXPIRED)
+        if self.used >= self.total:
+            found.add(rules.PACKAGE_EXHAUSTED)
+        return found
+
+
+def expected_coverage(
+    snap: dict[int, Facts], patient_id: int, service_id: int, day: dt.date
+) -> tuple[int | None, set[str | None]]:
+    """(the package that must cover, or None; the acceptable not_covered_reason values)."""
+    held = [f for f in snap.values() if f.patient_id == patient_id]
+    usable = [f for f in held if not f.reasons(service_id, day)]
+    if usable:
+        expires_first = min(
+            usable,
+            key=lambda f: (local_day(f.expires_at) if f.expires_at else dt.date.max, f.sold_at, f.id),
+        )
+        return expires_first.id, {None}
+    if not held:
+        return None, {None}
+    eligible = [f for f in held if service_id in f.eligible]
+    if not eligible:
+        return None, {rules.SERVICE_NOT_IN_PACKAGE}
+    latest = max(eligible, key=lambda f: (f.sold_at, f.id))
+    return None, set(latest.reasons(service_id, day))
+
+
+def snapshot() -> dict[int, Facts]:
+    eligible: dict[int, set[int]] = defaultdict(set)
+    through = PatientPackage.eligible_services.through.objects.values_list("patientpackage_id", "service_id")
+    for package_id, service_id in through:
+        eligible[package_id].add(service_id)
+    return {
+        p.pk: Facts(
+            id=p.pk,
+            patient_id=p.patient_id,
+            eligible=frozenset(eligible[p.pk]),
+            sold_at=p.sold_at,
+            activated=p.activated_at is not None,
+            cancelled=p.cancelled_at is not None,
+            used=p.sessions_used,
+            total=p.sessions_total,
+            expires_at=p.expires_at,
+        )
+        for p in PatientPackage.objects.all()
+    }
+
+
+def last_id(queryset: QuerySet) -> int:
+    return queryset.aggregate(last=Max("pk"))["last"] or 0
+
+
+def reversals_underflow(package_ids: list[int]) -> bool:
+    """Whether giving these sessions back would leave a package below 0 used: possible after
+    an owner's +n adjustment, and then rule 9 refuses the undo (Invalid) instead."""
+    given_back: dict[int, int] = defaultdict(int)
+    for package_id in package_ids:
+        given_back[package_id] += 1
+    used = dict(PatientPackage.objects.filter(pk__in=given_back).values_list("pk", "sessions_used"))
+    return any(used[pid] < n for pid, n in given_back.items())
+
+
+def live_uses_of(appointment_id: int) -> QuerySet:
+    return PackageLedgerEntry.objects.filter(
+        appointment_id=appointment_id, kind=EntryKind.USE, reversed_by__isnull=True
+    )
+
+
+class PreparedRead:
+    """A read compiled to SQL once per example and run after every step: for these tiny
+    tables, compiling the same ORM query thousands of times costs more than running it."""
+
+    def __init__(self, queryset: QuerySet, *fields: str) -> None:
+        self.row = namedtuple("Row", [f.replace("__", "_") for f in fields])  # type: ignore[misc]
+        self.compiler = queryset.values_list(*fields).query.get_compiler(using=queryset.db)
+        self.sql, self.params = self.compiler.as_sql()
+
+    def rows(self) -> list[Any]:
+        with connection.cursor() as cursor:
+            cursor.execute(self.sql, self.params)
+            fetched = cursor.fetchall()
+        # results_iter applies the field converters (datetimes, decimals, JSON) to our rows.
+        return [self.row(*r) for r in self.compiler.results_iter(results=[fetched])]
+
+
+class InvariantReads:
+    def __init__(self) -> None:
+        self.packages = PreparedRead(PatientPackage.objects.order_by("pk"), "pk", "patient_id", "sessions_used",
+                                     "sessions_total", "activated_at")
+        self.entries = PreparedRead(
+            PackageLedgerEntry.objects.order_by("patient_package_id", "seq"), "pk", "patient_package_id", "seq",
+            "kind", "change", "used_after", "invoice_line_id", "reverses_id", "reason", "appointment__status",
+        )
+        self.lines = PreparedRead(
+            InvoiceLine.objects.order_by("pk"), "pk", "kind", "invoice__patient_id", "invoice__voided_at",
+            "removed_at", "covered_by_id", "covered_by__patient_id", "patient_package_id", "not_covered_reason",
+            "coverage_decision", "amount", "list_price", "session_number",
+        )
+
+
+# --- the machine -------------------------------------------------------------------------
+
+
+@dataclass
+class Catalog:
+    owner: Staff
+    desk: Staff
+    services: list[Service]  # two eligible somewhere, one in no package
+    templates: list[Package]  # one without expiry, one valid for 5 days
+
+
+class PackageTrackingMachine(RuleBasedStateMachine):
+    catalog: ClassVar[Catalog]
+
+    appointments = Bundle("appointments")
+    packages = Bundle("packages")
+
+    def __init__(self) -> None:
+        super().__init__()
+        # One savepoint per example, rolled back in teardown: every example starts clean.
+        self._example = transaction.atomic()
+        self._example.__enter__()
+        self.clock = 5 * 24
+        self.no_show_policy = False
+        self.expected_used: dict[int, int] = {}
+        self.seq_at_cancel: dict[int, int] = {}
+        self.reads = InvariantReads()
+        desk = self.catalog.desk
+        self.patients = [
+            catalog.do_create_patient(acting_user=desk, first_name=name, last_name="Example")
+            for name in ("Ana", "Ben")
+        ]
+
+    def teardown(self) -> None:
+        transaction.set_rollback(True)
+        self._example.__exit__(None, None, None)
+
+    # helpers
+
+    def tick(self, hours: int) -> dt.datetime:
+        self.clock = min(max(self.clock + hours, 0), WINDOW_HOURS)
+        return WINDOW_START + dt.timedelta(hours=self.clock)
+
+    def pick(self, data: st.DataObject, queryset: QuerySet, label: str) -> Any:
+        choices = list(queryset.order_by("pk"))
+        if not choices:
+            return None
+        return data.draw(st.sampled_from(choices), label=label)
+
+    def releases_for(self, appointment_ids: list[int]) -> dict[int, list[int]]:
+        """First-session lines that charging these visits gives back (visit -> package ids)."""
+        released: dict[int, list[int]] = defaultdict(list)
+        lines = InvoiceLine.objects.filter(
+            appointment_id__in=appointment_ids, kind=LineKind.FIRST_SESSION, removed_at__isnull=True,
+            invoice__voided_at__isnull=True,
+        )
+        for line in lines:
+            use = live_use_for_line(line)
+            if use is not None:
+                released[line.appointment_id].append(use.patient_package_id)
+        return released
+
+    def check_charges(self, since_line: int, snap: dict[int, Facts],
+                      released: dict[int, list[int]]) -> list[InvoiceLine]:
+        """Compare every service line charged since `since_line` with the oracle, in order."""
+        lines = list(
+            InvoiceLine.objects.filter(pk__gt=since_line, kind=LineKind.SERVICE)
+            .select_related("invoice").order_by("pk")
+        )
+        for line in lines:
+            for package_id in released.pop(line.appointment_id, []) if line.appointment_id else []:
+                snap[package_id].used -= 1
+                self.expected_used[package_id] -= 1
+            day = local_day(line.invoice.issued_at)
+            covered, reasons = expected_coverage(snap, line.invoice.patient_id, line.service_id, day)
+            assert line.covered_by_id == covered, (
+                f"line {line.pk} ({line.service_id} on {day}) covered by {line.covered_by_id}, "
+                f"rules 1-6 say {covered}; packages: {snap}"
+            )
+            assert line.coverage_decision["invoice_date"] == day.isoformat()
+            if covered is None:
+                assert line.not_covered_reason in reasons, (line.not_covered_reason, reasons, snap)
+            else:
+                snap[covered].used += 1
+                self.expected_used[covered] += 1
+        return lines
+
+    # rules: sales and payments
+
+    @initialize(target=packages, templates=st.lists(st.integers(0, 1), min_size=2, max_size=2),
+                use_first=st.lists(st.booleans(), min_size=2, max_size=2),
+                pay=st.lists(st.sampled_from(["full", "full", "partial", "none"]), min_size=2, max_size=2))
+    def open_accounts(self, templates: list[int], use_first: list[bool], pay: list[str]) -> Any:
+        """Most examples start with each patient holding a package, so charges meet one."""
+        sold = []
+        for who in (0, 1):
+            package = self.catalog.templates[templates[who]]
+            payment = None
+            if pay[who] != "none":
+                payment = (package.price if pay[who] == "full" else (package.price / 2).quantize(CENT), "card")
+            pp, _ = sales.do_sell_package(
+                acting_user=self.catalog.desk, patient=self.patients[who], package=package,
+                use_first_session=use_first[who], sold_at=self.tick(0), payment=payment,
+            )
+            self.expected_used[pp.pk] = 1 if use_first[who] and pay[who] == "full" else 0
+            sold.append(pp.pk)
+        return multiple(*sold)
+
+    @rule(target=packages, who=PATIENT, template=st.integers(0, 1), use_first=st.booleans(),
+          pay=st.sampled_from(["none", "partial", "full"]), hours=CLOCK_STEP,
+          for_a_visit=st.sampled_from(["no", "any", "checked_in"]), data=st.data())
+    def sell(self, who: int, template: int, use_first: bool, pay: str, hours: int, for_a_visit: str,
+             data: st.DataObject) -> int:
+        patient = self.patients[who]
+        package = self.catalog.templates[template]
+        sold_at = self.tick(hours)
+        visit = None
+        if use_first and for_a_visit != "no":
+            visits_ = Appointment.objects.filter(patient=patient)
+            if for_a_visit == "checked_in":  # its charge may take the first session (rule 5)
+                visits_ = visits_.filter(status=AppointmentStatus.ATTENDED)
+            visit = self.pick(data, visits_, "first-session visit")
+        payment = None
+        if pay != "none":
+            payment = (package.price if pay == "full" else (package.price / 2).quantize(CENT), "card")
+        sold, _ = sales.do_sell_package(
+            acting_user=self.catalog.desk, patient=patient, package=package, use_first_session=use_first,
+            sold_at=sold_at, first_session_appointment=visit, payment=payment,
+        )
+        if pay == "full":
+            assert sold.activated_at == sold_at
+        else:
+            assert sold.activated_at is None
+        self.expected_used[sold.pk] = 1 if use_first and pay == "full" else 0
+        return sold.pk
+
+    @rule(kind=st.sampled_from(["partial", "full", "refund_half", "refund_all"]), hours=CLOCK_STEP,
+          data=st.data())
+    def pay(self, kind: str, hours: int, data: st.DataObject) -> None:
+        invoice = self.pick(data, Invoice.objects.all(), "invoice")
+        if invoice is None:
+            return
+        current = billing.load_invoice(invoice.pk)
+        received_at = self.tick(hours)
+        amount = {
+            "partial": (current.balance / 2).quantize(CENT),
+            "full": current.balance,
+            "refund_half": -(current.paid / 2).quantize(CENT),
+            "refund_all": -current.paid,
+        }[kind]
+        if amount == ZERO or (kind in ("partial", "full") and amount < ZERO):
+            amount = Decimal("-1.00") if kind.startswith("refund") else Decimal("1.00")
+        valid = current.voided_at is None and (
+            (ZERO < amount <= current.balance) or (amount < ZERO and -amount <= current.paid)
+        )
+        completes = valid and amount > ZERO and current.balance - amount <= ZERO
+        pending = list(PatientPackage.objects.filter(
+            sale_invoice=invoice, activated_at__isnull=True, cancelled_at__isnull=True
+        ))
+        first_session_due = {
+            p.pk for p in pending
+            if p.use_first_session and InvoiceLine.objects.filter(
+                patient_package=p, kind=LineKind.FIRST_SESSION, removed_at__isnull=True, covered_by__isnull=True
+            ).exists()
+        }
+        _, error = attempt(billing.do_record_payment, acting_user=self.catalog.desk, invoice=invoice,
+                           amount=amount, method="card", received_at=received_at, reason="patient asked")
+        if not valid:
+            assert isinstance(error, Invalid | Conflict), (amount, current.balance, current.paid, error)
+            return
+        if error is not None:
+            # The only refusal of a valid payment: the first session it would use has no room
+            # left, because an owner adjusted the pending package down to 0.
+            assert completes and isinstance(error, Invalid), error
+            assert any(p.sessions_used >= p.sessions_total for p in pending if p.pk in first_session_due)
+            return
+        for package in pending:
+            package.refresh_from_db()
+            if completes:
+                assert package.activated_at == received_at
+                if package.pk in first_session_due:
+                    self.expected_used[package.pk] += 1
+            else:
+                assert package.activated_at is None
+
+    # rules: the schedule
+
+    @rule(target=appointments, who=PATIENT, service=SERVICE, hours=CLOCK_STEP)
+    def book(self, who: int, service: int, hours: int) -> int:
+        appointment = visits.do_book(acting_user=self.catalog.desk, patient=self.patients[who],
+                                     service=self.catalog.services[service], starts_at=self.tick(hours))
+        return appointment.pk
+
+    @rule(visit=appointments, how=st.sampled_from(["booked", "other", "no_charges"]), other=SERVICE,
+          on_open_invoice=st.booleans(), data=st.data())
+    def check_in(self, visit: int, how: str, other: int, on_open_invoice: bool,
+                 data: st.DataObject | None) -> None:
+        appointment = Appointment.all_objects.get(pk=visit)
+        invoice = None
+        if on_open_invoice and how != "no_charges" and data is not None:
+            invoice = self.pick(
+                data, Invoice.objects.filter(patient_id=appointment.patient_id, voided_at__isnull=True), "invoice"
+            )
+        snap, released, since = snapshot(), self.releases_for([visit]), last_id(InvoiceLine.objects)
+        underflow = reversals_underflow([p for ps in released.values() for p in ps])
+        _, error = attempt(
+            visits.do_check_in, acting_user=self.catalog.desk, appointment=appointment,
+            service=self.catalog.services[other] if how == "other" else None,
+            no_charges=how == "no_charges", invoice=invoice,
+        )
+        if appointment.deleted_at is not None:
+            assert isinstance(error, NotFound), error
+            return
+        if appointment.status != AppointmentStatus.BOOKED:
+            assert isinstance(error, Conflict), error
+            return
+        if how != "no_charges" and underflow:
+            assert isinstance(error, Invalid), error
+            return
+        assert error is None, error
+        lines = self.check_charges(since, snap, released)
+        assert len(lines) == (0 if how == "no_charges" else 1)
+
+    @rule(target=appointments, who=PATIENT, service=SERVICE, charge=st.sampled_from(["booked", "other"]),
+          other=SERVICE, hours=CLOCK_STEP)
+    def walk_in(self, who: int, service: int, charge: str, other: int, hours: int) -> int:
+        """Booked and checked in at once: the most common visit, so charges meet packages often."""
+        visit = self.book(who, service, hours)
+        self.check_in(visit, charge, other, on_open_invoice=False, data=None)
+        return visit
+
+    @rule(data=st.data())
+    def undo_check_in(self, data: st.DataObject) -> None:
+        appointment = self.pick(data, Appointment.objects.filter(status=AppointmentStatus.ATTENDED), "visit")
+        if appointment is None:
+            return
+        charged = InvoiceLine.objects.filter(
+            appointment=appointment, kind=LineKind.SERVICE, removed_at__isnull=True,
+            invoice__voided_at__isnull=True,
+        )
+        given_back = [use.patient_package_id for line in charged if (use := live_use_for_line(line))]
+        underflow = reversals_underflow(given_back)
+        _, error = attempt(visits.do_undo_check_in, acting_user=self.catalog.desk, appointment=appointment)
+        if appointment.deleted_at is not None:
+            assert isinstance(error, NotFound), error
+        elif appointment.status != AppointmentStatus.ATTENDED:
+            assert isinstance(error, Conflict), error
+        elif underflow:
+            assert isinstance(error, Invalid), error
+        else:
+            assert error is None, error
+            for package_id in given_back:
+                self.expected_used[package_id] -= 1
+            assert not InvoiceLine.objects.filter(
+                appointment=appointment, kind=LineKind.SERVICE, removed_at__isnull=True,
+                invoice__voided_at__isnull=True,
+            ).exists()
+
+    @rule(on=st.booleans())
+    def set_no_show_policy(self, on: bool) -> None:
+        catalog.do_update_clinic(acting_user=self.catalog.owner, changes={"no_show_uses_session": on})
+        self.no_show_policy = on
+
+    @rule(visit=appointments)
+    def no_show(self, visit: int) -> None:
+        appointment = Appointment.all_objects.get(pk=visit)
+        snap, since = snapshot(), last_id(PackageLedgerEntry.objects)
+        _, error = attempt(visits.do_mark_no_show, acting_user=self.catalog.desk, appointment=appointment)
+        if appointment.deleted_at is not None:
+            assert isinstance(error, NotFound), error
+            return
+        if appointment.status != AppointmentStatus.BOOKED:
+            assert isinstance(error, Conflict), error
+            return
+        assert error is None, error
+        new_entries = list(PackageLedgerEntry.objects.filter(pk__gt=since))
+        covered = None
+        if self.no_show_policy:
+            covered, _ = expected_coverage(snap, appointment.patient_id, appointment.service_id,
+                                           local_day(appointment.starts_at))
+        if covered is None:
+            assert new_entries == []
+        else:
+            assert [(e.kind, e.patient_package_id, e.appointment_id) for e in new_entries] == [
+                (EntryKind.USE, covered, appointment.pk)
+            ]
+            assert "no-show" in new_entries[0].reason
+            self.expected_used[covered] += 1
+
+    @rule(visit=appointments)
+    def delete_appointment(self, visit: int) -> None:
+        appointment = Appointment.all_objects.get(pk=visit)
+        had_covered_charge = live_uses_of(visit).exists()
+        _, error = attempt(visits.do_delete_appointment, acting_user=self.catalog.owner, appointment=appointment,
+                           reason="booked in error")
+        if appointment.deleted_at is not None:
+            assert isinstance(error, NotFound), error
+        elif had_covered_charge:
+            assert isinstance(error, Conflict), error
+        else:
+            assert error is None, error
+
+    # rules: invoices
+
+    @rule(who=PATIENT, services=st.lists(SERVICE, min_size=1, max_size=2), for_a_visit=st.booleans(),
+          hours=CLOCK_STEP, data=st.data())
+    def manual_invoice(self, who: int, services: list[int], for_a_visit: bool, hours: int,
+                       data: st.DataObject) -> None:
+        patient = self.patients[who]
+        visit = self.pick(data, Appointment.objects.filter(patient=patient), "visit") if for_a_visit else None
+        lines = [(self.catalog.services[s], visit if i == 0 else None) for i, s in enumerate(services)]
+        snap, since = snapshot(), last_id(InvoiceLine.objects)
+        released = self.releases_for([visit.pk] if visit else [])
+        underflow = reversals_underflow([p for ps in released.values() for p in ps])
+        _, error = attempt(billing.do_create_invoice, acting_user=self.catalog.desk, patient=patient,
+                           lines=lines, issued_at=self.tick(hours))
+        if underflow:
+            assert isinstance(error, Invalid), error
+            return
+        assert error is None, error
+        assert len(self.check_charges(since, snap, released)) == len(lines)
+
+    @rule(service=SERVICE, for_a_visit=st.booleans(), data=st.data())
+    def add_line(self, service: int, for_a_visit: bool, data: st.DataObject) -> None:
+        invoice = self.pick(data, Invoice.objects.all(), "invoice")
+        if invoice is None:
+            return
+        visit = None
+        if for_a_visit:
+            visit = self.pick(data, Appointment.objects.filter(patient_id=invoice.patient_id), "visit")
+        snap, since = snapshot(), last_id(InvoiceLine.objects)
+        released = self.releases_for([visit.pk] if visit else [])
+        underflow = reversals_underflow([p for ps in released.values() for p in ps])
+        _, error = attempt(billing.do_add_line, acting_user=self.catalog.desk, invoice=invoice,
+                           service=self.catalog.services[service], appointment=visit)
+        if invoice.voided_at is not None:
+            assert isinstance(error, Conflict), error
+            return
+        if underflow:
+            assert isinstance(error, Invalid), error
+            return
+        assert error is None, error
+        assert len(self.check_charges(since, snap, released)) == 1
+
+    @rule(sale_lines_too=st.sampled_from([False, False, False, True]), data=st.data())
+    def remove_line(self, sale_lines_too: bool, data: st.DataObject) -> None:
+        lines = InvoiceLine.objects.filter(removed_at__isnull=True).select_related("invoice")
+        if not sale_lines_too:
+            lines = lines.filter(kind__in=[LineKind.SERVICE, LineKind.FIRST_SESSION])
+        line = self.pick(data, lines, "line")
+        if line is None:
+            return
+        use = live_use_for_line(line)
+        underflow = use is not None and reversals_underflow([use.patient_package_id])
+        _, error = attempt(billing.do_remove_line, acting_user=self.catalog.desk, invoice=line.invoice,
+                           line_id=line.pk, reason="charged in error")
+        if line.invoice.voided_at is not None or line.kind in (LineKind.PACKAGE_SALE, LineKind.PACKAGE_REFUND):
+            assert isinstance(error, Conflict), error
+            return
+        if underflow:
+            assert isinstance(error, Invalid), error
+            return
+        assert error is None, error
+        if use is not None:
+            self.expected_used[use.patient_package_id] -= 1
+
+    @rule(data=st.data())
+    def void_invoice(self, data: st.DataObject) -> None:
+        invoice = self.pick(data, Invoice.objects.all(), "invoice")
+        if invoice is None:
+            return
+        current = billing.load_invoice(invoice.pk)
+        sold = list(PatientPackage.objects.filter(sale_invoice=invoice))
+        uses = [use for line in current.live_lines() if (use := live_use_for_line(line))]
+        underflow = reversals_underflow([use.patient_package_id for use in uses])
+        _, error = attempt(billing.do_void_invoice, acting_user=self.catalog.desk, invoice=invoice,
+                           reason="issued in error")
+        if current.voided_at is not None or current.paid != ZERO or any(p.sessions_used for p in sold):
+            assert isinstance(error, Conflict), error
+            return
+        if underflow:
+            assert isinstance(error, Invalid), error
+            return
+        assert error is None, error
+        for use in uses:
+            self.expected_used[use.patient_package_id] -= 1
+        for package in sold:
+            package.refresh_from_db()
+            assert package.cancelled_at is not None
+            self.seq_at_cancel.setdefault(package.pk, package.ledger_seq)
+
+    # rules: the package itself
+
+    @rule(package=packages, refund=st.sampled_from(["none", "half", "all"]))
+    def cancel_package(self, package: int, refund: str) -> None:
+        sold = PatientPackage.objects.get(pk=package)
+        current = billing.load_invoice(sold.sale_invoice_id)
+        amount = None
+        if refund != "none":
+            amount = -(current.paid / 2).quantize(CENT) if refund == "half" else -current.paid
+            amount = amount or Decimal("-1.00")
+        _, error = attempt(sales.do_cancel_package, acting_user=self.catalog.desk, patient_package=sold,
+                           reason="moving away", refund=(amount, "card") if amount is not None else None)
+        refusable = amount is not None and (-amount > current.paid or current.voided_at is not None)
+        if sold.cancelled_at is not None or refusable:
+            assert error is not None
+            return
+        assert error is None, error
+        sold.refresh_from_db()
+        assert sold.cancelled_at is not None
+        assert billing.load_invoice(sold.sale_invoice_id).balance == current.balance  # rule 11: balanced
+        self.seq_at_cancel[sold.pk] = sold.ledger_seq
+
+    @rule(package=packages, change=st.sampled_from([-3, -2, -1, 1, 2, 3]))
+    def adjust(self, package: int, change: int) -> None:
+        sold = PatientPackage.objects.get(pk=package)
+        in_bounds = 0 <= sold.sessions_used - change <= sold.sessions_total
+        _, error = attempt(sales.do_adjust, acting_user=self.catalog.owner, patient_package=sold, change=change,
+                           reason="count corrected")
+        if in_bounds:
+            assert error is None, error
+            self.expected_used[sold.pk] -= change
+        else:
+            assert isinstance(error, Invalid), error
+
+    @rule(package=packages, days=st.integers(-3, 10))
+    def set_expiry(self, package: int, days: int) -> None:
+        sold = PatientPackage.objects.get(pk=package)
+        if sold.activated_at is None:
+            _, error = attempt(sales.do_set_expiry, acting_user=self.catalog.owner, patient_package=sold,
+                               expires_at=WINDOW_START)
+            assert isinstance(error, Conflict), error
+            return
+        expires_at = (sold.expires_at or sold.activated_at) + dt.timedelta(days=days)
+        _, error = attempt(sales.do_set_expiry, acting_user=self.catalog.owner, patient_package=sold,
+                           expires_at=expires_at)
+        end_of_that_day = rules.end_of_day(local_day(expires_at), NY)  # expiry is day-granular
+        if end_of_that_day <= sold.activated_at:
+            assert isinstance(error, Invalid), error
+        else:
+            assert error is None, error
+            sold.refresh_from_db()
+            assert sold.expires_at == end_of_that_day
+
+    # the invariants, after every step
+
+    @invariant()
+    def every_count_adds_up(self) -> None:
+        assert verify() == []
+        packages = {p.pk: p for p in self.reads.packages.rows()}
+        entries = self.reads.entries.rows()
+        reversed_ids = {e.reverses_id for e in entries if e.reverses_id}
+        change_sum: dict[int, int] = defaultdict(int)
+        for entry in entries:
+            change_sum[entry.patient_package_id] += entry.change
+            package = packages[entry.patient_package_id]
+            if entry.kind == EntryKind.USE:
+                assert package.activated_at is not None, f"pending package {package.pk} used a session"
+                assert entry.seq <= self.seq_at_cancel.get(package.pk, entry.seq), (
+                    f"cancelled package {package.pk} used a session after it was closed"
+                )
+        for package in packages.values():
+            remaining = package.sessions_total - package.sessions_used
+            assert 0 <= package.sessions_used <= package.sessions_total
+            assert package.sessions_total + change_sum[package.pk] == remaining
+            assert package.sessions_used == self.expected_used[package.pk], (
+                f"package {package.pk}: {package.sessions_used} used, expected {self.expected_used[package.pk]}"
+            )
+
+        live_uses: dict[int, list[Any]] = defaultdict(list)
+        for entry in entries:
+            if entry.kind != EntryKind.USE or entry.pk in reversed_ids:
+                continue
+            if entry.invoice_line_id is not None:
+                live_uses[entry.invoice_line_id].append(entry)
+            else:  # only the no-show policy uses a session without a line
+                assert entry.appointment_status == AppointmentStatus.NO_SHOW and "no-show" in entry.reason
+
+        for line in self.reads.lines.rows():
+            live = line.removed_at is None and line.invoice_voided_at is None
+            uses = live_uses.pop(line.pk, [])
+            if line.covered_by_id is not None:
+                assert line.covered_by_patient_id == line.invoice_patient_id, (
+                    f"line {line.pk} is covered by another patient's package"
+                )
+            if live and line.covered_by_id is not None:
+                assert [u.patient_package_id for u in uses] == [line.covered_by_id], (
+                    f"live covered line {line.pk} has uses {uses}"
+                )
+                assert line.session_number == uses[0].used_after  # "Session 3 of 10"
+            else:
+                assert uses == [], f"line {line.pk} (live={live}, covered={line.covered_by_id}) has uses {uses}"
+            if line.kind == LineKind.FIRST_SESSION and live:
+                package = packages[line.patient_package_id]
+                assert (line.covered_by_id is not None) == (package.activated_at is not None), (
+                    f"first-session line {line.pk}: covered={line.covered_by_id}, "
+                    f"package activated={package.activated_at}"
+                )
+            if line.kind in (LineKind.PACKAGE_SALE, LineKind.PACKAGE_REFUND):
+                assert line.covered_by_id is None
+            if line.kind != LineKind.SERVICE:
+                continue
+            assert line.not_covered_reason in (*rules.REASON_CODES, None)
+            decision = line.coverage_decision
+            assert decision is not None, f"service line {line.pk} has no coverage decision"
+            assert decision["covered_by"] == line.covered_by_id
+            considered = {c["patient_package_id"]: c["reason"] for c in decision["considered"]}
+            assert all(packages[pid].patient_id == line.invoice_patient_id for pid in considered)
+            if line.covered_by_id is not None:
+                assert considered[line.covered_by_id] is None
+                assert line.amount == ZERO and line.not_covered_reason is None
+                assert line.session_number is not None
+            else:
+                assert all(reason is not None for reason in considered.values())
+                assert line.not_covered_reason == decision["reason"]
+                assert line.amount == line.list_price
+        assert not live_uses, f"live uses of unknown lines: {live_uses}"
+
+
+@pytest.mark.slow
+def test_random_front_desk_days_keep_every_count_right(owner, desk, clinic, acu60, acu90):
+    massage = catalog.do_create_service(acting_user=owner, name="Massage 60 min", duration_minutes=60,
+                                        price=Decimal("80.00"))
+    any_acupuncture = catalog.do_create_package(
+        acting_user=owner, name="3 x Acupuncture", price=Decimal("270.00"), sessions=3,
+        service_ids=[acu60.pk, acu90.pk],
+    )
+    five_day_pass = catalog.do_create_package(
+        acting_user=owner, name="2 x Acupuncture 60, 5 days", price=Decimal("150.00"), sessions=2,
+        service_ids=[acu60.pk], valid_days=5,
+    )
+    PackageTrackingMachine.catalog = Catalog(
+        owner=owner, desk=desk, services=[acu60, acu90, massage], templates=[any_acupuncture, five_day_pass]
+    )
+    run_state_machine_as_test(
+        PackageTrackingMachine,
+        settings=settings(
+            max_examples=EXAMPLES,
+            stateful_step_count=STEPS,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
+        ),
+    )
