@@ -277,3 +277,13 @@ def test_a_refused_action_writes_no_audit_event_and_no_ledger_entry(owner, desk,
     with writes_nothing(), pytest.raises(Invalid):
         sales.do_adjust(acting_user=owner, patient_package=pp, change=-10, reason="too many")
     assert PackageLedgerEntry.objects.count() == entries
+
+
+def test_an_adjustment_cannot_give_back_sessions_that_charged_visits_hold(owner, desk, patient, ten_pack, acu60):
+    pp, _ = sell(desk, patient, ten_pack)
+    visit(desk, patient, acu60, ny(2026, 6, 11))
+    with pytest.raises(Invalid, match="belong to charged visits"):
+        sales.do_adjust(acting_user=owner, patient_package=pp, change=1, reason="counted twice?")
+    sales.do_adjust(acting_user=owner, patient_package=pp, change=-2, reason="paper card: 2 visits")
+    sales.do_adjust(acting_user=owner, patient_package=pp, change=2, reason="paper card was wrong")
+    assert fresh(pp).sessions_used == 1

@@ -14,6 +14,7 @@ from ..models import (
     Invoice,
     InvoiceLine,
     Package,
+    PackageLedgerEntry,
     Patient,
     PatientPackage,
     Payment,
@@ -204,6 +205,19 @@ def do_adjust(*, acting_user: Staff, patient_package: PatientPackage, change: in
         raise Invalid("An adjustment changes the count by a whole number other than 0.", fields={"change": "non-zero integer"})
     packages = {p.pk: p for p in lock_patient_packages(patient_package.patient_id)}
     package = packages[patient_package.pk]
+    if change > 0:
+        # Sessions that visits still hold come back only by undoing those visits' charges
+        # (rule 7); giving them back here would leave those undos nothing to return.
+        held = PackageLedgerEntry.objects.filter(
+            patient_package=package, kind=EntryKind.USE, reversed_by__isnull=True
+        ).count()
+        free = package.sessions_used - held
+        if change > free:
+            raise Invalid(
+                f"{held} of the {package.sessions_used} used sessions belong to charged visits; undo those "
+                f"charges to give them back. An adjustment can give back at most {max(free, 0)}.",
+                fields={"change": f"at most {max(free, 0)}"},
+            )
     entry = post_entry(package, kind=EntryKind.ADJUSTMENT, change=change, by=acting_user, reason=reason)
     record("package.adjust", actor=acting_user, obj=entry, patient_id=package.patient_id,
            after={"change": change, "reason": reason, "sessions_used": package.sessions_used})
