@@ -625,7 +625,9 @@ class PackageTrackingMachine(RuleBasedStateMachine):
     @rule(package=packages, change=st.sampled_from([-3, -2, -1, 1, 2, 3]))
     def adjust(self, package: int, change: int) -> None:
         sold = PatientPackage.objects.get(pk=package)
-        in_bounds = 0 <= sold.sessions_used - change <= sold.sessions_total
+        held = PackageLedgerEntry.objects.filter(patient_package=sold, kind="use", reversed_by__isnull=True).count()
+        # Rule 9's bounds, and sessions that charged visits hold come back only by undoing them.
+        in_bounds = 0 <= sold.sessions_used - change <= sold.sessions_total and change <= sold.sessions_used - held
         _, error = attempt(sales.do_adjust, acting_user=self.catalog.owner, patient_package=sold, change=change,
                            reason="count corrected")
         if in_bounds:
