@@ -1,20 +1,44 @@
-"""The audit trail: one AuditEvent per change, written in the action's transaction."""
+"""The audit trail (SPEC "Who uses it"): one AuditEvent per change, written in the action's
+transaction, and one per patient-data object a read showed, written before the answer leaves.
+
+Every event is hash-chained: `hash = sha256(prev_hash + canonical JSON of the row's content)`,
+the first event following GENESIS. Appending takes one lock so the chain never forks: on
+PostgreSQL a transaction-scoped advisory lock, taken before the last hash is read and held
+until commit; on SQLite writers are serialised already (BEGIN IMMEDIATE). Under that lock
+ids grow in chain order, so `id` order is the chain's order. `verify_chain` (and
+`tally verify-audit`) recomputes it and names the first event that does not match.
+"""
 
 from __future__ import annotations
 
 import contextvars
+import datetime as dt
+import hashlib
+import ipaddress
 import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import models
+from django.db import connection, models, transaction
 from django.forms.models import model_to_dict
 from django.utils import timezone
 
+from .locking import lock_errors
 from .models import AuditEvent, Staff
 
 # Set by the front ends (API, staff pages) for the duration of a request.
 current_ip: contextvars.ContextVar[str | None] = contextvars.ContextVar("tally_current_ip", default=None)
+
+GENESIS = "0" * 64
+# pg_advisory_xact_lock key that serialises appends to the chain ("TALLYAUD" as 8 bytes, signed).
+CHAIN_LOCK_KEY = int.from_bytes(b"TALLYAUD", "big", signed=True)
+# What appending costs a request, at most: the lock (PostgreSQL), the last hash, one INSERT.
+AUDIT_APPEND_QUERIES = 3
+# The row's content that the hash covers: everything but id, prev_hash and hash.
+HASHED_FIELDS = ("at", "actor_id", "role", "action", "object_type", "object_id", "patient_id", "before",
+                 "after", "ip")
 
 
 def snapshot(obj: models.Model | None, exclude: tuple[str, ...] = ()) -> dict[str, Any] | None:
@@ -23,6 +47,92 @@ def snapshot(obj: models.Model | None, exclude: tuple[str, ...] = ()) -> dict[st
     data = model_to_dict(obj, exclude=[*exclude, "password"])
     data["id"] = obj.pk
     return json.loads(json.dumps(data, cls=DjangoJSONEncoder, default=str))
+
+
+# ------------------------------------------------------------------ the hash chain
+
+
+def _plain(value: Any) -> Any:
+    """Dates, decimals and UUIDs as the strings a JSON column stores."""
+    return None if value is None else json.loads(json.dumps(value, cls=DjangoJSONEncoder))
+
+
+def _json_value(value: Any) -> Any:
+    """What a JSON column gives back on either database: plain JSON, an integral float as an
+    int (PostgreSQL's jsonb prints 1e20 as 100000000000000000000)."""
+    return None if value is None else _integral_floats(_plain(value))
+
+
+def _integral_floats(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_integral_floats(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _integral_floats(v) for k, v in value.items()}
+    return value
+
+
+def _ip(value: str | None) -> str | None:
+    if not value:
+        return None
+    try:
+        return ipaddress.ip_address(value).compressed
+    except ValueError:
+        return str(value)
+
+
+def canonical(event: AuditEvent) -> str:
+    """The hashed content of an event, the same whether built in memory or read back."""
+    at = event.at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    content = {
+        "at": at,
+        "actor_id": event.actor_id,
+        "role": event.role or "",
+        "action": event.action,
+        "object_type": event.object_type or "",
+        "object_id": str(event.object_id or ""),
+        "patient_id": event.patient_id,
+        "before": _json_value(event.before),
+        "after": _json_value(event.after),
+        "ip": _ip(event.ip),
+    }
+    return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def event_hash(prev_hash: str, event: AuditEvent) -> str:
+    return hashlib.sha256((prev_hash + canonical(event)).encode()).hexdigest()
+
+
+def _lock_chain() -> None:
+    if connection.vendor == "postgresql":
+        with lock_errors(), connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CHAIN_LOCK_KEY])
+
+
+def append(events: list[AuditEvent]) -> list[AuditEvent]:
+    """Chain and insert `events` (one INSERT), in the caller's transaction or in one of their own."""
+    if not events:
+        return events
+    # savepoint=False: inside an action this is its transaction (no extra queries); alone (a
+    # read, outside any transaction) it opens one, so the lock is held until the row is committed.
+    with transaction.atomic(savepoint=False):
+        _lock_chain()
+        prev = AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first() or GENESIS
+        for event in events:
+            event.at = event.at.astimezone(dt.UTC)
+            event.ip = _ip(event.ip)
+            event.before, event.after = _plain(event.before), _plain(event.after)
+            event.prev_hash = prev
+            event.hash = prev = event_hash(prev, event)
+        if len(events) == 1:
+            events[0].save(force_insert=True)
+        else:
+            AuditEvent.objects.bulk_create(events)
+    return events
+
+
+# ------------------------------------------------------------------ writing events
 
 
 def record(
@@ -35,7 +145,8 @@ def record(
     before: dict | None = None,
     after: dict | None = None,
 ) -> AuditEvent:
-    return AuditEvent.objects.create(
+    """One change, written in the action's transaction."""
+    event = AuditEvent(
         at=timezone.now(),
         actor=actor,
         role=getattr(actor, "role", "") or "",
@@ -47,3 +158,84 @@ def record(
         after=after,
         ip=current_ip.get(),
     )
+    return append([event])[0]
+
+
+@dataclass(frozen=True)
+class Shown:
+    """One object a read showed: its patient (None when it names none), type and id."""
+
+    patient_id: int | None
+    object_type: str
+    object_id: str | int = ""
+
+
+def record_reads(actor: Staff, action: str, shown: Iterable[Shown], *, ip: str | None = None,
+                 details: dict[str, Any] | None = None, nothing: Shown | None = None) -> list[AuditEvent]:
+    """One read request: an event per object shown (one INSERT for all), or, when it showed
+    none, one event for `nothing` (say, a search with no results), so every read leaves a row.
+    `details` (a search text, a filter) goes in `after`. Reads run outside any transaction:
+    `append` opens one for the insert."""
+    at = timezone.now()
+    ip = ip if ip is not None else current_ip.get()
+    rows = list(dict.fromkeys(shown)) or ([nothing] if nothing is not None else [])
+    events = [
+        AuditEvent(at=at, actor=actor, role=getattr(actor, "role", "") or "", action=action,
+                   object_type=row.object_type, object_id=str(row.object_id), patient_id=row.patient_id,
+                   after=details or None, ip=ip)
+        for row in rows
+    ]
+    return append(events)
+
+
+def record_read(actor: Staff, action: str, patient_id: int | None, object_type: str, object_id: str | int = "",
+                *, ip: str | None = None, details: dict[str, Any] | None = None) -> AuditEvent:
+    """One read of one object of one patient's data."""
+    return record_reads(actor, action, [Shown(patient_id, object_type, object_id)], ip=ip, details=details)[0]
+
+
+# ------------------------------------------------------------------ verifying
+
+
+@dataclass
+class ChainReport:
+    events: int
+    head: str
+    broken_at: int | None = None
+    problem: str = ""
+    head_seen: bool = False
+
+    @property
+    def intact(self) -> bool:
+        return self.broken_at is None
+
+
+def _walk(batch: int = 2000) -> Iterator[AuditEvent]:
+    last = 0
+    while True:
+        rows = list(AuditEvent.objects.filter(id__gt=last).order_by("id")[:batch])
+        if not rows:
+            return
+        yield from rows
+        last = rows[-1].pk
+
+
+def verify_chain(stop_at: str | None = None) -> ChainReport:
+    """Walk the chain in id order and recompute every hash; stop at the first event that
+    does not follow its predecessor (a deleted or inserted row) or whose content no longer
+    matches its hash (an edited row). `head_seen`: whether the hash `stop_at` is on the chain."""
+    prev = GENESIS
+    count = 0
+    seen = stop_at is None
+    for event in _walk():
+        if event.prev_hash != prev:
+            what = "the first event does not start the chain" if count == 0 else \
+                "it does not follow the event before it (an event was deleted or inserted)"
+            return ChainReport(count, prev, event.pk, f"event {event.pk}: {what}")
+        if event_hash(prev, event) != event.hash:
+            return ChainReport(count, prev, event.pk,
+                               f"event {event.pk}: its content does not match its hash (the row was changed)")
+        prev = event.hash
+        count += 1
+        seen = seen or event.hash == stop_at
+    return ChainReport(count, prev, head_seen=seen)

@@ -6,7 +6,9 @@ from .ledger import AppendOnlyModel
 
 
 class AuditEvent(AppendOnlyModel):
-    """Append-only record of every change: who, when, what, before/after."""
+    """Append-only, hash-chained record of every change and every read of patient data:
+    who (actor, role), when (UTC), what (action, object, patient), before/after, from where (ip).
+    Written only through `tally.clinic.audit` (record, record_read, record_reads)."""
 
     at = models.DateTimeField(db_index=True)
     actor = models.ForeignKey("clinic.Staff", on_delete=models.PROTECT, null=True, blank=True, related_name="+")
@@ -18,6 +20,11 @@ class AuditEvent(AppendOnlyModel):
     before = models.JSONField(null=True, blank=True)
     after = models.JSONField(null=True, blank=True)
     ip = models.GenericIPAddressField(null=True, blank=True)
+    # The hash chain (tally.clinic.audit): hash = sha256(prev_hash + the row's canonical JSON),
+    # appended under one lock, so `id` order is chain order; `tally verify-audit` walks it.
+    # prev_hash is unique: two rows can never both follow the same one (no fork, even by a bug).
+    prev_hash = models.CharField(max_length=64, unique=True)
+    hash = models.CharField(max_length=64)
 
     class Meta:
         ordering = ["id"]

@@ -1,0 +1,164 @@
+"""The audit log is append-only (triggers on both databases) and hash-chained; `tally
+verify-audit` recomputes the chain and names the first event that was changed, deleted or
+inserted behind Tally's back."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from decimal import Decimal
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import DatabaseError, IntegrityError, connection, transaction
+
+from tally import cli
+from tally.clinic import triggers
+from tally.clinic.actions import billing, catalog
+from tally.clinic.audit import GENESIS, Shown, canonical, record, record_reads, verify_chain
+from tally.clinic.models import AuditEvent
+
+from .conftest import api_client, staff_client
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def mixed(history, desk, owner, practitioner, acu90):
+    """A realistic morning: writes through actions, API and pages, reads of every kind."""
+    api_client(desk).get(f"/api/v1/patients/{history.patient.pk}")
+    api_client(desk).get("/api/v1/appointments")
+    api_client(owner).get("/api/v1/audit-log")
+    staff_client(practitioner).get(f"/patients/{history.patient.pk}/")
+    staff_client(desk).get("/today/")
+    staff_client(desk).post(f"/appointments/{history.visit.pk}/cancel/", {"reason": "sick"})
+    invoice = billing.do_create_invoice(acting_user=desk, patient=history.patient, lines=[(acu90, None)])
+    billing.do_record_payment(acting_user=desk, invoice=invoice, amount=Decimal("10.50"), method="cash")
+    catalog.do_update_clinic(acting_user=owner, changes={"name": "Renamed Cliníc ✓"})
+    record("odd.values", actor=owner, before={"n": 1.0, "big": 1e20, "when": dt.date(2026, 1, 2), "k": [1, "x"]},
+           after={"ünï": "çødé", "nested": {"b": None, "a": True}})
+    return history
+
+
+def ids() -> list[int]:
+    return list(AuditEvent.objects.order_by("id").values_list("id", flat=True))
+
+
+def raw(sql: str, params: list) -> None:
+    """Behind Tally's back: lift the triggers (a test-transaction change, rolled back after)."""
+    triggers.uninstall(connection)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+    finally:
+        triggers.install(connection)
+
+
+def verify_output(*args: str) -> str:
+    out = StringIO()
+    call_command("verify_audit", *args, stdout=out)
+    return out.getvalue()
+
+
+def test_a_realistic_history_verifies(mixed):
+    count = AuditEvent.objects.count()
+    assert count > 20
+    report = verify_chain()
+    assert report.intact and report.events == count
+    assert verify_output().splitlines()[0] == f"{count} events, chain intact"
+    first = AuditEvent.objects.order_by("id").first()
+    assert first.prev_hash == GENESIS
+    hashes = list(AuditEvent.objects.order_by("id").values_list("prev_hash", "hash"))
+    assert all(prev == hashes[i - 1][1] for i, (prev, _) in enumerate(hashes) if i)
+
+
+def test_an_edited_row_is_named(mixed):
+    victim = ids()[len(ids()) // 2]
+    raw("UPDATE clinic_auditevent SET action = %s WHERE id = %s", ["patient.nothing_to_see", victim])
+    report = verify_chain()
+    assert report.broken_at == victim and "content does not match" in report.problem
+    with pytest.raises(CommandError, match=f"event {victim}: its content does not match") as error:
+        verify_output()
+    assert error.value.returncode == 1
+
+
+@pytest.mark.parametrize("column, value", [("ip", "198.51.100.1"), ("at", "2020-01-01 00:00:00"),
+                                           ("after", '{"page": "forged"}'), ("actor_id", None)])
+def test_any_hashed_column_edited_is_caught(mixed, column, value):
+    victim = AuditEvent.objects.filter(action="patient.view_chart").values_list("id", flat=True).first()
+    raw(f"UPDATE clinic_auditevent SET {column} = %s WHERE id = %s", [value, victim])
+    assert verify_chain().broken_at == victim
+
+
+def test_a_row_rehashed_by_the_forger_breaks_the_next_link(mixed):
+    victim, follower = ids()[3], ids()[4]
+    event = AuditEvent.objects.get(pk=victim)
+    event.action = "forged"
+    forged = hashlib.sha256((event.prev_hash + canonical(event)).encode()).hexdigest()
+    raw("UPDATE clinic_auditevent SET action = %s, hash = %s WHERE id = %s", ["forged", forged, victim])
+    report = verify_chain()
+    assert report.broken_at == follower and "does not follow" in report.problem
+
+
+def test_a_deleted_row_in_the_middle_is_named(mixed):
+    all_ids = ids()
+    raw("DELETE FROM clinic_auditevent WHERE id = %s", [all_ids[5]])
+    report = verify_chain()
+    assert report.broken_at == all_ids[6] and "deleted or inserted" in report.problem
+    with pytest.raises(CommandError, match=f"event {all_ids[6]}"):
+        verify_output()
+
+
+def test_a_deleted_first_row_is_named(mixed):
+    all_ids = ids()
+    raw("DELETE FROM clinic_auditevent WHERE id = %s", [all_ids[0]])
+    assert verify_chain().broken_at == all_ids[1]
+
+
+def test_events_cut_off_the_end_are_caught_against_a_noted_head(mixed):
+    head = verify_output().splitlines()[1].removeprefix("head ")
+    record("later.event", actor=None)
+    assert verify_output("--head", head).startswith(f"{AuditEvent.objects.count()} events, chain intact")
+    last = ids()[-1]
+    raw("DELETE FROM clinic_auditevent WHERE id >= %s", [ids()[-2]])
+    assert verify_chain().intact  # the chain alone cannot see a shorter end...
+    with pytest.raises(CommandError, match="not in the chain"):  # ...the head noted elsewhere can
+        verify_output("--head", head)
+    assert last not in ids()
+
+
+def test_the_database_refuses_update_and_delete_of_any_column(mixed):
+    victim = ids()[2]
+    for sql in ("UPDATE clinic_auditevent SET hash = 'x' WHERE id = %s",
+                "UPDATE clinic_auditevent SET prev_hash = 'x' WHERE id = %s",
+                "DELETE FROM clinic_auditevent WHERE id = %s"):
+        with pytest.raises((IntegrityError, DatabaseError)), transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(sql, [victim])
+    assert verify_chain().intact
+
+
+def test_a_fork_is_refused_by_the_database(mixed):
+    """Two events following one: the unique prev_hash refuses the second, whatever the code did."""
+    last = AuditEvent.objects.order_by("-id").first()
+    with pytest.raises(IntegrityError), transaction.atomic():
+        AuditEvent.objects.bulk_create([AuditEvent(at=last.at, action="fork", object_type="x",
+                                                   prev_hash=last.prev_hash, hash="f" * 64)])
+
+
+def test_reads_with_several_objects_chain_in_id_order(desk, clinic, patient):
+    events = record_reads(desk, "patient.list", [Shown(patient.pk, "patient", patient.pk), Shown(None, "x", 1)])
+    assert [e.pk for e in events] == sorted(e.pk for e in events)
+    assert events[1].prev_hash == events[0].hash
+    assert verify_chain().intact
+
+
+def test_the_command_line_spells_it_verify_audit(mixed, capsys, monkeypatch):
+    import django.core.management
+
+    # Django's own dispatcher closes every connection when done: run the command it picked in-process.
+    monkeypatch.setattr(django.core.management, "execute_from_command_line",
+                        lambda argv: call_command(argv[1], *argv[2:]))
+    cli.main(["verify-audit"])
+    assert capsys.readouterr().out.startswith(f"{AuditEvent.objects.count()} events, chain intact")
+    assert "verify-audit" in cli.TALLY_COMMANDS

@@ -1,0 +1,40 @@
+"""`tally verify-audit` as a user runs it, and migration 0003 chaining the events an existing
+install already has (scratch SQLite databases, separate processes)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+
+from tests.cli.conftest import Tally, free_port, static_root, tally  # noqa: F401  (fixtures)
+
+
+def insert_old_events(database, count: int) -> None:
+    with sqlite3.connect(database) as db:
+        db.executemany(
+            "INSERT INTO clinic_auditevent (at, role, action, object_type, object_id, before, after, ip) "
+            "VALUES (?, '', ?, 'patient', ?, NULL, ?, '127.0.0.1')",
+            [(f"2025-01-0{i % 9 + 1} 10:00:00.123456", f"old.{i}", str(i), json.dumps({"n": i})) for i in range(count)])
+
+
+def test_existing_events_are_chained_by_the_migration_then_tampering_is_named(tally: Tally):  # noqa: F811
+    assert tally("migrate", "clinic", "0002").returncode == 0
+    insert_old_events(tally.database, 5)
+    assert tally("migrate").returncode == 0
+    result = tally("verify-audit")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == "5 events, chain intact"
+    with sqlite3.connect(tally.database) as db:  # the triggers are back after the migration
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            db.execute("UPDATE clinic_auditevent SET action = 'x' WHERE id = 3")
+        db.execute("DROP TRIGGER clinic_auditevent_no_update")
+        db.execute("UPDATE clinic_auditevent SET action = 'x' WHERE id = 3")
+    result = tally("verify-audit")
+    assert result.returncode == 1
+    assert "event 3: its content does not match its hash" in result.stderr
+
+
+def test_help_lists_verify_audit(tally: Tally):  # noqa: F811
+    assert "verify-audit" in tally("--help").stdout
