@@ -10,6 +10,7 @@ HTTP_STATUS = {
     "idempotency_conflict": 409,
     "validation_error": 422,
     "rate_limited": 429,
+    "unavailable": 503,  # the database cannot be reached: retry (tally.unavailable)
 }
 
 
