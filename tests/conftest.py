@@ -16,6 +16,14 @@ from tally.clinic.models import ClinicSettings, Staff
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
+@pytest.fixture(autouse=True)
+def owners_sign_in_without_two_factor(settings):
+    """Owners must use two-factor sign-in by default (TALLY_OWNER_2FA_REQUIRED); tests elsewhere
+    sign owners in with a password or force_login, so it is off for them. tests/security switches
+    it back on and checks the requirement."""
+    settings.TALLY_OWNER_2FA_REQUIRED = False
+
+
 @pytest.fixture
 def owner(db) -> Staff:
     return Staff.objects.create_user("olivia", password="correct horse battery staple", role="owner",

@@ -23,11 +23,15 @@ Usage: tally COMMAND [options]     (tally COMMAND --help for its options)
   init          create or migrate the database
   createuser    add a staff member: NAME --role owner|front_desk|practitioner --password PW
   createtoken   issue an API token for a staff member and print it alone
+  deactivate    stop a staff member signing in: ends their sessions, revokes their tokens: NAME
+  resettwofactor  remove a staff member's two-factor device (a lost phone): NAME
   serve         run the production server (gunicorn)
   demo          init, load a demo clinic and serve it
+  democode      the demo owner's current two-factor code
   backup        a consistent copy of the database while it serves: PATH [--force]
   investigate   why a patient's package counts are what they are: P-000123 [--json]
   audit         every package through the investigator: [--json|--csv] [--min-severity warning]
+  verify-audit  check the audit log's hash chain; exit 1 naming the first tampered event [--head HASH]
 
 Every Django management command works too (tally migrate, tally shell, tally check, ...).
 Configuration: TALLY_DATABASE_URL, TALLY_SECRET_KEY, TALLY_DEBUG, TALLY_ALLOWED_HOSTS.
@@ -82,6 +86,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tally.settings")
     ensure_secret_key()
+    if not args[0].startswith("-"):
+        args[0] = args[0].replace("-", "_")  # tally verify-audit runs the verify_audit command
     from django.core.management import execute_from_command_line
 
     execute_from_command_line(["tally", *args])

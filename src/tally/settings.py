@@ -4,15 +4,24 @@ TALLY_DATABASE_URL  sqlite:///path or postgresql://user@host:port/db (default: .
 TALLY_SECRET_KEY    required unless TALLY_DEBUG is on
 TALLY_DEBUG         "1"/"true" for development
 TALLY_ALLOWED_HOSTS comma-separated (default: localhost,127.0.0.1,[::1])
+TALLY_HTTPS         "1" when the site is served over HTTPS: secure cookies, HSTS, redirect to https
+TALLY_BEHIND_PROXY  "1" to trust X-Forwarded-Proto from a TLS-terminating proxy (only with TALLY_HTTPS)
+TALLY_SESSION_IDLE_MINUTES   sign out after this long without a request (default 15)
+TALLY_SESSION_MAX_HOURS      sign out this long after signing in, active or not (default 12)
+TALLY_SIGNIN_FAILURE_LIMIT   failed sign-ins per user name and address before a pause (default 5)
+TALLY_SIGNIN_COOLOFF_MINUTES how long that pause lasts (default 15)
+TALLY_OWNER_2FA_REQUIRED     owners must use two-factor sign-in (default on)
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import sys
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONCE, NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent
@@ -53,19 +62,33 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "template_partials",
     "ninja",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "axes",
+    "csp",
     "tally.clinic",
     "tally.staff",
+    "tally.security",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Outermost of the view wrappers: a database that cannot be reached is a 503 page (tally.unavailable).
+    "tally.unavailable.DatabaseUnavailableMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # After messages (it says why it signed someone out), before anything reads request.user.
+    "tally.security.middleware.SessionLifetimeMiddleware",
+    "django_otp.middleware.OTPMiddleware",
+    "tally.security.middleware.TwoFactorGateMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Last, as django-axes asks: it turns a lockout flagged during the view into a 429.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "tally.urls"
@@ -124,6 +147,12 @@ DATABASES = {"default": database_from_url(DATABASE_URL)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_USER_MODEL = "clinic.Staff"
+# django-axes first: it refuses a locked-out user name and address before any password check.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Argon2PasswordHasher is argon2id (tests/security checks the stored prefix).
 PASSWORD_HASHERS = [
     "django.contrib.auth.hashers.Argon2PasswordHasher",
     "django.contrib.auth.hashers.PBKDF2PasswordHasher",
@@ -157,6 +186,58 @@ SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+
+# HTTPS-only settings are switched on by TALLY_HTTPS, not by DEBUG being off: `tally serve` and
+# `tally demo` on plain http://127.0.0.1 must keep working (a secure cookie would never come back).
+HTTPS = env_bool("TALLY_HTTPS")
+SESSION_COOKIE_SECURE = HTTPS
+CSRF_COOKIE_SECURE = HTTPS
+SECURE_SSL_REDIRECT = HTTPS
+SECURE_HSTS_SECONDS = 365 * 24 * 3600 if HTTPS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS
+# Sending "preload" enrolls nothing by itself (the domain's owner submits it to the list).
+SECURE_HSTS_PRELOAD = HTTPS
+if HTTPS and env_bool("TALLY_BEHIND_PROXY"):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# Sessions: an idle timeout and an absolute lifetime (tally.security.middleware), and the
+# cookie itself never outlives the absolute lifetime.
+TALLY_SESSION_IDLE_MINUTES = int(os.environ.get("TALLY_SESSION_IDLE_MINUTES", "15"))
+TALLY_SESSION_MAX_HOURS = int(os.environ.get("TALLY_SESSION_MAX_HOURS", "12"))
+SESSION_COOKIE_AGE = TALLY_SESSION_MAX_HOURS * 3600
+
+# Sign-in throttling (django-axes): failures are counted per user name AND address, so a
+# stranger guessing cannot lock the real user out from the clinic's own machines; the pause
+# ends by itself (never a permanent lock), and failures during it do not extend it.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_FAILURE_LIMIT = int(os.environ.get("TALLY_SIGNIN_FAILURE_LIMIT", "5"))
+AXES_COOLOFF_TIME = dt.timedelta(minutes=int(os.environ.get("TALLY_SIGNIN_COOLOFF_MINUTES", "15")))
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_RESET_ON_SUCCESS = True
+# The address the server sees; a client-sent X-Forwarded-For would let a guesser pick a new one.
+AXES_IPWARE_META_PRECEDENCE_ORDER = ("REMOTE_ADDR",)
+AXES_LOCKOUT_CALLABLE = "tally.security.lockout.lockout_response"
+AXES_HTTP_RESPONSE_CODE = 429
+
+# Two-factor sign-in (django-otp, TOTP). Owners must use it unless this is switched off.
+TALLY_OWNER_2FA_REQUIRED = env_bool("TALLY_OWNER_2FA_REQUIRED", True)
+OTP_TOTP_ISSUER = "Tally"
+
+# Content-Security-Policy (django-csp): nothing inline but a <style> that carries the page's nonce.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF, NONCE],
+        "img-src": [SELF, "data:"],  # Swagger UI's icons are data: URIs
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
 
 # Idempotency keys are kept at least this long (API.md: at least 24 hours).
 TALLY_IDEMPOTENCY_TTL_HOURS = 48
@@ -168,5 +249,6 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": "WARNING"},
-    "loggers": {"tally": {"level": "INFO"}},
+    # axes logs every failed sign-in and lockout at WARNING.
+    "loggers": {"tally": {"level": "INFO"}, "axes": {"level": "WARNING"}},
 }

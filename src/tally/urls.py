@@ -3,6 +3,9 @@ from django.urls import include, path
 
 from tally.api.api import urls as api_urls
 
+# A database that cannot be reached is a 503, also when a middleware meets it (tally.unavailable).
+handler500 = "tally.unavailable.server_error"
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", api_urls()),

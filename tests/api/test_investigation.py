@@ -300,3 +300,7 @@ def test_the_audit_log_is_owner_only_and_filters_by_patient(desk_history, owner_
     assert all(e["patient_id"] == h.patient for e in events)
     assert_error(desk_api.get("/audit-log"), 403, "forbidden")
     assert h.ok(owner_api.get("/audit-log", **{"from": "2199-01-01"}))["items"] == []
+
+
+def test_the_audit_log_of_an_unknown_patient_is_404(owner_api):
+    assert_error(owner_api.get("/audit-log", patient_id=999999), 404, "not_found")

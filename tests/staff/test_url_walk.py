@@ -54,8 +54,9 @@ RULES = {
     "package_new": (OWNER, 200),
     "package_edit": (OWNER, 200),
     "staff_list": (OWNER, 200),
+    "two_factor": (ANY, 200),
 }
-PUBLIC = {"login", "logout"}  # tested in test_auth.py
+PUBLIC = {"login", "logout", "login_code"}  # tested in test_auth.py and tests/security
 
 
 def staff_patterns() -> list[URLPattern]:

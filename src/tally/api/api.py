@@ -9,12 +9,14 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
 from django.urls import URLPattern, re_path
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from tally.clinic.errors import HTTP_STATUS, ClinicError
+from tally.unavailable import unavailable_api_response
 
 from .auth import BearerToken
 from .idempotency import HEADER
@@ -77,7 +79,11 @@ def validation_fields(errors: list[dict[str, Any]]) -> dict[str, str]:
 
 @api.exception_handler(ClinicError)
 def clinic_error(request: HttpRequest, exc: ClinicError) -> HttpResponse:
-    return error_response(exc.http_status, exc.code, exc.message, exc.fields)
+    response = error_response(exc.http_status, exc.code, exc.message, exc.fields)
+    retry_after = getattr(exc, "retry_after", None)  # rate_limited: when to try again
+    if retry_after is not None:
+        response["Retry-After"] = str(retry_after)
+    return response
 
 
 @api.exception_handler(ValidationError)
@@ -101,6 +107,12 @@ def http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
                               {"body": "not valid JSON"})
     code = CODE_FOR_STATUS.get(exc.status_code, "validation_error")
     return error_response(exc.status_code, code, str(exc))
+
+
+# The database cannot be reached: 503 `unavailable` (declared on every endpoint, see
+# schemas.READ_ERRORS); any other OperationalError is re-raised, a 500 as before.
+api.add_exception_handler(OperationalError, unavailable_api_response)
+api.add_exception_handler(InterfaceError, unavailable_api_response)
 
 
 @api.exception_handler(Http404)

@@ -48,8 +48,9 @@ def errors(*statuses: int) -> dict[int, type[Schema]]:
     return dict.fromkeys(statuses, Error)
 
 
-READ_ERRORS = errors(401, 403, 404, 422)
-WRITE_ERRORS = errors(401, 403, 404, 409, 422)
+# 503: the database is unavailable (tally.unavailable); any endpoint may answer it.
+READ_ERRORS = errors(401, 403, 404, 422, 503)
+WRITE_ERRORS = errors(401, 403, 404, 409, 422, 503)
 
 
 # --- lists ---

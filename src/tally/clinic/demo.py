@@ -30,6 +30,7 @@ from django.utils import timezone
 
 from .actions import billing, catalog, sales, visits
 from .actions.staff_accounts import do_create_staff
+from .actions.two_factor import do_add_known_device
 from .models import (
     Appointment,
     ClinicSettings,
@@ -61,6 +62,9 @@ DEMO_STAFF = [
     ("arivera", Role.PRACTITIONER, "Ana", "Rivera", "riverside-practitioner-demo"),
 ]
 DEMO_OWNER = ("olivia", "riverside-owner-demo")
+# Owners must use two-factor sign-in, the demo owner too. This key is published (here and in
+# the `tally demo` output), so the demo owner's codes are anyone's: `tally democode` prints one.
+DEMO_OWNER_TOTP_KEY = b"tally-demo-owner-2fa".hex()
 DEMO_DESK = ("frank", "riverside-desk-demo")
 
 
@@ -315,6 +319,7 @@ class DemoBuilder:
                                               first_name=first, last_name=last, validate=False)
         owner = staff["olivia"]
         self.owner = owner
+        do_add_known_device(acting_user=None, staff=owner, key=DEMO_OWNER_TOTP_KEY)
         self.desk_staff = [staff["frank"], staff["grace"]]
         catalog.do_update_clinic(acting_user=owner, changes={"name": CLINIC_NAME, "time_zone": TIME_ZONE,
                                                              "currency": "USD"})

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from .views import auth, catalog, investigation, invoices, patients, sales, today
+from .views import account, auth, catalog, investigation, invoices, patients, sales, today
 
 app_name = "staff"
 
@@ -8,6 +8,8 @@ urlpatterns = [
     path("", auth.home, name="home"),
     path("login/", auth.SignInView.as_view(), name="login"),
     path("logout/", auth.SignOutView.as_view(), name="logout"),
+    path("login/code/", auth.login_code, name="login_code"),
+    path("account/two-factor/", account.two_factor, name="two_factor"),
     # Today
     path("today/", today.today, name="today"),
     path("appointments/new/", today.book, name="book"),

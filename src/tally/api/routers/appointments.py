@@ -26,6 +26,7 @@ from .. import render
 from ..idempotency import clinic_write
 from ..lookups import clinic_tz, get_or_404, get_referenced, viewer
 from ..pagination import paginate
+from ..reads import Shown, audit_page, audit_read
 from ..schemas import (
     READ_ERRORS,
     WRITE_ERRORS,
@@ -71,13 +72,17 @@ def day_schedule(request: HttpRequest, page: Query[PageParams], date: Day | None
     """One clinic-local day (today by default), by start time; a practitioner sees only theirs."""
     tz = clinic_tz()
     day = date or dt.datetime.now(tz).date()
-    return paginate(schedule_for_day(viewer(request), day, tz), page, keys=("starts_at", "id"),
-                    render=lambda a: render.appointment(a, tz))
+    found = paginate(schedule_for_day(viewer(request), day, tz), page, keys=("starts_at", "id"),
+                     render=lambda a: render.appointment(a, tz))
+    # One event per appointment listed (so per patient shown), bounded by the page's limit.
+    return audit_page(request, "appointment.view_schedule", found, "appointment", details={"date": day.isoformat()})
 
 
 @router.get("/appointments/{appointment_id}", response={200: AppointmentOut, **READ_ERRORS})
 def get_appointment(request: HttpRequest, appointment_id: Id) -> dict[str, Any]:
-    return render.appointment(visible_appointment(viewer(request), appointment_id), clinic_tz())
+    appointment = visible_appointment(viewer(request), appointment_id)
+    audit_read(request, "appointment.view", [Shown(appointment.patient_id, "appointment", appointment.pk)])
+    return render.appointment(appointment, clinic_tz())
 
 
 @router.get("/patients/{patient_id}/appointments", response={200: AppointmentPage, **READ_ERRORS})
@@ -98,7 +103,9 @@ def patient_appointments(
         appointments = appointments.filter(starts_at__lte=resolve_moment(period.date_to, tz, bare_date_means_end=True))
     if status is not None:
         appointments = appointments.filter(status=status)
-    return paginate(appointments, page, keys=("starts_at", "id"), render=lambda a: render.appointment(a, tz))
+    found = paginate(appointments, page, keys=("starts_at", "id"), render=lambda a: render.appointment(a, tz))
+    audit_read(request, "patient.view_appointments", [Shown(patient.pk, "patient", patient.pk)])
+    return found
 
 
 @router.post("/appointments/{appointment_id}/check-in", response={200: CheckInOut, **WRITE_ERRORS})

@@ -27,6 +27,7 @@ from .. import render
 from ..idempotency import clinic_write
 from ..lookups import clinic_tz, get_or_404, viewer
 from ..pagination import paginate
+from ..reads import Shown, audit_read
 from ..schemas import (
     READ_ERRORS,
     WRITE_ERRORS,
@@ -164,8 +165,11 @@ def package_investigation(request: HttpRequest, patient_package_id: Id,
     """Why the count is what it is: summary, all-time timeline, findings with their fixes.
     With `expected_used`, the findings that can account for the difference come first."""
     require_role(viewer(request), *ANY_STAFF, doing="investigate packages")
-    return investigation_out(investigate_package(patient_package_id, expected_used=query.expected_used),
-                             clinic_tz())
+    result = investigation_out(investigate_package(patient_package_id, expected_used=query.expected_used),
+                               clinic_tz())
+    audit_read(request, "patient_package.investigate",
+               [Shown(result["summary"]["patient_id"], "patientpackage", patient_package_id)])
+    return result
 
 
 @router.get("/patients/{patient_id}/investigation", response={200: PatientInvestigationOut, **READ_ERRORS})
@@ -175,6 +179,7 @@ def patient_investigation(request: HttpRequest, patient_id: Id) -> dict[str, Any
     tz = clinic_tz()
     patient = get_or_404(Patient.objects.all(), patient_id, "patient")
     packages, orphans = investigate_patient(patient.pk)
+    audit_read(request, "patient.investigate", [Shown(patient.pk, "patient", patient.pk)])
     return {"patient_id": patient.pk, "patient_number": patient.patient_number,
             "packages": [investigation_out(inv, tz) for inv in packages],
             "findings": [finding_out(f) for f in orphans]}
@@ -247,6 +252,10 @@ def audit_packages(request: HttpRequest, query: Query[AuditParams]) -> dict[str,
     scanned, rows = clinic_audit(min_severity=query.min_severity)
     page = rows[start:start + query.limit]
     more = start + query.limit < len(rows)
+    # Each package listed names its patient: one event per row shown, bounded by `limit`.
+    audit_read(request, "patient_package.clinic_audit",
+               [Shown(row.patient_id, "patientpackage", row.patient_package_id) for row in page],
+               nothing=Shown(None, "patientpackage", ""), details={"min_severity": query.min_severity})
     return {"scanned": scanned, "items": [row.__dict__ for row in page],
             "next": _cursor(start + query.limit) if more else None}
 
@@ -258,13 +267,21 @@ def audit_log(request: HttpRequest, query: Query[AuditLogParams]) -> dict[str, A
     tz = clinic_tz()
     events = AuditEvent.objects.all()
     if query.patient_id is not None:
+        get_or_404(Patient.objects.all(), query.patient_id, "patient")
         events = events.filter(patient_id=query.patient_id)
     if query.from_ is not None:
         events = events.filter(at__gte=resolve_moment(query.from_, tz))
     if query.to is not None:
         events = events.filter(at__lte=resolve_moment(query.to, tz, bare_date_means_end=True))
-    return paginate(events, query, keys=("id",), render=lambda e: {
+    found = paginate(events, query, keys=("id",), render=lambda e: {
         "id": e.pk, "at": render.moment(e.at, tz), "actor_id": e.actor_id, "role": e.role, "action": e.action,
         "object_type": e.object_type, "object_id": e.object_id, "patient_id": e.patient_id,
         "before": e.before, "after": e.after, "ip": e.ip,
     })
+    # The log quotes patients' data (before/after): one event per patient on the page.
+    patients = dict.fromkeys(item["patient_id"] for item in found["items"] if item["patient_id"] is not None)
+    audit_read(request, "audit_log.view", [Shown(pk, "auditevent", "") for pk in patients],
+               nothing=Shown(query.patient_id, "auditevent", ""),
+               details={k: v for k, v in {"patient_id": query.patient_id, "from": query.from_, "to": query.to}.items()
+                        if v is not None} or None)
+    return found

@@ -20,6 +20,7 @@ from .. import render
 from ..idempotency import clinic_write
 from ..lookups import clinic_tz, get_or_404, get_referenced, viewer
 from ..pagination import paginate
+from ..reads import Shown, audit_read
 from ..schemas import (
     READ_ERRORS,
     WRITE_ERRORS,
@@ -72,7 +73,9 @@ def create_invoice(request: HttpRequest, payload: InvoiceIn) -> Status:
 
 @router.get("/invoices/{invoice_id}", response={200: InvoiceOut, **READ_ERRORS})
 def get_invoice(request: HttpRequest, invoice_id: Id) -> dict[str, Any]:
-    return render.invoice(get_or_404(invoices(), invoice_id, "invoice"), clinic_tz())
+    invoice = get_or_404(invoices(), invoice_id, "invoice")
+    audit_read(request, "invoice.view", [Shown(invoice.patient_id, "invoice", invoice.pk)])
+    return render.invoice(invoice, clinic_tz())
 
 
 @router.get("/patients/{patient_id}/invoices", response={200: InvoicePage, **READ_ERRORS})
@@ -93,7 +96,9 @@ def patient_invoices(
         rows = rows.filter(issued_at__lte=resolve_moment(period.date_to, tz, bare_date_means_end=True))
     if status is not None:
         rows = invoices_in_status(rows, status)
-    return paginate(rows, page, keys=("issued_at", "id"), render=lambda inv: render.invoice(inv, tz))
+    found = paginate(rows, page, keys=("issued_at", "id"), render=lambda inv: render.invoice(inv, tz))
+    audit_read(request, "patient.view_invoices", [Shown(patient.pk, "patient", patient.pk)])
+    return found
 
 
 @router.post("/invoices/{invoice_id}/lines", response={201: InvoiceLineOut, **WRITE_ERRORS})

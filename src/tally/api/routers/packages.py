@@ -12,6 +12,7 @@ from .. import render
 from ..idempotency import clinic_write
 from ..lookups import clinic_tz, get_or_404, get_referenced, viewer
 from ..pagination import paginate
+from ..reads import Shown, audit_read
 from ..schemas import (
     READ_ERRORS,
     WRITE_ERRORS,
@@ -59,13 +60,17 @@ def list_patient_packages(request: HttpRequest, patient_id: Id, page: Query[Page
     """Oldest sale first."""
     tz = clinic_tz()
     patient = get_or_404(Patient.objects.all(), patient_id, "patient")
-    return paginate(patient_packages().filter(patient=patient), page, keys=("sold_at", "id"),
-                    render=lambda pp: render.patient_package(pp, tz))
+    found = paginate(patient_packages().filter(patient=patient), page, keys=("sold_at", "id"),
+                     render=lambda pp: render.patient_package(pp, tz))
+    audit_read(request, "patient.view_packages", [Shown(patient.pk, "patient", patient.pk)])
+    return found
 
 
 @router.get("/patient-packages/{patient_package_id}", response={200: PatientPackageOut, **READ_ERRORS})
 def get_patient_package(request: HttpRequest, patient_package_id: Id) -> dict[str, Any]:
-    return render.patient_package(get_or_404(patient_packages(), patient_package_id, "patient package"), clinic_tz())
+    sold = get_or_404(patient_packages(), patient_package_id, "patient package")
+    audit_read(request, "patient_package.view", [Shown(sold.patient_id, "patientpackage", sold.pk)])
+    return render.patient_package(sold, clinic_tz())
 
 
 @router.get("/patient-packages/{patient_package_id}/ledger", response={200: LedgerPage, **READ_ERRORS})
@@ -74,7 +79,9 @@ def get_ledger(request: HttpRequest, patient_package_id: Id, page: Query[PagePar
     tz = clinic_tz()
     sold = get_or_404(PatientPackage.objects.all(), patient_package_id, "patient package")
     entries = PackageLedgerEntry.objects.filter(patient_package=sold).select_related("by")
-    return paginate(entries, page, keys=("seq", "id"), render=lambda e: render.ledger_entry(e, tz))
+    found = paginate(entries, page, keys=("seq", "id"), render=lambda e: render.ledger_entry(e, tz))
+    audit_read(request, "patient_package.view_ledger", [Shown(sold.patient_id, "patientpackage", sold.pk)])
+    return found
 
 
 @router.post("/patient-packages/{patient_package_id}/cancel", response={200: PatientPackageOut, **WRITE_ERRORS})

@@ -14,7 +14,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 
-from tally.clinic.audit import current_ip
+from tally.clinic.audit import Shown, current_ip, record_reads
 from tally.clinic.errors import ClinicError
 from tally.clinic.models import ClinicSettings, Staff
 from tally.clinic.models.staff import Role
@@ -37,6 +37,26 @@ def client_ip(request: HttpRequest) -> str | None:
     return request.META.get("REMOTE_ADDR") or None
 
 
+def shows(request: HttpRequest, action: str, *shown: Shown, nothing: Shown | None = None,
+          details: dict[str, Any] | None = None) -> None:
+    """The patient data this page shows (SPEC "Who uses it": every view is audited). `staff_view`
+    writes it to the audit log, one event per object in one INSERT, once the page is rendered
+    and before it is sent (a form shown again with its errors counts); not for a redirect, a
+    refusal or an error page, which show nothing. The last call wins."""
+    request.audit_shown = (action, list(shown), nothing, details)  # type: ignore[attr-defined]
+
+
+def record_shown(request: HttpRequest, response: HttpResponse) -> None:
+    noted = getattr(request, "audit_shown", None)
+    status = response.status_code
+    if noted is None or 300 <= status < 400 or status in (401, 403, 404) or status >= 500:
+        return  # a redirect, a refusal or an error page shows nothing of the patient
+    action, shown, nothing, details = noted
+    match = request.resolver_match
+    page = {"page": match.url_name} if match is not None and match.url_name else {}
+    record_reads(request.user, action, shown, nothing=nothing, details=page | (details or {}))  # type: ignore[arg-type]
+
+
 def forbidden(request: HttpRequest, message: str = "Your role may not use this page.") -> HttpResponse:
     return render(request, "staff/403.html", {"message": message}, status=403)
 
@@ -44,7 +64,8 @@ def forbidden(request: HttpRequest, message: str = "Your role may not use this p
 def staff_view(*roles: str) -> Callable:
     """Signed-in staff with one of `roles` only (others get a 403 page). Loads the clinic
     settings for this request (never cached), renders dates in its time zone and records
-    the caller's IP on the audit events the actions write."""
+    the caller's IP on the audit events the actions write; then writes the reads the page
+    noted with `shows` to the audit log."""
 
     def decorate(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
         @functools.wraps(view)
@@ -58,7 +79,9 @@ def staff_view(*roles: str) -> Callable:
             token = current_ip.set(client_ip(request))
             timezone.activate(clinic.tz)
             try:
-                return view(request, *args, **kwargs)
+                response = view(request, *args, **kwargs)
+                record_shown(request, response)
+                return response
             except ClinicError as exc:
                 # An action refused outside any form (a stale link, a race): a page, not a 500.
                 if exc.code == "not_found":

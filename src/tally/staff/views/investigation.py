@@ -12,6 +12,7 @@ from django.http import HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 
+from tally.clinic.audit import Shown
 from tally.clinic.errors import ClinicError
 from tally.clinic.investigator.explain import SEVERITY_RANK
 from tally.clinic.investigator.export import patient_export, reason_label
@@ -26,7 +27,7 @@ from tally.clinic.models import Patient, PatientPackage
 from tally.clinic.models.staff import Role
 
 from ..timeline_svg import render_timeline
-from .common import DESK, StaffRequest, forbidden, is_htmx, staff_view
+from .common import DESK, StaffRequest, forbidden, is_htmx, shows, staff_view
 
 FINDING_CODES = [
     "FIRST_SESSION_NOT_USED", "NOT_CHECKED_IN", "NO_CHARGES", "NOT_INVOICED", "APPOINTMENT_DELETED", "SCHEDULE_GAP",
@@ -57,6 +58,7 @@ def parse_expected(raw: str | None) -> tuple[int | None, str | None]:
 def investigation_context(request: StaffRequest, package: PatientPackage, expected_used: int | None) -> dict:
     tz = request.clinic.tz
     inv = investigate_package(package.pk, expected_used=expected_used)
+    shows(request, "patient_package.investigate", Shown(package.patient_id, "patientpackage", package.pk))
     visits = []
     for event in inv.timeline:
         if event["kind"] == "visit":
@@ -146,6 +148,7 @@ def patient_investigation(request: StaffRequest, patient_id: int) -> HttpRespons
     """Every package of one patient and the visits that belong to none; the support export."""
     patient = get_object_or_404(Patient, pk=patient_id)
     packages, orphans = investigate_patient(patient.pk)
+    shows(request, "patient.investigate", Shown(patient.pk, "patient", patient.pk))
     orphan_rows = [{"finding": f, "fix_json": json.dumps(f.fix["params"]) if f.fix else "",
                     "fix_label": FIX_LABELS.get(f.fix["action"], "Fix") if f.fix else ""} for f in orphans]
     return render(request, "staff/investigation/patient.html", {
@@ -158,6 +161,8 @@ def export_json(request: StaffRequest, patient_id: int) -> HttpResponse:
     patient = get_object_or_404(Patient, pk=patient_id)
     anonymous = request.GET.get("anonymous") == "1"
     packages, orphans = investigate_patient(patient.pk)
+    shows(request, "patient.export", Shown(patient.pk, "patient", patient.pk),
+          details={"format": "json", "anonymous": anonymous})
     data = patient_export(patient, packages, orphans, request.clinic.tz, anonymous=anonymous)
     response = JsonResponse(data, json_dumps_params={"indent": 2})
     response["Content-Disposition"] = f'attachment; filename="{patient.patient_number}-investigation.json"'
@@ -169,6 +174,8 @@ def export_print(request: StaffRequest, patient_id: int) -> HttpResponse:
     patient = get_object_or_404(Patient, pk=patient_id)
     anonymous = request.GET.get("anonymous") == "1"
     packages, orphans = investigate_patient(patient.pk)
+    shows(request, "patient.export", Shown(patient.pk, "patient", patient.pk),
+          details={"format": "print", "anonymous": anonymous})
     return render(request, "staff/investigation/export_print.html", {
         "patient": patient, "anonymous": anonymous, "packages": packages, "orphans": orphans,
         "reason_label": reason_label,
@@ -186,6 +193,9 @@ def audit(request: StaffRequest) -> HttpResponse:
     if code:
         rows = [r for r in rows if code in r.codes]
     page = Paginator(rows, 50).get_page(request.GET.get("page"))
+    shows(request, "patient_package.clinic_audit",
+          *(Shown(r.patient_id, "patientpackage", r.patient_package_id) for r in page),
+          nothing=Shown(None, "patientpackage", ""), details={"severity": severity, "code": code})
     return render(request, "staff/investigation/audit.html", {
         "scanned": scanned, "page": page, "total": len(rows), "severity": severity, "code": code,
         "codes": FINDING_CODES, "severities": ["error", "warning", "info"],

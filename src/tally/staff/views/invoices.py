@@ -20,6 +20,7 @@ from tally.clinic.actions.billing import (
     do_remove_line,
     do_void_invoice,
 )
+from tally.clinic.audit import Shown
 from tally.clinic.errors import ClinicError
 from tally.clinic.models import Invoice, InvoiceLine, Patient
 from tally.clinic.models.billing import ZERO
@@ -33,18 +34,22 @@ from .common import (
     posted,
     refuse_or_raise,
     show_error,
+    shows,
     staff_view,
 )
 
 log = logging.getLogger(__name__)
 
 
-def invoice_for_page(invoice_id: int) -> Invoice:
+def invoice_for_page(invoice_id: int, request: StaffRequest) -> Invoice:
+    """The invoice with its lines and payments; every page that loads it shows it (audited)."""
     lines = InvoiceLine.objects.select_related("covered_by", "service", "appointment").order_by("id")
-    return get_object_or_404(
+    invoice = get_object_or_404(
         Invoice.objects.select_related("patient").prefetch_related(Prefetch("lines", queryset=lines), "payments"),
         pk=invoice_id,
     )
+    shows(request, "invoice.view", Shown(invoice.patient_id, "invoice", invoice.pk))
+    return invoice
 
 
 def invoice_context(request: StaffRequest, invoice: Invoice, *, edit: bool = False) -> dict[str, Any]:
@@ -64,13 +69,13 @@ def invoice_context(request: StaffRequest, invoice: Invoice, *, edit: bool = Fal
 
 @staff_view(*ANY_STAFF)
 def invoice_detail(request: StaffRequest, invoice_id: int) -> HttpResponse:
-    invoice = invoice_for_page(invoice_id)
+    invoice = invoice_for_page(invoice_id, request)
     return render(request, "staff/invoices/detail.html", invoice_context(request, invoice))
 
 
 @staff_view(*DESK)
 def invoice_edit(request: StaffRequest, invoice_id: int) -> HttpResponse:
-    invoice = invoice_for_page(invoice_id)
+    invoice = invoice_for_page(invoice_id, request)
     return render(request, "staff/invoices/detail.html", invoice_context(request, invoice, edit=True))
 
 
@@ -80,7 +85,7 @@ def invoice_url(invoice: Invoice, edit: bool = False) -> str:
 
 @staff_view(*DESK)
 def add_line(request: StaffRequest, invoice_id: int) -> HttpResponse:
-    invoice = invoice_for_page(invoice_id)
+    invoice = invoice_for_page(invoice_id, request)
     if request.method != "POST":
         return redirect(invoice_url(invoice, edit=True))
     form = AddLineForm(request.POST)
@@ -95,13 +100,13 @@ def add_line(request: StaffRequest, invoice_id: int) -> HttpResponse:
             messages.success(request, f"Added {line.description}." + (
                 f" Paid via {line.covered_by.name}." if line.covered_by_id else ""))
             return redirect(invoice_url(invoice, edit=True))
-    context = invoice_context(request, invoice_for_page(invoice_id), edit=True) | {"add_line_form": form}
+    context = invoice_context(request, invoice_for_page(invoice_id, request), edit=True) | {"add_line_form": form}
     return render(request, "staff/invoices/detail.html", context, status=422)
 
 
 @staff_view(*DESK)
 def remove_line(request: StaffRequest, invoice_id: int, line_id: int) -> HttpResponse:
-    invoice = invoice_for_page(invoice_id)
+    invoice = invoice_for_page(invoice_id, request)
     line = get_object_or_404(InvoiceLine, pk=line_id, invoice=invoice)
     form = ReasonForm(posted(request))
     if request.method == "POST" and form.is_valid():
@@ -135,7 +140,7 @@ def money_form_page(request: StaffRequest, invoice: Invoice, form: Any, *, title
 
 @staff_view(*DESK)
 def record_payment(request: StaffRequest, invoice_id: int) -> HttpResponse:
-    invoice = invoice_for_page(invoice_id)
+    invoice = invoice_for_page(invoice_id, request)
     form = PaymentForm(posted(request), initial={"amount": max(invoice.balance, ZERO) or None})
     if request.method == "POST" and form.is_valid():
         try:
@@ -153,7 +158,7 @@ def record_payment(request: StaffRequest, invoice_id: int) -> HttpResponse:
 
 @staff_view(*DESK)
 def refund(request: StaffRequest, invoice_id: int) -> HttpResponse:
-    invoice = invoice_for_page(invoice_id)
+    invoice = invoice_for_page(invoice_id, request)
     form = RefundForm(posted(request))
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
@@ -173,7 +178,7 @@ def refund(request: StaffRequest, invoice_id: int) -> HttpResponse:
 
 @staff_view(*DESK)
 def void(request: StaffRequest, invoice_id: int) -> HttpResponse:
-    invoice = invoice_for_page(invoice_id)
+    invoice = invoice_for_page(invoice_id, request)
     form = ReasonForm(posted(request), reason_required=True)
     if request.method == "POST" and form.is_valid():
         try:
@@ -197,6 +202,7 @@ def void(request: StaffRequest, invoice_id: int) -> HttpResponse:
 def invoice_new(request: StaffRequest, patient_id: int) -> HttpResponse:
     """A manual invoice for one service (more can be added on the invoice)."""
     patient = get_object_or_404(Patient, pk=patient_id)
+    shows(request, "patient.view", Shown(patient.pk, "patient", patient.pk))
     form = AddLineForm(posted(request))
     if request.method == "POST" and form.is_valid():
         try:
@@ -222,7 +228,7 @@ def printable_context(request: StaffRequest, invoice: Invoice) -> dict[str, Any]
 
 @staff_view(*ANY_STAFF)
 def invoice_print(request: StaffRequest, invoice_id: int) -> HttpResponse:
-    invoice = invoice_for_page(invoice_id)
+    invoice = invoice_for_page(invoice_id, request)
     return render(request, "staff/invoices/print.html", printable_context(request, invoice))
 
 
@@ -234,7 +240,7 @@ def html_to_pdf(html: str, base_url: str) -> bytes:
 
 @staff_view(*ANY_STAFF)
 def invoice_pdf(request: StaffRequest, invoice_id: int) -> HttpResponse:
-    invoice = invoice_for_page(invoice_id)
+    invoice = invoice_for_page(invoice_id, request)
     html = render_to_string("staff/invoices/print.html", printable_context(request, invoice) | {"pdf": True},
                             request=request)
     try:

@@ -12,7 +12,8 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 
-from tally.clinic.actions.catalog import do_create_patient, do_record_chart_view
+from tally.clinic.actions.catalog import do_create_patient
+from tally.clinic.audit import Shown
 from tally.clinic.errors import ClinicError
 from tally.clinic.models import Appointment, Invoice, InvoiceLine, Patient, PatientPackage
 from tally.clinic.models.billing import LineKind
@@ -29,6 +30,7 @@ from .common import (
     posted,
     refuse_or_raise,
     show_error,
+    shows,
     staff_view,
 )
 
@@ -38,6 +40,8 @@ def patient_list(request: StaffRequest) -> HttpResponse:
     text = request.GET.get("q", "").strip()
     patients = search_patients(text).order_by("last_name", "first_name", "id")
     page = paginate(request, patients)
+    shows(request, "patient.list", *(Shown(p.pk, "patient", p.pk) for p in page),
+          nothing=Shown(None, "patient", ""), details={"q": text} if text else None)
     return render(request, "staff/patients/list.html", {
         "q": text, "page": page, "can_register": can(request.user, *DESK),
     })
@@ -138,9 +142,9 @@ def chart(request: StaffRequest, patient_id: int) -> HttpResponse:
     patient = get_object_or_404(Patient, pk=patient_id)
     tab = "invoices" if request.GET.get("tab") == "invoices" else "appointments"
     context: dict[str, Any] = {"patient": patient, **chart_tab(request, patient, tab)}
+    shows(request, "patient.view_chart", Shown(patient.pk, "patient", patient.pk), details={"tab": tab})
     if is_htmx(request) and request.headers.get("HX-Target") == "chart-tab":
         return render(request, "staff/patients/chart.html#tab", context)
-    do_record_chart_view(acting_user=request.user, patient=patient)
     packages = (
         PatientPackage.objects.filter(patient=patient)
         .select_related("sale_invoice")

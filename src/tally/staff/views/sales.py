@@ -12,12 +12,13 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 
 from tally.clinic.actions.sales import do_sell_package
+from tally.clinic.audit import Shown
 from tally.clinic.errors import ClinicError
 from tally.clinic.models import Appointment, InvoiceLine, Patient
 from tally.clinic.models.scheduling import AppointmentStatus
 
 from ..forms import SellPackageForm
-from .common import DESK, StaffRequest, refuse_or_raise, show_error, staff_view
+from .common import DESK, StaffRequest, refuse_or_raise, show_error, shows, staff_view
 
 
 def todays_visits(patient: Patient, tz: dt.tzinfo) -> QuerySet[Appointment]:
@@ -37,6 +38,7 @@ def todays_visits(patient: Patient, tz: dt.tzinfo) -> QuerySet[Appointment]:
 @staff_view(*DESK)
 def sell(request: StaffRequest, patient_id: int) -> HttpResponse:
     patient = get_object_or_404(Patient, pk=patient_id)
+    shows(request, "patient.view", Shown(patient.pk, "patient", patient.pk))
     visits = todays_visits(patient, request.clinic.tz)
     uncounted = [v for v in visits if not v.counted]
     if request.method == "POST":

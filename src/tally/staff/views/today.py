@@ -21,6 +21,7 @@ from tally.clinic.actions.visits import (
     do_reschedule,
     do_undo_check_in,
 )
+from tally.clinic.audit import Shown
 from tally.clinic.errors import ClinicError
 from tally.clinic.models import Appointment, InvoiceLine, Patient
 from tally.clinic.models.billing import LineKind
@@ -36,6 +37,7 @@ from .common import (
     can,
     refuse_or_raise,
     show_error,
+    shows,
     staff_view,
 )
 
@@ -68,6 +70,9 @@ def today(request: StaffRequest) -> HttpResponse:
         .order_by("starts_at", "id")
     )
     columns: dict[Any, dict[str, Any]] = {}
+    # One event per visit shown (the day's schedule names each patient), in one INSERT.
+    shows(request, "appointment.view_schedule", *(Shown(a.patient_id, "appointment", a.pk) for a in appointments),
+          nothing=Shown(None, "appointment", ""), details={"day": day.isoformat()})
     for appointment in appointments:
         key = appointment.practitioner_id
         column = columns.setdefault(key, {"practitioner": appointment.practitioner, "appointments": []})
@@ -120,6 +125,7 @@ def book(request: StaffRequest) -> HttpResponse:
         if (request.GET.get("patient") or "").isdigit() else None
     if patient is not None:
         initial["patient"] = patient.patient_number
+        shows(request, "patient.view", Shown(patient.pk, "patient", patient.pk))
     return render_form(request, BookForm(initial=initial), title="Book a visit", submit="Book",
                        back=reverse("staff:today"))
 
@@ -127,7 +133,9 @@ def book(request: StaffRequest) -> HttpResponse:
 def appointment_for(request: StaffRequest, appointment_id: int) -> Appointment:
     """404 for an unknown id, 403 for a practitioner's colleague's visit (raised as ClinicError)."""
     appointment = visible_appointment(request.user, appointment_id)
-    return Appointment.objects.select_related("patient", "service", "practitioner").get(pk=appointment.pk)
+    appointment = Appointment.objects.select_related("patient", "service", "practitioner").get(pk=appointment.pk)
+    shows(request, "appointment.view", Shown(appointment.patient_id, "appointment", appointment.pk))
+    return appointment
 
 
 def appointment_title(appointment: Appointment, verb: str) -> str:

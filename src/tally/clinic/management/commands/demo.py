@@ -7,7 +7,15 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from tally.clinic.actions.staff_accounts import do_grant_token
-from tally.clinic.demo import DEMO_DESK, DEMO_OWNER, DEMO_SCENARIOS, database_is_empty, load_demo
+from tally.clinic.actions.two_factor import base32_secret, confirmed_device
+from tally.clinic.demo import (
+    DEMO_DESK,
+    DEMO_OWNER,
+    DEMO_OWNER_TOTP_KEY,
+    DEMO_SCENARIOS,
+    database_is_empty,
+    load_demo,
+)
 from tally.clinic.models import Patient, Staff
 from tally.server import host_for_url, serve
 
@@ -38,8 +46,12 @@ class Command(BaseCommand):
         out.write(f"  Admin       {base}/admin/")
         owner = Staff.objects.filter(username=DEMO_OWNER[0]).first()
         if owner is not None and owner.check_password(DEMO_OWNER[1]):
-            out.write(f"  Owner       {DEMO_OWNER[0]} / {DEMO_OWNER[1]}")
-            out.write(f"  Front desk  {DEMO_DESK[0]} / {DEMO_DESK[1]}")
+            out.write(f"  Owner       {DEMO_OWNER[0]} / {DEMO_OWNER[1]}  then a two-factor code (owners must use one):")
+            device = confirmed_device(owner)
+            if device is not None and device.key == DEMO_OWNER_TOTP_KEY:
+                out.write(f"              `tally democode` prints it, or add the demo's public key "
+                          f"{base32_secret(device)} to an authenticator app")
+            out.write(f"  Front desk  {DEMO_DESK[0]} / {DEMO_DESK[1]}  (no two-factor code)")
             _, token = do_grant_token(acting_user=None, username=owner.username, label="tally demo")
             out.write(f"  API token   {token}  (owner)")
             out.write(f'  Try         curl -H "Authorization: Bearer {token}" {base}/api/v1/me')

@@ -1,0 +1,89 @@
+"""Two middlewares of the staff site (the API uses bearer tokens and is not affected).
+
+SessionLifetimeMiddleware signs a session out after TALLY_SESSION_IDLE_MINUTES without a
+request or TALLY_SESSION_MAX_HOURS after signing in, whichever comes first.
+
+TwoFactorGateMiddleware lets a password-only session go nowhere but the code step (when the
+staff member has two-factor sign-in) or its set-up page (an owner who must have it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlencode
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import SESSION_KEY
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import reverse
+
+from tally.clinic.actions.two_factor import has_two_factor, must_use_two_factor
+
+from . import sessions
+
+
+class SessionLifetimeMiddleware:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        session = request.session
+        if SESSION_KEY in session:
+            reason = sessions.expiry_reason(session)
+            if reason is not None:
+                sessions.end_this_session(request)
+                messages.info(request, reason)
+            else:
+                sessions.touch(session)
+                if session.get(sessions.REGISTERED_KEY) != session.session_key and request.user.is_authenticated:
+                    sessions.register(request, request.user.pk)  # the key changed (a password change)
+        return self.get_response(request)
+
+
+def second_step_for(user: Any) -> str | None:
+    """Where a staff member signed in with only a password must go next, or None."""
+    if has_two_factor(user):
+        return reverse("staff:login_code")
+    if must_use_two_factor(user):
+        return reverse("staff:two_factor")
+    return None
+
+
+def exempt(path: str) -> bool:
+    return path.startswith(("/api/", settings.STATIC_URL))
+
+
+class TwoFactorGateMiddleware:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        step = self.missing_step(request)
+        if step is not None:
+            return self.send_to(request, step)
+        return self.get_response(request)
+
+    @staticmethod
+    def missing_step(request: HttpRequest) -> str | None:
+        """The URL of the step this session must take first, or None."""
+        if exempt(request.path):
+            return None
+        user = request.user
+        if not user.is_authenticated or user.is_verified():  # type: ignore[union-attr,attr-defined]  # django-otp adds it
+            return None
+        step = second_step_for(user)
+        if step is None or request.path in {step, reverse("staff:logout"), reverse("admin:logout")}:
+            return None
+        return step
+
+    @staticmethod
+    def send_to(request: HttpRequest, step: str) -> HttpResponse:
+        if request.method == "GET":
+            step = f"{step}?{urlencode({'next': request.get_full_path()})}"
+        if request.headers.get("HX-Request") == "true":
+            response = HttpResponse(status=204)
+            response["HX-Redirect"] = step  # a whole-page visit, not a fragment swapped in
+            return response
+        return HttpResponseRedirect(step)

@@ -1,0 +1,66 @@
+"""Receivers: sessions begin and end with sign-in and sign-out, a deactivated staff member
+loses every session and token, and every sign-in lockout is logged and audited."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from axes.signals import user_locked_out
+from django.contrib.auth.signals import user_logged_in, user_logged_out
+from django.db import transaction
+from django.db.models.signals import post_save
+from django.dispatch import receiver
+from django.http import HttpRequest
+from django.utils import timezone
+
+from tally.clinic.audit import current_ip, record
+from tally.clinic.models import ApiToken, Staff
+
+from . import sessions
+
+log = logging.getLogger("tally.security")
+
+
+@receiver(user_logged_in, dispatch_uid="tally.security.session_begins")
+def session_begins(sender: Any, request: HttpRequest | None, user: Staff, **kwargs: Any) -> None:
+    if request is None or not hasattr(request, "session"):
+        return
+    sessions.stamp_sign_in(request)
+    sessions.register(request, user.pk)
+
+
+@receiver(user_logged_out, dispatch_uid="tally.security.sign_out_everywhere")
+def sign_out_everywhere(sender: Any, request: HttpRequest | None, user: Staff | None, **kwargs: Any) -> None:
+    """Signing out ends every session of that staff member, on every device (not the API
+    tokens: scripts hold those, and deactivating revokes them)."""
+    if user is not None:
+        sessions.end_all_sessions(user.pk)
+
+
+@receiver(post_save, sender=Staff, dispatch_uid="tally.security.deactivated_staff_signed_out")
+def deactivated_staff_signed_out(sender: Any, instance: Staff, created: bool, **kwargs: Any) -> None:
+    """However a staff member is deactivated (tally deactivate, the admin, a shell), their
+    sessions end and their tokens are revoked now. (Each request also refuses an inactive user.)"""
+    if created or instance.is_active:
+        return
+    ApiToken.objects.filter(staff=instance, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    sessions.end_all_sessions(instance.pk)
+
+
+@receiver(user_locked_out, dispatch_uid="tally.security.lockout_audited")
+def lockout_audited(sender: Any, request: HttpRequest, username: str | None, ip_address: str | None,
+                    **kwargs: Any) -> None:
+    """django-axes logs the lockout; the clinic's audit log gets it too. Sent when a pause
+    starts and for each attempt refused during it."""
+    staff = Staff.objects.filter(username=username).first() if username else None
+    log.warning("Sign-in paused for %r from %s", username, ip_address)
+    token = current_ip.set(ip_address)
+    try:
+        with transaction.atomic():
+            record("auth.lockout", actor=None, obj=staff, object_type="staff",
+                   after={"username": username, "ip_address": ip_address,
+                          "path": getattr(request, "path", ""),
+                          "failures": getattr(request, "axes_failures_since_start", None)})
+    finally:
+        current_ip.reset(token)

@@ -1,0 +1,185 @@
+"""Sessions end after 15 idle minutes or 12 hours; signing out or deactivating someone ends
+all of their sessions (and, deactivating, their API tokens)."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import pytest
+from django.contrib.sessions.models import Session
+from django.core.management import call_command
+from django.test import Client
+
+from tally.clinic.models import ApiToken, AuditEvent, Staff
+from tally.security.models import SignedInSession
+from tally.security.sessions import LAST_SEEN, SIGNED_IN_AT
+
+from .conftest import PASSWORD, password_sign_in
+
+
+def signed_in(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def shift(client: Client, **seconds_ago: float) -> None:
+    """Move the session's sign-in and last-seen times into the past."""
+    session = client.session
+    now = time.time()
+    if "signed_in" in seconds_ago:
+        session[SIGNED_IN_AT] = now - seconds_ago["signed_in"]
+    if "last_seen" in seconds_ago:
+        session[LAST_SEEN] = now - seconds_ago["last_seen"]
+    session.save()
+
+
+def is_signed_in(client: Client) -> bool:
+    response = client.get("/today/")
+    return response.status_code == 200
+
+
+def test_the_defaults_are_15_idle_minutes_and_12_hours(settings):
+    assert settings.TALLY_SESSION_IDLE_MINUTES == 15
+    assert settings.TALLY_SESSION_MAX_HOURS == 12
+    assert settings.SESSION_COOKIE_AGE == 12 * 3600
+
+
+def test_a_session_idle_for_more_than_15_minutes_is_signed_out(desk, clinic):
+    client = signed_in(desk)
+    shift(client, last_seen=15 * 60 + 5)
+    response = client.get("/today/", follow=True)
+    assert response.redirect_chain[0][0].startswith("/login/")
+    assert b"signed out after 15 minutes without activity" in response.content
+    assert not is_signed_in(client)
+
+
+def test_activity_keeps_a_session_alive(desk, clinic):
+    client = signed_in(desk)
+    shift(client, last_seen=14 * 60)
+    assert is_signed_in(client)
+    assert time.time() - client.session[LAST_SEEN] < 5, "the request moved last-seen on"
+    shift(client, last_seen=14 * 60)
+    assert is_signed_in(client)
+
+
+def test_the_idle_timeout_is_a_setting(desk, clinic, settings):
+    settings.TALLY_SESSION_IDLE_MINUTES = 5
+    client = signed_in(desk)
+    shift(client, last_seen=5 * 60 + 5)
+    assert not is_signed_in(client)
+
+
+def test_a_session_ends_12_hours_after_signing_in_even_when_active(desk, clinic):
+    client = signed_in(desk)
+    shift(client, signed_in=12 * 3600 - 60, last_seen=30)
+    assert is_signed_in(client)
+    shift(client, signed_in=12 * 3600 + 5, last_seen=30)
+    response = client.get("/today/", follow=True)
+    assert b"12 hours after signing in" in response.content
+    assert not is_signed_in(client)
+
+
+def test_a_session_without_the_times_is_not_trusted(desk, clinic):
+    client = signed_in(desk)
+    session = client.session
+    del session[SIGNED_IN_AT]
+    session.save()
+    assert not is_signed_in(client)
+
+
+def test_a_timeout_ends_only_that_session(desk, clinic):
+    idle, busy = signed_in(desk), signed_in(desk)
+    shift(idle, last_seen=3600)
+    assert not is_signed_in(idle)
+    assert is_signed_in(busy)
+
+
+def test_signing_out_ends_every_session_of_that_user(desk, practitioner, clinic):
+    laptop, tablet, someone_else = signed_in(desk), password_sign_in_client(desk), signed_in(practitioner)
+    assert SignedInSession.objects.filter(staff=desk).count() == 2
+    assert laptop.post("/logout/").status_code == 302
+    assert not is_signed_in(tablet)
+    assert not SignedInSession.objects.filter(staff=desk).exists()
+    assert is_signed_in(someone_else)
+
+
+def password_sign_in_client(user) -> Client:
+    client = Client()
+    assert password_sign_in(client, user.username).status_code == 302
+    return client
+
+
+def test_signing_out_keeps_the_api_tokens_of_scripts(desk, clinic):
+    _, raw = ApiToken.issue(desk, label="script")
+    client = signed_in(desk)
+    client.post("/logout/")
+    assert Client().get("/api/v1/me", headers={"Authorization": f"Bearer {raw}"}).status_code == 200
+
+
+def test_tally_deactivate_ends_sessions_and_revokes_tokens(desk, clinic):
+    browser = signed_in(desk)
+    _, raw = ApiToken.issue(desk)
+    api = Client(headers={"Authorization": f"Bearer {raw}"})
+    assert api.get("/api/v1/me").status_code == 200
+    out = io.StringIO()
+    call_command("deactivate", "frank", stdout=out)
+    assert "Deactivated frank" in out.getvalue()
+    assert not is_signed_in(browser)
+    assert api.get("/api/v1/me").status_code == 401
+    assert not ApiToken.objects.filter(staff=desk, revoked_at__isnull=True).exists()
+    assert not SignedInSession.objects.filter(staff=desk).exists()
+    assert AuditEvent.objects.filter(action="staff.deactivate", object_id=str(desk.pk)).exists()
+    # And the password no longer signs in, on the web or the API.
+    assert password_sign_in(Client(), "frank").status_code == 200
+    assert Client().post("/api/v1/auth/token", {"username": "frank", "password": PASSWORD},
+                         content_type="application/json").status_code == 401
+
+
+def test_deactivate_refuses_unknown_and_already_inactive_staff(desk, clinic):
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="No staff member"):
+        call_command("deactivate", "nobody")
+    call_command("deactivate", "frank", stdout=io.StringIO())
+    with pytest.raises(CommandError, match="already deactivated"):
+        call_command("deactivate", "frank")
+
+
+def test_deactivating_in_the_admin_ends_sessions_and_tokens(desk, owner, clinic, settings):
+    settings.TALLY_OWNER_2FA_REQUIRED = False  # the admin's two-factor gate is tested in test_two_factor
+    owner.is_staff = owner.is_superuser = True  # as `tally createuser --role owner` makes them
+    owner.save()
+    browser = signed_in(desk)
+    token, raw = ApiToken.issue(desk)
+    admin = signed_in(owner)
+    page = admin.get(f"/admin/clinic/staff/{desk.pk}/change/")
+    assert page.status_code == 200
+    form = page.context["adminform"].form
+    data = {name: value for name, value in form.initial.items() if value is not None and name != "password"}
+    data.update({"is_active": "", "date_joined_0": "2026-01-01", "date_joined_1": "09:00:00",
+                 "last_login_0": "", "last_login_1": "", "groups": [], "user_permissions": []})
+    response = admin.post(f"/admin/clinic/staff/{desk.pk}/change/", data)
+    assert response.status_code == 302, response.context["adminform"].form.errors if response.context else response
+    desk.refresh_from_db()
+    assert desk.is_active is False
+    assert not is_signed_in(browser)
+    token.refresh_from_db()
+    assert token.revoked_at is not None
+
+
+def test_a_user_deactivated_behind_djangos_back_is_refused_on_the_next_request(desk, clinic):
+    """A bulk update sends no signal; each request still checks is_active (ModelBackend.get_user)."""
+    browser = signed_in(desk)
+    _, raw = ApiToken.issue(desk)
+    Staff.objects.filter(pk=desk.pk).update(is_active=False)
+    assert not is_signed_in(browser)
+    assert Client().get("/api/v1/me", headers={"Authorization": f"Bearer {raw}"}).status_code == 401
+
+
+def test_the_session_registry_forgets_sessions_that_ended(desk, clinic):
+    first = signed_in(desk)
+    Session.objects.filter(session_key=first.session.session_key).delete()
+    signed_in(desk)
+    assert SignedInSession.objects.filter(staff=desk).count() == 1

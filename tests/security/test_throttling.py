@@ -1,0 +1,163 @@
+"""Sign-in throttling (django-axes): per user name AND address, a pause that ends, every
+lockout in the logs and the audit trail; on the staff site and on POST /auth/token."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+
+import pytest
+from axes.models import AccessAttempt
+from django.conf import settings
+from django.test import Client
+from django.utils import timezone
+
+from tally.clinic.models import AuditEvent
+
+from .conftest import PASSWORD, code_for, wrong_code
+
+LIMIT = 5
+
+
+def token_request(client: Client, username: str, password: str, otp: str | None = None, **extra):
+    body = {"username": username, "password": password} | ({"otp": otp} if otp is not None else {})
+    return client.post("/api/v1/auth/token", json.dumps(body), content_type="application/json", **extra)
+
+
+def web_sign_in(client: Client, username: str, password: str, **extra):
+    return client.post("/login/", {"username": username, "password": password}, **extra)
+
+
+def end_the_pause() -> None:
+    """As if the cool-off had passed."""
+    AccessAttempt.objects.update(attempt_time=timezone.now() - settings.AXES_COOLOFF_TIME - dt.timedelta(seconds=1))
+
+
+def test_the_settings_lock_per_user_name_and_address_for_a_while():
+    assert settings.AXES_LOCKOUT_PARAMETERS == [["username", "ip_address"]]
+    assert settings.AXES_FAILURE_LIMIT == LIMIT
+    assert settings.AXES_COOLOFF_TIME == dt.timedelta(minutes=15)
+    assert "axes.backends.AxesStandaloneBackend" == settings.AUTHENTICATION_BACKENDS[0]
+
+
+def test_each_test_starts_with_no_failed_attempts(db):
+    assert AccessAttempt.objects.count() == 0
+
+
+def test_the_web_sign_in_pauses_after_five_failures(desk, clinic, caplog):
+    client = Client()
+    for _ in range(LIMIT - 1):
+        response = web_sign_in(client, "frank", "wrong password!")
+        assert response.status_code == 200 and b"enter a correct username and password" in response.content
+    with caplog.at_level(logging.WARNING):
+        paused = web_sign_in(client, "frank", "wrong password!")
+    assert paused.status_code == 429
+    assert b"Sign-in paused" in paused.content
+    assert 14 * 60 < int(paused["Retry-After"]) <= 15 * 60
+    assert any("Locking out" in r.getMessage() for r in caplog.records if r.name == "axes.handlers.database")
+
+    # The right password is refused too, until the pause ends.
+    assert web_sign_in(client, "frank", PASSWORD).status_code == 429
+    event = AuditEvent.objects.filter(action="auth.lockout").order_by("pk").first()
+    assert event is not None
+    assert event.after["username"] == "frank" and event.after["ip_address"] == "127.0.0.1"
+    assert event.object_type == "staff" and event.object_id == str(desk.pk)
+
+    end_the_pause()
+    response = web_sign_in(client, "frank", PASSWORD)
+    assert response.status_code == 302 and response["Location"] == "/today/"
+
+
+def test_failures_during_the_pause_do_not_extend_it(desk, clinic):
+    client = Client()
+    for _ in range(LIMIT):
+        web_sign_in(client, "frank", "wrong password!")
+    first = AccessAttempt.objects.get().attempt_time
+    for _ in range(3):
+        assert web_sign_in(client, "frank", "wrong password!").status_code == 429
+    assert AccessAttempt.objects.get().attempt_time == first
+    assert AuditEvent.objects.filter(action="auth.lockout").count() == 4, "the lockout and each refused attempt"
+
+
+def test_the_pause_is_for_that_user_name_from_that_address_only(desk, owner, clinic):
+    for _ in range(LIMIT):
+        web_sign_in(Client(), "frank", "wrong password!")
+    assert web_sign_in(Client(), "frank", PASSWORD).status_code == 429
+    # The real Frank at the front desk's own computer is not locked out by a guesser elsewhere.
+    other_address = web_sign_in(Client(), "frank", PASSWORD, REMOTE_ADDR="10.1.2.3")
+    assert other_address.status_code == 302
+    # And another user from the guesser's address is not either.
+    assert web_sign_in(Client(), "olivia", PASSWORD).status_code == 302
+
+
+def test_a_good_sign_in_clears_the_failures(desk, clinic):
+    for _ in range(LIMIT - 1):
+        web_sign_in(Client(), "frank", "wrong password!")
+    assert web_sign_in(Client(), "frank", PASSWORD).status_code == 302
+    for _ in range(LIMIT - 1):
+        assert web_sign_in(Client(), "frank", "wrong password!").status_code == 200
+    assert web_sign_in(Client(), "frank", PASSWORD).status_code == 302
+
+
+def test_the_api_answers_429_rate_limited_with_retry_after(desk, clinic):
+    client = Client()
+    for _ in range(LIMIT - 1):
+        assert token_request(client, "frank", "wrong password!").status_code == 401
+    paused = token_request(client, "frank", "wrong password!")
+    assert paused.status_code == 429
+    body = paused.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "fields"}
+    assert body["error"]["code"] == "rate_limited" and "Try again in 15 minutes" in body["error"]["message"]
+    assert 14 * 60 < int(paused["Retry-After"]) <= 15 * 60
+
+    refused = token_request(client, "frank", PASSWORD)
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limited"
+    assert int(refused["Retry-After"]) <= 15 * 60
+    assert AuditEvent.objects.filter(action="auth.lockout", after__username="frank").count() == 2
+
+    assert token_request(client, "frank", PASSWORD, REMOTE_ADDR="10.1.2.3").status_code == 200
+    end_the_pause()
+    assert token_request(client, "frank", PASSWORD).status_code == 200
+    assert not AccessAttempt.objects.exists(), "a good sign-in clears the failures"
+
+
+def test_the_api_and_the_web_count_together(desk, clinic):
+    for _ in range(LIMIT - 1):
+        token_request(Client(), "frank", "wrong password!")
+    assert web_sign_in(Client(), "frank", "wrong password!").status_code == 429
+
+
+def test_wrong_two_factor_codes_count_as_failures(owner, owner_device, clinic):
+    for _ in range(LIMIT - 1):
+        response = token_request(Client(), "olivia", PASSWORD, otp=wrong_code(owner_device))
+        assert response.status_code == 401 and response.json()["error"]["fields"] == {"otp": "wrong or expired"}
+        owner_device.refresh_from_db()
+        owner_device.throttling_failure_count = 0  # django-otp's own slow-down, not under test here
+        owner_device.save()
+    assert token_request(Client(), "olivia", PASSWORD, otp=wrong_code(owner_device)).status_code == 429
+    assert token_request(Client(), "olivia", PASSWORD, otp=code_for(owner_device)).status_code == 429
+
+
+def test_wrong_codes_at_the_web_code_step_pause_and_sign_the_session_out(owner, owner_device, clinic):
+    client = Client()
+    assert web_sign_in(client, "olivia", PASSWORD)["Location"].startswith("/login/code/")
+    for _ in range(LIMIT - 1):
+        response = client.post("/login/code/", {"code": wrong_code(owner_device)})
+        assert response.status_code == 200 and b"does not match" in response.content
+        owner_device.refresh_from_db()
+        owner_device.throttling_failure_count = 0
+        owner_device.save()
+    paused = client.post("/login/code/", {"code": wrong_code(owner_device)})
+    assert paused.status_code == 429 and "Retry-After" in paused
+    # The half-signed-in session is gone: after the pause it starts again at the password.
+    assert client.get("/today/")["Location"].startswith("/login/")
+    assert AuditEvent.objects.filter(action="auth.lockout", after__username="olivia").exists()
+
+
+@pytest.mark.parametrize("path", ["/login/", "/admin/login/"])
+def test_every_password_form_is_throttled(path, owner, clinic):
+    client = Client()
+    for _ in range(LIMIT):
+        client.post(path, {"username": "olivia", "password": "wrong password!"})
+    assert client.post(path, {"username": "olivia", "password": PASSWORD}).status_code == 429
