@@ -40,6 +40,14 @@ def test_the_demo_clinic_has_every_scenario_and_only_the_deliberate_ledger_fault
             "COVERED_BY_OTHER_PACKAGE", "PACKAGE_EXHAUSTED", "PACKAGE_EXPIRED", "PACKAGE_CANCELLED",
             "POSSIBLE_DOUBLE_USE", "LEDGER_MISMATCH"} <= codes
 
+    # The investigator names each scenario patient's cause.
+    from tally.clinic.investigator.service import investigate_patient
+
+    for scenario in demo.DEMO_SCENARIOS:
+        packages, orphans = investigate_patient(result.scenario_patients[scenario.code].pk)
+        found = {f.code for inv in packages for f in inv.findings} | {f.code for f in orphans}
+        assert scenario.code in found, (scenario.code, found)
+
     # The ledger is consistent everywhere but the one package corrupted on purpose.
     problems = verify()
     assert problems, "the LEDGER_MISMATCH patient's package must disagree with its ledger"
