@@ -321,3 +321,34 @@ def test_sell_page_keyboard_reaches_use_first_session_and_every_control_is_label
     page.get_by_role("button", name="Sell package").click()
     expect(page.locator(".first-session")).to_contain_text("choose Yes or No")
     assert not PatientPackage.objects.filter(patient=patient).exists()
+
+
+# --- Every main page at 1280 px and 768 px: nothing wider than the screen, every control labelled ---------
+
+
+def test_every_main_page_fits_a_tablet_and_labels_every_control(browser_page, owner, desk, patient, acu60, clinic,
+                                                                  paid_pack):
+    appointment = do_book(acting_user=desk, patient=patient, service=acu60, starts_at=local_today_at(clinic, 11))
+    _, invoice, _ = do_check_in(acting_user=desk, appointment=appointment)
+    page = browser_page
+    sign_in(page, owner.username)
+    pages = [
+        "/today/", "/patients/", f"/patients/{patient.pk}/", f"/patients/{patient.pk}/?tab=invoices",
+        f"/patients/{patient.pk}/sell/", f"/invoices/{invoice.pk}/", f"/invoices/{invoice.pk}/edit/",
+        f"/packages/{paid_pack.pk}/investigation/", f"/patients/{patient.pk}/investigation/", "/audit/",
+        "/catalog/", "/staff/", f"/appointments/{appointment.pk}/undo-check-in/",
+    ]
+    unlabelled = """() => [...document.querySelectorAll('main input:not([type=hidden]), main select, main textarea')]
+        .filter(el => el.offsetParent !== null)
+        .filter(el => !(el.labels && el.labels.length) && !el.getAttribute('aria-label')
+                      && !el.getAttribute('aria-labelledby') && !el.closest('label'))
+        .map(el => el.name || el.id || el.outerHTML.slice(0, 60))"""
+    for width in (1280, 768):
+        page.set_viewport_size({"width": width, "height": 1000})
+        for url in pages:
+            response = page.goto(url)
+            assert response is not None and response.status == 200, (url, response and response.status)
+            overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+            assert overflow <= 1, f"{url} is {overflow} px wider than a {width} px screen"
+            assert page.evaluate(unlabelled) == [], f"{url} has unlabelled controls at {width} px"
+        screenshot(page, f"walk-{width}")
