@@ -40,6 +40,8 @@ from hypothesis.stateful import (
 from tally.clinic import rules
 from tally.clinic.actions import billing, catalog, sales, visits
 from tally.clinic.errors import ClinicError, Conflict, Invalid, NotFound
+from tally.clinic.investigator.explain import explain
+from tally.clinic.investigator.loader import load_history
 from tally.clinic.ledger import live_use_for_line, verify
 from tally.clinic.models import (
     Appointment,
@@ -243,8 +245,25 @@ class PackageTrackingMachine(RuleBasedStateMachine):
         ]
 
     def teardown(self) -> None:
-        transaction.set_rollback(True)
-        self._example.__exit__(None, None, None)
+        try:
+            self.the_investigator_accounts_for_every_visit()
+        finally:
+            transaction.set_rollback(True)
+            self._example.__exit__(None, None, None)
+
+    def the_investigator_accounts_for_every_visit(self) -> None:
+        """Issue 3's property, once per random history: the timeline marks every attended visit
+        counted or gives its reason, and the investigator's count is the ledger's."""
+        for patient in self.patients:
+            investigations, _ = explain(load_history(patient.pk))
+            for package_id, inv in investigations.items():
+                replayed = -sum(PackageLedgerEntry.objects.filter(patient_package_id=package_id)
+                                .values_list("change", flat=True))
+                assert inv.summary["sessions_used"] == replayed, (package_id, inv.summary, replayed)
+                assert "LEDGER_MISMATCH" not in {f.code for f in inv.findings}, inv.findings
+                for event in inv.timeline:
+                    if event["kind"] == "visit" and event["status"] == "attended":
+                        assert event["counted"] or event["reason"], event
 
     # helpers
 
