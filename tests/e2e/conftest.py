@@ -70,7 +70,7 @@ def running_server(tmp_path: Path, database_url: str, workers: int = 2) -> Itera
         "TALLY_TESTING": "",
         # Shared by every server a run starts: collecting (and compressing) static files
         # once is enough, and `tally serve` only collects again when they changed.
-        "TALLY_STATIC_ROOT": str(Path(tempfile.gettempdir()) / f"tally-e2e-static-{os.getuid()}"),
+        "TALLY_STATIC_ROOT": str(Path(tempfile.gettempdir()) / f"tally-test-static-{os.getuid()}"),
     }
     env.pop("DJANGO_SETTINGS_MODULE", None)
     server = Server(url=f"http://127.0.0.1:{port}", env=env, database_url=database_url)

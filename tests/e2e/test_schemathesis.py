@@ -47,7 +47,7 @@ def test_the_api_never_answers_5xx_and_always_matches_its_schema(live_server_pro
     seed_clinic(server, token)
     examples = "40" if IN_CI else "12"
     # Fuzzing repeats until the time budget is spent: the budget is what bounds the run.
-    budget = "100" if IN_CI else "40"
+    budget = "60" if IN_CI else "40"
     result = subprocess.run(
         [
             SCHEMATHESIS, "run", f"{server.url}/api/v1/openapi.json",

@@ -217,7 +217,7 @@ def static_root() -> Path:
     import fcntl
     import tempfile
 
-    root = Path(tempfile.gettempdir()) / f"tally-faults-static-{os.getuid()}"
+    root = Path(tempfile.gettempdir()) / f"tally-test-static-{os.getuid()}"
     root.mkdir(exist_ok=True)
     with open(root.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
