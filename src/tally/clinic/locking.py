@@ -68,6 +68,11 @@ def lock_patient_packages(patient_id: int) -> list[PatientPackage]:
     """All of one patient's packages, locked in id order, with their eligible services."""
     with lock_errors():
         packages = list(_for_update(PatientPackage.objects.filter(patient_id=patient_id)).order_by("pk"))
+    return with_eligible_ids(packages)
+
+
+def with_eligible_ids(packages: list[PatientPackage]) -> list[PatientPackage]:
+    """Set `eligible_ids` (the snapshot's service ids) on each package, in one query."""
     services = PatientPackage.eligible_services.through.objects.filter(
         patientpackage_id__in=[p.pk for p in packages]
     ).values_list("patientpackage_id", "service_id")

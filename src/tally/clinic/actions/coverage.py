@@ -9,7 +9,7 @@ import datetime as dt
 
 from .. import rules
 from ..ledger import live_use_for_line, reverse_entry, use_session
-from ..locking import lock_patient_packages
+from ..locking import lock_patient_packages, with_eligible_ids
 from ..models import Appointment, Invoice, InvoiceLine, PatientPackage, Service, Staff
 from ..models.billing import ZERO, LineKind
 from .common import clinic_tz, local_date, now
@@ -39,15 +39,7 @@ def preview_coverage(patient_id: int, service_id: int, invoice_date: dt.date,
                      tz: dt.tzinfo) -> tuple[rules.Decision, dict[int, PatientPackage]]:
     """What rules 1-6 would decide for a charge now, without locking or writing: the
     warning staff see before a check-in is saved. The action decides again under its locks."""
-    packages = list(PatientPackage.objects.filter(patient_id=patient_id).order_by("pk"))
-    pairs = PatientPackage.eligible_services.through.objects.filter(
-        patientpackage_id__in=[p.pk for p in packages]
-    ).values_list("patientpackage_id", "service_id")
-    eligible: dict[int, set[int]] = {}
-    for package_id, eligible_id in pairs:
-        eligible.setdefault(package_id, set()).add(eligible_id)
-    for package in packages:
-        package.eligible_ids = frozenset(eligible.get(package.pk, ()))
+    packages = with_eligible_ids(list(PatientPackage.objects.filter(patient_id=patient_id).order_by("pk")))
     decision = rules.decide_coverage(service_id, invoice_date, [package_facts(p, tz) for p in packages])
     return decision, {p.pk: p for p in packages}
 

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from tally.clinic.audit import Shown
 from tally.clinic.errors import ClinicError
-from tally.clinic.investigator.explain import SEVERITY_RANK
+from tally.clinic.investigator.explain import FINDING_CODES, SEVERITY_RANK
 from tally.clinic.investigator.export import patient_export, reason_label
 from tally.clinic.investigator.service import (
     FIX_ACTIONS,
@@ -29,11 +29,6 @@ from tally.clinic.models.staff import Role
 from ..timeline_svg import render_timeline
 from .common import DESK, StaffRequest, forbidden, is_htmx, shows, staff_view
 
-FINDING_CODES = [
-    "FIRST_SESSION_NOT_USED", "NOT_CHECKED_IN", "NO_CHARGES", "NOT_INVOICED", "APPOINTMENT_DELETED", "SCHEDULE_GAP",
-    "SERVICE_NOT_IN_PACKAGE", "PACKAGE_NOT_PAID", "CHARGED_BEFORE_PURCHASE", "COVERED_BY_OTHER_PACKAGE",
-    "PACKAGE_EXHAUSTED", "PACKAGE_EXPIRED", "PACKAGE_CANCELLED", "POSSIBLE_DOUBLE_USE", "LEDGER_MISMATCH",
-]
 FIX_LABELS = {
     "apply_to_line": "Apply the package to this visit",
     "use_first_session": "Use the first session on this visit",
