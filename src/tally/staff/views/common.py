@@ -14,14 +14,11 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 
+# The role groups the actions check, re-exported so a page and its action never disagree.
+from tally.clinic.actions.common import ANY_STAFF, DESK, OWNER  # noqa: F401
 from tally.clinic.audit import Shown, current_ip, record_reads
 from tally.clinic.errors import ClinicError
 from tally.clinic.models import ClinicSettings, Staff
-from tally.clinic.models.staff import Role
-
-ANY_STAFF = (Role.OWNER, Role.FRONT_DESK, Role.PRACTITIONER)
-DESK = (Role.OWNER, Role.FRONT_DESK)
-OWNER = (Role.OWNER,)
 
 PAGE_SIZE = 50
 
