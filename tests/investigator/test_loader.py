@@ -59,3 +59,31 @@ def test_ten_and_a_thousand_visits_cost_the_same_queries(history, desk, clinic):
     history.sell(1, 1)
     add_history(history, 1000)
     assert queries_to_investigate(other.pk) == small
+
+
+def test_the_fast_path_reads_the_same_values_as_the_orm(history):
+    """The loader reads raw rows (its own timestamp loader on PostgreSQL, its own money and
+    JSON conversion): every value must equal what the ORM gives for the same row."""
+    history.sell(1, 1, paid="400.00")
+    history.visit(1, 3)
+    history.visit(1, 10, service=history.acu90)
+    loaded = load_history(history.patient.pk)
+    for visit in loaded.visits:
+        row = Appointment.all_objects.get(pk=visit.id)
+        assert (visit.starts_at, visit.status, visit.no_charges) == (row.starts_at, row.status, row.no_charges)
+        assert visit.starts_at.utcoffset() == dt.timedelta(0)
+    lines = [ln for inv in loaded.invoices for ln in inv.lines]
+    assert lines
+    for line in lines:
+        row = InvoiceLine.objects.get(pk=line.id)
+        assert (line.amount, line.list_price, line.created_at, line.removed_at) == (
+            row.amount, row.list_price, row.created_at, row.removed_at)
+        assert line.considered == (row.coverage_decision or {}).get("considered", [])
+    for invoice in loaded.invoices:
+        row = Invoice.objects.get(pk=invoice.id)
+        assert (invoice.issued_at, invoice.total, invoice.paid) == (row.issued_at, row.total, row.paid)
+        for payment in invoice.payments:
+            assert (payment.amount, payment.received_at) == (
+                Payment.objects.get(pk=payment.id).amount, Payment.objects.get(pk=payment.id).received_at)
+    (package,) = loaded.packages
+    assert package.price == Decimal("800.00") and package.sold_at.utcoffset() == dt.timedelta(0)

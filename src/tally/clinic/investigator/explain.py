@@ -129,6 +129,7 @@ class Walk:
         self.timeline: list[dict] | None = None  # the records every package's timeline shares
         # Indexes, so that each package's checks read only its own rows (not packages × lines).
         self.considered: dict[int, dict[int, str | None]] = {}
+        self._decoded: dict[str | bytes, dict[int, str | None]] = {}
         self.lines_for_package: dict[int, list[LineFact]] = defaultdict(list)
         self.lines_covered_by: dict[int, list[LineFact]] = defaultdict(list)
         by_service: dict[int, list[LineFact]] = defaultdict(list)
@@ -138,13 +139,11 @@ class Walk:
                 self.lines_covered_by[ln.covered_by].append(ln)
             if ln.kind != "service" or not self.is_live(ln):
                 continue
-            self.considered[ln.id] = {c["patient_package_id"]: c["reason"]
-                                      for c in (ln.decision or {}).get("considered", [])}
             if ln.covered_by is not None:
                 by_service[ln.service_id or -1].append(ln)
             else:
                 booked = self.visits[ln.appointment_id].service_id if ln.appointment_id in self.visits else None
-                for package_id, reason in self.considered[ln.id].items():
+                for package_id, reason in self.considered_by(ln).items():
                     package = self.packages.get(package_id)
                     if reason == SERVICE_NOT_IN_PACKAGE and package is not None:
                         key = (package_id, ln.service_id, booked)
@@ -166,6 +165,22 @@ class Walk:
             self.visits_by_day[self.local(v.starts_at)].append(v)
 
     # -- small helpers
+    def considered_by(self, line: LineFact) -> dict[int, str | None]:
+        """The packages rule 6 considered for a line, and why each did not cover it (None
+        for the one that did). Decoded on first use: most lines never need it."""
+        considered = self.considered.get(line.id)
+        if considered is None:
+            raw = line.considered_json
+            # Most lines share a few texts ("[]": no package held): decode each text once.
+            key = raw if isinstance(raw, str | bytes) else None
+            considered = self._decoded.get(key) if key is not None else None
+            if considered is None:
+                considered = {c["patient_package_id"]: c["reason"] for c in line.considered}
+                if key is not None:
+                    self._decoded[key] = considered
+            self.considered[line.id] = considered
+        return considered
+
     def is_live(self, line: LineFact) -> bool:
         return line.removed_at is None and self.invoices[line.invoice_id].voided_at is None
 
@@ -290,7 +305,7 @@ def line_findings(w: Walk, p: PackageFact) -> list[Finding]:
         if line.kind != "service" or not w.is_live(line) or line.covered_by == p.id:
             continue
         day = w.line_date(line)
-        considered = w.considered[line.id]
+        considered = w.considered_by(line)
         what = f"Visit on {fmt_date(day)} was charged {w.service(line.service_id)}"
         base = dict(date=day, appointment_id=line.appointment_id, invoice_id=line.invoice_id, line_id=line.id,
                     patient_package_id=p.id)
@@ -527,7 +542,7 @@ def visit_reason(w: Walk, visit: VisitFact, p: PackageFact | None) -> tuple[bool
         return False, NOT_INVOICED
     line = lines[-1]
     if p is not None:
-        considered = w.considered.get(line.id, {})
+        considered = w.considered_by(line)
         if p.id in considered:
             return False, considered[p.id]
         return False, CHARGED_BEFORE_PURCHASE if w.line_date(line) < w.local(p.sold_at) else "NOT_CONSIDERED"

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass, field
 from decimal import Decimal
-from functools import cached_property
 
 
 @dataclass(frozen=True)
@@ -33,9 +33,16 @@ class LineFact:
     covered_by: int | None
     session_number: int | None
     not_covered_reason: str | None
-    decision: dict | None
+    # The coverage decision's "considered" list (rules.Decision.as_record), as the database
+    # gives it: JSON text, decoded only when asked for.
+    considered_json: str | list | None
     created_at: dt.datetime
     removed_at: dt.datetime | None
+
+    @property
+    def considered(self) -> list[dict]:
+        raw = self.considered_json
+        return (json.loads(raw) if isinstance(raw, str | bytes) else raw) or []
 
 
 @dataclass(frozen=True)
@@ -56,15 +63,9 @@ class InvoiceFact:
     voided_at: dt.datetime | None
     lines: tuple[LineFact, ...]
     payments: tuple[PaymentFact, ...]
-
-    # Computed once: the timeline and the findings ask for them many times.
-    @cached_property
-    def total(self) -> Decimal:
-        return sum((ln.amount for ln in self.lines if ln.removed_at is None), Decimal("0.00"))
-
-    @cached_property
-    def paid(self) -> Decimal:
-        return sum((p.amount for p in self.payments), Decimal("0.00"))
+    # Computed once by the loader: the timeline and the findings ask for them many times.
+    total: Decimal  # of the lines not removed
+    paid: Decimal
 
     def paid_by(self, moment: dt.datetime) -> Decimal:
         return sum((p.amount for p in self.payments if p.received_at <= moment), Decimal("0.00"))
