@@ -126,6 +126,8 @@ class Walk:
                 self.live_lines_by_visit[ln.appointment_id].append(ln)
         self.tombstoned_visits = {t.appointment_id for t in history.tombstones if t.appointment_id}
         self._days: dict[dt.datetime, dt.date] = {}
+        self._counted_by: dict[int, frozenset[int]] = {}
+        self._visit_reasons: dict[int, tuple[frozenset[int], str | None, LineFact | None]] = {}
         self.timeline: list[dict] | None = None  # the records every package's timeline shares
         # Indexes, so that each package's checks read only its own rows (not packages × lines).
         self.considered: dict[int, dict[int, str | None]] = {}
@@ -222,8 +224,41 @@ class Walk:
             return "exhausted"
         return "active"
 
-    def visit_counted_by(self, visit_id: int) -> set[int]:
-        return {e.patient_package_id for e in self.live_uses_by_visit.get(visit_id, [])}
+    def visit_counted_by(self, visit_id: int) -> frozenset[int]:
+        counted_by = self._counted_by.get(visit_id)
+        if counted_by is None:
+            counted_by = self._counted_by[visit_id] = frozenset(
+                e.patient_package_id for e in self.live_uses_by_visit.get(visit_id, ()))
+        return counted_by
+
+    def visit_reason_for_all(self, visit: VisitFact) -> tuple[frozenset[int], str | None, LineFact | None]:
+        """What no package changes about a visit, worked out once: the packages that counted
+        it, the reason none did when it does not depend on the package, else its last line."""
+        known = self._visit_reasons.get(visit.id)
+        if known is not None:
+            return known
+        counted_by = self.visit_counted_by(visit.id)
+        reason, line = None, None
+        if counted_by:
+            pass
+        elif visit.deleted:
+            reason = APPOINTMENT_DELETED
+        elif visit.status == "cancelled":
+            reason = "CANCELLED"
+        elif visit.status == "no_show":
+            reason = "NO_SHOW"
+        elif visit.status == "booked":
+            reason = NOT_CHECKED_IN if self.local(visit.starts_at) < self.today else "UPCOMING"
+        elif visit.no_charges:
+            reason = NO_CHARGES
+        else:
+            lines = [ln for ln in self.live_lines_by_visit.get(visit.id, ()) if ln.kind == "service"]
+            if lines:
+                line = lines[-1]
+            else:
+                reason = NOT_INVOICED
+        known = self._visit_reasons[visit.id] = (counted_by, reason, line)
+        return known
 
     def owner_package_for_visit(self, visit: VisitFact) -> PackageFact | None:
         """The package a visit-level finding belongs to: rule 6's order among the packages
@@ -361,11 +396,13 @@ def line_findings(w: Walk, p: PackageFact) -> list[Finding]:
 
 def visit_finding(w: Walk, visit: VisitFact) -> Finding | None:
     """A missed step on one visit, if any (not checked in, No Charges, not invoiced)."""
+    if visit.deleted:
+        return None  # reported from its tombstone
+    if visit.status not in ("booked", "attended"):
+        return None
     day = w.local(visit.starts_at)
     name = w.service(visit.service_id)
     base = dict(date=day, appointment_id=visit.id)
-    if visit.deleted:
-        return None  # reported from its tombstone
     if visit.status == "booked" and visit.starts_at < w.h.now and day < w.today:
         return Finding(NOT_CHECKED_IN, "warning",
                        f"The {name} visit on {fmt_date(day)} is still booked: was the patient seen but never "
@@ -520,27 +557,11 @@ def summary_of(w: Walk, p: PackageFact, expected_used: int | None) -> dict:
 
 def visit_reason(w: Walk, visit: VisitFact, p: PackageFact | None) -> tuple[bool, str | None]:
     """(counted by this package, reason when not)."""
-    counted_by = w.visit_counted_by(visit.id)
-    if p is not None and p.id in counted_by:
-        return True, None
-    if p is None and counted_by:
-        return True, None
+    counted_by, reason, line = w.visit_reason_for_all(visit)
     if counted_by:
-        return False, COVERED_BY_OTHER_PACKAGE
-    if visit.deleted:
-        return False, APPOINTMENT_DELETED
-    if visit.status == "cancelled":
-        return False, "CANCELLED"
-    if visit.status == "no_show":
-        return False, "NO_SHOW"
-    if visit.status == "booked":
-        return False, NOT_CHECKED_IN if w.local(visit.starts_at) < w.today else "UPCOMING"
-    if visit.no_charges:
-        return False, NO_CHARGES
-    lines = [ln for ln in w.live_lines_by_visit.get(visit.id, []) if ln.kind == "service"]
-    if not lines:
-        return False, NOT_INVOICED
-    line = lines[-1]
+        return (True, None) if p is None or p.id in counted_by else (False, COVERED_BY_OTHER_PACKAGE)
+    if reason is not None or line is None:
+        return False, reason
     if p is not None:
         considered = w.considered_by(line)
         if p.id in considered:
