@@ -9,6 +9,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from tally.clinic.actions import visits
 from tally.clinic.investigator.explain import explain
 from tally.clinic.investigator.loader import load_history
 from tally.clinic.models import Appointment, Invoice, InvoiceLine, Payment
@@ -45,7 +46,7 @@ def test_the_loader_reads_a_history_in_a_fixed_number_of_queries(history, visits
     history.sell(1, 1)
     history.visit(3, 3)
     add_history(history, visits)
-    assert queries_to_investigate(history.patient.pk) <= 11
+    assert queries_to_investigate(history.patient.pk) <= 11  # inside a transaction: no snapshot of its own
 
 
 def test_ten_and_a_thousand_visits_cost_the_same_queries(history, desk, clinic):
@@ -87,3 +88,42 @@ def test_the_fast_path_reads_the_same_values_as_the_orm(history):
                 Payment.objects.get(pk=payment.id).amount, Payment.objects.get(pk=payment.id).received_at)
     (package,) = loaded.packages
     assert package.price == Decimal("800.00") and package.sold_at.utcoffset() == dt.timedelta(0)
+
+
+def test_a_check_in_committed_in_the_middle_of_a_read_cannot_look_like_a_ledger_fault(
+        sqlite_triggers_off_for_flush, history, monkeypatch):
+    """The loader reads a history in one snapshot: a check-in committed by someone else
+    between its packages query and its ledger query must not show a count that disagrees
+    with its ledger (a false LEDGER_MISMATCH, an error telling staff to call support)."""
+    import threading
+
+    from django.db import connections
+
+    from tally.clinic.investigator import loader
+    from tally.clinic.investigator.explain import LEDGER_MISMATCH
+
+    history.sell(1, 1)
+    booked = history.book(1, 3)
+    read = loader.rows
+
+    def check_in_elsewhere() -> None:
+        try:
+            visits.do_check_in(acting_user=history.desk, appointment=booked)
+        finally:
+            connections.close_all()
+
+    def rows_with_a_check_in_after_the_packages(name, ids):
+        result = read(name, ids)
+        if name == "packages":
+            other = threading.Thread(target=check_in_elsewhere)
+            other.start()
+            other.join()
+        return result
+
+    monkeypatch.setattr(loader, "rows", rows_with_a_check_in_after_the_packages)
+    loaded = load_history(history.patient.pk)
+    assert Appointment.objects.get(pk=booked.pk).status == "attended"  # it did commit meanwhile
+    (package,) = loaded.packages
+    assert package.sessions_used == 0 and not loaded.entries  # the view from before it, all of it
+    investigations, _ = explain(loaded)
+    assert LEDGER_MISMATCH not in {f.code for f in investigations[package.id].findings}

@@ -11,14 +11,15 @@ per-value converters and dict rows cost many times the fetch itself.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import decimal
 import functools
 import json
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
-from django.db import connections, models
+from django.db import connections, models, transaction
 from django.db.models import QuerySet, TextField
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast
@@ -157,6 +158,33 @@ def sql_for(name: str, ids: list[int], using: str = "default") -> tuple[str, lis
     return sql, params
 
 
+@contextlib.contextmanager
+def snapshot(using: str = "default") -> Iterator[None]:
+    """One consistent view of the database for all of a history's queries. Read one by one,
+    a check-in committed between the packages query and the ledger query would show a
+    count that disagrees with its ledger: a false LEDGER_MISMATCH. Inside a transaction
+    already (a fix's answer), the caller's view is used as it is."""
+    connection = connections[using]
+    if connection.in_atomic_block:
+        yield
+        return
+    if connection.vendor == "postgresql":
+        with transaction.atomic(using=using):
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield
+        return
+    # SQLite: a deferred transaction reads one snapshot (WAL) and takes no write lock, where
+    # Django's atomic() would begin IMMEDIATE and hold writers back for the whole read.
+    with connection.cursor() as cursor:
+        cursor.execute("BEGIN DEFERRED")
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("COMMIT")
+
+
 def rows(name: str, ids: list[int]) -> list[tuple]:
     sql, params = sql_for(name, ids)
     connection = connections["default"]
@@ -193,27 +221,29 @@ def load_histories(patient_ids: Iterable[int], *, now: dt.datetime | None = None
     durations: dict[int, int] = {}
     for sid, name, minutes in Service.objects.values_list("id", "name", "duration_minutes"):
         names[sid], durations[sid] = name, minutes
-    existing = {pid for (pid,) in rows("patients", ids)}
+    with snapshot():
+        read = {name: rows(name, ids) for name in QUERIES}
+    existing = {pid for (pid,) in read["patients"]}
 
     visits: dict[int, list[VisitFact]] = defaultdict(list)
-    for vid, pid, service_id, practitioner_id, starts_at, status, no_charges, deleted_at in rows("visits", ids):
+    for vid, pid, service_id, practitioner_id, starts_at, status, no_charges, deleted_at in read["visits"]:
         visits[pid].append(VisitFact(vid, service_id, practitioner_id, aware(starts_at), status, bool(no_charges),
                                      deleted_at is not None))
 
     lines: dict[int, list[LineFact]] = defaultdict(list)
     for (lid, invoice_id, kind, service_id, package_id, appointment_id, description, list_price, amount, covered_by,
-         session_number, reason, considered, created_at, removed_at) in rows("lines", ids):
+         session_number, reason, considered, created_at, removed_at) in read["lines"]:
         lines[invoice_id].append(LineFact(
             lid, invoice_id, kind, service_id, package_id, appointment_id, description, money(list_price),
             money(amount), covered_by, session_number, reason, considered, aware(created_at), aware(removed_at)))
 
     payments: dict[int, list[PaymentFact]] = defaultdict(list)
-    for pay_id, invoice_id, amount, method, received_at, reason in rows("payments", ids):
+    for pay_id, invoice_id, amount, method, received_at, reason in read["payments"]:
         payments[invoice_id].append(PaymentFact(pay_id, invoice_id, money(amount), method, aware(received_at), reason))
 
     invoices: dict[int, list[InvoiceFact]] = defaultdict(list)
     no_lines: tuple[LineFact, ...] = ()
-    for inv_id, pid, issued_at, voided_at in rows("invoices", ids):
+    for inv_id, pid, issued_at, voided_at in read["invoices"]:
         inv_lines = tuple(lines.get(inv_id, no_lines))
         inv_payments = tuple(payments.get(inv_id, ()))
         invoices[pid].append(InvoiceFact(
@@ -223,11 +253,11 @@ def load_histories(patient_ids: Iterable[int], *, now: dt.datetime | None = None
         ))
 
     eligible: dict[int, set[int]] = defaultdict(set)
-    for package_id, service_id in rows("eligible", ids):
+    for package_id, service_id in read["eligible"]:
         eligible[package_id].add(service_id)
     packages: dict[int, list[PackageFact]] = defaultdict(list)
     for (pp_id, pid, package_id, name, price, total, used, sale_invoice_id, sold_at, use_first, first_visit,
-         activated_at, expires_at, cancelled_at, valid_days) in rows("packages", ids):
+         activated_at, expires_at, cancelled_at, valid_days) in read["packages"]:
         packages[pid].append(PackageFact(
             id=pp_id, package_id=package_id, name=name, price=money(price), sessions_total=total,
             sessions_used=used, eligible_service_ids=frozenset(eligible.get(pp_id, ())),
@@ -238,12 +268,12 @@ def load_histories(patient_ids: Iterable[int], *, now: dt.datetime | None = None
 
     entries: dict[int, list[EntryFact]] = defaultdict(list)
     for (entry_id, pid, package_id, seq, kind, change, used_after, at, line_id, appointment_id, reverses_id,
-         reason) in rows("entries", ids):
+         reason) in read["entries"]:
         entries[pid].append(EntryFact(entry_id, package_id, seq, kind, change, used_after, aware(at), line_id,
                                       appointment_id, reverses_id, reason))
 
     tombstones: dict[int, list[TombstoneFact]] = defaultdict(list)
-    for t_id, pid, kind, appointment_id, line_id, content, removed_at, reason in rows("tombstones", ids):
+    for t_id, pid, kind, appointment_id, line_id, content, removed_at, reason in read["tombstones"]:
         tombstones[pid].append(TombstoneFact(t_id, kind, appointment_id, line_id, from_json(content),
                                              aware(removed_at), reason))
 
