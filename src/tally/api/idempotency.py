@@ -27,7 +27,7 @@ from ninja import Status
 
 from tally.clinic.audit import current_ip
 from tally.clinic.errors import ClinicError, Invalid
-from tally.clinic.models import IdempotencyRecord, Staff
+from tally.clinic.models import ClinicSettings, IdempotencyRecord, Staff
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 200
@@ -44,17 +44,19 @@ def client_ip(request: HttpRequest) -> str | None:
 
 def clinic_write(view: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap a write endpoint: the client's address for the audit trail, one durable
-    transaction around the action, and replay for a repeated Idempotency-Key on POST."""
+    transaction around the action, the clinic settings read once, and replay for a
+    repeated Idempotency-Key on POST."""
 
     @functools.wraps(view)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
         ip_token = current_ip.set(client_ip(request))
         try:
-            key = request.headers.get(HEADER)
-            if request.method == "POST" and key is not None and isinstance(getattr(request, "auth", None), Staff):
-                return run_once(request, clean_key(key), lambda: view(request, *args, **kwargs))
-            with transaction.atomic(durable=True):
-                return view(request, *args, **kwargs)
+            with ClinicSettings.read_once():
+                key = request.headers.get(HEADER)
+                if request.method == "POST" and key is not None and isinstance(getattr(request, "auth", None), Staff):
+                    return run_once(request, clean_key(key), lambda: view(request, *args, **kwargs))
+                with transaction.atomic(durable=True):
+                    return view(request, *args, **kwargs)
         finally:
             current_ip.reset(ip_token)
 

@@ -117,7 +117,8 @@ def check_in(request: HttpRequest, appointment_id: Id, payload: CheckInIn | None
     payload = payload or CheckInIn()
     appointment, invoice, line = do_check_in(
         acting_user=viewer(request),
-        appointment=_appointment(appointment_id),
+        # The action locks and reads the appointment (404 if there is none): no read before it.
+        appointment=Appointment(pk=appointment_id),
         service=get_referenced(Service.objects.all(), payload.service_id, "service_id", "service"),
         no_charges=payload.no_charges,
         invoice=get_referenced(Invoice.objects.all(), payload.invoice_id, "invoice_id", "invoice"),

@@ -46,6 +46,17 @@ def load_invoice(invoice_id: int) -> Invoice:
     )
 
 
+def invoice_as_created(invoice: Invoice, lines: list[InvoiceLine]) -> Invoice:
+    """An invoice this transaction has just created, with these lines and no payment: what
+    `load_invoice` would read back, without reading it (its lines and payments in the
+    related managers' cache, as `prefetch_related` leaves them)."""
+    invoice._prefetched_objects_cache = {  # type: ignore[attr-defined]
+        "lines": sorted(lines, key=lambda line: line.pk),
+        "payments": [],
+    }
+    return invoice
+
+
 def check_line_target(patient: Patient, service: Service, appointment: Appointment | None) -> None:
     if not service.active:
         raise Invalid(f"{service.name} is no longer offered.", fields={"service_id": "inactive service"})
@@ -63,6 +74,8 @@ def do_create_invoice(
 ) -> Invoice:
     """A manual invoice; each service line runs rules 1-6 (rule 2: charging a visit uses a session)."""
     require_role(acting_user, *DESK, doing="create invoices")
+    if not lines:  # an invoice with no line is what `tally verify` reports as half-written
+        raise Invalid("An invoice needs at least one line.", fields={"lines": "at least one line"})
     for service, appointment in lines:
         check_line_target(patient, service, appointment)
     lock_patient_packages(patient.pk)
@@ -280,6 +293,7 @@ __all__ = [
     "do_record_payment",
     "do_remove_line",
     "do_void_invoice",
+    "invoice_as_created",
     "load_invoice",
     "remove_line",
 ]

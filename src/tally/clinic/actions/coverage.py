@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 
 from .. import rules
+from ..errors import Conflict
 from ..ledger import live_use_for_line, reverse_entry, use_session
 from ..locking import lock_patient_packages, with_eligible_ids
 from ..models import Appointment, Invoice, InvoiceLine, PatientPackage, Service, Staff
@@ -58,14 +59,22 @@ def charge_service(
     *,
     by: Staff | None,
     appointment: Appointment | None = None,
+    locked_packages: list[PatientPackage] | None = None,
 ) -> InvoiceLine:
-    """Add a service line to an invoice and let rules 1-6 decide whether a package covers it."""
+    """Add a service line to an invoice and let rules 1-6 decide whether a package covers it.
+
+    `locked_packages`: the patient's packages as the caller just locked them in this
+    transaction (`lock_patient_packages`), so they are not locked and read a second time.
+    They are read again anyway when releasing a first session moved a count."""
     tz = clinic_tz()
-    if appointment is not None:
-        release_first_session_of(appointment, by=by)
+    released = release_first_session_of(appointment, by=by) if appointment is not None else 0
     invoice_date = local_date(invoice.issued_at, tz)
-    decision, packages = decide_for(invoice.patient_id, service.pk, invoice_date, tz)
-    line = InvoiceLine.objects.create(
+    if locked_packages is not None and not released:
+        packages = {p.pk: p for p in locked_packages}
+        decision = rules.decide_coverage(service.pk, invoice_date, [package_facts(p, tz) for p in locked_packages])
+    else:
+        decision, packages = decide_for(invoice.patient_id, service.pk, invoice_date, tz)
+    line = InvoiceLine(
         invoice=invoice,
         kind=LineKind.SERVICE,
         service=service,
@@ -77,24 +86,38 @@ def charge_service(
         coverage_decision=decision.as_record() | {"invoice_date": invoice_date.isoformat(), "at": now().isoformat()},
         created_by=by,
     )
-    if decision.covered_by is not None:
-        cover_line(line, packages[decision.covered_by], by=by)
-        line.save(update_fields=["covered_by", "session_number", "amount", "not_covered_reason"])
+    if decision.covered_by is None:
+        line.save(force_insert=True)
+        return line
+    # Covered: the line is written covered (one INSERT, no UPDATE after it), then its session
+    # is used; the entry points at the line, so the line comes first. The package is locked
+    # and was read under the lock, so the session the ledger gives is the next one.
+    package = packages[decision.covered_by]
+    line.covered_by = package
+    line.session_number = package.sessions_used + 1
+    line.amount = ZERO
+    line.not_covered_reason = None
+    line.save(force_insert=True)
+    entry = use_session(package, by=by, invoice_line=line)
+    if entry.used_after != line.session_number:  # never expected: the count moved under the lock
+        raise Conflict("The package changed while this was being saved; please try again.")
     return line
 
 
-def release_first_session_of(appointment: Appointment, *, by: Staff | None) -> None:
+def release_first_session_of(appointment: Appointment, *, by: Staff | None) -> int:
     """A visit whose first session was already used at the sale is charged on its own line;
-    the sale's first-session line gives its session back so the visit counts once."""
-    lines = InvoiceLine.objects.filter(
+    the sale's first-session line gives its session back so the visit counts once.
+    Returns how many lines were released."""
+    lines = list(InvoiceLine.objects.filter(
         appointment=appointment, kind=LineKind.FIRST_SESSION, removed_at__isnull=True,
         invoice__voided_at__isnull=True,
-    )
+    ))
     for line in lines:
         uncover_line(line, by=by, reason="first session moved to the visit's own line")
         line.removed_at = now()
         line.removal_reason = "first session moved to the visit's own line"
         line.save(update_fields=["removed_at", "removal_reason"])
+    return len(lines)
 
 
 def uncover_line(line: InvoiceLine, *, by: Staff | None, reason: str) -> None:

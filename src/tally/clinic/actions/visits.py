@@ -22,7 +22,7 @@ from ..models.billing import LineKind
 from ..models.ledger import EntryKind
 from ..models.scheduling import AppointmentStatus, Tombstone, TombstoneKind
 from ..models.staff import Role
-from .billing import check_line_target, load_invoice, remove_line
+from .billing import check_line_target, invoice_as_created, load_invoice, remove_line
 from .common import (
     ANY_STAFF,
     DESK,
@@ -129,6 +129,7 @@ def do_check_in(
     appointment.checked_in_at = now()
     appointment.save(update_fields=["status", "no_charges", "checked_in_at"])
     line = None
+    created = False
     if not no_charges:
         service = service or appointment.service
         if invoice is not None:
@@ -138,15 +139,20 @@ def do_check_in(
             if invoice.voided_at is not None:
                 raise Conflict(f"Invoice {invoice.number} is void.")
         check_line_target(appointment.patient, service, appointment)
-        lock_patient_packages(appointment.patient_id)
+        packages = lock_patient_packages(appointment.patient_id)
+        created = invoice is None
         if invoice is None:
             invoice = Invoice.objects.create(
                 patient_id=appointment.patient_id, issued_at=appointment.starts_at, created_by=acting_user
             )
-        line = charge_service(invoice, service, by=acting_user, appointment=appointment)
+        line = charge_service(invoice, service, by=acting_user, appointment=appointment, locked_packages=packages)
     record("appointment.check_in", actor=acting_user, obj=appointment, patient_id=appointment.patient_id,
            before=before, after=snapshot(appointment) | {"line_id": line.pk if line else None})
-    return appointment, (load_invoice(invoice.pk) if invoice is not None else None), line
+    if invoice is None:
+        return appointment, None, line
+    if created:  # its one line is `line` and nothing is paid on it yet: no need to read it back
+        return appointment, invoice_as_created(invoice, [line] if line else []), line
+    return appointment, load_invoice(invoice.pk), line
 
 
 @clinic_action
