@@ -206,3 +206,31 @@ def test_the_day_schedule_takes_a_fixed_number_of_queries(desk_api, desk, patien
     with django_assert_max_num_queries(4 + AUDIT_APPEND_QUERIES):
         items = desk_api.get("/appointments", date="2026-03-04").json()["items"]
     assert len(items) == 8
+
+
+def test_a_covered_check_in_takes_a_fixed_number_of_statements_and_chains_its_audit_event_last(
+        desk_api, visit, paid_pack, monkeypatch):
+    """What one check-in costs (bench/checkin_cost.py profiles it; docs/reliability.md "Load"):
+    the token, the idempotency record looked up and written, the clinic settings once, the
+    appointment locked and updated, the packages locked with their services once, the invoice,
+    the first-session check, the line written covered, the ledger entry with its count, and
+    the audit event. The audit chain's lock (PostgreSQL) and its last hash come last, just
+    before the commit, so the one lock every write shares is held for the commit only."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    monkeypatch.setattr("tally.api.idempotency.PURGE_CHANCE", 0)  # the occasional purge of old keys
+    with CaptureQueriesContext(connection) as queries:
+        response = desk_api.post(f"/appointments/{visit.pk}/check-in", {}, key="one check-in")
+    assert response.status_code == 200 and response.json()["line"]["covered_by"] == paid_pack.pk
+    statements = [q["sql"] for q in queries]
+    postgresql = connection.vendor == "postgresql"
+    # + SET LOCAL lock_timeout and pg_advisory_xact_lock on PostgreSQL
+    assert len(statements) == (22 if postgresql else 20), "\n".join(statements)
+    writes = [i for i, sql in enumerate(statements) if sql.startswith(("INSERT", "UPDATE"))]
+    audit = [i for i, sql in enumerate(statements) if 'INTO "clinic_auditevent"' in sql]
+    assert audit == [writes[-1]]
+    chain = [i for i, sql in enumerate(statements) if "pg_advisory_xact_lock" in sql or
+             sql.startswith('SELECT "clinic_auditevent"."hash"')]
+    assert chain == ([audit[0] - 2, audit[0] - 1] if postgresql else [audit[0] - 1])
+    assert all(i > writes[-2] for i in chain)

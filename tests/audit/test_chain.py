@@ -16,7 +16,7 @@ from django.db import DatabaseError, IntegrityError, connection, transaction
 from tally import cli
 from tally.clinic import triggers
 from tally.clinic.actions import billing, catalog
-from tally.clinic.audit import GENESIS, Shown, canonical, record, record_reads, verify_chain
+from tally.clinic.audit import GENESIS, Shown, canonical, chained_at_end, record, record_reads, verify_chain
 from tally.clinic.models import AuditEvent
 
 from .conftest import api_client, staff_client
@@ -162,3 +162,31 @@ def test_the_command_line_spells_it_verify_audit(mixed, capsys, monkeypatch):
     cli.main(["verify-audit"])
     assert capsys.readouterr().out.startswith(f"{AuditEvent.objects.count()} events, chain intact")
     assert "verify-audit" in cli.TALLY_COMMANDS
+
+
+def test_events_recorded_in_an_action_are_chained_at_its_end_and_dropped_with_a_rolled_back_savepoint(owner):
+    """`chained_at_end`: the events wait for the end of the block (the chain's lock is taken
+    there, just before the commit), keep their order, and a savepoint that rolls back takes its
+    events with it, as it takes every other row it wrote."""
+    before = AuditEvent.objects.count()
+    with transaction.atomic(), chained_at_end():
+        first = record("kept.first", actor=owner)
+        assert first.pk is None and AuditEvent.objects.count() == before  # not written yet
+        with pytest.raises(RuntimeError), transaction.atomic():
+            record("rolled.back", actor=owner)
+            raise RuntimeError("the inner block fails")
+        record("kept.second", actor=owner)
+    assert first.pk is not None
+    assert list(AuditEvent.objects.order_by("id").values_list("action", flat=True)[before:]) == \
+        ["kept.first", "kept.second"]
+    assert verify_chain().intact
+
+
+def test_a_block_that_fails_appends_nothing(owner):
+    before = AuditEvent.objects.count()
+    with pytest.raises(RuntimeError), transaction.atomic(), chained_at_end():
+        record("never.written", actor=owner)
+        raise RuntimeError("the action fails")
+    assert AuditEvent.objects.count() == before
+    record("next.event", actor=owner)
+    assert verify_chain().intact

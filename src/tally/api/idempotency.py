@@ -25,8 +25,9 @@ from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from ninja import Status
 
-from tally.clinic.audit import current_ip
+from tally.clinic.audit import chained_at_end, current_ip
 from tally.clinic.errors import ClinicError, Invalid
+from tally.clinic.locking import set_lock_timeout
 from tally.clinic.models import ClinicSettings, IdempotencyRecord, Staff
 
 HEADER = "Idempotency-Key"
@@ -55,7 +56,8 @@ def clinic_write(view: Callable[..., Any]) -> Callable[..., Any]:
                 key = request.headers.get(HEADER)
                 if request.method == "POST" and key is not None and isinstance(getattr(request, "auth", None), Staff):
                     return run_once(request, clean_key(key), lambda: view(request, *args, **kwargs))
-                with transaction.atomic(durable=True):
+                with transaction.atomic(durable=True), chained_at_end():
+                    set_lock_timeout()
                     return view(request, *args, **kwargs)
         finally:
             current_ip.reset(ip_token)
@@ -85,7 +87,9 @@ def run_once(request: HttpRequest, key: str, run: Callable[[], Any]) -> Any:
     staff: Staff = request.auth  # type: ignore[attr-defined]
     fingerprint = body_fingerprint(request)
     try:
-        with transaction.atomic(durable=True):
+        # The audit events are chained last, after the idempotency record (audit.py).
+        with transaction.atomic(durable=True), chained_at_end():
+            set_lock_timeout()  # the actions inside are not the outermost block: they do not set it
             stored = find_record(staff, key)
             if stored is not None:
                 return replay(stored, request, fingerprint)

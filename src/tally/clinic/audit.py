@@ -7,6 +7,13 @@ PostgreSQL a transaction-scoped advisory lock, taken before the last hash is rea
 until commit; on SQLite writers are serialised already (BEGIN IMMEDIATE). Under that lock
 ids grow in chain order, so `id` order is the chain's order. `verify_chain` (and
 `tally verify-audit`) recomputes it and names the first event that does not match.
+
+The lock is one for the whole clinic, so it is taken as late as possible: inside
+`chained_at_end()` (the front ends' and the actions' outermost transactions), `record` only
+notes the event, and the block's last statements, just before its commit, chain and insert
+every event the transaction kept: lock, last hash, one INSERT, commit. The events are still
+written in the action's transaction, all or nothing with its other rows; they are noted
+through `transaction.on_commit`, so a savepoint that rolls back drops its events with it.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import hashlib
 import ipaddress
 import json
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,8 +118,58 @@ def _lock_chain() -> None:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CHAIN_LOCK_KEY])
 
 
+class _Unchained:
+    """Events a transaction recorded, waiting for its end to be chained (`chained_at_end`).
+    Kept as an on_commit callback only so that Django forgets them when their savepoint or
+    transaction rolls back; by the time it is called (after the commit) they are written."""
+
+    def __init__(self, events: list[AuditEvent]):
+        self.events = events
+
+    def __call__(self) -> None:
+        pass
+
+
+_CHAINING_AT_END = "tally_audit_chaining_at_end"
+
+
+@contextmanager
+def chained_at_end() -> Iterator[None]:
+    """Within this block, which must run inside the transaction's outermost atomic block and
+    end just before it commits, events are chained and inserted at the end of the block rather
+    than when recorded, so the chain's lock is held from there to the commit only. Nested
+    uses join the outermost one. If the block raises, nothing is appended (and the
+    transaction rolls back)."""
+    if getattr(connection, _CHAINING_AT_END, False):
+        yield
+        return
+    if not connection.in_atomic_block:
+        raise RuntimeError("chained_at_end() must run inside a transaction")
+    setattr(connection, _CHAINING_AT_END, True)
+    try:
+        yield
+        kept = [callback for _, callback, *_ in connection.run_on_commit if isinstance(callback, _Unchained)]
+        events = [event for batch in kept for event in batch.events]
+        for batch in kept:
+            batch.events = []
+        _chain_and_insert(events)
+    finally:
+        setattr(connection, _CHAINING_AT_END, False)
+
+
 def append(events: list[AuditEvent]) -> list[AuditEvent]:
-    """Chain and insert `events` (one INSERT), in the caller's transaction or in one of their own."""
+    """Chain and insert `events` (one INSERT), in the caller's transaction or in one of their
+    own; inside `chained_at_end()`, at the end of that block (the events get their id and hash
+    then)."""
+    if not events:
+        return events
+    if getattr(connection, _CHAINING_AT_END, False) and connection.in_atomic_block:
+        transaction.on_commit(_Unchained(events))
+        return events
+    return _chain_and_insert(events)
+
+
+def _chain_and_insert(events: list[AuditEvent]) -> list[AuditEvent]:
     if not events:
         return events
     # savepoint=False: inside an action this is its transaction (no extra queries); alone (a

@@ -9,6 +9,7 @@ from typing import ParamSpec, TypeVar
 from django.db import connection, transaction
 from django.utils import timezone
 
+from ..audit import chained_at_end
 from ..errors import Forbidden, Invalid
 from ..locking import set_lock_timeout
 from ..models import ClinicSettings, Staff
@@ -27,7 +28,8 @@ def clinic_action(func: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         outermost = not connection.in_atomic_block
-        with transaction.atomic():
+        # The audit events are chained at the end of the outermost block (audit.py).
+        with transaction.atomic(), chained_at_end():
             if outermost:
                 set_lock_timeout()
             return func(*args, **kwargs)
