@@ -11,6 +11,7 @@ TALLY_SESSION_MAX_HOURS      sign out this long after signing in, active or not 
 TALLY_SIGNIN_FAILURE_LIMIT   failed sign-ins per user name and address before a pause (default 5)
 TALLY_SIGNIN_COOLOFF_MINUTES how long that pause lasts (default 15)
 TALLY_OWNER_2FA_REQUIRED     owners must use two-factor sign-in (default on)
+TALLY_CONN_MAX_AGE           seconds a database connection is kept (PostgreSQL 300, SQLite 0)
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ TEMPLATES = [
 
 
 def database_from_url(url: str) -> dict:
-    config = dj_database_url.parse(url, conn_max_age=0)
+    config = dj_database_url.parse(url)
     if config["ENGINE"] == "django.db.backends.sqlite3":
         # Writers queue instead of failing (IMMEDIATE + busy timeout); WAL lets
         # readers run beside the writer; FULL makes a commit survive power loss.
@@ -131,7 +132,14 @@ def database_from_url(url: str) -> dict:
             # One per process, so that parallel test runs never share or drop each other's.
             default_test_name = f"{config['NAME']}-test-{os.getpid()}" if config["NAME"] != ":memory:" else None
             config["TEST"] = {"NAME": os.environ.get("TALLY_TEST_SQLITE_NAME") or default_test_name}
+        # A new connection per request: opening a file is cheap, and a connection kept open
+        # would go on using a database file that was moved or replaced (a restored backup)
+        # through its old file descriptor. (TALLY_CONN_MAX_AGE overrides, for measuring.)
+        config["CONN_MAX_AGE"] = int(os.environ.get("TALLY_CONN_MAX_AGE", "0"))
     elif config["ENGINE"] == "django.db.backends.postgresql":
+        # Persistent connections (a new one is a server process forked and authenticated),
+        # each checked before a request reuses it, so a dropped one is replaced, not a 500.
+        config["CONN_MAX_AGE"] = int(os.environ.get("TALLY_CONN_MAX_AGE", "300"))
         config["CONN_HEALTH_CHECKS"] = True
         if TESTING:
             config["TEST"] = {"NAME": f"test_{config['NAME']}_{os.getpid()}"}

@@ -8,9 +8,10 @@ page from `DatabaseUnavailableMiddleware`, and `server_error` (handler500) catch
 failures raised in other middleware (a session saved on the way out).
 
 The broken connection is closed at once, so the next request opens a fresh one and service
-resumes on its own when the database returns (CONN_MAX_AGE is 0 anyway, and PostgreSQL
-has CONN_HEALTH_CHECKS). Nothing partial is written: every action runs in one transaction,
-which the failure rolls back (or the server discards with the dropped connection).
+resumes on its own when the database returns (SQLite opens a connection per request;
+PostgreSQL keeps connections, and CONN_HEALTH_CHECKS checks each before a request reuses
+it). Nothing partial is written: every action runs in one transaction, which the failure
+rolls back (or the server discards with the dropped connection).
 """
 
 from __future__ import annotations
