@@ -7,6 +7,8 @@ import pytest
 
 from tally.clinic.actions import billing, sales, visits
 from tally.clinic.audit import AUDIT_APPEND_QUERIES
+from tally.clinic.consistency import verify_database
+from tally.clinic.models import Invoice
 
 from .conftest import assert_error
 
@@ -42,6 +44,14 @@ def test_a_manual_invoice_line_uses_a_session(desk_api, desk, patient, ten_pack,
 def test_it_refuses_a_bad_manual_invoice(desk_api, patient, acu60, change, field):
     body = {"patient_id": patient.pk, "lines": [{"service_id": acu60.pk}]} | change
     assert_error(desk_api.post("/invoices", body), 422, "validation_error", field)
+
+
+def test_it_refuses_a_manual_invoice_without_lines(desk_api, patient):
+    """Found by the Schemathesis run: `"lines": []` wrote an invoice with no line at all,
+    which `tally verify` reports as half-written."""
+    assert_error(desk_api.post("/invoices", {"patient_id": patient.pk, "lines": []}), 422, "validation_error", "lines")
+    assert not Invoice.objects.exists()
+    assert verify_database() == []
 
 
 def test_it_refuses_invoicing_by_a_practitioner(practitioner_api, patient, acu60):

@@ -20,6 +20,7 @@ from tally.unavailable import unavailable_api_response
 
 from .auth import BearerToken
 from .idempotency import HEADER
+from .links import add_links
 
 CODE_FOR_STATUS = {status: code for code, status in reversed(HTTP_STATUS.items())}
 PARAM_SOURCES = {"body", "query", "path", "header", "cookie", "form", "file"}
@@ -35,9 +36,13 @@ def error_response(status: int, code: str, message: str, fields: dict[str, str] 
 
 
 class TallyAPI(NinjaAPI):
-    def get_openapi_schema(self, *args: Any, **kwargs: Any) -> Any:
-        """Document the Idempotency-Key header that every POST accepts."""
-        schema = super().get_openapi_schema(*args, **kwargs)
+    def get_openapi_schema(self, *, path_prefix: str | None = None, path_params: dict[str, Any] | None = None) -> Any:
+        """Document the Idempotency-Key header that every POST accepts, and the links between
+        operations (which answer's id feeds which operation: links.py)."""
+        if path_prefix is None:
+            path_prefix = self.get_root_path(path_params or {})
+        schema = super().get_openapi_schema(path_prefix=path_prefix, path_params=path_params)
+        add_links(schema, path_prefix.rstrip("/"))
         for operations in schema.get("paths", {}).values():
             post = operations.get("post")
             if post is not None and post.get("security"):
