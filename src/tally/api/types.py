@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field, PlainValidator, WithJsonSchema
 
-from tally.clinic.rules import end_of_day
+from tally.clinic.rules import YEARS, end_of_day
 
 CENT = Decimal("0.01")
 MONEY_LIMIT = Decimal("100000000")
@@ -23,7 +23,6 @@ MAX_ID = 2**63 - 1
 INT32 = 2**31 - 1
 MONEY_PATTERN = r"^-?\d{1,8}(\.\d{1,2})?$"
 _BARE_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-YEARS = range(1900, 2201)
 
 
 def parse_money(value: Any) -> Decimal:

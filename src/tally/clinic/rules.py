@@ -29,6 +29,9 @@ REASON_CODES = (
 )
 
 _FAR_FUTURE = dt.date.max
+# The years a clinic date may fall in (every front end refuses others): wide enough for any
+# visit or birth date, narrow enough that a day either side, in any time zone, is still a date.
+YEARS = range(1900, 2201)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from typing import Any
 
 from django import forms
 from django.utils import timezone
@@ -12,6 +13,7 @@ from tally.clinic.models import Appointment, Package, Service, Staff
 from tally.clinic.models.patients import Patient, parse_patient_number
 from tally.clinic.models.scheduling import AppointmentStatus
 from tally.clinic.models.staff import Role
+from tally.clinic.rules import YEARS
 
 PAYMENT_METHODS = [("card", "Card"), ("cash", "Cash"), ("bank transfer", "Bank transfer"), ("other", "Other")]
 
@@ -34,6 +36,32 @@ class ServiceChoiceField(forms.ModelChoiceField):
         return f"{obj.name} ({obj.duration_minutes} min, {obj.price})"
 
 
+class ClinicDateField(forms.DateField):
+    """A date in the years a clinic deals with (rules.YEARS): 9999-12-31 is a valid date, but
+    the day after it, or its midnight in UTC, is not one."""
+
+    widget = forms.DateInput(attrs={"type": "date"})
+
+    def to_python(self, value: object) -> dt.date | None:
+        day = super().to_python(value)
+        if day is not None and day.year not in YEARS:
+            raise forms.ValidationError(f"Enter a date between {YEARS[0]} and {YEARS[-1]}.", code="invalid")
+        return day
+
+
+class IdsChoiceField(forms.ModelMultipleChoiceField):
+    """Refuses an id no row can have before asking the database (SQLite cannot even compare a
+    number that does not fit in 64 bits)."""
+
+    def _check_values(self, value: Any) -> Any:
+        for pk in value:
+            text = str(pk).strip()
+            if not text.isdecimal() or not 0 < int(text) < 2**63:
+                raise forms.ValidationError(self.error_messages["invalid_choice"], code="invalid_choice",
+                                            params={"value": pk})
+        return super()._check_values(value)
+
+
 def combine(day: dt.date, time: dt.time, tz: dt.tzinfo) -> dt.datetime:
     return dt.datetime.combine(day, time, tzinfo=tz)
 
@@ -54,7 +82,7 @@ class BookForm(forms.Form):
     patient = PatientNumberField(label="Patient number", help_text="e.g. P-000123")
     service = ServiceChoiceField(queryset=Service.objects.none())
     practitioner = StaffChoiceField(queryset=Staff.objects.none(), required=False, empty_label="— unassigned —")
-    day = forms.DateField(label="Date", widget=forms.DateInput(attrs={"type": "date"}))
+    day = ClinicDateField(label="Date")
     time = forms.TimeField(label="Start time", widget=forms.TimeInput(attrs={"type": "time"}))
     duration_minutes = forms.IntegerField(label="Length (minutes)", required=False, min_value=1, max_value=1440,
                                           help_text="Leave empty for the service's usual length.")
@@ -67,7 +95,7 @@ class BookForm(forms.Form):
 
 class RescheduleForm(forms.Form):
     practitioner = StaffChoiceField(queryset=Staff.objects.none(), required=False, empty_label="— unassigned —")
-    day = forms.DateField(label="Date", widget=forms.DateInput(attrs={"type": "date"}))
+    day = ClinicDateField(label="Date")
     time = forms.TimeField(label="Start time", widget=forms.TimeInput(attrs={"type": "time"}))
     duration_minutes = forms.IntegerField(label="Length (minutes)", min_value=1, max_value=1440)
 
@@ -127,7 +155,7 @@ class ReasonForm(forms.Form):
 class PatientForm(forms.Form):
     first_name = forms.CharField(max_length=100)
     last_name = forms.CharField(max_length=100)
-    date_of_birth = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    date_of_birth = ClinicDateField(required=False)
     email = forms.EmailField(required=False)
     phone = forms.CharField(required=False, max_length=40)
 
@@ -149,8 +177,8 @@ class ChartFilterForm(forms.Form):
     service = forms.ModelChoiceField(queryset=Service.objects.all(), required=False, empty_label="Any service")
     practitioner = StaffChoiceField(queryset=Staff.objects.none(), required=False, empty_label="Any practitioner")
     range = forms.ChoiceField(choices=RANGE_PRESETS, required=False, label="Date range")
-    start = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
-    end = forms.DateField(required=False, label="To", widget=forms.DateInput(attrs={"type": "date"}))
+    start = ClinicDateField(required=False, label="From")
+    end = ClinicDateField(required=False, label="To")
 
     FILTER_FIELDS = ("status", "service", "practitioner", "range", "start", "end")
 
@@ -249,7 +277,7 @@ class PackageTemplateForm(forms.Form):
     name = forms.CharField(max_length=200)
     price = forms.DecimalField(min_value=Decimal("0"), max_digits=10, decimal_places=2)
     sessions = forms.IntegerField(min_value=1, max_value=1000)
-    services = forms.ModelMultipleChoiceField(queryset=Service.objects.none(), label="Eligible services",
+    services = IdsChoiceField(queryset=Service.objects.none(), label="Eligible services",
                                               widget=forms.CheckboxSelectMultiple)
     valid_days = forms.IntegerField(label="Valid for (days after activation)", required=False, min_value=1,
                                     max_value=3660, help_text="Leave empty for no expiry.")

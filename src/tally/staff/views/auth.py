@@ -58,13 +58,13 @@ class SignOutView(auth_views.LogoutView):
     next_page = reverse_lazy("staff:login")  # type: ignore[assignment]  # a lazy str is what Django expects
 
 
-def safe_next(request: HttpRequest) -> str:
-    """The `next` parameter when it points into this site, else Today."""
+def safe_next(request: HttpRequest, fallback: str | None = None) -> str:
+    """The `next` parameter when it points into this site, else `fallback` (Today by default)."""
     target = request.POST.get("next") or request.GET.get("next") or ""
     if target and url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
                                                   require_https=request.is_secure()):
         return target
-    return reverse("staff:today")
+    return fallback or reverse("staff:today")
 
 
 def verified_now(request: HttpRequest, device: Any) -> None:

@@ -26,9 +26,11 @@ from tally.clinic.errors import ClinicError
 from tally.clinic.models import Appointment, InvoiceLine, Patient
 from tally.clinic.models.billing import LineKind
 from tally.clinic.queries import schedule_for_day, visible_appointment
+from tally.clinic.rules import YEARS
 
 from ..coverage_text import preview_check_in
 from ..forms import BookForm, CheckInForm, ReasonForm, RescheduleForm, combine
+from .auth import safe_next
 from .common import (
     ANY_STAFF,
     DESK,
@@ -51,10 +53,12 @@ def day_url(day: dt.date) -> str:
 
 
 def parse_day(request: StaffRequest) -> dt.date:
+    """?day=, or today when it is missing, not a date, or outside the years a clinic deals with."""
     try:
-        return dt.date.fromisoformat(request.GET.get("day", ""))
+        day = dt.date.fromisoformat(request.GET.get("day", ""))
     except ValueError:
         return clinic_today(request)
+    return day if day.year in YEARS else clinic_today(request)
 
 
 @staff_view(*ANY_STAFF)
@@ -189,7 +193,7 @@ def simple_visit_action(request: StaffRequest, appointment: Appointment, *, acti
                 show_error(form, exc)
             else:
                 messages.success(request, done)
-                return redirect(request.POST.get("next") or back)
+                return redirect(safe_next(request, back))  # never off the site (an open redirect)
         return render_form(request, form, title=title, submit=submit, back=back, status=422, intro=intro,
                            danger=danger, appointment=appointment)
     return render_form(request, ReasonForm(reason_required=reason_required), title=title, submit=submit,
