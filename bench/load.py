@@ -360,9 +360,10 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def server(env: dict[str, str], workdir: Path, workers: int | None):
+def server(env: dict[str, str], workdir: Path, workers: int | None, threads: int | None = None):
     port = free_port()
-    args = [TALLY, "serve", "--port", str(port)] + (["--workers", str(workers)] if workers else [])
+    args = [TALLY, "serve", "--port", str(port)] + (["--workers", str(workers)] if workers else []) + \
+        (["--threads", str(threads)] if threads else [])
     log = open(workdir / "server.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=workdir,
                             start_new_session=True)
@@ -400,6 +401,7 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=16, help="client threads in the closed loops (default 16)")
     parser.add_argument("--rate", type=float, default=100, help="check-ins per second in the open loop (0: skip)")
     parser.add_argument("--workers", type=int, default=None, help="gunicorn workers (default: tally serve's)")
+    parser.add_argument("--threads", type=int, default=None, help="threads per worker (default: tally serve's)")
     parser.add_argument("--patients", type=int, default=200)
     parser.add_argument("--visits", type=int, default=60, help="booked visits per patient")
     parser.add_argument("--phases", default="baseline,check-ins,mix,rate")
@@ -425,7 +427,7 @@ def main() -> int:
             seed = seed_clinic(args.patients, args.visits, random.Random(args.seed))
             print(f"seeded {args.patients} patients, {args.patients * args.visits} booked visits "
                   f"in {time.monotonic() - t0:.1f} s")
-            with server(env, workdir, args.workers) as (port, _pid):
+            with server(env, workdir, args.workers, args.threads) as (port, _pid):
                 summaries = []
                 if "baseline" in phases:
                     summaries.append(closed_loop("baseline GET /me", port, seed, args.clients, args.duration,

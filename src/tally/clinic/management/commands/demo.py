@@ -59,7 +59,8 @@ class Command(BaseCommand):
         out.write("")
         if options["no_serve"]:
             return
-        serve(host=options["host"], port=options["port"], workers=options["workers"], stdout=out)
+        serve(host=options["host"], port=options["port"], workers=options["workers"], threads=options["threads"],
+              stdout=out)
 
     def write_scenarios(self) -> None:
         names = {(p.first_name, p.last_name): p.patient_number
