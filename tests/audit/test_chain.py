@@ -16,7 +16,15 @@ from django.db import DatabaseError, IntegrityError, connection, transaction
 from tally import cli
 from tally.clinic import triggers
 from tally.clinic.actions import billing, catalog
-from tally.clinic.audit import GENESIS, Shown, canonical, chained_at_end, record, record_reads, verify_chain
+from tally.clinic.audit import (
+    GENESIS,
+    Shown,
+    canonical,
+    chained_at_end,
+    record,
+    record_reads,
+    verify_chain,
+)
 from tally.clinic.models import AuditEvent
 
 from .conftest import api_client, staff_client
