@@ -56,3 +56,23 @@ def test_audit_lists_packages_with_findings_as_text_json_and_csv(troubled, patie
     assert data["scanned"] == 1 and data["items"][0]["codes"] == ["NO_CHARGES"]
     rows = list(csv.reader(io.StringIO(run("audit", "--csv", "--min-severity", "error"))))
     assert rows == [["patient_package_id", "patient_number", "package", "worst_severity", "findings", "codes"]]
+
+
+def test_command_line_reads_leave_audit_events(troubled, patient):
+    """tally investigate and tally audit show patient data: each leaves events like the API's,
+    naming the command and the operating-system user, since no staff member signs in."""
+    from tally.clinic.audit import verify_chain
+    from tally.clinic.models import AuditEvent
+
+    before = AuditEvent.objects.count()
+    run("investigate", patient.patient_number, "--json")
+    event = AuditEvent.objects.order_by("-id").first()
+    assert (event.action, event.patient_id, event.actor_id) == ("patient.investigate", patient.pk, None)
+    assert event.after["via"] == "command line" and event.after["command"] == "tally investigate"
+    assert event.after["os_user"] and event.after["json"] is True
+    run("audit", "--min-severity", "info")
+    events = list(AuditEvent.objects.filter(id__gt=event.id))
+    assert [e.action for e in events] == ["patient_package.clinic_audit"]
+    assert (events[0].patient_id, int(events[0].object_id)) == (patient.pk, troubled.pk)
+    assert AuditEvent.objects.count() == before + 2
+    assert verify_chain().intact

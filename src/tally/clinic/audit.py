@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import contextvars
 import datetime as dt
+import getpass
 import hashlib
 import ipaddress
 import json
+import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -244,6 +246,16 @@ def record_reads(actor: Staff, action: str, shown: Iterable[Shown], *, ip: str |
         for row in rows
     ]
     return append(events)
+
+
+def command_line_details(command: str, **options: Any) -> dict[str, Any]:
+    """What an event of a command-line read says about who ran it: no staff member signs in
+    to `tally`, so the operating-system user and the command stand in for one."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container)
+        user = str(os.getuid())
+    return {"via": "command line", "command": command, "os_user": user, **options}
 
 
 def record_read(actor: Staff, action: str, patient_id: int | None, object_type: str, object_id: str | int = "",

@@ -8,6 +8,7 @@ import sys
 
 from django.core.management.base import BaseCommand
 
+from tally.clinic.audit import Shown, command_line_details, record_reads
 from tally.clinic.investigator.service import clinic_audit
 
 
@@ -25,6 +26,10 @@ class Command(BaseCommand):
         scanned, rows = clinic_audit(min_severity=options["min_severity"], progress=progress)
         if progress:
             sys.stderr.write("\n")
+        # Every package listed names its patient: one audit event per package, as the API does.
+        record_reads(None, "patient_package.clinic_audit", [Shown(r.patient_id, "patientpackage", r.patient_package_id) for r in rows],
+                     nothing=Shown(None, "patientpackage", ""),
+                     details=command_line_details("tally audit", min_severity=options["min_severity"]))
         if options["json"]:
             self.stdout.write(json.dumps({"scanned": scanned, "items": [r.__dict__ for r in rows]}, indent=2))
             return

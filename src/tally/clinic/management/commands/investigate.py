@@ -6,6 +6,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
+from tally.clinic.audit import Shown, command_line_details, record_reads
 from tally.clinic.investigator.export import patient_export, reason_label
 from tally.clinic.investigator.service import investigate_patient
 from tally.clinic.models import ClinicSettings, Patient
@@ -29,6 +30,11 @@ class Command(BaseCommand):
             raise CommandError(f"No patient {options['patient_number']!r}; patient numbers look like P-000123.")
         tz = ClinicSettings.load().tz
         packages, orphans = investigate_patient(patient.pk)
+        # A read of patient data like any other: no staff member signs in here, so the event
+        # names the command and the operating-system user who ran it.
+        record_reads(None, "patient.investigate", [Shown(patient.pk, "patient", patient.pk)],
+                     details=command_line_details("tally investigate", json=options["json"],
+                                                  anonymous=options["anonymous"]))
         if options["json"]:
             data = patient_export(patient, packages, orphans, tz, anonymous=options["anonymous"])
             self.stdout.write(json.dumps(data, indent=2))
