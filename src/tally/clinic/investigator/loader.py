@@ -258,12 +258,10 @@ def load_histories(patient_ids: Iterable[int], *, now: dt.datetime | None = None
     packages: dict[int, list[PackageFact]] = defaultdict(list)
     for (pp_id, pid, package_id, name, price, total, used, sale_invoice_id, sold_at, use_first, first_visit,
          activated_at, expires_at, cancelled_at, valid_days) in read["packages"]:
-        packages[pid].append(PackageFact(
-            id=pp_id, package_id=package_id, name=name, price=money(price), sessions_total=total,
-            sessions_used=used, eligible_service_ids=frozenset(eligible.get(pp_id, ())),
-            sale_invoice_id=sale_invoice_id, sold_at=aware(sold_at), use_first_session=bool(use_first),
-            first_session_appointment_id=first_visit, activated_at=aware(activated_at),
-            expires_at=aware(expires_at), cancelled_at=aware(cancelled_at), valid_days=valid_days,
+        packages[pid].append(PackageFact(  # in the order of its fields
+            pp_id, package_id, name, money(price), total, used, frozenset(eligible.get(pp_id, ())), sale_invoice_id,
+            aware(sold_at), bool(use_first), first_visit, aware(activated_at), aware(expires_at),
+            aware(cancelled_at), valid_days,
         ))
 
     entries: dict[int, list[EntryFact]] = defaultdict(list)
