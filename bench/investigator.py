@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
@@ -33,6 +34,8 @@ from django.test.utils import CaptureQueriesContext  # noqa: E402
 from tally.clinic.investigator.loader import QUERIES  # noqa: E402
 from tally.clinic.investigator.service import AuditRow, clinic_audit, investigate_patient  # noqa: E402
 from tally.clinic.models import Appointment, PatientPackage, Service  # noqa: E402
+
+gc.freeze()  # as each `tally serve` worker does once the app is loaded (tally/server.py)
 
 
 def time_one_patient(patient_id: int, runs: int) -> dict:
