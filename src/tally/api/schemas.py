@@ -228,7 +228,7 @@ class LineIn(StrictInput):
 class InvoiceIn(StrictInput):
     patient_id: Id
     issued_at: Moment | None = None
-    lines: Annotated[list[LineIn], Field(max_length=200)]
+    lines: Annotated[list[LineIn], Field(min_length=1, max_length=200)]
 
 
 class PaymentIn(StrictInput):

@@ -182,8 +182,11 @@ def snapshot(using: str = "default") -> Iterator[None]:
     try:
         yield
     finally:
-        with connection.cursor() as cursor:
-            cursor.execute("COMMIT")
+        # Nothing was written, so COMMIT only ends the read; if SQLite already ended the
+        # transaction itself (a failed read can), leave the original error alone.
+        if connection.connection is not None and connection.connection.in_transaction:
+            with connection.cursor() as cursor:
+                cursor.execute("COMMIT")
 
 
 def rows(name: str, ids: list[int]) -> list[tuple]:
