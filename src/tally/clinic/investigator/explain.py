@@ -130,8 +130,7 @@ class Walk:
         self._visit_reasons: dict[int, tuple[frozenset[int], str | None, LineFact | None]] = {}
         self.timeline: list[dict] | None = None  # the records every package's timeline shares
         # Indexes, so that each package's checks read only its own rows (not packages × lines).
-        self.considered: dict[int, dict[int, str | None]] = {}
-        self._decoded: dict[str | bytes, dict[int, str | None]] = {}
+        self._considered: dict[str | None, dict[int, str | None]] = {}  # by the decision's text
         self.lines_for_package: dict[int, list[LineFact]] = defaultdict(list)
         self.lines_covered_by: dict[int, list[LineFact]] = defaultdict(list)
         by_service: dict[int, list[LineFact]] = defaultdict(list)
@@ -170,17 +169,11 @@ class Walk:
     def considered_by(self, line: LineFact) -> dict[int, str | None]:
         """The packages rule 6 considered for a line, and why each did not cover it (None
         for the one that did). Decoded on first use: most lines never need it."""
-        considered = self.considered.get(line.id)
+        # Most lines share a few texts ("[]": no package held): decode each text once.
+        considered = self._considered.get(line.considered_json)
         if considered is None:
-            raw = line.considered_json
-            # Most lines share a few texts ("[]": no package held): decode each text once.
-            key = raw if isinstance(raw, str | bytes) else None
-            considered = self._decoded.get(key) if key is not None else None
-            if considered is None:
-                considered = {c["patient_package_id"]: c["reason"] for c in line.considered}
-                if key is not None:
-                    self._decoded[key] = considered
-            self.considered[line.id] = considered
+            considered = self._considered[line.considered_json] = {
+                c["patient_package_id"]: c["reason"] for c in line.considered}
         return considered
 
     def is_live(self, line: LineFact) -> bool:

@@ -34,15 +34,14 @@ class LineFact:
     session_number: int | None
     not_covered_reason: str | None
     # The coverage decision's "considered" list (rules.Decision.as_record), as the database
-    # gives it: JSON text, decoded only when asked for.
-    considered_json: str | list | None
+    # gives it: JSON text (None for a line without a decision), decoded only when asked for.
+    considered_json: str | None
     created_at: dt.datetime
     removed_at: dt.datetime | None
 
     @property
     def considered(self) -> list[dict]:
-        raw = self.considered_json
-        return (json.loads(raw) if isinstance(raw, str | bytes) else raw) or []
+        return json.loads(self.considered_json) if self.considered_json else []
 
 
 @dataclass(frozen=True)

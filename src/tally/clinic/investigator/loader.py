@@ -246,9 +246,8 @@ def load_histories(patient_ids: Iterable[int], *, now: dt.datetime | None = None
         payments[invoice_id].append(PaymentFact(pay_id, invoice_id, money(amount), method, aware(received_at), reason))
 
     invoices: dict[int, list[InvoiceFact]] = defaultdict(list)
-    no_lines: tuple[LineFact, ...] = ()
     for inv_id, pid, issued_at, voided_at in read["invoices"]:
-        inv_lines = tuple(lines.get(inv_id, no_lines))
+        inv_lines = tuple(lines.get(inv_id, ()))
         inv_payments = tuple(payments.get(inv_id, ()))
         invoices[pid].append(InvoiceFact(
             inv_id, f"INV-{inv_id:06d}", aware(issued_at), aware(voided_at), inv_lines, inv_payments,
