@@ -19,7 +19,7 @@ import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 
-from django.db import connections, models, transaction
+from django.db import connections, models
 from django.db.models import QuerySet, TextField
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast
@@ -130,6 +130,10 @@ QUERIES: dict[str, Callable[[list[int]], QuerySet]] = {
         "id", "patient_id", "kind", "appointment_id", "invoice_line_id", "content", "removed_at", "reason"),
     "patients": lambda ids: Patient.objects.filter(pk__in=ids).values_list("pk"),
 }
+# What read_all() reads: the history's queries, and the catalog's services (their names and
+# durations, for the messages), in the same snapshot.
+SERVICES = "services"
+READS = (*QUERIES, SERVICES)
 
 _compiled: dict[tuple[str, str, int], tuple[str, list, list[int]]] = {}
 _PROBE = -(10**15)  # ids no row has: where they land in the parameters, the real ids go
@@ -138,6 +142,12 @@ _PROBE = -(10**15)  # ids no row has: where they land in the parameters, the rea
 def sql_for(name: str, ids: list[int], using: str = "default") -> tuple[str, list]:
     """The SQL of query `name` for these (distinct, sorted) ids, compiled once per database
     and number of ids: compiling costs more than running it for one patient."""
+    if name == SERVICES:  # the same for every patient
+        key = (name, connections[using].vendor, 0)
+        if key not in _compiled:
+            sql, params = Service.objects.order_by().values_list("id", "name", "duration_minutes").query.sql_with_params()
+            _compiled[key] = (sql, list(params), [])
+        return _compiled[key][0], list(_compiled[key][1])
     key = (name, connections[using].vendor, len(ids))
     compiled = _compiled.get(key)
     if compiled is None:
@@ -160,33 +170,99 @@ def snapshot(using: str = "default") -> Iterator[None]:
     """One consistent view of the database for all of a history's queries. Read one by one,
     a check-in committed between the packages query and the ledger query would show a
     count that disagrees with its ledger: a false LEDGER_MISMATCH. Inside a transaction
-    already (a fix's answer), the caller's view is used as it is."""
+    already (a fix's answer), the caller's view is used as it is.
+
+    PostgreSQL reads in one REPEATABLE READ, READ ONLY transaction; SQLite in a deferred
+    transaction, which is a WAL snapshot and takes no write lock (Django's atomic() would
+    begin IMMEDIATE and hold writers back for the whole read). Both are begun and ended by
+    hand, outside Django's atomic(): on PostgreSQL `read_all` sends them in its pipeline."""
     connection = connections[using]
     if connection.in_atomic_block:
         yield
         return
-    if connection.vendor == "postgresql":
-        with transaction.atomic(using=using):
-            with connection.cursor() as cursor:
-                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                # A patient's rows are a few index probes each; with the default cost of a
-                # random page (4, for spinning disks) the planner scanned every payment of
-                # the clinic instead: 67 ms against 4 for a 1,000-visit patient (bench/README).
-                cursor.execute("SET LOCAL random_page_cost = 1.1")
-            yield
-        return
-    # SQLite: a deferred transaction reads one snapshot (WAL) and takes no write lock, where
-    # Django's atomic() would begin IMMEDIATE and hold writers back for the whole read.
     with connection.cursor() as cursor:
-        cursor.execute("BEGIN DEFERRED")
+        cursor.execute(BEGIN[connection.vendor])
+        if connection.vendor == "postgresql":
+            cursor.execute(PLANNER)
     try:
         yield
-    finally:
-        # Nothing was written, so COMMIT only ends the read; if SQLite already ended the
-        # transaction itself (a failed read can), leave the original error alone.
-        if connection.connection is not None and connection.connection.in_transaction:
-            with connection.cursor() as cursor:
-                cursor.execute("COMMIT")
+    except BaseException:
+        _end_read(connection, "ROLLBACK")
+        raise
+    _end_read(connection, "COMMIT")
+
+
+BEGIN = {
+    "postgresql": "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+    "sqlite": "BEGIN DEFERRED",
+}
+# A patient's rows are a few index probes each; with the default cost of a random page (4,
+# for spinning disks) the planner scanned every payment of the clinic instead: 67 ms
+# against 4 for a 1,000-visit patient (bench/README.md). For the read's transaction only.
+PLANNER = "SET LOCAL random_page_cost = 1.1"
+
+
+def _end_read(connection, command: str) -> None:
+    """End a read begun by hand. Nothing was written, so COMMIT only ends it; if the database
+    already ended it (a failed read can), or the connection is gone, leave the original
+    error alone."""
+    raw = connection.connection
+    if raw is None:
+        return
+    if connection.vendor == "postgresql":
+        import psycopg
+
+        if raw.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+            return
+        if raw.info.transaction_status in (psycopg.pq.TransactionStatus.INERROR,
+                                           psycopg.pq.TransactionStatus.UNKNOWN):
+            command = "ROLLBACK"
+    elif not raw.in_transaction:
+        return
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(command)
+    except Exception:
+        if command == "COMMIT":
+            raise
+
+
+def read_all(ids: list[int]) -> dict[str, list[tuple]]:
+    """Every query of `QUERIES` (and the services) for these ids, in one snapshot.
+
+    On PostgreSQL the statements go out in one pipeline (psycopg's pipeline mode): the
+    transaction's BEGIN, the planner setting, the ten reads and the COMMIT cost one round
+    trip instead of thirteen, and the server runs them back to back. Each read still goes
+    through Django's cursor, so it is counted and logged like any other query."""
+    connection = connections["default"]
+    if connection.vendor != "postgresql":
+        with snapshot():
+            return {name: rows(name, ids) for name in READS}
+    connection.ensure_connection()
+    own = not connection.in_atomic_block
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(connection.wrap_database_errors)
+        stack.enter_context(connection.connection.pipeline())
+        try:
+            if own:
+                with connection.cursor() as cursor:
+                    cursor.execute(BEGIN["postgresql"])
+                    cursor.execute(PLANNER)
+            pending = []
+            for name in READS:
+                sql, params = sql_for(name, ids)
+                cursor = stack.enter_context(connection.cursor())
+                _fast_timestamps(cursor.cursor)
+                cursor.execute(sql, params)
+                pending.append((name, cursor))
+            read = {name: cursor.fetchall() for name, cursor in pending}
+        except BaseException:
+            if own:
+                _end_read(connection, "ROLLBACK")
+            raise
+        if own:
+            _end_read(connection, "COMMIT")
+    return read
 
 
 def rows(name: str, ids: list[int]) -> list[tuple]:
@@ -221,12 +297,11 @@ def load_histories(patient_ids: Iterable[int], *, now: dt.datetime | None = None
     ids = sorted(set(patient_ids))
     clinic = ClinicSettings.load()
     now = now or timezone.now()
+    read = read_all(ids)
     names: dict[int, str] = {}
     durations: dict[int, int] = {}
-    for sid, name, minutes in Service.objects.values_list("id", "name", "duration_minutes"):
+    for sid, name, minutes in read[SERVICES]:
         names[sid], durations[sid] = name, minutes
-    with snapshot():
-        read = {name: rows(name, ids) for name in QUERIES}
     existing = {pid for (pid,) in read["patients"]}
 
     visits: dict[int, list[VisitFact]] = defaultdict(list)

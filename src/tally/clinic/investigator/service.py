@@ -16,7 +16,7 @@ from ..actions.fixes import (
 )
 from ..actions.sales import do_adjust
 from ..errors import Invalid, NotFound
-from ..models import Patient, PatientPackage, Staff
+from ..models import PatientPackage, Staff
 from .explain import SEVERITY_RANK, Finding, Investigation, explain, worst_severity
 from .loader import load_histories, load_history
 
@@ -35,9 +35,10 @@ def investigate_package(package_id: int, *, expected_used: int | None = None) ->
 
 
 def investigate_patient(patient_id: int) -> tuple[list[Investigation], list[Finding]]:
-    if not Patient.objects.filter(pk=patient_id).exists():
+    history = load_histories([patient_id]).get(patient_id)  # the loader knows who exists
+    if history is None:
         raise NotFound("No such patient.")
-    investigations, orphans = explain(load_history(patient_id))
+    investigations, orphans = explain(history)
     return list(investigations.values()), orphans
 
 
