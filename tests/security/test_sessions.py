@@ -1,5 +1,5 @@
 """Sessions end after 15 idle minutes or 12 hours; signing out or deactivating someone ends
-all of their sessions (and, deactivating, their API tokens)."""
+all of their sessions and revokes their API tokens."""
 
 from __future__ import annotations
 
@@ -111,11 +111,19 @@ def password_sign_in_client(user) -> Client:
     return client
 
 
-def test_signing_out_keeps_the_api_tokens_of_scripts(desk, clinic):
-    _, raw = ApiToken.issue(desk, label="script")
-    client = signed_in(desk)
-    client.post("/logout/")
-    assert Client().get("/api/v1/me", headers={"Authorization": f"Bearer {raw}"}).status_code == 200
+def test_signing_out_also_revokes_that_users_api_tokens(desk, practitioner, clinic):
+    """Issue 5: signing out ends all of that user's sessions and API tokens, wherever they
+    were issued (POST /auth/token or tally createtoken); other staff keep theirs."""
+    token, raw = ApiToken.issue(desk, label="script")
+    _, others = ApiToken.issue(practitioner, label="theirs")
+    api = Client(headers={"Authorization": f"Bearer {raw}"})
+    assert api.get("/api/v1/me").status_code == 200
+    signed_in(desk).post("/logout/")
+    response = api.get("/api/v1/me")
+    assert response.status_code == 401 and response.json()["error"]["code"] == "unauthenticated"
+    token.refresh_from_db()
+    assert token.revoked_at is not None
+    assert Client().get("/api/v1/me", headers={"Authorization": f"Bearer {others}"}).status_code == 200
 
 
 def test_tally_deactivate_ends_sessions_and_revokes_tokens(desk, clinic):

@@ -32,10 +32,16 @@ def session_begins(sender: Any, request: HttpRequest | None, user: Staff, **kwar
 
 @receiver(user_logged_out, dispatch_uid="tally.security.sign_out_everywhere")
 def sign_out_everywhere(sender: Any, request: HttpRequest | None, user: Staff | None, **kwargs: Any) -> None:
-    """Signing out ends every session of that staff member, on every device (not the API
-    tokens: scripts hold those, and deactivating revokes them)."""
+    """Signing out ends every session of that staff member, on every device, and revokes
+    their API tokens (issue 5: a sign-out is a sign-out everywhere). An integration that
+    must outlive a person's sign-outs uses a staff account of its own."""
     if user is not None:
+        revoke_tokens(user)
         sessions.end_all_sessions(user.pk)
+
+
+def revoke_tokens(staff: Staff) -> int:
+    return ApiToken.objects.filter(staff=staff, revoked_at__isnull=True).update(revoked_at=timezone.now())
 
 
 @receiver(post_save, sender=Staff, dispatch_uid="tally.security.deactivated_staff_signed_out")
@@ -44,7 +50,7 @@ def deactivated_staff_signed_out(sender: Any, instance: Staff, created: bool, **
     sessions end and their tokens are revoked now. (Each request also refuses an inactive user.)"""
     if created or instance.is_active:
         return
-    ApiToken.objects.filter(staff=instance, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    revoke_tokens(instance)
     sessions.end_all_sessions(instance.pk)
 
 
