@@ -198,3 +198,19 @@ def test_a_block_that_fails_appends_nothing(owner):
     assert AuditEvent.objects.count() == before
     record("next.event", actor=owner)
     assert verify_chain().intact
+
+
+def test_an_event_is_stamped_when_it_is_chained_so_time_order_is_commit_order(desk, patient, monkeypatch):
+    """An event waits for the end of its transaction to be chained; its time is taken then,
+    under the chain's lock, so a client polling /audit-log from the last time it saw cannot
+    miss an event that a slower transaction commits later with an earlier time."""
+    from tally.clinic import audit
+
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=5)
+    with transaction.atomic(), chained_at_end():
+        event = record("patient.update", actor=desk, obj=patient, patient_id=patient.pk)
+        assert event.pk is None and event.at < later  # recorded, not yet chained
+        monkeypatch.setattr(audit.timezone, "now", lambda: later)
+    stored = AuditEvent.objects.get(pk=event.pk)
+    assert stored.at == later
+    assert verify_chain().intact

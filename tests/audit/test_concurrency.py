@@ -53,3 +53,5 @@ def test_concurrent_writes_and_reads_keep_one_intact_chain(desk, practitioner, p
     report = verify_chain()
     assert report.intact, report.problem
     assert report.events == before + THREADS * ROUNDS
+    times = list(AuditEvent.objects.order_by("id").values_list("at", flat=True))
+    assert times == sorted(times)  # time order is id order is commit order (polling by time is safe)

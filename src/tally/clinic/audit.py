@@ -179,8 +179,13 @@ def _chain_and_insert(events: list[AuditEvent]) -> list[AuditEvent]:
     with transaction.atomic(savepoint=False):
         _lock_chain()
         prev = AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first() or GENESIS
+        # Stamped now, under the chain's lock, which is held until the commit: an event's
+        # time, its id and its commit come in the same order, so a client that polls
+        # /audit-log from the last time it saw never misses one committed late. (Stamped
+        # when recorded, an event could commit after a later-stamped one had been read.)
+        chained_at = timezone.now()
         for event in events:
-            event.at = event.at.astimezone(dt.UTC)
+            event.at = max(event.at, chained_at).astimezone(dt.UTC)
             event.ip = _ip(event.ip)
             event.before, event.after = _plain(event.before), _plain(event.after)
             event.prev_hash = prev
