@@ -237,7 +237,8 @@ def read_all(ids: list[int]) -> dict[str, list[tuple]]:
     connection = connections["default"]
     if connection.vendor != "postgresql":
         with snapshot():
-            return {name: rows(name, ids) for name in READS}
+            read = {name: rows(name, ids) for name in READS}
+        return {name: typed(name, found) if name in QUERIES else found for name, found in read.items()}
     connection.ensure_connection()
     own = not connection.in_atomic_block
     with contextlib.ExitStack() as stack:
@@ -263,6 +264,33 @@ def read_all(ids: list[int]) -> dict[str, list[tuple]]:
         if own:
             _end_read(connection, "COMMIT")
     return read
+
+
+@functools.cache
+def _converters(name: str) -> tuple[tuple[int, Callable], ...]:
+    """(column, converter) for the columns of query `name` that SQLite gives untyped:
+    datetimes as the text Django stores, decimals as numbers, booleans as 0/1. PostgreSQL
+    gives them typed already, so its rows are used as they come."""
+    qs = QUERIES[name]([0])
+    fields = {f.name: f for f in qs.model._meta.concrete_fields}
+    by_kind = ((models.DateTimeField, aware), (models.DecimalField, money), (models.BooleanField, bool))
+    return tuple((i, convert) for i, column in enumerate(qs._fields)
+                 for kind, convert in by_kind if isinstance(fields.get(column), kind))
+
+
+def typed(name: str, rows: list[tuple]) -> list[tuple]:
+    """SQLite's rows of query `name` with every column of its Python type (see _converters)."""
+    converters = _converters(name)
+    if not converters:
+        return rows
+    typed_rows = []
+    for row in rows:
+        row = list(row)
+        for i, convert in converters:
+            if row[i] is not None:
+                row[i] = convert(row[i])
+        typed_rows.append(tuple(row))
+    return typed_rows
 
 
 def rows(name: str, ids: list[int]) -> list[tuple]:
@@ -306,29 +334,32 @@ def load_histories(patient_ids: Iterable[int], *, now: dt.datetime | None = None
 
     visits: dict[int, list[VisitFact]] = defaultdict(list)
     for vid, pid, service_id, practitioner_id, starts_at, status, no_charges, deleted_at in read["visits"]:
-        visits[pid].append(VisitFact(vid, service_id, practitioner_id, aware(starts_at), status, bool(no_charges),
+        visits[pid].append(VisitFact(vid, service_id, practitioner_id, starts_at, status, no_charges,
                                      deleted_at is not None))
 
     lines: dict[int, list[LineFact]] = defaultdict(list)
     for (lid, invoice_id, kind, service_id, package_id, appointment_id, description, list_price, amount, covered_by,
          session_number, reason, considered, created_at, removed_at) in read["lines"]:
         lines[invoice_id].append(LineFact(
-            lid, invoice_id, kind, service_id, package_id, appointment_id, description, money(list_price),
-            money(amount), covered_by, session_number, reason, considered, aware(created_at), aware(removed_at)))
+            lid, invoice_id, kind, service_id, package_id, appointment_id, description, list_price,
+            amount, covered_by, session_number, reason, considered, created_at, removed_at))
 
     payments: dict[int, list[PaymentFact]] = defaultdict(list)
     for pay_id, invoice_id, amount, method, received_at, reason in read["payments"]:
-        payments[invoice_id].append(PaymentFact(pay_id, invoice_id, money(amount), method, aware(received_at), reason))
+        payments[invoice_id].append(PaymentFact(pay_id, invoice_id, amount, method, received_at, reason))
 
     invoices: dict[int, list[InvoiceFact]] = defaultdict(list)
     for inv_id, pid, issued_at, voided_at in read["invoices"]:
         inv_lines = tuple(lines.get(inv_id, ()))
         inv_payments = tuple(payments.get(inv_id, ()))
+        total = paid = ZERO
+        for ln in inv_lines:
+            if ln.removed_at is None:
+                total += ln.amount
+        for payment in inv_payments:
+            paid += payment.amount
         invoices[pid].append(InvoiceFact(
-            inv_id, f"INV-{inv_id:06d}", aware(issued_at), aware(voided_at), inv_lines, inv_payments,
-            sum((ln.amount for ln in inv_lines if ln.removed_at is None), ZERO),
-            sum((p.amount for p in inv_payments), ZERO),
-        ))
+            inv_id, f"INV-{inv_id:06d}", issued_at, voided_at, inv_lines, inv_payments, total, paid))
 
     eligible: dict[int, set[int]] = defaultdict(set)
     for package_id, service_id in read["eligible"]:
@@ -337,21 +368,20 @@ def load_histories(patient_ids: Iterable[int], *, now: dt.datetime | None = None
     for (pp_id, pid, package_id, name, price, total, used, sale_invoice_id, sold_at, use_first, first_visit,
          activated_at, expires_at, cancelled_at, valid_days) in read["packages"]:
         packages[pid].append(PackageFact(  # in the order of its fields
-            pp_id, package_id, name, money(price), total, used, frozenset(eligible.get(pp_id, ())), sale_invoice_id,
-            aware(sold_at), bool(use_first), first_visit, aware(activated_at), aware(expires_at),
-            aware(cancelled_at), valid_days,
+            pp_id, package_id, name, price, total, used, frozenset(eligible.get(pp_id, ())), sale_invoice_id,
+            sold_at, use_first, first_visit, activated_at, expires_at, cancelled_at, valid_days,
         ))
 
     entries: dict[int, list[EntryFact]] = defaultdict(list)
     for (entry_id, pid, package_id, seq, kind, change, used_after, at, line_id, appointment_id, reverses_id,
          reason) in read["entries"]:
-        entries[pid].append(EntryFact(entry_id, package_id, seq, kind, change, used_after, aware(at), line_id,
+        entries[pid].append(EntryFact(entry_id, package_id, seq, kind, change, used_after, at, line_id,
                                       appointment_id, reverses_id, reason))
 
     tombstones: dict[int, list[TombstoneFact]] = defaultdict(list)
     for t_id, pid, kind, appointment_id, line_id, content, removed_at, reason in read["tombstones"]:
         tombstones[pid].append(TombstoneFact(t_id, kind, appointment_id, line_id, from_json(content),
-                                             aware(removed_at), reason))
+                                             removed_at, reason))
 
     return {
         pid: History(
