@@ -130,3 +130,30 @@ def test_a_check_in_committed_in_the_middle_of_a_read_cannot_look_like_a_ledger_
     assert package.sessions_used == 0 and not loaded.entries  # the view from before it, all of it
     investigations, _ = explain(loaded)
     assert LEDGER_MISMATCH not in {f.code for f in investigations[package.id].findings}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_read_that_fails_ends_its_snapshot_and_leaves_the_connection_usable(
+        sqlite_triggers_off_for_flush, history, monkeypatch):
+    """A failed read (here, a query the database refuses) raises Django's DatabaseError; the
+    snapshot is rolled back, so the next request on the same connection is served."""
+    from django.db import DatabaseError
+
+    from tally.clinic.investigator import loader
+
+    history.sell(1, 1)
+    history.visit(1, 3)
+    compile_sql = loader.sql_for
+
+    def broken(name, ids, *args, **kwargs):
+        if name == "entries":
+            return "SELECT no_such_column FROM clinic_packageledgerentry", []
+        return compile_sql(name, ids, *args, **kwargs)
+
+    monkeypatch.setattr(loader, "sql_for", broken)
+    with pytest.raises(DatabaseError):
+        load_history(history.patient.pk)
+    monkeypatch.setattr(loader, "sql_for", compile_sql)
+    assert not connection.in_atomic_block
+    loaded = load_history(history.patient.pk)
+    assert len(loaded.visits) == 1 and Appointment.objects.count() == 1
