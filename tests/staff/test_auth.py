@@ -49,3 +49,14 @@ def test_navigation_shows_what_the_role_may_use(owner_client, desk_client, pract
     assert "Clinic audit" in desk_page and "Catalog" not in desk_page
     assert "Clinic audit" not in practitioner_page and "Catalog" not in practitioner_page
     assert "Book a visit" not in practitioner_page
+
+
+def test_a_user_name_too_long_to_be_anyones_is_refused_on_the_form(desk, clinic):
+    """Found by the form fuzzing on PostgreSQL: a 300-character name reached authenticate(),
+    and django-axes' record of the failure (a column of 255) made a 500."""
+    from axes.models import AccessAttempt
+
+    response = Client().post("/login/", {"username": "a" * 300, "password": "nope"})
+    assert response.status_code == 200
+    assert b"at most 150 characters" in response.content
+    assert not AccessAttempt.objects.filter(username__startswith="aaaa").exists()

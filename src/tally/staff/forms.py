@@ -7,6 +7,8 @@ from decimal import Decimal
 from typing import Any
 
 from django import forms
+from django.contrib.auth.forms import AuthenticationForm
+from django.core.validators import MaxLengthValidator
 from django.utils import timezone
 
 from tally.clinic.models import Appointment, Package, Service, Staff
@@ -76,6 +78,17 @@ class PatientNumberField(forms.CharField):
         if patient is None:
             raise forms.ValidationError("No patient has that number (e.g. P-000123).")
         return patient
+
+
+class SignInForm(AuthenticationForm):
+    """Django's sign-in form, with the user name's length checked before a sign-in is tried.
+    Django sets the field's max_length after building it, so nothing enforced it: a longer
+    name reached authenticate(), and django-axes' record of the failure (a column of 255)
+    made a 500 on PostgreSQL. No staff member's name can be that long."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["username"].validators.append(MaxLengthValidator(self.fields["username"].max_length or 150))
 
 
 class BookForm(forms.Form):

@@ -26,11 +26,12 @@ from tally.security import sessions
 from tally.security.lockout import lockout_response
 from tally.security.middleware import second_step_for
 
-from ..forms import TwoFactorCodeForm
+from ..forms import SignInForm, TwoFactorCodeForm
 
 
 class SignInView(auth_views.LoginView):
     template_name = "staff/auth/login.html"
+    authentication_form = SignInForm
     redirect_authenticated_user = True
 
     def get_default_redirect_url(self) -> str:
