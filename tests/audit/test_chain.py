@@ -214,3 +214,13 @@ def test_an_event_is_stamped_when_it_is_chained_so_time_order_is_commit_order(de
     stored = AuditEvent.objects.get(pk=event.pk)
     assert stored.at == later
     assert verify_chain().intact
+
+
+def test_a_read_filtered_with_a_nul_character_is_recorded(owner, clinic):
+    """Found by the form fuzzing on PostgreSQL: /audit/?code=a%00 made a 500, because jsonb
+    cannot hold a NUL character. It is recorded as U+FFFD, and the chain still verifies."""
+    response = staff_client(owner).get("/audit/", {"code": "a\x00b"})
+    assert response.status_code == 200
+    event = AuditEvent.objects.order_by("-id").first()
+    assert "a\ufffdb" in str(event.after)
+    assert verify_chain().intact

@@ -63,8 +63,20 @@ def snapshot(obj: models.Model | None, exclude: tuple[str, ...] = ()) -> dict[st
 
 
 def _plain(value: Any) -> Any:
-    """Dates, decimals and UUIDs as the strings a JSON column stores."""
-    return None if value is None else json.loads(json.dumps(value, cls=DjangoJSONEncoder))
+    """Dates, decimals and UUIDs as the strings a JSON column stores, and any NUL character
+    as U+FFFD: PostgreSQL's jsonb cannot hold one, and a filter typed with one is still a
+    read to record (it made a 500 on PostgreSQL)."""
+    return None if value is None else _without_nul(json.loads(json.dumps(value, cls=DjangoJSONEncoder)))
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    return value
 
 
 def _json_value(value: Any) -> Any:
