@@ -6,7 +6,7 @@ import datetime as dt
 from decimal import Decimal
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from tally.clinic.actions import visits
@@ -157,3 +157,13 @@ def test_a_read_that_fails_ends_its_snapshot_and_leaves_the_connection_usable(
     assert not connection.in_atomic_block
     loaded = load_history(history.patient.pk)
     assert len(loaded.visits) == 1 and Appointment.objects.count() == 1
+    # A successful read ends its snapshot too: the next write can open its transaction (a
+    # COMMIT skipped inside a pipeline once left PostgreSQL connections "in transaction").
+    if connection.vendor == "postgresql":
+        import psycopg
+
+        assert connection.connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    else:
+        assert not connection.connection.in_transaction
+    with transaction.atomic():
+        assert Appointment.objects.count() == 1

@@ -19,7 +19,7 @@ import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 
-from django.db import connections, models
+from django.db import connections, models, transaction
 from django.db.models import QuerySet, TextField
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast
@@ -170,61 +170,35 @@ def snapshot(using: str = "default") -> Iterator[None]:
     """One consistent view of the database for all of a history's queries. Read one by one,
     a check-in committed between the packages query and the ledger query would show a
     count that disagrees with its ledger: a false LEDGER_MISMATCH. Inside a transaction
-    already (a fix's answer), the caller's view is used as it is.
-
-    PostgreSQL reads in one REPEATABLE READ, READ ONLY transaction; SQLite in a deferred
-    transaction, which is a WAL snapshot and takes no write lock (Django's atomic() would
-    begin IMMEDIATE and hold writers back for the whole read). Both are begun and ended by
-    hand, outside Django's atomic()."""
+    already (a fix's answer), the caller's view is used as it is."""
     connection = connections[using]
     if connection.in_atomic_block:
         yield
         return
+    if connection.vendor == "postgresql":
+        with transaction.atomic(using=using):
+            with connection.cursor() as cursor:  # one round trip for both
+                cursor.execute(f"SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY; {PLANNER}")
+            yield
+        return
+    # SQLite: a deferred transaction reads one snapshot (WAL) and takes no write lock, where
+    # Django's atomic() would begin IMMEDIATE and hold writers back for the whole read.
     with connection.cursor() as cursor:
-        cursor.execute(BEGIN[connection.vendor])
-        if connection.vendor == "postgresql":
-            cursor.execute(PLANNER)
+        cursor.execute("BEGIN DEFERRED")
     try:
         yield
-    except BaseException:
-        _end_read(connection, "ROLLBACK")
-        raise
-    _end_read(connection, "COMMIT")
+    finally:
+        # Nothing was written, so COMMIT only ends the read; if SQLite already ended the
+        # transaction itself (a failed read can), leave the original error alone.
+        if connection.connection is not None and connection.connection.in_transaction:
+            with connection.cursor() as cursor:
+                cursor.execute("COMMIT")
 
 
-BEGIN = {
-    "postgresql": "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
-    "sqlite": "BEGIN DEFERRED",
-}
 # A patient's rows are a few index probes each; with the default cost of a random page (4,
 # for spinning disks) the planner scanned every payment of the clinic instead: 67 ms
 # against 4 for a 1,000-visit patient (bench/README.md). For the read's transaction only.
 PLANNER = "SET LOCAL random_page_cost = 1.1"
-
-
-def _end_read(connection, command: str) -> None:
-    """End a read begun by hand. Nothing was written, so COMMIT only ends it; if the database
-    already ended it (a failed read can), or the connection is gone, leave the original
-    error alone."""
-    raw = connection.connection
-    if raw is None:
-        return
-    if connection.vendor == "postgresql":
-        import psycopg
-
-        if raw.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
-            return
-        if raw.info.transaction_status in (psycopg.pq.TransactionStatus.INERROR,
-                                           psycopg.pq.TransactionStatus.UNKNOWN):
-            command = "ROLLBACK"
-    elif not raw.in_transaction:
-        return
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(command)
-    except Exception:
-        if command == "COMMIT":
-            raise
 
 
 def read_all(ids: list[int]) -> dict[str, list[tuple]]:
