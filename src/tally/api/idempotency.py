@@ -26,6 +26,7 @@ from django.utils import timezone
 from ninja import Status
 
 from tally.clinic.audit import chained_at_end, current_ip
+from tally.clinic.compiled import Compiled
 from tally.clinic.errors import ClinicError, Invalid
 from tally.clinic.locking import set_lock_timeout
 from tally.clinic.models import ClinicSettings, IdempotencyRecord, Staff
@@ -110,8 +111,13 @@ def run_once(request: HttpRequest, key: str, run: Callable[[], Any]) -> Any:
     return result
 
 
+# Looked up by every POST that carries a key: compiled once per connection (compiled.py).
+_RECORD = Compiled(
+    lambda staff_id, key: IdempotencyRecord.objects.filter(staff_id=staff_id, key=key).order_by("pk")[:1], int, str)
+
+
 def find_record(staff: Staff, key: str) -> IdempotencyRecord | None:
-    stored = IdempotencyRecord.objects.filter(staff=staff, key=key).first()
+    stored = _RECORD.first(staff.pk, key)
     if stored is not None and stored.created_at < expiry_cutoff():
         stored.delete()
         return None

@@ -35,6 +35,7 @@ from django.db import connection, models, transaction
 from django.forms.models import model_to_dict
 from django.utils import timezone
 
+from .compiled import Compiled
 from .locking import lock_errors
 from .models import AuditEvent, Staff
 
@@ -114,6 +115,10 @@ def event_hash(prev_hash: str, event: AuditEvent) -> str:
     return hashlib.sha256((prev_hash + canonical(event)).encode()).hexdigest()
 
 
+# The chain's head, read by every write: compiled once per connection (compiled.py).
+_LAST_HASH = Compiled(lambda: AuditEvent.objects.order_by("-id").values_list("hash")[:1])
+
+
 def _lock_chain() -> None:
     if connection.vendor == "postgresql":
         with lock_errors(), connection.cursor() as cursor:
@@ -178,7 +183,8 @@ def _chain_and_insert(events: list[AuditEvent]) -> list[AuditEvent]:
     # read, outside any transaction) it opens one, so the lock is held until the row is committed.
     with transaction.atomic(savepoint=False):
         _lock_chain()
-        prev = AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first() or GENESIS
+        head = _LAST_HASH.first()
+        prev = head[0] if head else GENESIS
         for event in events:
             event.at = event.at.astimezone(dt.UTC)
             event.ip = _ip(event.ip)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 
 from .. import rules
+from ..compiled import Compiled
 from ..errors import Conflict
 from ..ledger import live_use_for_line, reverse_entry, use_session
 from ..locking import lock_patient_packages, with_eligible_ids
@@ -104,14 +105,18 @@ def charge_service(
     return line
 
 
+# Every check-in asks it: compiled once per connection (compiled.py).
+_FIRST_SESSION_LINES = Compiled(lambda appointment_id: InvoiceLine.objects.filter(
+    appointment_id=appointment_id, kind=LineKind.FIRST_SESSION, removed_at__isnull=True,
+    invoice__voided_at__isnull=True,
+), int)
+
+
 def release_first_session_of(appointment: Appointment, *, by: Staff | None) -> int:
     """A visit whose first session was already used at the sale is charged on its own line;
     the sale's first-session line gives its session back so the visit counts once.
     Returns how many lines were released."""
-    lines = list(InvoiceLine.objects.filter(
-        appointment=appointment, kind=LineKind.FIRST_SESSION, removed_at__isnull=True,
-        invoice__voided_at__isnull=True,
-    ))
+    lines = _FIRST_SESSION_LINES.all(appointment.pk)
     for line in lines:
         uncover_line(line, by=by, reason="first session moved to the visit's own line")
         line.removed_at = now()

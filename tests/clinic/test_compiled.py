@@ -1,0 +1,66 @@
+"""Statements compiled once per connection (tally.clinic.compiled) give what the ORM gives."""
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from tally.clinic.actions import visits
+from tally.clinic.compiled import Compiled
+from tally.clinic.models import Appointment, ClinicSettings, Service
+
+
+@pytest.fixture
+def booked(desk, patient, acu60):
+    return visits.do_book(acting_user=desk, patient=patient, service=acu60,
+                          starts_at=dt.datetime(2026, 3, 4, 14, tzinfo=dt.UTC))
+
+
+def test_it_gives_the_instances_the_orm_gives_with_their_related_rows(booked, acu60, patient):
+    compiled = Compiled(lambda pk: Appointment.objects.select_related("service", "patient").filter(pk=pk)[:2], int)
+    orm = Appointment.objects.select_related("service", "patient").get(pk=booked.pk)
+    for _ in range(2):  # compiled on the first call, reused on the second
+        got = compiled.get(booked.pk)
+        with CaptureQueriesContext(connection) as queries:
+            assert (got.service, got.patient) == (acu60, patient)  # no query: populated
+            assert got.service.price == Decimal("95.00") and isinstance(got.service.price, Decimal)
+        assert queries.captured_queries == []
+        assert {f.attname: getattr(got, f.attname) for f in Appointment._meta.concrete_fields} == \
+               {f.attname: getattr(orm, f.attname) for f in Appointment._meta.concrete_fields}
+        assert got.starts_at.tzinfo is not None and got._state.adding is False
+
+
+def test_it_runs_one_statement_per_call_with_that_calls_arguments(booked, desk, patient, acu60):
+    other = visits.do_book(acting_user=desk, patient=patient, service=acu60,
+                           starts_at=dt.datetime(2026, 3, 5, 14, tzinfo=dt.UTC))
+    compiled = Compiled(lambda pk: Appointment.objects.filter(pk=pk).values_list("pk", "starts_at")[:2], int)
+    compiled.get(booked.pk)
+    with CaptureQueriesContext(connection) as queries:
+        assert compiled.get(other.pk) == (other.pk, other.starts_at)
+        assert compiled.all(booked.pk) == [(booked.pk, booked.starts_at)]
+    assert len(queries.captured_queries) == 2
+
+
+def test_get_raises_as_the_orm_does(booked, desk, patient, acu60):
+    compiled = Compiled(lambda pk: Appointment.objects.filter(pk__gte=pk).order_by("pk")[:2], int)
+    with pytest.raises(Appointment.DoesNotExist):
+        compiled.get(booked.pk + 1)
+    assert compiled.first(booked.pk + 1) is None
+    visits.do_book(acting_user=desk, patient=patient, service=acu60,
+                   starts_at=dt.datetime(2026, 3, 5, 14, tzinfo=dt.UTC))
+    with pytest.raises(Appointment.MultipleObjectsReturned):
+        compiled.get(booked.pk)
+
+
+def test_it_refuses_an_argument_the_lookup_changes(clinic):
+    # icontains wraps the value in %...%: the stand-in is not found, so nothing is compiled.
+    compiled = Compiled(lambda name: ClinicSettings.objects.filter(name__icontains=name), str)
+    with pytest.raises(ValueError, match="appear once"):
+        compiled.all("Clinic")
+
+
+def test_it_refuses_an_argument_it_cannot_stand_in_for():
+    with pytest.raises(TypeError):
+        Compiled(lambda day: Service.objects.filter(pk=day), dt.date).all(dt.date(2026, 1, 1))
