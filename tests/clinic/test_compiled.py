@@ -64,3 +64,39 @@ def test_it_refuses_an_argument_the_lookup_changes(clinic):
 def test_it_refuses_an_argument_it_cannot_stand_in_for():
     with pytest.raises(TypeError):
         Compiled(lambda day: Service.objects.filter(pk=day), dt.date).all(dt.date(2026, 1, 1))
+
+
+def test_insert_writes_the_row_save_would_write(patient, desk, acu60):
+    from tally.clinic.compiled import insert
+    from tally.clinic.models import Invoice, InvoiceLine
+
+    invoice = Invoice(patient=patient, issued_at=dt.datetime(2026, 3, 4, 14, tzinfo=dt.UTC), created_by=desk)
+    insert(invoice)
+    assert invoice.pk is not None and invoice._state.adding is False and invoice.created_at is not None
+    line = InvoiceLine(invoice=invoice, kind="service", service=acu60, description=acu60.name,
+                       list_price=acu60.price, amount=Decimal("95.00"), coverage_decision={"covered_by": None})
+    insert(line)
+    saved = InvoiceLine.objects.get(pk=line.pk)
+    assert (saved.invoice_id, saved.amount, saved.coverage_decision, saved.created_at) == \
+           (invoice.pk, Decimal("95.00"), {"covered_by": None}, line.created_at)
+    with pytest.raises(ValueError):
+        insert(line)  # not a new row
+
+
+def test_update_fields_writes_those_columns_and_refuses_a_missing_row(booked):
+    from django.db import DatabaseError
+    from django.db.models import F
+
+    from tally.clinic.compiled import update_fields
+
+    booked.status, booked.no_charges = "attended", True
+    booked.checked_in_at = dt.datetime(2026, 3, 4, 15, tzinfo=dt.UTC)
+    update_fields(booked, ["status", "no_charges", "checked_in_at"])
+    saved = Appointment.objects.get(pk=booked.pk)
+    assert (saved.status, saved.no_charges, saved.checked_in_at) == ("attended", True, booked.checked_in_at)
+    booked.status = F("status")
+    with pytest.raises(ValueError):
+        update_fields(booked, ["status"])
+    missing = Appointment(pk=booked.pk + 1000, status="booked")
+    with pytest.raises(DatabaseError):
+        update_fields(missing, ["status"])

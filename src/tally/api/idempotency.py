@@ -26,7 +26,7 @@ from django.utils import timezone
 from ninja import Status
 
 from tally.clinic.audit import chained_at_end, current_ip
-from tally.clinic.compiled import Compiled
+from tally.clinic.compiled import Compiled, insert
 from tally.clinic.errors import ClinicError, Invalid
 from tally.clinic.locking import set_lock_timeout
 from tally.clinic.models import ClinicSettings, IdempotencyRecord, Staff
@@ -97,10 +97,10 @@ def run_once(request: HttpRequest, key: str, run: Callable[[], Any]) -> Any:
             result = run()
             status, body = status_and_body(result)
             if status < 400:
-                IdempotencyRecord.objects.create(
+                insert(IdempotencyRecord(
                     staff=staff, key=key, method=request.method or "", path=request.path[:500],
                     body_hash=fingerprint, status_code=status, response_body=body,
-                )
+                ))
     except IntegrityError:
         stored = find_record(staff, key)
         if stored is None:

@@ -35,7 +35,7 @@ from django.db import connection, models, transaction
 from django.forms.models import model_to_dict
 from django.utils import timezone
 
-from .compiled import Compiled
+from .compiled import Compiled, insert
 from .locking import lock_errors
 from .models import AuditEvent, Staff
 
@@ -192,7 +192,7 @@ def _chain_and_insert(events: list[AuditEvent]) -> list[AuditEvent]:
             event.prev_hash = prev
             event.hash = prev = event_hash(prev, event)
         if len(events) == 1:
-            events[0].save(force_insert=True)
+            insert(events[0])
         else:
             AuditEvent.objects.bulk_create(events)
     return events

@@ -61,28 +61,34 @@ def _standins(kinds: Sequence[type]) -> list[Any]:
     return standins
 
 
-def _slots(params: Sequence[Any], standins: list[Any]) -> list[tuple[bool, Any]]:
-    """For each compiled parameter: (True, index of the argument) or (False, a constant)."""
-    slots: list[tuple[bool, Any]] = []
+def _slots(params: Sequence[Any], standins: list[Any]) -> list[tuple[bool, Any, Any]]:
+    """For each compiled parameter: (True, index of the argument, the type the ORM gave it)
+    or (False, a constant, None). PostgreSQL's backend wraps some integers (psycopg's Int4),
+    a subclass of int: the same wrapper is given to each call's argument."""
+    slots: list[tuple[bool, Any, Any]] = []
     found = [0] * len(standins)
     for param in params:
-        index = next((i for i, s in enumerate(standins) if type(param) is type(s) and param == s), None)
+        index = next((i for i, s in enumerate(standins)
+                      if isinstance(param, type(s)) and not isinstance(param, bool) and param == s), None)
         if index is None:
-            slots.append((False, param))
+            slots.append((False, param, None))
         else:
             found[index] += 1
-            slots.append((True, index))
+            slots.append((True, index, type(param)))
     if any(count != 1 for count in found):
         raise ValueError(f"each argument must appear once among the compiled parameters; found {found}")
     return slots
 
 
-def _bind(slots: list[tuple[bool, Any]], args: Sequence[Any]) -> list[Any]:
-    return [args[value] if is_arg else value for is_arg, value in slots]
+def _bind(slots: list[tuple[bool, Any, Any]], args: Sequence[Any]) -> list[Any]:
+    if len(args) != max((value + 1 for is_arg, value, _ in slots if is_arg), default=0):
+        raise TypeError("wrong number of arguments for this compiled statement")
+    return [(kind(args[value]) if kind is not type(args[value]) else args[value]) if is_arg else value
+            for is_arg, value, kind in slots]
 
 
 class _Plan:
-    def __init__(self, queryset: QuerySet, compiler: SQLCompiler, sql: str, slots: list[tuple[bool, Any]]):
+    def __init__(self, queryset: QuerySet, compiler: SQLCompiler, sql: str, slots: list[tuple[bool, Any, Any]]):
         self.sql, self.slots, self.db = sql, slots, queryset.db
         self.queried: type[Model] = queryset.model  # for get()'s DoesNotExist, values too
         db = self.db

@@ -18,7 +18,7 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from .compiled import Compiled
+from .compiled import Compiled, CompiledUpdate, insert
 from .errors import Conflict, Invalid
 from .models import InvoiceLine, PackageLedgerEntry, PatientPackage, Staff
 from .models.ledger import EntryKind
@@ -26,6 +26,11 @@ from .models.ledger import EntryKind
 # Compiled once per connection (compiled.py): post_entry runs on every covered check-in.
 _COUNT = Compiled(lambda pk: PatientPackage.objects.filter(pk=pk).values_list(
     "sessions_used", "ledger_seq", "sessions_total")[:2], int)
+# The count moves only if no one else moved it since it was read (ledger_seq still seq_before).
+_MOVE_COUNT = CompiledUpdate(lambda pk, seq_before, change, seq: (
+    PatientPackage.objects.filter(pk=pk, ledger_seq=seq_before),
+    {"sessions_used": F("sessions_used") - change, "ledger_seq": seq},
+), int, int, int, int)
 
 
 def post_entry(
@@ -58,7 +63,7 @@ def post_entry(
             fields={"change": "out of range"},
         )
     seq = seq_before + 1
-    entry = PackageLedgerEntry.objects.create(
+    entry = PackageLedgerEntry(
         patient_package_id=package.pk,
         seq=seq,
         kind=kind,
@@ -72,9 +77,8 @@ def post_entry(
         reason=reason,
         by=by,
     )
-    updated = PatientPackage.objects.filter(pk=package.pk, ledger_seq=seq - 1).update(
-        sessions_used=F("sessions_used") - change, ledger_seq=seq
-    )
+    insert(entry)
+    updated = _MOVE_COUNT(package.pk, seq_before, change, seq)
     if updated != 1:  # someone moved the count without holding the lock: never expected
         raise Conflict("The package changed while this was being saved; please try again.")
     package.sessions_used = used_after

@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 
 from .. import rules
-from ..compiled import Compiled
+from ..compiled import Compiled, insert
 from ..errors import Conflict
 from ..ledger import live_use_for_line, reverse_entry, use_session
 from ..locking import lock_patient_packages, with_eligible_ids
@@ -88,7 +88,7 @@ def charge_service(
         created_by=by,
     )
     if decision.covered_by is None:
-        line.save(force_insert=True)
+        insert(line)
         return line
     # Covered: the line is written covered (one INSERT, no UPDATE after it), then its session
     # is used; the entry points at the line, so the line comes first. The package is locked
@@ -98,7 +98,7 @@ def charge_service(
     line.session_number = package.sessions_used + 1
     line.amount = ZERO
     line.not_covered_reason = None
-    line.save(force_insert=True)
+    insert(line)
     entry = use_session(package, by=by, invoice_line=line)
     if entry.used_after != line.session_number:  # never expected: the count moved under the lock
         raise Conflict("The package changed while this was being saved; please try again.")
