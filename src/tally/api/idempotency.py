@@ -25,6 +25,7 @@ from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from ninja import Status
 
+from tally.clinic.actions.common import transaction_ends_on_error
 from tally.clinic.audit import chained_at_end, current_ip
 from tally.clinic.compiled import Compiled, insert
 from tally.clinic.errors import ClinicError, Invalid
@@ -57,7 +58,7 @@ def clinic_write(view: Callable[..., Any]) -> Callable[..., Any]:
                 key = request.headers.get(HEADER)
                 if request.method == "POST" and key is not None and isinstance(getattr(request, "auth", None), Staff):
                     return run_once(request, clean_key(key), lambda: view(request, *args, **kwargs))
-                with transaction.atomic(durable=True), chained_at_end():
+                with transaction.atomic(durable=True), chained_at_end(), transaction_ends_on_error():
                     set_lock_timeout()
                     return view(request, *args, **kwargs)
         finally:
@@ -89,7 +90,8 @@ def run_once(request: HttpRequest, key: str, run: Callable[[], Any]) -> Any:
     fingerprint = body_fingerprint(request)
     try:
         # The audit events are chained last, after the idempotency record (audit.py).
-        with transaction.atomic(durable=True), chained_at_end():
+        # Any error leaves this block, rolling all of it back: the action needs no savepoint.
+        with transaction.atomic(durable=True), chained_at_end(), transaction_ends_on_error():
             set_lock_timeout()  # the actions inside are not the outermost block: they do not set it
             stored = find_record(staff, key)
             if stored is not None:
