@@ -100,3 +100,17 @@ def test_update_fields_writes_those_columns_and_refuses_a_missing_row(booked):
     missing = Appointment(pk=booked.pk + 1000, status="booked")
     with pytest.raises(DatabaseError):
         update_fields(missing, ["status"])
+
+
+def test_each_thread_compiles_on_its_own_connection():
+    import threading
+
+    from tally.clinic.compiled import _connection
+
+    here = _connection()
+    there: list = []
+    thread = threading.Thread(target=lambda: there.append(_connection()))
+    thread.start()
+    thread.join()
+    assert here[0] is not there[0][0] and here[1] is not there[0][1]
+    assert _connection()[1] is here[1]

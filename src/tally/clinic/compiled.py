@@ -31,7 +31,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from django.db import DatabaseError, connection
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Model, QuerySet
 from django.db.models.query import ModelIterable, ValuesListIterable, get_related_populators
 from django.db.models.sql import UpdateQuery
@@ -42,11 +43,14 @@ _INT_STANDIN = 1_987_650_000  # within a 32-bit integer column's range, never a 
 _STR_STANDIN = "\ue000tally-compiled-argument-{}\ue000"
 
 
-def _cache() -> dict[Any, Any]:
-    cache = connection.__dict__.get(_CACHE)
+def _connection() -> tuple[BaseDatabaseWrapper, dict[Any, Any]]:
+    """This thread's connection (not the `connection` proxy: its attributes are shared by
+    every thread) and the statements compiled on it."""
+    conn = connections[DEFAULT_DB_ALIAS]
+    cache = conn.__dict__.get(_CACHE)
     if cache is None:
-        cache = connection.__dict__[_CACHE] = {}
-    return cache
+        cache = conn.__dict__[_CACHE] = {}
+    return conn, cache
 
 
 def _standins(kinds: Sequence[type]) -> list[Any]:
@@ -118,31 +122,37 @@ class Compiled:
     def __init__(self, build: Callable[..., QuerySet], *kinds: type):
         self.build, self.kinds = build, kinds
 
-    def _plan(self) -> _Plan:
-        cache = _cache()
+    def _plan(self) -> tuple[BaseDatabaseWrapper, _Plan]:
+        conn, cache = _connection()
         plan = cache.get(self)
         if plan is None:
             standins = _standins(self.kinds)
             queryset = self.build(*standins)
+            if queryset.db != conn.alias:
+                raise ValueError("a compiled statement runs on the default database")
             compiler = queryset.query.get_compiler(using=queryset.db)
             sql, params = compiler.as_sql()
             plan = cache[self] = _Plan(queryset, compiler, sql, _slots(params, standins))
-        return plan
+        return conn, plan
 
-    def rows(self, *args: Any) -> list[list[Any]]:
-        """The rows, converted as the ORM converts them (a values_list's tuples, as lists)."""
-        plan = self._plan()
-        with connection.cursor() as cursor:
+    @staticmethod
+    def _rows(conn: BaseDatabaseWrapper, plan: _Plan, args: Sequence[Any]) -> list[list[Any]]:
+        with conn.cursor() as cursor:
             cursor.execute(plan.sql, _bind(plan.slots, args))
             rows = cursor.fetchall()
         if plan.converters:
             return list(plan.compiler.apply_converters(rows, plan.converters))
         return [list(row) for row in rows]
 
+    def rows(self, *args: Any) -> list[list[Any]]:
+        """The rows, converted as the ORM converts them (a values_list's tuples, as lists)."""
+        conn, plan = self._plan()
+        return self._rows(conn, plan, args)
+
     def all(self, *args: Any) -> list[Any]:
         """Model instances, or for a values_list QuerySet its rows as tuples."""
-        plan = self._plan()
-        rows = self.rows(*args)
+        conn, plan = self._plan()
+        rows = self._rows(conn, plan, args)
         if plan.model is None:
             return [tuple(row) for row in rows]
         objects = []
@@ -163,7 +173,7 @@ class Compiled:
         """The one row, as QuerySet.get(): DoesNotExist / MultipleObjectsReturned otherwise
         (the QuerySet should be sliced [:2], so that a second row is seen but not more)."""
         found = self.all(*args)
-        model = self._plan().queried
+        model = self._plan()[1].queried
         if len(found) == 1:
             return found[0]
         if not found:
@@ -179,7 +189,7 @@ class CompiledUpdate:
         self.build, self.kinds = build, kinds
 
     def __call__(self, *args: Any) -> int:
-        cache = _cache()
+        conn, cache = _connection()
         plan = cache.get(self)
         if plan is None:
             standins = _standins(self.kinds)
@@ -189,7 +199,7 @@ class CompiledUpdate:
             sql, params = query.get_compiler(using=queryset.db).as_sql()
             plan = cache[self] = (sql, _slots(params, standins))
         sql, slots = plan
-        with connection.cursor() as cursor:
+        with conn.cursor() as cursor:
             cursor.execute(sql, _bind(slots, args))
             return cursor.rowcount
 
@@ -204,23 +214,23 @@ def insert(obj: Model) -> None:
     if not obj._state.adding or obj.pk is not None:
         raise ValueError("insert() writes new rows with an automatic id")
     obj._prepare_related_fields_for_save(operation_name="save")
-    cache = _cache()
+    conn, cache = _connection()
     key = ("insert", type(obj))
     plan = cache.get(key)
     if plan is None:
         fields = [f for f in meta.local_concrete_fields if f is not meta.auto_field and not f.generated]
         if any(hasattr(f, "get_placeholder") for f in fields):
             raise ValueError(f"{meta.label} has a field with its own placeholder; use save()")
-        qn = connection.ops.quote_name
+        qn = conn.ops.quote_name
         returning = meta.db_returning_fields
         sql = "INSERT INTO {} ({}) VALUES ({})".format(
             qn(meta.db_table), ", ".join(qn(f.column) for f in fields), ", ".join(["%s"] * len(fields)))
         returning_sql, returning_params = "", ()
-        if connection.features.can_return_columns_from_insert:
-            returning_sql, returning_params = connection.ops.return_insert_columns(returning)
+        if conn.features.can_return_columns_from_insert:
+            returning_sql, returning_params = conn.ops.return_insert_columns(returning)
         if returning_sql:
             sql = f"{sql} {returning_sql}"
-        compiler = SQLCompiler(None, connection, None)  # only for its converters
+        compiler = SQLCompiler(None, conn, None)  # only for its converters
         cols = [f.get_col(meta.db_table) for f in returning]
         converters = list(compiler.get_converters(cols).items())
         plan = cache[key] = (sql, fields, returning, tuple(returning_params), bool(returning_sql), converters)
@@ -230,33 +240,33 @@ def insert(obj: Model) -> None:
         value = field.pre_save(obj, True)
         if not _plain(value):
             raise ValueError(f"{meta.label}.{field.name}: an expression; use save()")
-        params.append(field.get_db_prep_save(value, connection))
-    with connection.cursor() as cursor:
+        params.append(field.get_db_prep_save(value, conn))
+    with conn.cursor() as cursor:
         cursor.execute(sql, params + list(returning_params))
         if returns:
-            row = list(connection.ops.fetch_returned_insert_columns(cursor, returning_params))
+            row = list(conn.ops.fetch_returned_insert_columns(cursor, returning_params))
         else:
-            row = [connection.ops.last_insert_id(cursor, meta.db_table, meta.pk.column)]
+            row = [conn.ops.last_insert_id(cursor, meta.db_table, meta.pk.column)]
     for position, (convs, expression) in converters:
         for converter in convs:
-            row[position] = converter(row[position], expression, connection)
+            row[position] = converter(row[position], expression, conn)
     for field, value in zip(returning, row, strict=True):
         setattr(obj, field.attname, value)
     obj._state.adding = False
-    obj._state.db = connection.alias
+    obj._state.db = conn.alias
 
 
 def update_fields(obj: Model, names: Sequence[str]) -> None:
     """`obj.save(update_fields=names)` for plain values (module docstring)."""
     meta = obj._meta
-    cache = _cache()
+    conn, cache = _connection()
     key = ("update", type(obj), tuple(names))
     plan = cache.get(key)
     if plan is None:
         fields = [meta.get_field(name) for name in names]
         if any(not f.concrete or f.primary_key or hasattr(f, "get_placeholder") for f in fields):
             raise ValueError(f"{meta.label}: update_fields() writes plain columns only; use save()")
-        qn = connection.ops.quote_name
+        qn = conn.ops.quote_name
         table = qn(meta.db_table)
         sql = "UPDATE {} SET {} WHERE {}.{} = %s".format(
             table, ", ".join(f"{qn(f.column)} = %s" for f in fields), table, qn(meta.pk.column))
@@ -267,9 +277,9 @@ def update_fields(obj: Model, names: Sequence[str]) -> None:
         value = field.pre_save(obj, False)
         if not _plain(value):
             raise ValueError(f"{meta.label}.{field.name}: an expression; use save()")
-        params.append(field.get_db_prep_save(value, connection))
-    params.append(meta.pk.get_db_prep_value(obj.pk, connection))
-    with connection.cursor() as cursor:
+        params.append(field.get_db_prep_save(value, conn))
+    params.append(meta.pk.get_db_prep_value(obj.pk, conn))
+    with conn.cursor() as cursor:
         cursor.execute(sql, params)
         if cursor.rowcount != 1:
             raise DatabaseError("Save with update_fields did not affect any rows.")
