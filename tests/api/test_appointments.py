@@ -5,7 +5,7 @@ from decimal import Decimal
 
 import pytest
 
-from tally.clinic.actions import sales, visits
+from tally.clinic.actions import billing, catalog, sales, visits
 from tally.clinic.audit import AUDIT_APPEND_QUERIES
 from tally.clinic.models import Appointment, Tombstone
 
@@ -214,8 +214,9 @@ def test_a_covered_check_in_takes_a_fixed_number_of_statements_and_chains_its_au
     the token, the idempotency record looked up and written, the clinic settings once, the
     appointment locked and updated, the packages locked with their services once, the invoice,
     the first-session check, the line written covered, the ledger entry with its count, and
-    the audit event. The audit chain's lock (PostgreSQL) and its last hash come last, just
-    before the commit, so the one lock every write shares is held for the commit only."""
+    the audit event; no savepoint (the request's transaction ends on any error). The audit
+    chain's lock (PostgreSQL) and its last hash come last, just before the commit, so the one
+    lock every write shares is held for the commit only."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -226,7 +227,10 @@ def test_a_covered_check_in_takes_a_fixed_number_of_statements_and_chains_its_au
     statements = [q["sql"] for q in queries]
     postgresql = connection.vendor == "postgresql"
     # + SET LOCAL lock_timeout and pg_advisory_xact_lock on PostgreSQL
-    assert len(statements) == (22 if postgresql else 20), "\n".join(statements)
+    assert len(statements) == (20 if postgresql else 18), "\n".join(statements)
+    # The action runs in the request's transaction, which any error rolls back: no savepoint
+    # of its own. (The one seen is the request's block, nested here in the test's transaction.)
+    assert [sql.split()[0] for sql in statements].count("SAVEPOINT") == 1
     writes = [i for i, sql in enumerate(statements) if sql.startswith(("INSERT", "UPDATE"))]
     audit = [i for i, sql in enumerate(statements) if 'INTO "clinic_auditevent"' in sql]
     assert audit == [writes[-1]]
@@ -234,3 +238,21 @@ def test_a_covered_check_in_takes_a_fixed_number_of_statements_and_chains_its_au
              sql.startswith('SELECT "clinic_auditevent"."hash"')]
     assert chain == ([audit[0] - 2, audit[0] - 1] if postgresql else [audit[0] - 1])
     assert all(i > writes[-2] for i in chain)
+
+
+def test_a_check_in_refused_after_its_first_write_leaves_nothing_behind(desk_api, desk, visit, paid_pack, acu60):
+    """The action takes no savepoint in the request's transaction: a refusal after the
+    appointment's UPDATE must still roll back that UPDATE, the key and the audit event."""
+    from tally.clinic.models import AuditEvent, IdempotencyRecord, Invoice
+
+    other = catalog.do_create_patient(acting_user=desk, first_name="Other", last_name="Patient")
+    theirs = billing.do_create_invoice(acting_user=desk, patient=other, lines=[(acu60, None)])
+    events = AuditEvent.objects.count()
+    response = desk_api.post(f"/appointments/{visit.pk}/check-in", {"invoice_id": theirs.pk}, key="refused")
+    assert_error(response, 422, "validation_error", "invoice_id")
+    visit.refresh_from_db()
+    assert visit.status == "booked" and visit.checked_in_at is None
+    assert not IdempotencyRecord.objects.filter(key="refused").exists()
+    assert AuditEvent.objects.count() == events and Invoice.objects.filter(patient=visit.patient).count() == 1
+    again = desk_api.post(f"/appointments/{visit.pk}/check-in", {}, key="refused")  # the key is free
+    assert again.status_code == 200 and again.json()["line"]["covered_by"] == paid_pack.pk

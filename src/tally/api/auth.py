@@ -6,21 +6,26 @@ from __future__ import annotations
 from django.http import HttpRequest
 from ninja.security import HttpBearer
 
+from tally.clinic.compiled import Compiled
 from tally.clinic.models import ApiToken, Staff
 from tally.clinic.models.staff import hash_token
 
 MAX_TOKEN_LENGTH = 200
 
 
+# Every API request runs it: compiled once per connection (tally.clinic.compiled).
+_TOKEN = Compiled(
+    lambda token_hash: ApiToken.objects.select_related("staff")
+    .filter(token_hash=token_hash, revoked_at__isnull=True, staff__is_active=True).order_by("pk")[:1],
+    str,
+)
+
+
 def staff_for_token(raw: str) -> Staff | None:
     """The active staff member holding this unrevoked token, or None."""
     if not raw or len(raw) > MAX_TOKEN_LENGTH:
         return None
-    token = (
-        ApiToken.objects.select_related("staff")
-        .filter(token_hash=hash_token(raw), revoked_at__isnull=True, staff__is_active=True)
-        .first()
-    )
+    token = _TOKEN.first(hash_token(raw))
     return token.staff if token is not None else None
 
 

@@ -25,7 +25,9 @@ from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from ninja import Status
 
+from tally.clinic.actions.common import transaction_ends_on_error
 from tally.clinic.audit import chained_at_end, current_ip
+from tally.clinic.compiled import Compiled, insert
 from tally.clinic.errors import ClinicError, Invalid
 from tally.clinic.locking import set_lock_timeout
 from tally.clinic.models import ClinicSettings, IdempotencyRecord, Staff
@@ -56,7 +58,7 @@ def clinic_write(view: Callable[..., Any]) -> Callable[..., Any]:
                 key = request.headers.get(HEADER)
                 if request.method == "POST" and key is not None and isinstance(getattr(request, "auth", None), Staff):
                     return run_once(request, clean_key(key), lambda: view(request, *args, **kwargs))
-                with transaction.atomic(durable=True), chained_at_end():
+                with transaction.atomic(durable=True), chained_at_end(), transaction_ends_on_error():
                     set_lock_timeout()
                     return view(request, *args, **kwargs)
         finally:
@@ -88,7 +90,8 @@ def run_once(request: HttpRequest, key: str, run: Callable[[], Any]) -> Any:
     fingerprint = body_fingerprint(request)
     try:
         # The audit events are chained last, after the idempotency record (audit.py).
-        with transaction.atomic(durable=True), chained_at_end():
+        # Any error leaves this block, rolling all of it back: the action needs no savepoint.
+        with transaction.atomic(durable=True), chained_at_end(), transaction_ends_on_error():
             set_lock_timeout()  # the actions inside are not the outermost block: they do not set it
             stored = find_record(staff, key)
             if stored is not None:
@@ -96,10 +99,10 @@ def run_once(request: HttpRequest, key: str, run: Callable[[], Any]) -> Any:
             result = run()
             status, body = status_and_body(result)
             if status < 400:
-                IdempotencyRecord.objects.create(
+                insert(IdempotencyRecord(
                     staff=staff, key=key, method=request.method or "", path=request.path[:500],
                     body_hash=fingerprint, status_code=status, response_body=body,
-                )
+                ))
     except IntegrityError:
         stored = find_record(staff, key)
         if stored is None:
@@ -110,8 +113,13 @@ def run_once(request: HttpRequest, key: str, run: Callable[[], Any]) -> Any:
     return result
 
 
+# Looked up by every POST that carries a key: compiled once per connection (compiled.py).
+_RECORD = Compiled(
+    lambda staff_id, key: IdempotencyRecord.objects.filter(staff_id=staff_id, key=key).order_by("pk")[:1], int, str)
+
+
 def find_record(staff: Staff, key: str) -> IdempotencyRecord | None:
-    stored = IdempotencyRecord.objects.filter(staff=staff, key=key).first()
+    stored = _RECORD.first(staff.pk, key)
     if stored is not None and stored.created_at < expiry_cutoff():
         stored.delete()
         return None

@@ -35,6 +35,7 @@ from django.db import connection, models, transaction
 from django.forms.models import model_to_dict
 from django.utils import timezone
 
+from .compiled import Compiled, insert
 from .locking import lock_errors
 from .models import AuditEvent, Staff
 
@@ -126,6 +127,10 @@ def event_hash(prev_hash: str, event: AuditEvent) -> str:
     return hashlib.sha256((prev_hash + canonical(event)).encode()).hexdigest()
 
 
+# The chain's head, read by every write: compiled once per connection (compiled.py).
+_LAST_HASH = Compiled(lambda: AuditEvent.objects.order_by("-id").values_list("hash")[:1])
+
+
 def _lock_chain() -> None:
     if connection.vendor == "postgresql":
         with lock_errors(), connection.cursor() as cursor:
@@ -190,7 +195,8 @@ def _chain_and_insert(events: list[AuditEvent]) -> list[AuditEvent]:
     # read, outside any transaction) it opens one, so the lock is held until the row is committed.
     with transaction.atomic(savepoint=False):
         _lock_chain()
-        prev = AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first() or GENESIS
+        head = _LAST_HASH.first()
+        prev = head[0] if head else GENESIS
         # Stamped now, under the chain's lock, which is held until the commit: an event's
         # time, its id and its commit come in the same order, so a client that polls
         # /audit-log from the last time it saw never misses one committed late. (Stamped
@@ -203,7 +209,7 @@ def _chain_and_insert(events: list[AuditEvent]) -> list[AuditEvent]:
             event.prev_hash = prev
             event.hash = prev = event_hash(prev, event)
         if len(events) == 1:
-            events[0].save(force_insert=True)
+            insert(events[0])
         else:
             AuditEvent.objects.bulk_create(events)
     return events

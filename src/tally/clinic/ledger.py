@@ -18,9 +18,19 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from .compiled import Compiled, CompiledUpdate, insert
 from .errors import Conflict, Invalid
 from .models import InvoiceLine, PackageLedgerEntry, PatientPackage, Staff
 from .models.ledger import EntryKind
+
+# Compiled once per connection (compiled.py): post_entry runs on every covered check-in.
+_COUNT = Compiled(lambda pk: PatientPackage.objects.filter(pk=pk).values_list(
+    "sessions_used", "ledger_seq", "sessions_total")[:2], int)
+# The count moves only if no one else moved it since it was read (ledger_seq still seq_before).
+_MOVE_COUNT = CompiledUpdate(lambda pk, seq_before, change, seq: (
+    PatientPackage.objects.filter(pk=pk, ledger_seq=seq_before),
+    {"sessions_used": F("sessions_used") - change, "ledger_seq": seq},
+), int, int, int, int)
 
 
 def post_entry(
@@ -44,22 +54,22 @@ def post_entry(
     if kind not in EntryKind.values:
         raise ValueError(f"unknown ledger entry kind {kind!r}")
     # Read the count inside the same transaction that writes it.
-    current = PatientPackage.objects.values("sessions_used", "ledger_seq", "sessions_total").get(pk=package.pk)
-    used_after = current["sessions_used"] - change
-    if not 0 <= used_after <= current["sessions_total"]:
+    used_before, seq_before, total = _COUNT.get(package.pk)
+    used_after = used_before - change
+    if not 0 <= used_after <= total:
         raise Invalid(
-            f"That would leave {used_after} of {current['sessions_total']} sessions used; "
+            f"That would leave {used_after} of {total} sessions used; "
             "a count stays between 0 and the package's total.",
             fields={"change": "out of range"},
         )
-    seq = current["ledger_seq"] + 1
-    entry = PackageLedgerEntry.objects.create(
+    seq = seq_before + 1
+    entry = PackageLedgerEntry(
         patient_package_id=package.pk,
         seq=seq,
         kind=kind,
         change=change,
         used_after=used_after,
-        sessions_total=current["sessions_total"],
+        sessions_total=total,
         at=at or timezone.now(),
         invoice_line=invoice_line,
         appointment_id=appointment_id if appointment_id is not None else getattr(invoice_line, "appointment_id", None),
@@ -67,9 +77,8 @@ def post_entry(
         reason=reason,
         by=by,
     )
-    updated = PatientPackage.objects.filter(pk=package.pk, ledger_seq=seq - 1).update(
-        sessions_used=F("sessions_used") - change, ledger_seq=seq
-    )
+    insert(entry)
+    updated = _MOVE_COUNT(package.pk, seq_before, change, seq)
     if updated != 1:  # someone moved the count without holding the lock: never expected
         raise Conflict("The package changed while this was being saved; please try again.")
     package.sessions_used = used_after

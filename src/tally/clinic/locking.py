@@ -10,13 +10,14 @@ after the lock, inside the same transaction as the write.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 from django.conf import settings
 from django.db import OperationalError, connection
 from django.db.models import QuerySet
 
+from .compiled import Compiled
 from .errors import Conflict, NotFound
 from .models import Appointment, Invoice, PatientPackage
 
@@ -45,11 +46,23 @@ def lock_errors() -> Iterator[None]:
         raise
 
 
+# The hottest locks (every check-in takes them), compiled once per connection (compiled.py).
+_APPOINTMENT = Compiled(
+    lambda pk: _for_update(Appointment.objects.select_related("service", "patient")).filter(pk=pk)[:2], int)
+_APPOINTMENT_INCLUDING_DELETED = Compiled(
+    lambda pk: _for_update(Appointment.all_objects.select_related("service", "patient")).filter(pk=pk)[:2], int)
+_PATIENT_PACKAGES = Compiled(
+    lambda patient_id: _for_update(PatientPackage.objects.filter(patient_id=patient_id)).order_by("pk"), int)
+_PATIENT_ELIGIBLE_SERVICES = Compiled(
+    lambda patient_id: PatientPackage.eligible_services.through.objects.filter(
+        patientpackage__patient_id=patient_id).values_list("patientpackage_id", "service_id"), int)
+
+
 def lock_appointment(appointment_id: int, *, include_deleted: bool = False) -> Appointment:
-    manager = Appointment.all_objects if include_deleted else Appointment.objects
+    query = _APPOINTMENT_INCLUDING_DELETED if include_deleted else _APPOINTMENT
     with lock_errors():
         try:
-            return _for_update(manager.select_related("service", "patient")).get(pk=appointment_id)
+            return query.get(appointment_id)
         except Appointment.DoesNotExist:
             raise NotFound("No such appointment.") from None
 
@@ -67,8 +80,11 @@ def lock_invoice(invoice_id: int, *, nowait: bool = False) -> Invoice:
 def lock_patient_packages(patient_id: int) -> list[PatientPackage]:
     """All of one patient's packages, locked in id order, with their eligible services."""
     with lock_errors():
-        packages = list(_for_update(PatientPackage.objects.filter(patient_id=patient_id)).order_by("pk"))
-    return with_eligible_ids(packages)
+        packages = _PATIENT_PACKAGES.all(patient_id)
+    if not packages:
+        return packages
+    # Read after the lock, as before: the services of every package of this patient.
+    return _set_eligible_ids(packages, _PATIENT_ELIGIBLE_SERVICES.all(patient_id))
 
 
 def with_eligible_ids(packages: list[PatientPackage]) -> list[PatientPackage]:
@@ -76,6 +92,10 @@ def with_eligible_ids(packages: list[PatientPackage]) -> list[PatientPackage]:
     services = PatientPackage.eligible_services.through.objects.filter(
         patientpackage_id__in=[p.pk for p in packages]
     ).values_list("patientpackage_id", "service_id")
+    return _set_eligible_ids(packages, services)
+
+
+def _set_eligible_ids(packages: list[PatientPackage], services: Iterable[tuple[int, int]]) -> list[PatientPackage]:
     eligible: dict[int, set[int]] = {}
     for package_id, service_id in services:
         eligible.setdefault(package_id, set()).add(service_id)

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from typing import ParamSpec, TypeVar
 
@@ -21,18 +22,42 @@ R = TypeVar("R")
 CENT = Decimal("0.01")
 
 
+_ENDS_ON_ERROR = "tally_transaction_ends_on_error"
+
+
+@contextmanager
+def transaction_ends_on_error() -> Iterator[None]:
+    """For a front end's transaction that any error raised in it ends, rolling all of it back
+    (the API's one transaction per write request: its error handlers run outside it). An
+    action called directly in it then takes no savepoint of its own: the savepoint could only
+    be rolled back to by a caller that catches the error and goes on, and there is none."""
+    previous = getattr(connection, _ENDS_ON_ERROR, False)
+    setattr(connection, _ENDS_ON_ERROR, True)
+    try:
+        yield
+    finally:
+        setattr(connection, _ENDS_ON_ERROR, previous)
+
+
 def clinic_action(func: Callable[P, R]) -> Callable[P, R]:
     """Run an action in one transaction (a savepoint when a front end already opened one,
-    so that an idempotency record commits or rolls back with the action)."""
+    so that an idempotency record commits or rolls back with the action; none when that
+    transaction ends on any error, see `transaction_ends_on_error`)."""
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         outermost = not connection.in_atomic_block
-        # The audit events are chained at the end of the outermost block (audit.py).
-        with transaction.atomic(), chained_at_end():
-            if outermost:
-                set_lock_timeout()
-            return func(*args, **kwargs)
+        ends_on_error = not outermost and getattr(connection, _ENDS_ON_ERROR, False)
+        # Actions this one calls are nested in it as before, with their savepoints.
+        setattr(connection, _ENDS_ON_ERROR, False)
+        try:
+            # The audit events are chained at the end of the outermost block (audit.py).
+            with transaction.atomic(savepoint=not ends_on_error), chained_at_end():
+                if outermost:
+                    set_lock_timeout()
+                return func(*args, **kwargs)
+        finally:
+            setattr(connection, _ENDS_ON_ERROR, ends_on_error)
 
     return wrapper
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 
 from .. import rules
+from ..compiled import Compiled, insert
 from ..errors import Conflict
 from ..ledger import live_use_for_line, reverse_entry, use_session
 from ..locking import lock_patient_packages, with_eligible_ids
@@ -87,7 +88,7 @@ def charge_service(
         created_by=by,
     )
     if decision.covered_by is None:
-        line.save(force_insert=True)
+        insert(line)
         return line
     # Covered: the line is written covered (one INSERT, no UPDATE after it), then its session
     # is used; the entry points at the line, so the line comes first. The package is locked
@@ -97,21 +98,25 @@ def charge_service(
     line.session_number = package.sessions_used + 1
     line.amount = ZERO
     line.not_covered_reason = None
-    line.save(force_insert=True)
+    insert(line)
     entry = use_session(package, by=by, invoice_line=line)
     if entry.used_after != line.session_number:  # never expected: the count moved under the lock
         raise Conflict("The package changed while this was being saved; please try again.")
     return line
 
 
+# Every check-in asks it: compiled once per connection (compiled.py).
+_FIRST_SESSION_LINES = Compiled(lambda appointment_id: InvoiceLine.objects.filter(
+    appointment_id=appointment_id, kind=LineKind.FIRST_SESSION, removed_at__isnull=True,
+    invoice__voided_at__isnull=True,
+), int)
+
+
 def release_first_session_of(appointment: Appointment, *, by: Staff | None) -> int:
     """A visit whose first session was already used at the sale is charged on its own line;
     the sale's first-session line gives its session back so the visit counts once.
     Returns how many lines were released."""
-    lines = list(InvoiceLine.objects.filter(
-        appointment=appointment, kind=LineKind.FIRST_SESSION, removed_at__isnull=True,
-        invoice__voided_at__isnull=True,
-    ))
+    lines = _FIRST_SESSION_LINES.all(appointment.pk)
     for line in lines:
         uncover_line(line, by=by, reason="first session moved to the visit's own line")
         line.removed_at = now()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from ..audit import record, snapshot
+from ..compiled import insert, update_fields
 from ..errors import Conflict, Forbidden, Invalid
 from ..ledger import use_session
 from ..locking import lock_appointment, lock_invoice, lock_patient_packages
@@ -127,7 +128,7 @@ def do_check_in(
     appointment.status = AppointmentStatus.ATTENDED
     appointment.no_charges = bool(no_charges)
     appointment.checked_in_at = now()
-    appointment.save(update_fields=["status", "no_charges", "checked_in_at"])
+    update_fields(appointment, ["status", "no_charges", "checked_in_at"])
     line = None
     created = False
     if not no_charges:
@@ -142,9 +143,9 @@ def do_check_in(
         packages = lock_patient_packages(appointment.patient_id)
         created = invoice is None
         if invoice is None:
-            invoice = Invoice.objects.create(
-                patient_id=appointment.patient_id, issued_at=appointment.starts_at, created_by=acting_user
-            )
+            invoice = Invoice(patient_id=appointment.patient_id, issued_at=appointment.starts_at,
+                              created_by=acting_user)
+            insert(invoice)
         line = charge_service(invoice, service, by=acting_user, appointment=appointment, locked_packages=packages)
     record("appointment.check_in", actor=acting_user, obj=appointment, patient_id=appointment.patient_id,
            before=before, after=snapshot(appointment) | {"line_id": line.pk if line else None})

@@ -7,6 +7,8 @@ from contextlib import contextmanager
 
 from django.db import models
 
+from ..compiled import Compiled
+
 # What `ClinicSettings.load()` read in the current request, when a front end asked for one
 # read per request (`ClinicSettings.read_once()`); None outside such a request.
 _read_in_request: contextvars.ContextVar[list[ClinicSettings] | None] = contextvars.ContextVar(
@@ -44,7 +46,7 @@ class ClinicSettings(models.Model):
         read = _read_in_request.get()
         if read:
             return read[0]
-        obj = cls.objects.order_by("pk").first()
+        obj = _FIRST.first()
         if obj is None:
             obj, _ = cls.objects.get_or_create(pk=1)
         if read is not None:
@@ -62,3 +64,7 @@ class ClinicSettings(models.Model):
             yield
         finally:
             _read_in_request.reset(token)
+
+
+# Read by every request that needs the time zone: compiled once per connection (compiled.py).
+_FIRST = Compiled(lambda: ClinicSettings.objects.order_by("pk")[:1])
