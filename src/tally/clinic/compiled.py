@@ -208,6 +208,17 @@ def _plain(value: Any) -> bool:
     return not hasattr(value, "resolve_expression") and not hasattr(value, "as_sql")
 
 
+def _prepared(obj: Model, fields: Sequence[Any], conn: BaseDatabaseWrapper, *, adding: bool) -> list[Any]:
+    """The fields' values as save() prepares them (pre_save, then get_db_prep_save)."""
+    params = []
+    for field in fields:
+        value = field.pre_save(obj, adding)
+        if not _plain(value):
+            raise ValueError(f"{obj._meta.label}.{field.name}: an expression; use save()")
+        params.append(field.get_db_prep_save(value, conn))
+    return params
+
+
 def insert(obj: Model) -> None:
     """`obj.save(force_insert=True)` for a new row with an automatic id (module docstring)."""
     meta = obj._meta
@@ -235,12 +246,7 @@ def insert(obj: Model) -> None:
         converters = list(compiler.get_converters(cols).items())
         plan = cache[key] = (sql, fields, returning, tuple(returning_params), bool(returning_sql), converters)
     sql, fields, returning, returning_params, returns, converters = plan
-    params = []
-    for field in fields:
-        value = field.pre_save(obj, True)
-        if not _plain(value):
-            raise ValueError(f"{meta.label}.{field.name}: an expression; use save()")
-        params.append(field.get_db_prep_save(value, conn))
+    params = _prepared(obj, fields, conn, adding=True)
     with conn.cursor() as cursor:
         cursor.execute(sql, params + list(returning_params))
         if returns:
@@ -272,12 +278,7 @@ def update_fields(obj: Model, names: Sequence[str]) -> None:
             table, ", ".join(f"{qn(f.column)} = %s" for f in fields), table, qn(meta.pk.column))
         plan = cache[key] = (sql, fields)
     sql, fields = plan
-    params = []
-    for field in fields:
-        value = field.pre_save(obj, False)
-        if not _plain(value):
-            raise ValueError(f"{meta.label}.{field.name}: an expression; use save()")
-        params.append(field.get_db_prep_save(value, conn))
+    params = _prepared(obj, fields, conn, adding=False)
     params.append(meta.pk.get_db_prep_value(obj.pk, conn))
     with conn.cursor() as cursor:
         cursor.execute(sql, params)
