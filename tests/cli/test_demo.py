@@ -8,6 +8,7 @@ import io
 
 import pytest
 from django.core.management import call_command
+from django.test import Client
 from django.utils import timezone
 
 from tally.clinic import demo
@@ -83,7 +84,15 @@ def test_the_demo_command_loads_once_and_prints_working_logins(monkeypatch):
     desk_name, desk_password = demo.DEMO_DESK
     assert Staff.objects.get(username=desk_name, role="front_desk").check_password(desk_password)
     token = text.split("API token")[1].split()[0]
-    assert ApiToken.objects.filter(token_hash=hash_token(token), staff__username=owner_name).exists()
+    api_name = demo.DEMO_API[0]
+    assert ApiToken.objects.filter(token_hash=hash_token(token), staff__username=api_name,
+                                   staff__role="owner").exists()
+    assert not Staff.objects.get(username=api_name).has_usable_password()  # tokens only
+    # Signing out as the owner revokes her tokens, not the integration's.
+    owner_browser = Client()
+    owner_browser.force_login(Staff.objects.get(username=owner_name))
+    owner_browser.post("/logout/")
+    assert Client().get("/api/v1/me", headers={"Authorization": f"Bearer {token}"}).status_code == 200
     patients = Patient.objects.count()
 
     again = io.StringIO()

@@ -66,6 +66,10 @@ DEMO_OWNER = ("olivia", "riverside-owner-demo")
 # the `tally demo` output), so the demo owner's codes are anyone's: `tally democode` prints one.
 DEMO_OWNER_TOTP_KEY = b"tally-demo-owner-2fa".hex()
 DEMO_DESK = ("frank", "riverside-desk-demo")
+# The demo's printed API token belongs to an integration account of its own (an owner that
+# cannot sign in on the web), so that signing out as Olivia, which revokes her tokens,
+# leaves it working: the README's advice for real integrations.
+DEMO_API = ("riverside-api", "Riverside", "integration")
 
 
 @dataclass(frozen=True)

@@ -24,12 +24,14 @@ def do_create_staff(
     acting_user: Staff | None,
     username: str,
     role: str,
-    password: str,
+    password: str | None,
     first_name: str = "",
     last_name: str = "",
     validate: bool = True,
 ) -> Staff:
-    """Add a staff member. Owners also get the Django admin (the owner's back office)."""
+    """Add a staff member. Owners also get the Django admin (the owner's back office).
+    With no password, the account cannot sign in on the web or with POST /auth/token: an
+    integration's, used only with tokens from `tally createtoken`."""
     username = (username or "").strip()
     if not username:
         raise Invalid("A user name is required.", fields={"username": "required"})
@@ -40,12 +42,16 @@ def do_create_staff(
     user = Staff(username=username, role=role, first_name=(first_name or "").strip(),
                  last_name=(last_name or "").strip(), is_staff=role == Role.OWNER,
                  is_superuser=role == Role.OWNER)
-    if validate:
-        try:
-            validate_password(password, user=user)
-        except ValidationError as exc:
-            raise Invalid("Password refused: " + " ".join(exc.messages), fields={"password": "too weak"}) from None
-    user.set_password(password)
+    if password is None:
+        user.set_unusable_password()
+    else:
+        if validate:
+            try:
+                validate_password(password, user=user)
+            except ValidationError as exc:
+                raise Invalid("Password refused: " + " ".join(exc.messages),
+                              fields={"password": "too weak"}) from None
+        user.set_password(password)
     user.save()
     record("staff.create", actor=acting_user, obj=user,
            after={"username": user.username, "role": user.role, "name": user.get_full_name()})

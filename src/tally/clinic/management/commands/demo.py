@@ -6,9 +6,10 @@ from __future__ import annotations
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
-from tally.clinic.actions.staff_accounts import do_grant_token
+from tally.clinic.actions.staff_accounts import do_create_staff, do_grant_token
 from tally.clinic.actions.two_factor import base32_secret, confirmed_device
 from tally.clinic.demo import (
+    DEMO_API,
     DEMO_DESK,
     DEMO_OWNER,
     DEMO_OWNER_TOTP_KEY,
@@ -52,8 +53,12 @@ class Command(BaseCommand):
                 out.write(f"              `tally democode` prints it, or add the demo's public key "
                           f"{base32_secret(device)} to an authenticator app")
             out.write(f"  Front desk  {DEMO_DESK[0]} / {DEMO_DESK[1]}  (no two-factor code)")
-            _, token = do_grant_token(acting_user=None, username=owner.username, label="tally demo")
-            out.write(f"  API token   {token}  (owner)")
+            api_name, first_name, last_name = DEMO_API
+            if not Staff.objects.filter(username=api_name).exists():
+                do_create_staff(acting_user=None, username=api_name, role="owner", password=None,
+                                first_name=first_name, last_name=last_name)
+            _, token = do_grant_token(acting_user=None, username=api_name, label="tally demo")
+            out.write(f"  API token   {token}  (owner role, account {api_name}: tokens only, no sign-in)")
             out.write(f'  Try         curl -H "Authorization: Bearer {token}" {base}/api/v1/me')
             self.write_scenarios()
         out.write("")
