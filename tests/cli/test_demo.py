@@ -7,7 +7,7 @@ import functools
 import io
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.test import Client
 from django.utils import timezone
 
@@ -112,3 +112,19 @@ def test_a_token_from_createtoken_signs_in_to_the_api(client):
         pytest.skip("the API is not mounted at /api/v1/ yet")
     assert response.status_code == 200, response.content
     assert "ana" in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_a_tokens_only_account_for_an_integration(client):
+    call_command("createuser", "billing-sync", role="front_desk", tokens_only=True, stdout=io.StringIO())
+    staff = Staff.objects.get(username="billing-sync")
+    assert not staff.has_usable_password()
+    out = io.StringIO()
+    call_command("createtoken", "billing-sync", stdout=out)
+    token = out.getvalue().strip()
+    assert client.get("/api/v1/me", HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 200
+    # It cannot sign in with a password, on the web or for a token.
+    assert client.post("/api/v1/auth/token", {"username": "billing-sync", "password": ""},
+                       content_type="application/json").status_code in (401, 422)
+    with pytest.raises(CommandError, match="takes no --password"):
+        call_command("createuser", "other", role="owner", tokens_only=True, password="correct horse battery staple")

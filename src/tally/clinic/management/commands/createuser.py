@@ -1,4 +1,4 @@
-"""tally createuser NAME --role owner|front_desk|practitioner --password PW"""
+"""tally createuser NAME --role owner|front_desk|practitioner --password PW | --tokens-only"""
 
 from __future__ import annotations
 
@@ -20,6 +20,9 @@ class Command(BaseCommand):
         # Checked in handle() so that a bad role is one clear line, like every other refusal.
         parser.add_argument("--role", required=True, help="owner, front_desk or practitioner")
         parser.add_argument("--password", help="at least 12 characters, not a common one")
+        parser.add_argument("--tokens-only", action="store_true",
+                            help="no password: an integration's account, used only with `tally createtoken` "
+                                 "(nobody's sign-out revokes its tokens)")
         parser.add_argument("--first-name", default="")
         parser.add_argument("--last-name", default="")
 
@@ -28,7 +31,10 @@ class Command(BaseCommand):
         if role not in Role.values:
             raise CommandError(f"unknown role {options['role']!r}: use owner, front_desk or practitioner")
         password = options["password"]
-        if password is None:
+        if options["tokens_only"]:
+            if password is not None:
+                raise CommandError("--tokens-only takes no --password")
+        elif password is None:
             password = read_password()
         try:
             user = do_create_staff(acting_user=None, username=options["name"], role=role, password=password,
