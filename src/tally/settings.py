@@ -227,6 +227,7 @@ AXES_RESET_ON_SUCCESS = True
 # The address the server sees; a client-sent X-Forwarded-For would let a guesser pick a new one.
 AXES_IPWARE_META_PRECEDENCE_ORDER = ("REMOTE_ADDR",)
 AXES_LOCKOUT_CALLABLE = "tally.security.lockout.lockout_response"
+AXES_USERNAME_CALLABLE = "tally.security.lockout.signin_username"
 AXES_HTTP_RESPONSE_CODE = 429
 
 # Two-factor sign-in (django-otp, TOTP). Owners must use it unless this is switched off.

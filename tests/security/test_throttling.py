@@ -161,3 +161,15 @@ def test_every_password_form_is_throttled(path, owner, clinic):
     for _ in range(LIMIT):
         client.post(path, {"username": "olivia", "password": "wrong password!"})
     assert client.post(path, {"username": "olivia", "password": PASSWORD}).status_code == 429
+
+
+@pytest.mark.parametrize("path", ["/login/", "/admin/login/"])
+def test_a_user_name_longer_than_any_is_refused_not_a_500_on_every_sign_in_form(path, clinic):
+    """django-axes records a failed name in a column of 255 characters: a longer one made a
+    500 on PostgreSQL, through the admin's form too (found by the form fuzzing, then review).
+    The name it records is clipped; the staff form also refuses it outright."""
+    name = "z" * 300
+    response = Client().post(path, {"username": name, "password": "not the password at all"})
+    assert response.status_code == 200
+    for attempt in AccessAttempt.objects.all():
+        assert len(attempt.username or "") <= 255

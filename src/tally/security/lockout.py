@@ -52,3 +52,19 @@ def lockout_response(request: HttpRequest, original_response: HttpResponse | Non
                           status=429)
     response["Retry-After"] = str(retry_after)
     return response
+
+
+# AccessAttempt.username is a column of 255 characters (django-axes).
+_RECORDED_NAME_LENGTH = 255
+
+
+def signin_username(request: HttpRequest, credentials: dict | None = None) -> str | None:
+    """The user name django-axes records and keys the pause on (AXES_USERNAME_CALLABLE): the
+    one given, clipped to the column that records it. Every sign-in path goes through here
+    (the staff form, the admin's, POST /auth/token): a longer name, which can be no one's,
+    made a 500 on PostgreSQL when its failure was recorded."""
+    if credentials:
+        name = credentials.get("username")
+    else:
+        name = getattr(request, "data", request.POST).get("username")
+    return name[:_RECORDED_NAME_LENGTH] if isinstance(name, str) else name
