@@ -37,6 +37,7 @@ from django.db.models import Model, QuerySet
 from django.db.models.query import ModelIterable, ValuesListIterable, get_related_populators
 from django.db.models.sql import UpdateQuery
 from django.db.models.sql.compiler import SQLCompiler
+from django.db.transaction import TransactionManagementError
 
 _CACHE = "_tally_compiled"
 _INT_STANDIN = 1_987_650_000  # within a 32-bit integer column's range, never a real id here
@@ -95,6 +96,9 @@ class _Plan:
     def __init__(self, queryset: QuerySet, compiler: SQLCompiler, sql: str, slots: list[tuple[bool, Any, Any]]):
         self.sql, self.slots, self.db = sql, slots, queryset.db
         self.queried: type[Model] = queryset.model  # for get()'s DoesNotExist, values too
+        # The ORM refuses a FOR UPDATE outside a transaction when it compiles; compiled once,
+        # the refusal is made on every run instead (_rows), or a later run would lock nothing.
+        self.for_update = bool(queryset.query.select_for_update)
         db = self.db
         self.compiler = compiler
         select = compiler.select
@@ -137,17 +141,14 @@ class Compiled:
 
     @staticmethod
     def _rows(conn: BaseDatabaseWrapper, plan: _Plan, args: Sequence[Any]) -> list[list[Any]]:
+        if plan.for_update and conn.features.has_select_for_update and conn.get_autocommit():
+            raise TransactionManagementError("select_for_update cannot be used outside of a transaction.")
         with conn.cursor() as cursor:
             cursor.execute(plan.sql, _bind(plan.slots, args))
             rows = cursor.fetchall()
         if plan.converters:
             return list(plan.compiler.apply_converters(rows, plan.converters))
         return [list(row) for row in rows]
-
-    def rows(self, *args: Any) -> list[list[Any]]:
-        """The rows, converted as the ORM converts them (a values_list's tuples, as lists)."""
-        conn, plan = self._plan()
-        return self._rows(conn, plan, args)
 
     def all(self, *args: Any) -> list[Any]:
         """Model instances, or for a values_list QuerySet its rows as tuples."""
