@@ -114,3 +114,37 @@ def test_each_thread_compiles_on_its_own_connection():
     thread.join()
     assert here[0] is not there[0][0] and here[1] is not there[0][1]
     assert _connection()[1] is here[1]
+
+
+@pytest.mark.postgres_only  # SQLite takes no row locks (it locks the whole database on write)
+@pytest.mark.django_db(transaction=True)
+def test_a_compiled_lock_is_refused_outside_a_transaction_on_every_call():
+    """The ORM refuses FOR UPDATE in autocommit when it compiles; compiled once, the refusal
+    must still come on every call, or a later call would run and lock nothing."""
+    from django.db import transaction
+    from django.db.transaction import TransactionManagementError
+
+    from tally.clinic.errors import NotFound
+    from tally.clinic.locking import lock_appointment
+
+    with transaction.atomic(), pytest.raises(NotFound):  # compiled here, in a transaction
+        lock_appointment(1)
+    for _ in range(2):
+        with pytest.raises(TransactionManagementError):
+            lock_appointment(1)
+
+
+def test_an_action_error_caught_inside_a_transaction_that_ends_on_error_is_not_answered_as_success(desk, patient):
+    from django.db import transaction
+    from django.db.transaction import TransactionManagementError
+
+    from tally.clinic.actions import catalog
+    from tally.clinic.actions.common import transaction_ends_on_error
+    from tally.clinic.errors import ClinicError
+
+    with pytest.raises(TransactionManagementError, match="error was caught"):
+        with transaction.atomic(), transaction_ends_on_error():
+            try:
+                catalog.do_create_patient(acting_user=desk, first_name="", last_name="")
+            except ClinicError:
+                pass  # a caller that carries on: the rule this guards against

@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import ParamSpec, TypeVar
 
 from django.db import connection, transaction
+from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
 from ..audit import chained_at_end
@@ -35,6 +36,11 @@ def transaction_ends_on_error() -> Iterator[None]:
     setattr(connection, _ENDS_ON_ERROR, True)
     try:
         yield
+        # An action failed in here and its error was caught: without its savepoint, the
+        # transaction can only roll back, and the caller would answer as if it had worked.
+        if connection.needs_rollback:
+            raise TransactionManagementError(
+                "An action failed inside a transaction that must end on any error, and the error was caught.")
     finally:
         setattr(connection, _ENDS_ON_ERROR, previous)
 
@@ -47,7 +53,8 @@ def clinic_action(func: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         outermost = not connection.in_atomic_block
-        ends_on_error = not outermost and getattr(connection, _ENDS_ON_ERROR, False)
+        flag = getattr(connection, _ENDS_ON_ERROR, False)
+        ends_on_error = not outermost and flag
         # Actions this one calls are nested in it as before, with their savepoints.
         setattr(connection, _ENDS_ON_ERROR, False)
         try:
@@ -57,7 +64,7 @@ def clinic_action(func: Callable[P, R]) -> Callable[P, R]:
                     set_lock_timeout()
                 return func(*args, **kwargs)
         finally:
-            setattr(connection, _ENDS_ON_ERROR, ends_on_error)
+            setattr(connection, _ENDS_ON_ERROR, flag)
 
     return wrapper
 
