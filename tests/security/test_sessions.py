@@ -124,6 +124,8 @@ def test_signing_out_also_revokes_that_users_api_tokens(desk, practitioner, clin
     token.refresh_from_db()
     assert token.revoked_at is not None
     assert Client().get("/api/v1/me", headers={"Authorization": f"Bearer {others}"}).status_code == 200
+    event = AuditEvent.objects.filter(action="token.revoke").get()  # why its 401s began
+    assert (event.actor_id, event.object_id, event.after) == (desk.pk, str(desk.pk), {"tokens": 1, "cause": "sign_out"})
 
 
 def test_tally_deactivate_ends_sessions_and_revokes_tokens(desk, clinic):

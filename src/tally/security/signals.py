@@ -35,13 +35,26 @@ def sign_out_everywhere(sender: Any, request: HttpRequest | None, user: Staff | 
     """Signing out ends every session of that staff member, on every device, and revokes
     their API tokens (issue 5: a sign-out is a sign-out everywhere). An integration that
     must outlive a person's sign-outs uses a staff account of its own."""
-    if user is not None:
-        revoke_tokens(user)
-        sessions.end_all_sessions(user.pk)
+    if user is None:
+        return
+    token = current_ip.set(request.META.get("REMOTE_ADDR") if request is not None else None)
+    try:
+        revoke_tokens(user, cause="sign_out", by=user)
+    finally:
+        current_ip.reset(token)
+    sessions.end_all_sessions(user.pk)
 
 
-def revoke_tokens(staff: Staff) -> int:
-    return ApiToken.objects.filter(staff=staff, revoked_at__isnull=True).update(revoked_at=timezone.now())
+def revoke_tokens(staff: Staff, *, cause: str, by: Staff | None) -> int:
+    """Revoke every live token of `staff`, with one audit event saying how many and why: an
+    integration that suddenly gets 401s can be explained from the audit log."""
+    with transaction.atomic():
+        live = ApiToken.objects.filter(staff=staff, revoked_at__isnull=True)
+        count = live.update(revoked_at=timezone.now())
+        if count:
+            record("token.revoke", actor=by, obj=staff, object_type="staff",
+                   after={"tokens": count, "cause": cause})
+    return count
 
 
 @receiver(post_save, sender=Staff, dispatch_uid="tally.security.deactivated_staff_signed_out")
@@ -50,7 +63,7 @@ def deactivated_staff_signed_out(sender: Any, instance: Staff, created: bool, **
     sessions end and their tokens are revoked now. (Each request also refuses an inactive user.)"""
     if created or instance.is_active:
         return
-    revoke_tokens(instance)
+    revoke_tokens(instance, cause="deactivated", by=None)
     sessions.end_all_sessions(instance.pk)
 
 
