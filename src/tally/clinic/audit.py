@@ -200,10 +200,11 @@ def _chain_and_insert(events: list[AuditEvent]) -> list[AuditEvent]:
         # Stamped now, under the chain's lock, which is held until the commit: an event's
         # time, its id and its commit come in the same order, so a client that polls
         # /audit-log from the last time it saw never misses one committed late. (Stamped
-        # when recorded, an event could commit after a later-stamped one had been read.)
-        chained_at = timezone.now()
+        # when recorded, an event could commit after a later-stamped one had been read.) This
+        # takes the app servers to share one clock: one host, or hosts kept in step by NTP.
+        chained_at = timezone.now().astimezone(dt.UTC)
         for event in events:
-            event.at = max(event.at, chained_at).astimezone(dt.UTC)
+            event.at = chained_at
             event.ip = _ip(event.ip)
             event.before, event.after = _plain(event.before), _plain(event.after)
             event.prev_hash = prev
