@@ -124,7 +124,10 @@ def test_a_tokens_only_account_for_an_integration(client):
     token = out.getvalue().strip()
     assert client.get("/api/v1/me", HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 200
     # It cannot sign in with a password, on the web or for a token.
-    assert client.post("/api/v1/auth/token", {"username": "billing-sync", "password": ""},
-                       content_type="application/json").status_code in (401, 422)
+    response = client.post("/api/v1/auth/token", {"username": "billing-sync", "password": "any password at all"},
+                           content_type="application/json")
+    assert response.status_code == 401 and response.json()["error"]["code"] == "unauthenticated"
+    web = client.post("/login/", {"username": "billing-sync", "password": "any password at all"})
+    assert web.status_code == 200 and "_auth_user_id" not in client.session
     with pytest.raises(CommandError, match="takes no --password"):
         call_command("createuser", "other", role="owner", tokens_only=True, password="correct horse battery staple")

@@ -18,6 +18,7 @@ from tally.clinic.demo import (
     load_demo,
 )
 from tally.clinic.models import Patient, Staff
+from tally.clinic.models.staff import Role
 from tally.server import host_for_url, serve
 
 from .serve import add_server_arguments
@@ -55,7 +56,7 @@ class Command(BaseCommand):
             out.write(f"  Front desk  {DEMO_DESK[0]} / {DEMO_DESK[1]}  (no two-factor code)")
             api_name, first_name, last_name = DEMO_API
             if not Staff.objects.filter(username=api_name).exists():
-                do_create_staff(acting_user=None, username=api_name, role="owner", password=None,
+                do_create_staff(acting_user=None, username=api_name, role=Role.OWNER, password=None,
                                 first_name=first_name, last_name=last_name)
             _, token = do_grant_token(acting_user=None, username=api_name, label="tally demo")
             out.write(f"  API token   {token}  (owner role, account {api_name}: tokens only, no sign-in)")
