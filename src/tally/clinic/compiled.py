@@ -45,8 +45,11 @@ _STR_STANDIN = "\ue000tally-compiled-argument-{}\ue000"
 
 
 def _connection() -> tuple[BaseDatabaseWrapper, dict[Any, Any]]:
-    """This thread's connection (not the `connection` proxy: its attributes are shared by
-    every thread) and the statements compiled on it."""
+    """This thread's connection wrapper and the statements compiled on it. The cache is kept
+    in the wrapper's own __dict__: the `connection` proxy forwards attribute access to the
+    thread's wrapper, but its own __dict__ would be shared by every thread. The wrapper
+    outlives reconnects (the SQL text does not depend on the session), so "once per
+    connection" means once per thread's wrapper."""
     conn = connections[DEFAULT_DB_ALIAS]
     cache = conn.__dict__.get(_CACHE)
     if cache is None:
