@@ -53,9 +53,16 @@ _APPOINTMENT_INCLUDING_DELETED = Compiled(
     lambda pk: _for_update(Appointment.all_objects.select_related("service", "patient")).filter(pk=pk)[:2], int)
 _PATIENT_PACKAGES = Compiled(
     lambda patient_id: _for_update(PatientPackage.objects.filter(patient_id=patient_id)).order_by("pk"), int)
-_PATIENT_ELIGIBLE_SERVICES = Compiled(
-    lambda patient_id: PatientPackage.eligible_services.through.objects.filter(
-        patientpackage__patient_id=patient_id).values_list("patientpackage_id", "service_id"), int)
+
+
+def _eligible_pairs(**where):
+    """(package id, service id) pairs of the packages' eligible services: one query shape for
+    the locked read below and for `with_eligible_ids`, so the two cannot drift apart."""
+    return PatientPackage.eligible_services.through.objects.filter(**where).values_list(
+        "patientpackage_id", "service_id")
+
+
+_PATIENT_ELIGIBLE_SERVICES = Compiled(lambda patient_id: _eligible_pairs(patientpackage__patient_id=patient_id), int)
 
 
 def lock_appointment(appointment_id: int, *, include_deleted: bool = False) -> Appointment:
@@ -89,10 +96,7 @@ def lock_patient_packages(patient_id: int) -> list[PatientPackage]:
 
 def with_eligible_ids(packages: list[PatientPackage]) -> list[PatientPackage]:
     """Set `eligible_ids` (the snapshot's service ids) on each package, in one query."""
-    services = PatientPackage.eligible_services.through.objects.filter(
-        patientpackage_id__in=[p.pk for p in packages]
-    ).values_list("patientpackage_id", "service_id")
-    return _set_eligible_ids(packages, services)
+    return _set_eligible_ids(packages, _eligible_pairs(patientpackage_id__in=[p.pk for p in packages]))
 
 
 def _set_eligible_ids(packages: list[PatientPackage], services: Iterable[tuple[int, int]]) -> list[PatientPackage]:
