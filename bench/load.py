@@ -98,8 +98,62 @@ def print_summary(summary: dict[str, Any]) -> None:
     for kind, k in summary["kinds"].items():
         print(f"  {kind:<14} {k['count']:>7} {k['per_second']:>8.1f} {k['p50_ms']:>8.1f} {k['p95_ms']:>8.1f} "
               f"{k['p99_ms']:>8.1f} {k['max_ms']:>8.1f}")
+    cpu = summary.get("cpu")
+    if cpu:
+        per, busy = cpu["ms_per_op"], cpu["cores_busy"]
+        print("  CPU ms per op: " + ", ".join(f"{k} {per[k]:.2f}" for k in ("server", "postgres", "postgres_sys", "client", "machine")
+                                              if k in per) +
+              "; cores busy: " + ", ".join(f"{k} {busy[k]:.2f}" for k in ("server", "postgres", "client", "machine")
+                                          if k in busy))
     for error, count in summary["error_kinds"].items():
         print(f"  error x{count}: {error}")
+
+
+# --- where the CPU goes ---
+
+
+TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds(server_pgid: int | None) -> dict[str, float]:
+    """CPU seconds used so far (user + system) by the server's processes (its session), by
+    PostgreSQL's processes, by this client, and by the whole machine (every core). Linux
+    only (/proc); elsewhere the split is empty. Finished processes are not counted, so the
+    figures are for the live server and its live database connections."""
+    split = {"server": 0.0, "postgres": 0.0, "postgres_sys": 0.0}
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return {}
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "stat").read_text()
+        except OSError:
+            continue
+        comm = raw[raw.index("(") + 1:raw.rindex(")")]
+        fields = raw[raw.rindex(")") + 2:].split()
+        # fields[0] is field 3 (state): session id is field 6, utime/stime are fields 14/15
+        used = (int(fields[11]) + int(fields[12])) / TICK
+        if server_pgid is not None and int(fields[3]) == server_pgid:
+            split["server"] += used
+        elif comm.startswith("postgres"):
+            split["postgres"] += used
+            split["postgres_sys"] += int(fields[12]) / TICK
+    times = os.times()
+    split["client"] = times.user + times.system
+    with contextlib.suppress(OSError):
+        cpu = (proc / "stat").read_text().splitlines()[0].split()[1:]
+        split["machine"] = (sum(int(v) for v in cpu) - int(cpu[3]) - int(cpu[4])) / TICK  # less idle, iowait
+    return split
+
+
+def cpu_per_op(before: dict[str, float], after: dict[str, float], ops: int, seconds: float) -> dict[str, Any]:
+    if not before or not ops:
+        return {}
+    used = {k: after[k] - before[k] for k in before}
+    return {"ms_per_op": {k: round(v / ops * 1000, 3) for k, v in used.items()},
+            "cores_busy": {k: round(v / seconds, 2) for k, v in used.items()}}
 
 
 # --- HTTP ---
@@ -266,7 +320,7 @@ def timed(results: Results, kind: str, op, conn: Connection, seed: Seed, rng: ra
 
 
 def closed_loop(name: str, port: int, seed: Seed, clients: int, duration: float,
-                choose, base_seed: int) -> dict[str, Any]:
+                choose, base_seed: int, server_pgid: int | None = None) -> dict[str, Any]:
     results = Results()
     deadline = time.monotonic() + duration
 
@@ -278,13 +332,16 @@ def closed_loop(name: str, port: int, seed: Seed, clients: int, duration: float,
             timed(results, kind, op, conn, seed, rng)
         conn.close()
 
+    cpu_before = cpu_seconds(server_pgid)
     began = time.monotonic()
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    return summarise(name, results, time.monotonic() - began)
+    summary = summarise(name, results, time.monotonic() - began)
+    summary["cpu"] = cpu_per_op(cpu_before, cpu_seconds(server_pgid), summary["ops"], summary["seconds"])
+    return summary
 
 
 GRACE_SECONDS = 10
@@ -427,14 +484,14 @@ def main() -> int:
             seed = seed_clinic(args.patients, args.visits, random.Random(args.seed))
             print(f"seeded {args.patients} patients, {args.patients * args.visits} booked visits "
                   f"in {time.monotonic() - t0:.1f} s")
-            with server(env, workdir, args.workers, args.threads) as (port, _pid):
+            with server(env, workdir, args.workers, args.threads) as (port, pid):
                 summaries = []
                 if "baseline" in phases:
                     summaries.append(closed_loop("baseline GET /me", port, seed, args.clients, args.duration,
-                                                 lambda rng: ("me", op_me), args.seed))
+                                                 lambda rng: ("me", op_me), args.seed, pid))
                 if "check-ins" in phases:
                     summaries.append(closed_loop("check-ins only", port, seed, args.clients, args.duration,
-                                                 lambda rng: ("check_in", op_check_in), args.seed + 1))
+                                                 lambda rng: ("check_in", op_check_in), args.seed + 1, pid))
                 if "mix" in phases:
                     kinds, ops, weights = zip(*[(k, o, w) for k, o, w in MIX], strict=True)
 
@@ -443,7 +500,7 @@ def main() -> int:
                         return kinds[i], ops[i]
 
                     summaries.append(closed_loop("mix", port, seed, args.clients, args.duration, choose,
-                                                 args.seed + 2))
+                                                 args.seed + 2, pid))
                 if "rate" in phases and args.rate > 0:
                     summaries.append(open_loop(f"check-ins at {args.rate:.0f}/s (open loop)", port, seed,
                                                args.rate, args.duration, pool=max(32, args.clients * 2)))
