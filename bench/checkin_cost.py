@@ -12,6 +12,9 @@ and an Idempotency-Key, exactly as a client would, and reports:
   - the statements of one covered check-in, listed (CaptureQueriesContext);
   - the mean and median milliseconds per check-in over --iterations, and the same for
     `GET /api/v1/me` (the load bench's baseline), so the ratio is comparable;
+  - on PostgreSQL, the database server's own CPU for this connection (its backend process,
+    from /proc/PID/schedstat, in nanoseconds), per check-in and per `GET /me`, and split by
+    statement (BEGIN and COMMIT are what is left over: psycopg sends them, not Django);
   - with --profile N, the cProfile of N check-ins, top functions by cumulative time.
 
 Deterministic where it matters (the statement count); the timings depend on the machine's
@@ -79,6 +82,30 @@ def seed(patients: int, visits: int):
     covered = list(Appointment.objects.filter(service=acu).values_list("pk", flat=True))
     uncovered = list(Appointment.objects.filter(service=massage).values_list("pk", flat=True))
     return token, covered, uncovered
+
+
+def backend_cpu_ns(pid: int | None) -> int:
+    """CPU time the PostgreSQL backend `pid` has used so far (Linux /proc; 0 elsewhere)."""
+    if pid is None:
+        return 0
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def statement_label(sql: str) -> str:
+    words = sql.split()
+    verb = words[0].upper()
+    table = next((after.strip('"') for w, after in zip(words, words[1:], strict=False)
+                  if w.upper() in ("FROM", "INTO", "UPDATE") and after), "")
+    if verb == "UPDATE":
+        table = words[1].strip('"')
+    elif verb in ("INSERT",):
+        table = words[2].strip('"')
+    elif "pg_advisory" in sql:
+        return "SELECT pg_advisory_xact_lock"
+    return f"{verb} {table}".strip()
 
 
 def main() -> int:
@@ -152,6 +179,8 @@ def main() -> int:
                   f"CPU mean {statistics.mean(me_cpu) * 1000:.2f} ms")
             print(f"in-process ratio GET /me / check-in: wall (medians) {base / ci:.2f}, "
                   f"CPU (means) {statistics.mean(me_cpu) / statistics.mean(cpu):.2f}")
+            if connection.vendor == "postgresql" and Path("/proc").is_dir():
+                pg_cpu_split(connection, check_in, me, covered, uncovered, args.iterations)
             print(f"uptime: {uptime()}")
             if args.profile:
                 profiler = cProfile.Profile()
@@ -166,6 +195,42 @@ def main() -> int:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
+
+
+def pg_cpu_split(connection, check_in, me, covered: list, uncovered: list, iterations: int) -> None:
+    """The database server's CPU: what the backend serving this connection used, per request
+    and per statement (same 70/30 mix of covered and uncovered check-ins)."""
+    pid = connection.connection.info.backend_pid
+    by_statement: Counter = Counter()
+    counts: Counter = Counter()
+
+    def measure(execute, sql, params, many, context):
+        before = backend_cpu_ns(pid)
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            label = statement_label(sql)
+            by_statement[label] += backend_cpu_ns(pid) - before
+            counts[label] += 1
+
+    n = min(iterations, len(covered) + len(uncovered))
+    visits = [covered.pop() if i % 10 < 7 or not uncovered else uncovered.pop() for i in range(n)]
+    with connection.execute_wrapper(measure):
+        total = backend_cpu_ns(pid)
+        for pk in visits:
+            check_in(pk)
+        total = backend_cpu_ns(pid) - total
+        statements = sum(by_statement.values())
+        me_total = backend_cpu_ns(pid)
+        for _ in range(n):
+            me()
+        me_total = backend_cpu_ns(pid) - me_total
+    print(f"PostgreSQL backend CPU: check-in {total / n / 1e6:.2f} ms, GET /me {me_total / n / 1e6:.3f} ms "
+          f"(mean of {n}); per check-in by statement:")
+    by_statement.pop("SELECT clinic_apitoken", None)  # /me's too, measured above with /me
+    rows = [*by_statement.items(), ("BEGIN + COMMIT (left over)", total - statements)]
+    for label, ns in sorted(rows, key=lambda row: -row[1]):
+        print(f"    {ns / n / 1e6:6.3f} ms  {label}" + (f"  (x{counts[label] / n:.1f})" if label in counts else ""))
 
 
 if __name__ == "__main__":
