@@ -17,8 +17,10 @@ of `--duration` seconds each:
   rate       open loop: check-ins started at --rate per second whatever the answers,
              latency counted from the scheduled start (no coordinated omission)
 
-then runs `tally verify` on the database. Every POST carries an Idempotency-Key, as the
-clinic's clients do. Threads + http.client with one keep-alive connection per thread.
+then runs `tally verify` on the database. For each closed-loop phase it also prints the CPU
+used per operation by the server, by PostgreSQL, by this client and by the whole machine
+(from /proc, on Linux), so a ratio can be explained, not only stated. Every POST carries
+an Idempotency-Key, as the clinic's clients do. Threads + http.client with one keep-alive connection per thread.
 """
 
 from __future__ import annotations
