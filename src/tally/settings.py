@@ -250,6 +250,8 @@ CONTENT_SECURITY_POLICY = {
 
 # Idempotency keys are kept at least this long (API.md: at least 24 hours).
 TALLY_IDEMPOTENCY_TTL_HOURS = 48
+# A clinic audit's pages are read from one stored run for this long (then: run it again).
+TALLY_AUDIT_SNAPSHOT_TTL_HOURS = 24
 # PostgreSQL lock timeout for an action's row locks; past it the caller gets a 409.
 TALLY_LOCK_TIMEOUT_MS = int(os.environ.get("TALLY_LOCK_TIMEOUT_MS", "10000"))
 

@@ -3,8 +3,15 @@ every fix posted as the finding gives it, and the finding gone afterwards."""
 
 from __future__ import annotations
 
+import base64
+import datetime as dt
+
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from tally.clinic.models import ClinicAuditSnapshot
 
 from .conftest import assert_error
 
@@ -290,6 +297,57 @@ def test_the_clinic_audit_lists_packages_with_findings_worst_first(desk_history,
     assert_error(anonymous.get("/audit/packages"), 401, "unauthenticated")
     assert_error(h.api.get("/audit/packages", min_severity="loud"), 422, "validation_error")
     assert_error(h.api.get("/audit/packages", cursor="!!!"), 422, "validation_error")
+
+
+def broken_packages(h, days=(1, 2, 3)):
+    """Packages whose cached count disagrees with their ledger (LEDGER_MISMATCH, an error)."""
+    packages = [h.sell(day)[0] for day in days]
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE clinic_patientpackage SET sessions_used = 5 WHERE id IN (%s, %s, %s)", packages)
+    return packages
+
+
+def test_the_clinic_audit_pages_through_one_run_so_a_fix_meanwhile_skips_nothing(desk_history):
+    h = desk_history
+    packages = broken_packages(h)
+    first = h.ok(h.api.get("/audit/packages", min_severity="error", limit=1))
+    assert first["scanned"] == 3 and first["as_of"][-6] in "+-"
+    shown = [first["items"][0]["patient_package_id"]]
+    # The package on the first page is repaired before the second page is asked for: with
+    # offsets over a fresh run, the list would shift under the cursor and skip a package.
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE clinic_patientpackage SET sessions_used = 0 WHERE id = %s", [shown[0]])
+    cursor_ = first["next"]
+    while cursor_:
+        with CaptureQueriesContext(connection) as queries:
+            page = h.ok(h.api.get("/audit/packages", min_severity="error", limit=1, cursor=cursor_))
+        assert not [q for q in queries if "clinic_packageledgerentry" in q["sql"]], "a later page ran the audit again"
+        assert page["as_of"] == first["as_of"] and page["scanned"] == 3
+        shown += [item["patient_package_id"] for item in page["items"]]
+        cursor_ = page["next"]
+    assert sorted(shown) == sorted(packages)  # every package once: none skipped, none repeated
+    fresh = h.ok(h.api.get("/audit/packages", min_severity="error"))  # no cursor: a new run
+    assert {item["patient_package_id"] for item in fresh["items"]} == set(packages) - {shown[0]}
+    assert fresh["as_of"] >= first["as_of"]
+
+
+def test_an_audit_cursor_keeps_its_severity_and_expires(desk_history, settings):
+    h = desk_history
+    broken_packages(h)
+    first = h.ok(h.api.get("/audit/packages", min_severity="error", limit=1))
+    assert_error(h.api.get("/audit/packages", min_severity="info", cursor=first["next"]), 422, "validation_error",
+                 "cursor")
+    offset_cursor = base64.urlsafe_b64encode(b"o:1").decode().rstrip("=")  # an older release's cursor
+    assert_error(h.api.get("/audit/packages", cursor=offset_cursor), 422, "validation_error", "cursor")
+    huge = base64.urlsafe_b64encode(b"s:99999999999999999999:info:0").decode().rstrip("=")  # past a bigint
+    assert_error(h.api.get("/audit/packages", cursor=huge), 422, "validation_error", "cursor")
+    ClinicAuditSnapshot.objects.update(created_at=timezone.now() - dt.timedelta(hours=25))
+    expired = assert_error(h.api.get("/audit/packages", min_severity="error", limit=1, cursor=first["next"]),
+                           422, "validation_error", "cursor")
+    assert expired["fields"]["cursor"] == "expired"
+    # Taking a new run deletes the expired ones.
+    h.ok(h.api.get("/audit/packages", min_severity="error", limit=1))
+    assert ClinicAuditSnapshot.objects.count() == 1
 
 
 def test_the_audit_log_is_owner_only_and_filters_by_patient(desk_history, owner_api, desk_api):

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import html
 import json
 
+from django.http import QueryDict
+from django.template import Context, Template
 from django.urls import reverse
 
 from tally.clinic.actions.visits import do_book, do_check_in
+from tally.clinic.models import ClinicAuditSnapshot
 
 from .conftest import today_at
 
@@ -105,3 +109,32 @@ def test_a_patient_level_finding_is_fixed_from_the_patient_page(desk_client, des
     desk_client.post(reverse("staff:patient_fix", args=[patient.pk]), {
         "action": "check_in_and_charge", "params": json.dumps({"appointment_id": appointment.pk})})
     assert "NO_CHARGES" not in desk_client.get(reverse("staff:patient_investigation", args=[patient.pk])).content.decode()
+
+
+def test_the_clinic_audit_page_keeps_one_run_across_filters_until_run_again(desk_client, desk, patient, acu60, clinic,
+                                                                             sold_pack):
+    appointment = no_charges_visit(desk, patient, acu60, clinic)
+    first = desk_client.get(reverse("staff:audit"))
+    html = first.content.decode()
+    snapshot = ClinicAuditSnapshot.objects.get()
+    assert "<code>NO_CHARGES</code>" in html and "As of" in html
+    assert f'name="snapshot" value="{snapshot.pk}"' in html  # the filter form keeps the run
+    # Fixed meanwhile: the same run still lists it (what staff were paging through), with
+    # the time it was taken; running it again shows the package clean.
+    desk_client.post(reverse("staff:fix", args=[sold_pack.pk]), {
+        "action": "check_in_and_charge", "params": json.dumps({"appointment_id": appointment.pk})})
+    same = desk_client.get(reverse("staff:audit"), {"snapshot": snapshot.pk, "severity": "info"}).content.decode()
+    assert "<code>NO_CHARGES</code>" in same and ClinicAuditSnapshot.objects.count() == 1
+    again = desk_client.get(reverse("staff:audit"), {"severity": "warning"}).content.decode()
+    assert "<code>NO_CHARGES</code>" not in again and ClinicAuditSnapshot.objects.count() == 2
+    # A run that is not kept (never taken, expired, or nonsense) is simply taken again.
+    for stale in ("999999", "abc", "", "99999999999999999999", "-1"):
+        assert desk_client.get(reverse("staff:audit"), {"snapshot": stale}).status_code == 200
+
+
+def test_the_clinic_audit_pages_link_to_the_same_run(rf):
+    request = rf.get("/audit/", {"severity": "info", "code": "NO_CHARGES", "page": "1"})
+    link = Template("{% load staff_tags %}{% query page=2 %}").render(
+        Context({"request": request, "query_pins": {"snapshot": 7}}))
+    assert QueryDict(html.unescape(link).removeprefix("?")).dict() == {"severity": "info", "code": "NO_CHARGES", "page": "2",
+                                                        "snapshot": "7"}

@@ -16,10 +16,12 @@ from tally.clinic.investigator.export import finding_dict as finding_out
 from tally.clinic.investigator.export import investigation_dict as investigation_out
 from tally.clinic.investigator.service import (
     FIX_ACTIONS,
+    AuditScan,
     apply_fix,
-    clinic_audit,
+    audit_snapshot,
     investigate_package,
     investigate_patient,
+    take_audit_snapshot,
 )
 from tally.clinic.models import AuditEvent, PackageLedgerEntry, Patient, PatientPackage
 
@@ -117,6 +119,7 @@ class AuditRowOut(Schema):
 
 class AuditPageOut(Schema):
     scanned: int
+    as_of: DateTimeOut = Field(description="When this run of the audit was taken; every page of it is from then.")
     items: list[AuditRowOut]
     next: str | None
 
@@ -227,37 +230,53 @@ def patient_fix(request: HttpRequest, patient_id: Id, payload: FixIn) -> dict[st
             "investigation": None, "findings": [finding_out(f) for f in orphans]}
 
 
-def _offset(cursor: str | None) -> int:
-    if not cursor:
-        return 0
+def _audit_cursor(cursor: str, min_severity: str) -> tuple[int, int]:
+    """(snapshot id, offset) from a cursor this list gave out for the same min_severity."""
+    refused = Invalid("That cursor is not one this list gave out.", fields={"cursor": "invalid cursor"})
     try:
-        value = int(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().removeprefix("o:"))
+        kind, snapshot, severity, offset = base64.urlsafe_b64decode(
+            cursor + "=" * (-len(cursor) % 4)).decode().split(":")
+        snapshot_id, start = int(snapshot), int(offset)
     except (binascii.Error, ValueError, UnicodeDecodeError):
-        raise Invalid("That cursor is not one this list gave out.", fields={"cursor": "invalid cursor"}) from None
-    if value < 0:
-        raise Invalid("That cursor is not one this list gave out.", fields={"cursor": "invalid cursor"})
-    return value
+        raise refused from None
+    if kind != "s" or start < 0:
+        raise refused
+    if severity != min_severity:
+        raise Invalid("That cursor belongs to the same audit with another min_severity; keep the first "
+                      "page's min_severity, or start again without a cursor.",
+                      fields={"cursor": f"given out for min_severity={severity}"})
+    return snapshot_id, start
 
 
-def _cursor(offset: int) -> str:
-    return base64.urlsafe_b64encode(f"o:{offset}".encode()).decode().rstrip("=")
+def _next_audit_cursor(snapshot_id: int, min_severity: str, offset: int) -> str:
+    return base64.urlsafe_b64encode(f"s:{snapshot_id}:{min_severity}:{offset}".encode()).decode().rstrip("=")
 
 
 @router.get("/audit/packages", response={200: AuditPageOut, **READ_ERRORS})
 def audit_packages(request: HttpRequest, query: Query[AuditParams]) -> dict[str, Any]:
     """The clinic audit: every package through the investigator, those with findings at or
-    above `min_severity`, worst first."""
+    above `min_severity`, worst first. The first page runs the audit and keeps the run
+    (`as_of`); `next` pages through that same run, so a fix applied meanwhile neither skips
+    nor repeats a package. A cursor is good for 24 hours; then start again without one."""
     require_role(viewer(request), *DESK, doing="run the clinic audit")
-    start = _offset(query.cursor)
-    scanned, rows = clinic_audit(min_severity=query.min_severity)
+    if query.cursor:
+        snapshot_id, start = _audit_cursor(query.cursor, query.min_severity)
+        snapshot = audit_snapshot(snapshot_id)
+        if snapshot is None:
+            raise Invalid("That audit has expired; start again without a cursor.", fields={"cursor": "expired"})
+    else:
+        snapshot, start = take_audit_snapshot(by=viewer(request)), 0
+    scan = AuditScan.from_dict(snapshot.scan)
+    rows = scan.rows(query.min_severity)
     page = rows[start:start + query.limit]
     more = start + query.limit < len(rows)
     # Each package listed names its patient: one event per row shown, bounded by `limit`.
     audit_read(request, "patient_package.clinic_audit",
                [Shown(row.patient_id, "patientpackage", row.patient_package_id) for row in page],
                nothing=Shown(None, "patientpackage", ""), details={"min_severity": query.min_severity})
-    return {"scanned": scanned, "items": [row.__dict__ for row in page],
-            "next": _cursor(start + query.limit) if more else None}
+    return {"scanned": scan.scanned, "as_of": render.moment(snapshot.created_at, clinic_tz()),
+            "items": [row.__dict__ for row in page],
+            "next": _next_audit_cursor(snapshot.pk, query.min_severity, start + query.limit) if more else None}
 
 
 @router.get("/audit-log", response={200: AuditEventPage, **READ_ERRORS})

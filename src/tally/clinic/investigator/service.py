@@ -4,8 +4,12 @@ do_* actions."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from django.conf import settings
+from django.utils import timezone
 
 from ..actions.fixes import (
     FixResult,
@@ -16,8 +20,8 @@ from ..actions.fixes import (
 )
 from ..actions.sales import do_adjust
 from ..errors import Invalid, NotFound
-from ..models import PatientPackage, Staff
-from .explain import SEVERITY_RANK, Finding, Investigation, explain, worst_severity
+from ..models import ClinicAuditSnapshot, PatientPackage, Staff
+from .explain import SEVERITY_RANK, Finding, Investigation, explain
 from .loader import load_histories, load_history
 
 FIX_ACTIONS = ("apply_to_line", "use_first_session", "recreate_from_tombstone", "check_in_and_charge", "adjust")
@@ -53,6 +57,69 @@ class AuditRow:
     findings: int
 
 
+def severity_limit(min_severity: str) -> int:
+    if min_severity not in SEVERITY_RANK:
+        raise Invalid("min_severity is error, warning or info.", fields={"min_severity": "error|warning|info"})
+    return SEVERITY_RANK[min_severity]
+
+
+@dataclass(frozen=True)
+class AuditScan:
+    """One pass of the investigator over every package: how many were scanned, and for each
+    package with any finding, its findings as (code, severity) pairs. Rows for any
+    min_severity derive from it (`rows`), so one scan serves every filter and every page.
+    `as_dict`/`from_dict` are its stored form (`ClinicAuditSnapshot.scan`)."""
+
+    scanned: int
+    packages: list[dict]  # {patient_package_id, patient_id, patient_number, package_name, findings: [[code, sev]]}
+
+    def rows(self, min_severity: str = "info") -> list[AuditRow]:
+        """Packages with findings at or above min_severity, worst first."""
+        limit = severity_limit(min_severity)
+        rows = []
+        for package in self.packages:
+            kept = [(code, severity) for code, severity in package["findings"] if SEVERITY_RANK[severity] <= limit]
+            if kept:
+                rows.append(AuditRow(
+                    patient_package_id=package["patient_package_id"], patient_id=package["patient_id"],
+                    patient_number=package["patient_number"], package_name=package["package_name"],
+                    codes=sorted({code for code, _ in kept}),
+                    worst_severity=min((severity for _, severity in kept), key=SEVERITY_RANK.__getitem__),
+                    findings=len(kept),
+                ))
+        rows.sort(key=lambda r: (SEVERITY_RANK[r.worst_severity], -r.findings, r.patient_package_id))
+        return rows
+
+    def as_dict(self) -> dict:
+        return {"scanned": self.scanned, "packages": self.packages}
+
+    @classmethod
+    def from_dict(cls, stored: dict) -> AuditScan:
+        return cls(scanned=stored["scanned"], packages=stored["packages"])
+
+
+def scan_clinic(*, chunk_size: int = 300, progress: Callable[[int, int], None] | None = None) -> AuditScan:
+    """Every package through the same investigator, a chunk of patients at a time."""
+    patient_ids = list(PatientPackage.objects.order_by("patient_id").values_list("patient_id", flat=True).distinct())
+    scanned = 0
+    packages: list[dict] = []
+    for start in range(0, len(patient_ids), chunk_size):
+        chunk = patient_ids[start:start + chunk_size]
+        for history in load_histories(chunk).values():
+            investigations, _ = explain(history, timeline=False)
+            for package_id, inv in investigations.items():
+                scanned += 1
+                if inv.findings:
+                    packages.append({
+                        "patient_package_id": package_id, "patient_id": history.patient_id,
+                        "patient_number": history.patient_number, "package_name": inv.summary["name"],
+                        "findings": [[f.code, f.severity] for f in inv.findings],
+                    })
+        if progress is not None:
+            progress(min(start + chunk_size, len(patient_ids)), len(patient_ids))
+    return AuditScan(scanned=scanned, packages=packages)
+
+
 def clinic_audit(
     *,
     min_severity: str = "info",
@@ -61,31 +128,29 @@ def clinic_audit(
 ) -> tuple[int, list[AuditRow]]:
     """Every package through the same investigator; those with findings at or above
     min_severity, worst first. Returns (packages scanned, rows)."""
-    if min_severity not in SEVERITY_RANK:
-        raise Invalid("min_severity is error, warning or info.", fields={"min_severity": "error|warning|info"})
-    limit = SEVERITY_RANK[min_severity]
-    patient_ids = list(PatientPackage.objects.order_by("patient_id").values_list("patient_id", flat=True).distinct())
-    scanned = 0
-    rows: list[AuditRow] = []
-    for start in range(0, len(patient_ids), chunk_size):
-        chunk = patient_ids[start:start + chunk_size]
-        for history in load_histories(chunk).values():
-            investigations, _ = explain(history, timeline=False)
-            for package_id, inv in investigations.items():
-                scanned += 1
-                kept = [f for f in inv.findings if SEVERITY_RANK[f.severity] <= limit]
-                if not kept:
-                    continue
-                rows.append(AuditRow(
-                    patient_package_id=package_id, patient_id=history.patient_id,
-                    patient_number=history.patient_number, package_name=inv.summary["name"],
-                    codes=sorted({f.code for f in kept}), worst_severity=worst_severity(kept) or "info",
-                    findings=len(kept),
-                ))
-        if progress is not None:
-            progress(min(start + chunk_size, len(patient_ids)), len(patient_ids))
-    rows.sort(key=lambda r: (SEVERITY_RANK[r.worst_severity], -r.findings, r.patient_package_id))
-    return scanned, rows
+    severity_limit(min_severity)  # refused before the scan, not after it
+    scan = scan_clinic(chunk_size=chunk_size, progress=progress)
+    return scan.scanned, scan.rows(min_severity)
+
+
+def take_audit_snapshot(*, by: Staff | None) -> ClinicAuditSnapshot:
+    """Run the clinic audit once and keep it, so that its pages and filters are read from
+    this one run (a fix landing between two pages can neither skip nor repeat a package, and
+    a long audit is not run again for every page). Snapshots older than
+    TALLY_AUDIT_SNAPSHOT_TTL_HOURS are deleted here."""
+    scan = scan_clinic()
+    ClinicAuditSnapshot.objects.filter(created_at__lt=_snapshot_cutoff()).delete()
+    return ClinicAuditSnapshot.objects.create(created_at=timezone.now(), created_by=by, scan=scan.as_dict())
+
+
+def audit_snapshot(snapshot_id: int) -> ClinicAuditSnapshot | None:
+    """A snapshot still kept, or None (never taken, expired, or past any id: Django answers
+    an out-of-range id with no rows rather than sending it to the database)."""
+    return ClinicAuditSnapshot.objects.filter(pk=snapshot_id, created_at__gte=_snapshot_cutoff()).first()
+
+
+def _snapshot_cutoff() -> dt.datetime:
+    return timezone.now() - dt.timedelta(hours=settings.TALLY_AUDIT_SNAPSHOT_TTL_HOURS)
 
 
 def apply_fix(

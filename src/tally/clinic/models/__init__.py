@@ -1,4 +1,4 @@
-from .audit import AuditEvent, IdempotencyRecord
+from .audit import AuditEvent, ClinicAuditSnapshot, IdempotencyRecord
 from .billing import Invoice, InvoiceLine, Payment
 from .catalog import Package, Service
 from .clinic import ClinicSettings
@@ -12,6 +12,7 @@ __all__ = [
     "ApiToken",
     "Appointment",
     "AuditEvent",
+    "ClinicAuditSnapshot",
     "ClinicSettings",
     "IdempotencyRecord",
     "Invoice",

@@ -51,3 +51,16 @@ class IdempotencyRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.staff_id}:{self.key}"
+
+
+class ClinicAuditSnapshot(models.Model):
+    """One run of the clinic audit (`investigator.service.take_audit_snapshot`), kept so that
+    its pages and filters are all read from the same run. A cache of derived data, not a
+    record: deleted after TALLY_AUDIT_SNAPSHOT_TTL_HOURS; `scan` is `AuditScan.as_dict()`."""
+
+    created_at = models.DateTimeField(db_index=True)
+    created_by = models.ForeignKey("clinic.Staff", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    scan = models.JSONField()
+
+    def __str__(self) -> str:
+        return f"clinic audit of {self.created_at:%Y-%m-%d %H:%M}"

@@ -53,8 +53,11 @@ def humanize_code(value: str | None) -> str:
 
 @register.simple_tag(takes_context=True)
 def query(context: template.Context, **changes: Any) -> str:
-    """The current query string with some parameters changed (None removes one)."""
+    """The current query string with some parameters changed (None removes one). A view's
+    `query_pins` are added first: what every link of the page must keep (e.g. which run)."""
     params = context["request"].GET.copy()
+    for key, value in (context.get("query_pins") or {}).items():
+        params[key] = value
     for key, value in changes.items():
         if value is None or value == "":
             params.pop(key, None)

@@ -18,10 +18,12 @@ from tally.clinic.investigator.explain import FINDING_CODES, SEVERITY_RANK
 from tally.clinic.investigator.export import patient_export, reason_label
 from tally.clinic.investigator.service import (
     FIX_ACTIONS,
+    AuditScan,
     apply_fix,
-    clinic_audit,
+    audit_snapshot,
     investigate_package,
     investigate_patient,
+    take_audit_snapshot,
 )
 from tally.clinic.models import Patient, PatientPackage
 from tally.clinic.models.staff import Role
@@ -179,12 +181,18 @@ def export_print(request: StaffRequest, patient_id: int) -> HttpResponse:
 
 @staff_view(*DESK)
 def audit(request: StaffRequest) -> HttpResponse:
-    """Packages with findings, worst first; filter by code and severity."""
+    """Packages with findings, worst first; filter by code and severity. One run of the audit
+    serves every page and filter (`snapshot` in the query string) until staff run it again."""
     severity = request.GET.get("severity") or "warning"
     if severity not in SEVERITY_RANK:
         severity = "warning"
     code = request.GET.get("code") or ""
-    scanned, rows = clinic_audit(min_severity=severity)
+    snapshot_id = request.GET.get("snapshot", "")
+    snapshot = audit_snapshot(int(snapshot_id)) if snapshot_id.isdigit() else None
+    if snapshot is None:
+        snapshot = take_audit_snapshot(by=request.user)
+    scan = AuditScan.from_dict(snapshot.scan)
+    rows = scan.rows(severity)
     if code:
         rows = [r for r in rows if code in r.codes]
     page = Paginator(rows, 50).get_page(request.GET.get("page"))
@@ -192,6 +200,7 @@ def audit(request: StaffRequest) -> HttpResponse:
           *(Shown(r.patient_id, "patientpackage", r.patient_package_id) for r in page),
           nothing=Shown(None, "patientpackage", ""), details={"severity": severity, "code": code})
     return render(request, "staff/investigation/audit.html", {
-        "scanned": scanned, "page": page, "total": len(rows), "severity": severity, "code": code,
-        "codes": FINDING_CODES, "severities": ["error", "warning", "info"],
+        "scanned": scan.scanned, "page": page, "total": len(rows), "severity": severity, "code": code,
+        "codes": FINDING_CODES, "severities": ["error", "warning", "info"], "snapshot": snapshot,
+        "query_pins": {"snapshot": snapshot.pk},
     })
