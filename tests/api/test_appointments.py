@@ -43,6 +43,25 @@ def test_a_naive_start_is_read_in_the_clinic_zone(desk_api, patient, acu60):
     assert body["starts_at"] == "2026-07-04T09:30:00-04:00" and body["ends_at"] == "2026-07-04T10:00:00-04:00"
 
 
+@pytest.mark.parametrize(("starts_at", "ends_at"), [
+    # New York springs forward at 02:00 on 8 March 2026: 02:30 is read as 02:30 EST, 03:30 EDT.
+    ("2026-03-08T02:30:00", "2026-03-08T04:30:00-04:00"),
+    ("2026-03-08T01:30:00", "2026-03-08T03:30:00-04:00"),
+    # and falls back at 02:00 on 1 November 2026: 01:30 is the first (EDT) one.
+    ("2026-11-01T01:30:00", "2026-11-01T01:30:00-05:00"),
+])
+def test_a_visit_lasts_its_minutes_across_a_clock_change(desk_api, patient, acu60, starts_at, ends_at):
+    """A 60-minute visit ends 60 real minutes after it starts, not 60 minutes of wall clock
+    (which, started in the spring gap, ended when it started: a 500 from the database)."""
+    response = desk_api.post("/appointments", {"patient_id": patient.pk, "service_id": acu60.pk,
+                                               "starts_at": starts_at})
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["ends_at"] == ends_at
+    length = dt.datetime.fromisoformat(body["ends_at"]) - dt.datetime.fromisoformat(body["starts_at"])
+    assert length == dt.timedelta(minutes=60)
+
+
 @pytest.mark.parametrize("change, field", [({"starts_at": "tomorrow"}, "starts_at"),
                                            ({"starts_at": "99999-01-01T00:00:00"}, "starts_at"),
                                            ({"patient_id": 999}, "patient_id"), ({"service_id": "x"}, "service_id"),
