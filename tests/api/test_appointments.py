@@ -43,6 +43,25 @@ def test_a_naive_start_is_read_in_the_clinic_zone(desk_api, patient, acu60):
     assert body["starts_at"] == "2026-07-04T09:30:00-04:00" and body["ends_at"] == "2026-07-04T10:00:00-04:00"
 
 
+@pytest.mark.parametrize(("starts_at", "ends_at"), [
+    # New York springs forward at 02:00 on 8 March 2026: 02:30 is read as 02:30 EST, 03:30 EDT.
+    ("2026-03-08T02:30:00", "2026-03-08T04:30:00-04:00"),
+    ("2026-03-08T01:30:00", "2026-03-08T03:30:00-04:00"),
+    # and falls back at 02:00 on 1 November 2026: 01:30 is the first (EDT) one.
+    ("2026-11-01T01:30:00", "2026-11-01T01:30:00-05:00"),
+])
+def test_a_visit_lasts_its_minutes_across_a_clock_change(desk_api, patient, acu60, starts_at, ends_at):
+    """A 60-minute visit ends 60 real minutes after it starts, not 60 minutes of wall clock
+    (which, started in the spring gap, ended when it started: a 500 from the database)."""
+    response = desk_api.post("/appointments", {"patient_id": patient.pk, "service_id": acu60.pk,
+                                               "starts_at": starts_at})
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["ends_at"] == ends_at
+    length = dt.datetime.fromisoformat(body["ends_at"]) - dt.datetime.fromisoformat(body["starts_at"])
+    assert length == dt.timedelta(minutes=60)
+
+
 @pytest.mark.parametrize("change, field", [({"starts_at": "tomorrow"}, "starts_at"),
                                            ({"starts_at": "99999-01-01T00:00:00"}, "starts_at"),
                                            ({"patient_id": 999}, "patient_id"), ({"service_id": "x"}, "service_id"),
@@ -226,15 +245,16 @@ def test_a_covered_check_in_takes_a_fixed_number_of_statements_and_chains_its_au
     assert response.status_code == 200 and response.json()["line"]["covered_by"] == paid_pack.pk
     statements = [q["sql"] for q in queries]
     postgresql = connection.vendor == "postgresql"
-    # + SET LOCAL lock_timeout and pg_advisory_xact_lock on PostgreSQL
-    assert len(statements) == (20 if postgresql else 18), "\n".join(statements)
+    # + SET LOCAL lock_timeout, the key's lock (a resent request waits for this one) and the
+    # chain's pg_advisory_xact_lock on PostgreSQL
+    assert len(statements) == (21 if postgresql else 18), "\n".join(statements)
     # The action runs in the request's transaction, which any error rolls back: no savepoint
     # of its own. (The one seen is the request's block, nested here in the test's transaction.)
     assert [sql.split()[0] for sql in statements].count("SAVEPOINT") == 1
     writes = [i for i, sql in enumerate(statements) if sql.startswith(("INSERT", "UPDATE"))]
     audit = [i for i, sql in enumerate(statements) if 'INTO "clinic_auditevent"' in sql]
     assert audit == [writes[-1]]
-    chain = [i for i, sql in enumerate(statements) if "pg_advisory_xact_lock" in sql or
+    chain = [i for i, sql in enumerate(statements) if ("pg_advisory_xact_lock" in sql and "," not in sql) or
              sql.startswith('SELECT "clinic_auditevent"."hash"')]
     assert chain == ([audit[0] - 2, audit[0] - 1] if postgresql else [audit[0] - 1])
     assert all(i > writes[-2] for i in chain)

@@ -72,6 +72,22 @@ def test_it_answers_a_json_array_body_with_a_validation_error(desk_api):
     assert_error(desk_api.post("/patients", raw="[1, 2]"), 422, "validation_error")
 
 
+def test_it_answers_a_body_too_large_with_the_error_shape(desk_api, anonymous, settings):
+    """Django refuses a body over DATA_UPLOAD_MAX_MEMORY_SIZE; the answer is still the API's
+    JSON error, not Django's HTML "Bad Request" page."""
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    body = '{"first_name": "Ann", "last_name": "%s"}' % ("x" * 2000)
+    assert_error(desk_api.post("/patients", raw=body), 413, "validation_error", "body")
+    assert_error(anonymous.post("/auth/token", raw='{"username": "%s", "password": "x"}' % ("x" * 2000)),
+                 413, "validation_error", "body")
+
+
+def test_it_answers_too_many_query_parameters_with_the_error_shape(desk_api, settings):
+    settings.DATA_UPLOAD_MAX_NUMBER_FIELDS = 10
+    response = desk_api.get("/patients", **{f"p{i}": "x" for i in range(20)})
+    assert_error(response, 422, "validation_error")
+
+
 def test_it_answers_unknown_urls_with_a_json_404(desk_api):
     assert_error(desk_api.get("/no/such/thing"), 404, "not_found")
 

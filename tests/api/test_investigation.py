@@ -254,6 +254,26 @@ def test_visit_findings_with_no_package_are_fixed_on_the_patient(desk_history):
     assert result["applied"] is True and result["findings"] == []
 
 
+def test_a_patient_fix_replaces_a_lines_service_only_by_an_eligible_one(desk_history, owner):
+    """apply_to_line's service_id is "that eligible one" (API.md): a service none of the
+    patient's packages includes is refused, and the line keeps its service and price."""
+    from decimal import Decimal
+
+    from tally.clinic.actions import catalog
+
+    h = desk_history
+    h.sell(1)
+    cupping = catalog.do_create_service(acting_user=owner, name="Cupping", duration_minutes=30, price=Decimal("40"))
+    _, charged = h.visit(5, service_id=h.acu90)
+    fix = {"action": "apply_to_line", "params": {"line_id": charged["line"]["id"], "service_id": cupping.pk}}
+    assert_error(h.api.post(f"/patients/{h.patient}/fixes", fix), 422, "validation_error", "service_id")
+    line = h.ok(h.api.get(f"/invoices/{charged['invoice']['id']}"))["lines"][0]
+    assert (line["service_id"], line["amount"]) == (h.acu90, "130.00")
+    fix["params"]["service_id"] = h.acu60
+    result = h.ok(h.api.post(f"/patients/{h.patient}/fixes", fix))
+    assert result["applied"] is True
+
+
 def test_a_fix_for_another_patients_line_is_not_found(desk_history, desk, acu60):
     from tally.clinic.actions import catalog
 

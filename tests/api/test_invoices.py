@@ -152,6 +152,27 @@ def test_a_patients_invoices_filter_by_status_and_period(desk_api, desk, patient
     assert_error(desk_api.get("/patients/999/invoices"), 404, "not_found")
 
 
+def test_the_status_filter_agrees_with_each_invoices_status_to_the_cent(desk_api, desk, owner, patient, acu60):
+    """95.00 + 49.90 + 59.95 summed as binary floats (SQLite's SUM) is 204.85000000000002: a
+    fully paid invoice must still be listed as paid, and one cent short as partially paid."""
+    from tally.clinic.actions import catalog
+
+    others = [catalog.do_create_service(acting_user=owner, name=name, duration_minutes=30, price=Decimal(price))
+              for name, price in (("Cupping", "49.90"), ("Moxa", "59.95"))]
+    lines = [(acu60, None), *((service, None) for service in others)]
+    paid = billing.do_create_invoice(acting_user=desk, patient=patient, lines=lines)
+    short = billing.do_create_invoice(acting_user=desk, patient=patient, lines=lines)
+    for payment in ("100.00", "104.85"):
+        billing.do_record_payment(acting_user=desk, invoice=paid, amount=Decimal(payment), method="card")
+    billing.do_record_payment(acting_user=desk, invoice=short, amount=Decimal("204.84"), method="card")
+    path = f"/patients/{patient.pk}/invoices"
+    shown = {i["id"]: i["status"] for i in desk_api.get(path).json()["items"]}
+    assert shown == {paid.pk: "paid", short.pk: "partially_paid"}
+    for status in ("paid", "partially_paid", "unpaid"):
+        listed = [i["id"] for i in desk_api.get(path, status=status).json()["items"]]
+        assert listed == [pk for pk, s in shown.items() if s == status], status
+
+
 def test_a_patients_invoices_take_a_fixed_number_of_queries(desk_api, desk, patient, acu60,
                                                             django_assert_max_num_queries):
     for _ in range(6):

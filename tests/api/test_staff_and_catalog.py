@@ -57,6 +57,16 @@ def test_it_refuses_a_bad_price(owner_api, price):
     assert_error(response, 422, "validation_error", "price")
 
 
+@pytest.mark.parametrize("price", ["-0", "-0.00", -0.0])
+def test_a_negative_zero_price_is_zero(owner_api, price):
+    """Answered as it is read back: "0.00", never "-0.00"."""
+    created = owner_api.post("/services", {"name": "Free check", "duration_minutes": 15, "price": price})
+    assert created.status_code == 201 and created.json()["price"] == "0.00"
+    package = owner_api.post("/packages", {"name": "Free", "price": price, "sessions": 1,
+                                           "service_ids": [created.json()["id"]]})
+    assert package.status_code == 201 and package.json()["price"] == "0.00"
+
+
 def test_it_refuses_a_huge_duration(owner_api):
     response = owner_api.post("/services", {"name": "Cupping", "duration_minutes": 10**20, "price": "1"})
     assert_error(response, 422, "validation_error", "duration_minutes")

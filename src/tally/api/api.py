@@ -9,6 +9,8 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
 from django.urls import URLPattern, re_path
@@ -112,6 +114,21 @@ def http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
                               {"body": "not valid JSON"})
     code = CODE_FOR_STATUS.get(exc.status_code, "validation_error")
     return error_response(exc.status_code, code, str(exc))
+
+
+@api.exception_handler(RequestDataTooBig)
+def body_too_large(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
+    """Django refuses a body over DATA_UPLOAD_MAX_MEMORY_SIZE; without this, its HTML 400 page."""
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    return error_response(413, "validation_error", f"The request body is larger than {limit} bytes.",
+                          {"body": f"at most {limit} bytes"})
+
+
+@api.exception_handler(TooManyFieldsSent)
+def too_many_fields(request: HttpRequest, exc: TooManyFieldsSent) -> HttpResponse:
+    limit = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
+    return error_response(422, "validation_error", f"At most {limit} query parameters.",
+                          {"query": f"at most {limit} parameters"})
 
 
 # The database cannot be reached: 503 `unavailable` (declared on every endpoint, see

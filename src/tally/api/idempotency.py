@@ -3,8 +3,10 @@
 The same key (per staff member) with the same method, path and body replays the first
 answer and changes nothing; with anything else it is `409 idempotency_conflict`. A 4xx
 answer is not kept. The record is written in the same transaction as the action, so an
-answer is remembered exactly when its change committed. Two concurrent requests with one
-key both run; the second fails on the unique key, rolls back and replays the first.
+answer is remembered exactly when its change committed. A request resent while the first
+still runs waits for it (an advisory lock per key on PostgreSQL, IMMEDIATE transactions on
+SQLite) and then replays its answer; should both still run, the second fails on the unique
+key, rolls back and replays the first.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from tally.clinic.actions.common import transaction_ends_on_error
 from tally.clinic.audit import chained_at_end, current_ip
 from tally.clinic.compiled import Compiled, insert
 from tally.clinic.errors import ClinicError, Invalid
-from tally.clinic.locking import set_lock_timeout
+from tally.clinic.locking import lock_idempotency_key, set_lock_timeout
 from tally.clinic.models import ClinicSettings, IdempotencyRecord, Staff
 
 HEADER = "Idempotency-Key"
@@ -93,6 +95,7 @@ def run_once(request: HttpRequest, key: str, run: Callable[[], Any]) -> Any:
         # Any error leaves this block, rolling all of it back: the action needs no savepoint.
         with transaction.atomic(durable=True), chained_at_end(), transaction_ends_on_error():
             set_lock_timeout()  # the actions inside are not the outermost block: they do not set it
+            lock_idempotency_key(staff.pk, key)  # a resent request waits here for the first
             stored = find_record(staff, key)
             if stored is not None:
                 return replay(stored, request, fingerprint)

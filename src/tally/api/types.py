@@ -42,7 +42,7 @@ def parse_money(value: Any) -> Decimal:
         raise ValueError("too large")
     if amount != amount.quantize(CENT):
         raise ValueError("at most 2 decimal places")
-    return amount.quantize(CENT)
+    return abs(amount).quantize(CENT) if amount.is_zero() else amount.quantize(CENT)  # "-0" is 0.00
 
 
 def parse_moment(value: Any) -> dt.date | dt.datetime:

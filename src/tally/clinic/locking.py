@@ -10,6 +10,7 @@ after the lock, inside the same transaction as the write.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
@@ -63,6 +64,24 @@ def _eligible_pairs(**where):
 
 
 _PATIENT_ELIGIBLE_SERVICES = Compiled(lambda patient_id: _eligible_pairs(patientpackage__patient_id=patient_id), int)
+
+
+# The first of the two int4 keys of pg_advisory_xact_lock(int4, int4) for Idempotency-Keys
+# ("TI" for Tally idempotency); the audit chain's one-bigint lock lives in another key space.
+IDEMPOTENCY_LOCK_SPACE = 0x5449
+
+
+def lock_idempotency_key(staff_id: int, key: str) -> None:
+    """Taken before a keyed request looks for its stored answer, and held to its commit: a
+    resent request waits for the first and then replays its answer, instead of running the
+    action again against what the first changed (a 409 "already checked in", a 422 "more
+    than the balance"). SQLite's IMMEDIATE transactions serialise the two already."""
+    if connection.vendor != "postgresql":
+        return
+    digest = hashlib.sha256(f"{staff_id}:{key}".encode()).digest()
+    with lock_errors(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)",
+                       [IDEMPOTENCY_LOCK_SPACE, int.from_bytes(digest[:4], "big", signed=True)])
 
 
 def lock_appointment(appointment_id: int, *, include_deleted: bool = False) -> Appointment:

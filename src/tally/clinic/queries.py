@@ -10,7 +10,7 @@ from decimal import Decimal
 from functools import reduce
 
 from django.db.models import DecimalField, F, OuterRef, Q, QuerySet, Subquery, Sum, Value
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, Round
 
 from .errors import Forbidden, NotFound
 from .models import Appointment, Invoice, InvoiceLine, Patient, Payment, Staff
@@ -59,17 +59,26 @@ def bookable_staff() -> QuerySet[Staff]:
 
 def invoices_in_status(invoices: QuerySet[Invoice], status: str) -> QuerySet[Invoice]:
     """Filter by the derived status (Invoice.status) in the database: void, else paid when
-    payments reach the total of the live lines, partially paid when some is paid."""
+    payments reach the total of the live lines, partially paid when some is paid.
+
+    The sums are of whole cents: SQLite sums decimals as binary floats (95.00 + 49.90 +
+    59.95 is 204.85000000000002 there), which would list a fully paid invoice as partly
+    paid; a sum of rounded cents is exact on both databases."""
     if status == InvoiceStatus.VOID:
         return invoices.filter(voided_at__isnull=False)
-    zero = Value(Decimal("0.00"), output_field=DecimalField(max_digits=12, decimal_places=2))
-    total = Subquery(
-        InvoiceLine.objects.filter(invoice=OuterRef("pk"), removed_at__isnull=True)
-        .values("invoice").annotate(sum=Sum("amount")).values("sum")
-    )
-    paid = Subquery(Payment.objects.filter(invoice=OuterRef("pk")).values("invoice").annotate(sum=Sum("amount")).values("sum"))
+    cents = DecimalField(max_digits=14, decimal_places=0)
+    zero = Value(Decimal("0"), output_field=cents)
+
+    def in_cents(rows: QuerySet) -> Subquery:
+        return Subquery(
+            rows.filter(invoice=OuterRef("pk")).values("invoice")
+            .annotate(sum=Sum(Round(F("amount") * Value(100)), output_field=cents)).values("sum"),
+            output_field=cents,
+        )
+
     invoices = invoices.filter(voided_at__isnull=True).annotate(
-        live_total=Coalesce(total, zero), paid_total=Coalesce(paid, zero)
+        live_total=Coalesce(in_cents(InvoiceLine.objects.filter(removed_at__isnull=True)), zero),
+        paid_total=Coalesce(in_cents(Payment.objects.all()), zero),
     )
     if status == InvoiceStatus.PAID:
         return invoices.filter(paid_total__gte=F("live_total"))

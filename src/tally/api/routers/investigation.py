@@ -213,8 +213,10 @@ def package_fix(request: HttpRequest, patient_package_id: Id, payload: FixIn) ->
     context = get_or_404(PatientPackage.objects.all(), patient_package_id, "patient package")
     result = apply_fix(acting_user=viewer(request), action=payload.action, params=fix_params(payload),
                        context=context)
+    # Every key of FixResultOut, as the schema would fill it: an Idempotency-Key replay sends
+    # back this dict as stored, not as the schema renders it.
     return {"applied": result.applied, "message": result.message, "ledger_entry": latest_entry(result.ledger_entry, tz),
-            "investigation": investigation_out(investigate_package(context.pk), tz)}
+            "investigation": investigation_out(investigate_package(context.pk), tz), "findings": None}
 
 
 @router.post("/patients/{patient_id}/fixes", response={200: FixResultOut, **WRITE_ERRORS})

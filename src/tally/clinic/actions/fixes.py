@@ -94,6 +94,11 @@ def do_apply_to_line(
         if context is not None and service_id not in packages[context.pk].eligible_ids:
             raise Invalid(f"{new_service.name} is not covered by {context.name}.",
                           fields={"service_id": "not an eligible service"})
+        if context is None and not any(service_id in p.eligible_ids for p in packages.values()):
+            # Without a package as context, "eligible" is eligible for one of the patient's
+            # packages: otherwise the fix would only re-price the line, applying nothing.
+            raise Invalid(f"None of the patient's packages covers {new_service.name}.",
+                          fields={"service_id": "not an eligible service"})
     if line.covered_by_id is not None and not override:
         return FixResult(False, None, "This line is already paid via a package.")
     current = load_invoice(invoice.pk)

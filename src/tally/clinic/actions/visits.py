@@ -43,6 +43,13 @@ def check_practitioner_owns(user: Staff, appointment: Appointment, doing: str) -
         raise Forbidden(f"Practitioners may {doing} only their own appointments.")
 
 
+def visit_end(starts_at: dt.datetime, minutes: int) -> dt.datetime:
+    """`minutes` of real time after the start. Arithmetic on a datetime in a zone (a naive
+    time read in the clinic's zone) is wall-clock time, so across a clock change a visit
+    would last an hour more or less, or end when it starts."""
+    return starts_at.astimezone(dt.UTC) + dt.timedelta(minutes=minutes)
+
+
 @clinic_action
 def do_book(
     *,
@@ -69,7 +76,7 @@ def do_book(
         service=service,
         practitioner=practitioner,
         starts_at=starts_at,
-        ends_at=starts_at + dt.timedelta(minutes=minutes),
+        ends_at=visit_end(starts_at, minutes),
     )
     record("appointment.book", actor=acting_user, obj=appointment, patient_id=patient.pk, after=snapshot(appointment))
     return appointment
@@ -98,7 +105,7 @@ def do_reschedule(
         raise Invalid("That staff member does not see patients.", fields={"practitioner_id": "not a practitioner"})
     before = snapshot(appointment)
     appointment.starts_at = starts_at
-    appointment.ends_at = starts_at + dt.timedelta(minutes=minutes)
+    appointment.ends_at = visit_end(starts_at, minutes)
     appointment.practitioner = practitioner
     appointment.save(update_fields=["starts_at", "ends_at", "practitioner"])
     record("appointment.reschedule", actor=acting_user, obj=appointment, patient_id=appointment.patient_id,
