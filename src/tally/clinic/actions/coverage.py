@@ -68,7 +68,10 @@ def charge_service(
     transaction (`lock_patient_packages`), so they are not locked and read a second time.
     They are read again anyway when releasing a first session moved a count."""
     tz = clinic_tz()
-    released = release_first_session_of(appointment, by=by) if appointment is not None else 0
+    pending_first: list[InvoiceLine] = []
+    released = 0
+    if appointment is not None:
+        released, pending_first = release_first_session_of(appointment, by=by)
     invoice_date = local_date(invoice.issued_at, tz)
     if locked_packages is not None and not released:
         packages = {p.pk: p for p in locked_packages}
@@ -88,8 +91,13 @@ def charge_service(
         created_by=by,
     )
     if decision.covered_by is None:
+        # A first session of a sale not yet paid stays on the sale: the payment that activates
+        # it uses it on this line (rule 5), so the visit is counted then, and once.
         insert(line)
         return line
+    # Covered now: a pending sale's first session for this visit is no longer needed, or its
+    # activation would count the visit a second time.
+    _remove_first_session_lines(pending_first, "first session not needed: the visit's own charge was covered")
     # Covered: the line is written covered (one INSERT, no UPDATE after it), then its session
     # is used; the entry points at the line, so the line comes first. The package is locked
     # and was read under the lock, so the session the ledger gives is the next one.
@@ -112,17 +120,24 @@ _FIRST_SESSION_LINES = Compiled(lambda appointment_id: InvoiceLine.objects.filte
 ), int)
 
 
-def release_first_session_of(appointment: Appointment, *, by: Staff | None) -> int:
+def release_first_session_of(appointment: Appointment, *, by: Staff | None) -> tuple[int, list[InvoiceLine]]:
     """A visit whose first session was already used at the sale is charged on its own line;
     the sale's first-session line gives its session back so the visit counts once.
-    Returns how many lines were released."""
+    Returns how many lines were released, and the first-session lines for this visit whose
+    sale is not paid yet (nothing used): those are left to the payment that activates it."""
     lines = _FIRST_SESSION_LINES.all(appointment.pk)
-    for line in lines:
+    used = [line for line in lines if line.covered_by_id is not None]
+    for line in used:
         uncover_line(line, by=by, reason="first session moved to the visit's own line")
+    _remove_first_session_lines(used, "first session moved to the visit's own line")
+    return len(used), [line for line in lines if line.covered_by_id is None]
+
+
+def _remove_first_session_lines(lines: list[InvoiceLine], reason: str) -> None:
+    for line in lines:
         line.removed_at = now()
-        line.removal_reason = "first session moved to the visit's own line"
+        line.removal_reason = reason
         line.save(update_fields=["removed_at", "removal_reason"])
-    return len(lines)
 
 
 def uncover_line(line: InvoiceLine, *, by: Staff | None, reason: str) -> None:
