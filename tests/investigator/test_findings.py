@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
 from django.db import connection
 
 from tally.clinic.actions import billing, sales, visits
+from tally.clinic.errors import Conflict
 from tally.clinic.investigator.service import apply_fix, investigate_package
+from tally.clinic.models import PatientPackage
+
+
+def fresh(package):
+    return PatientPackage.objects.get(pk=package.pk)
 
 
 def codes(investigation):
@@ -236,3 +243,52 @@ def test_a_renewal_covering_visits_after_the_old_package_ran_out_is_not_reported
     history.visit(3, 9)
     assert codes(history.investigate(old)[0]) == []
     assert codes(history.investigate(renewal)[0]) == []
+
+
+def test_no_shows_marked_on_one_day_are_not_a_double_use_of_that_day(history, clinic):
+    # Under the no-show policy each no-show uses a session with no invoice line: the use
+    # belongs to the no-show's own day, not to the day staff marked it.
+    clinic.no_show_uses_session = True
+    clinic.save()
+    pp, _ = history.sell(3, 1)
+    for day in (5, 12):
+        visits.do_mark_no_show(acting_user=history.desk, appointment=history.book(3, day))
+    assert "POSSIBLE_DOUBLE_USE" not in codes(history.investigate(pp)[0])
+
+
+def test_a_no_show_and_a_visit_on_the_same_day_are_a_possible_double_use_of_that_day(history, clinic):
+    clinic.no_show_uses_session = True
+    clinic.save()
+    pp, _ = history.sell(3, 1)
+    visits.do_mark_no_show(acting_user=history.desk, appointment=history.book(3, 5, hour=9))
+    history.visit(3, 5, hour=15)
+    assert only(history.investigate(pp)[0], "POSSIBLE_DOUBLE_USE").date == dt.date(2026, 3, 5)
+
+
+def test_a_deleted_booking_that_was_never_a_visit_is_not_a_deleted_visit(history):
+    pp, _ = history.sell(3, 1)
+    cancelled, no_show = history.book(3, 5), history.book(3, 6)
+    visits.do_cancel_appointment(acting_user=history.desk, appointment=cancelled)
+    visits.do_mark_no_show(acting_user=history.desk, appointment=no_show)
+    future = visits.do_book(acting_user=history.desk, patient=history.patient, service=history.acu60,
+                            starts_at=dt.datetime.now(dt.UTC) + dt.timedelta(days=3))
+    tombstones = [visits.do_delete_appointment(acting_user=history.owner, appointment=a, reason="tidy up")
+                  for a in (cancelled, no_show, future)]
+    investigation = history.investigate(pp)[0]
+    assert "APPOINTMENT_DELETED" not in codes(investigation)
+    assert sum(e["kind"] == "tombstone" for e in investigation.timeline) == 3  # still shown as history
+    for tombstone in tombstones:  # and restoring one "as attended, charged" is refused
+        with pytest.raises(Conflict):
+            apply_fix(acting_user=history.desk, action="recreate_from_tombstone",
+                      params={"tombstone_id": tombstone.pk}, context=pp)
+    assert fresh(pp).sessions_used == 0
+
+
+def test_a_visit_charged_after_expiry_keeps_its_date_when_the_expiry_is_extended_later(history):
+    monthly = history.package("Monthly", 5, valid_days=30)
+    pp, _ = history.sell(3, 1, package=monthly, paid="100.00")
+    history.visit(3, 31)
+    sales.do_set_expiry(acting_user=history.owner, patient_package=pp, expires_at=history.at(4, 30))
+    finding = only(history.investigate(pp)[0], "PACKAGE_EXPIRED")
+    assert "expired on 30 Apr" not in finding.message  # not after a date later than the visit
+    assert "later extended to 30 Apr 2026" in finding.message

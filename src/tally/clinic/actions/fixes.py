@@ -214,6 +214,13 @@ def do_recreate_from_tombstone(*, acting_user: Staff, tombstone_id: int, patient
     appointment = lock_appointment(tombstone.appointment_id, include_deleted=True)
     if appointment.deleted_at is None:
         return FixResult(False, None, "This visit was already restored.")
+    if appointment.status in (AppointmentStatus.CANCELLED, AppointmentStatus.NO_SHOW) or (
+        appointment.status == AppointmentStatus.BOOKED and appointment.starts_at > now()
+    ):
+        # Restoring means "as attended, charged": never for a booking that was not a visit.
+        raise Conflict(f"This appointment was {appointment.status.replace('_', ' ')}"
+                       f"{' for a time still to come' if appointment.status == AppointmentStatus.BOOKED else ''}, "
+                       "not a visit: book it again instead.")
     before = snapshot(appointment)
     appointment.deleted_at = None
     appointment.status = AppointmentStatus.BOOKED

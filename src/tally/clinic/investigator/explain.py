@@ -376,9 +376,14 @@ def line_findings(w: Walk, p: PackageFact) -> list[Finding]:
                                     f"{what} after all {p.sessions_total} sessions of {p.name} were used.", **base))
         elif reason == PACKAGE_EXPIRED:
             end = w.last_valid_day(p)
+            if end is not None and day <= end:
+                # The expiry was extended after this charge (rule 12: not reaching back).
+                when = (f" (its expiry was later extended to {fmt_date(end)}, which covers only visits "
+                        "charged from then on)")
+            else:
+                when = f" on {fmt_date(end)}" if end else ""
             findings.append(Finding(PACKAGE_EXPIRED, "info",
-                                    f"{what} after {p.name} expired"
-                                    f"{' on ' + fmt_date(end) if end else ''}.", **base))
+                                    f"{what} after {p.name} expired{when}.", **base))
         elif reason == PACKAGE_CANCELLED:
             findings.append(Finding(PACKAGE_CANCELLED, "info",
                                     f"{what} after {p.name} was cancelled"
@@ -426,9 +431,12 @@ def tombstone_finding(w: Walk, t) -> Finding | None:
     content = t.content or {}
     starts = content.get("starts_at")
     try:
-        day = w.local(dt.datetime.fromisoformat(starts)) if starts else w.local(t.removed_at)
+        start = dt.datetime.fromisoformat(starts) if starts else None
     except ValueError:
-        day = w.local(t.removed_at)
+        start = None
+    if not was_possibly_a_visit(w, content.get("status"), start):
+        return None  # a cancelled, no-show or future booking: no visit is missing (the timeline keeps it)
+    day = w.local(start) if start else w.local(t.removed_at)
     name = content.get("service_name") or w.service(content.get("service"))
     reason = f" (reason: {t.reason})" if t.reason else ""
     return Finding(APPOINTMENT_DELETED, "warning",
@@ -436,6 +444,18 @@ def tombstone_finding(w: Walk, t) -> Finding | None:
                    f"{fmt_date(w.local(t.removed_at))}{reason}.",
                    date=day, appointment_id=t.appointment_id, tombstone_id=t.id,
                    fix={"action": "recreate_from_tombstone", "params": {"tombstone_id": t.id}})
+
+
+def was_possibly_a_visit(w: Walk, status: str | None, start: dt.datetime | None) -> bool:
+    """Whether a deleted appointment may have been a visit: attended, or booked for a time
+    already past (seen but never checked in?). Cancelled and no-show ones were not."""
+    if status in ("cancelled", "no_show"):
+        return False
+    if status == "booked" and start is not None:
+        if start.tzinfo is None:
+            start = start.replace(tzinfo=dt.UTC)
+        return start < w.h.now
+    return True
 
 
 def tombstone_service(t) -> int | None:
@@ -475,7 +495,10 @@ def double_use_findings(w: Walk, p: PackageFact) -> list[Finding]:
         visit_id = e.appointment_id or (line.appointment_id if line else None)
         if visit_id:
             by_visit[visit_id].append(e)
-        day = w.line_date(line) if line else w.local(e.at)
+        # A use with no line (a no-show under the policy) belongs to its visit's day, not to
+        # the day it was recorded: no-shows marked together are not one day's double use.
+        visit = w.visits.get(visit_id or -1)
+        day = w.line_date(line) if line else w.local(visit.starts_at) if visit else w.local(e.at)
         by_day[day].append(e)
     reported_days = set()
     for visit_id, es in by_visit.items():
