@@ -292,3 +292,21 @@ def test_a_visit_charged_after_expiry_keeps_its_date_when_the_expiry_is_extended
     finding = only(history.investigate(pp)[0], "PACKAGE_EXPIRED")
     assert "expired on 30 Apr" not in finding.message  # not after a date later than the visit
     assert "later extended to 30 Apr 2026" in finding.message
+
+
+def test_one_visit_counted_by_two_packages_is_a_possible_double_use_on_both(history):
+    # The visit used a session of the first package; a second package sold the same day names
+    # that visit as its first session, so the one visit is counted twice across packages.
+    first, _ = history.sell(3, 1)
+    appointment, _, line = history.visit(3, 5)
+    assert line.covered_by_id == first.pk
+    second, _ = sales.do_sell_package(acting_user=history.desk, patient=history.patient, package=history.ten_pack,
+                                      use_first_session=True, first_session_appointment=appointment,
+                                      sold_at=history.at(3, 5, 11), payment=("800.00", "card"))
+    assert fresh(first).sessions_used + fresh(second).sessions_used == 2
+    investigations, _ = history.investigate()
+    for pp, other_sold in ((first, "5 Mar 2026"), (second, "1 Mar 2026")):
+        finding = only(investigations[pp.pk], "POSSIBLE_DOUBLE_USE")
+        assert (finding.appointment_id, finding.date, finding.severity) == (appointment.pk, dt.date(2026, 3, 5),
+                                                                            "warning")
+        assert "2 sessions were used" in finding.message and f"(sold {other_sold})" in finding.message

@@ -501,13 +501,22 @@ def double_use_findings(w: Walk, p: PackageFact) -> list[Finding]:
         day = w.line_date(line) if line else w.local(visit.starts_at) if visit else w.local(e.at)
         by_day[day].append(e)
     reported_days = set()
-    for visit_id, es in by_visit.items():
+    for visit_id, own in by_visit.items():
+        # One visit counted twice, by this package alone or by this one and another.
+        es = sorted(w.live_uses_by_visit.get(visit_id, own), key=lambda e: e.id)
         if len(es) > 1:
             visit = w.visits.get(visit_id)
             day = w.local(visit.starts_at) if visit else w.local(es[0].at)
             reported_days.add(day)
+            others = sorted({f"{o.name} (sold {fmt_date(w.local(o.sold_at))})" for e in es
+                             if e.patient_package_id != p.id and (o := w.packages.get(e.patient_package_id))})
+            if len(own) == len(es):
+                what = f"{len(es)} sessions of {p.name} were used"
+            else:
+                what = (f"{len(es)} sessions were used ({len(own)} of {p.name}, "
+                        f"{len(es) - len(own)} of {', '.join(others) or 'another package'})")
             findings.append(Finding(POSSIBLE_DOUBLE_USE, "warning",
-                                    f"{len(es)} sessions of {p.name} were used for the one visit on {fmt_date(day)}; "
+                                    f"{what} for the one visit on {fmt_date(day)}; "
                                     "remove the duplicate charge.", date=day, appointment_id=visit_id,
                                     line_id=es[-1].invoice_line_id, patient_package_id=p.id))
     for day, es in sorted(by_day.items()):
