@@ -310,3 +310,17 @@ def test_one_visit_counted_by_two_packages_is_a_possible_double_use_on_both(hist
         assert (finding.appointment_id, finding.date, finding.severity) == (appointment.pk, dt.date(2026, 3, 5),
                                                                             "warning")
         assert "2 sessions were used" in finding.message and f"(sold {other_sold})" in finding.message
+
+
+def test_a_first_session_visit_charged_another_service_gets_a_fix_that_resolves_it(history):
+    # Booked as the package's service, charged another, then the package sold that day without
+    # "Use first session": the fix charges the booked service (use_first_session alone was a 409).
+    appointment, _, line = history.visit(3, 4, charge=history.acu90)
+    pp, _ = history.sell(3, 4, first=False, hour=15)
+    finding = only(history.investigate(pp)[0], "FIRST_SESSION_NOT_USED")
+    assert finding.fix == {"action": "use_first_session",
+                           "params": {"line_id": line.pk, "service_id": history.acu60.pk}}
+    result = apply_fix(acting_user=history.desk, action=finding.fix["action"], params=finding.fix["params"],
+                       context=pp)
+    assert result.applied and fresh(pp).sessions_used == 1
+    assert codes(history.investigate(pp)[0]) == []

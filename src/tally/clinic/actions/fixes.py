@@ -159,8 +159,11 @@ def _why_sentence(reason: str | None) -> str:
 
 
 @clinic_action
-def do_use_first_session(*, acting_user: Staff, context: PatientPackage, line_id: int) -> FixResult:
-    """Use the sale's first session on the visit of the sale day that was left uncounted."""
+def do_use_first_session(*, acting_user: Staff, context: PatientPackage, line_id: int,
+                         service_id: int | None = None) -> FixResult:
+    """Use the sale's first session on the visit of the sale day that was left uncounted;
+    with `service_id`, the line's service is first replaced by that eligible one (a visit
+    booked as an eligible service but charged another)."""
     require_role(acting_user, *DESK, doing="apply fixes")
     line = _live_service_line(line_id, context.patient_id)
     tz = clinic_tz()
@@ -168,7 +171,7 @@ def do_use_first_session(*, acting_user: Staff, context: PatientPackage, line_id
         raise Invalid("The first session belongs to a visit on the day of the sale.",
                       fields={"line_id": "not on the sale day"})
     return do_apply_to_line(acting_user=acting_user, line_id=line_id, patient_id=context.patient_id,
-                            context=context)
+                            context=context, service_id=service_id)
 
 
 @clinic_action

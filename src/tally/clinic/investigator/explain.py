@@ -476,6 +476,9 @@ def first_session_findings(w: Walk, p: PackageFact) -> list[Finding]:
         lines = [ln for ln in w.live_lines_by_visit.get(visit.id, []) if ln.kind == "service" and ln.covered_by is None]
         fix = ({"action": "use_first_session", "params": {"line_id": lines[0].id}} if lines
                else {"action": "check_in_and_charge", "params": {"appointment_id": visit.id}})
+        if lines and lines[0].service_id not in p.eligible_service_ids:
+            # Booked as an eligible service but charged another: the fix charges the booked one.
+            fix["params"]["service_id"] = visit.service_id
         findings.append(Finding(
             FIRST_SESSION_NOT_USED, "warning",
             f"{p.name} was sold on {fmt_date(sale_day)} without “Use first session”, and the patient's "
