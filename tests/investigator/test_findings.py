@@ -324,3 +324,19 @@ def test_a_first_session_visit_charged_another_service_gets_a_fix_that_resolves_
                        context=pp)
     assert result.applied and fresh(pp).sessions_used == 1
     assert codes(history.investigate(pp)[0]) == []
+
+
+def test_a_voided_sale_had_no_first_session_to_use(history):
+    history.visit(3, 4)
+    pp, sale = history.sell(3, 4, first=False, hour=15, paid="0")
+    billing.do_void_invoice(acting_user=history.desk, invoice=sale, reason="sold to the wrong patient")
+    assert "FIRST_SESSION_NOT_USED" not in codes(history.investigate(pp)[0])
+
+
+def test_a_first_session_not_used_on_an_unpaid_sale_offers_no_fix_that_would_be_refused(history):
+    _, _, line = history.visit(3, 4)
+    pp, sale = history.sell(3, 4, first=False, hour=15, paid="0")
+    assert only(history.investigate(pp)[0], "FIRST_SESSION_NOT_USED").fix is None
+    history.pay(sale, "800.00", 3, 5)  # paid: now the fix can use it
+    finding = only(history.investigate(pp)[0], "FIRST_SESSION_NOT_USED")
+    assert finding.fix == {"action": "use_first_session", "params": {"line_id": line.pk}}

@@ -466,6 +466,9 @@ def tombstone_service(t) -> int | None:
 def first_session_findings(w: Walk, p: PackageFact) -> list[Finding]:
     if p.use_first_session:
         return []
+    sale = w.invoices.get(p.sale_invoice_id)
+    if sale is not None and sale.voided_at is not None:
+        return []  # the sale itself was undone: it had no first session to use
     sale_day = w.local(p.sold_at)
     findings = []
     for visit in w.visits_by_day.get(sale_day, []):
@@ -479,6 +482,8 @@ def first_session_findings(w: Walk, p: PackageFact) -> list[Finding]:
         if lines and lines[0].service_id not in p.eligible_service_ids:
             # Booked as an eligible service but charged another: the fix charges the booked one.
             fix["params"]["service_id"] = visit.service_id
+        if lines and (p.cancelled_at or p.activated_at is None):
+            fix = None  # a closed or unpaid package covers nothing (rules 1, 11): no fix can use it
         findings.append(Finding(
             FIRST_SESSION_NOT_USED, "warning",
             f"{p.name} was sold on {fmt_date(sale_day)} without “Use first session”, and the patient's "
