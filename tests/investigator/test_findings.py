@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+from types import SimpleNamespace
 
 import pytest
 from django.db import connection
 
+from tally.clinic import ledger
 from tally.clinic.actions import billing, sales, visits
 from tally.clinic.errors import Conflict
 from tally.clinic.investigator.service import apply_fix, investigate_package
@@ -340,3 +342,15 @@ def test_a_first_session_not_used_on_an_unpaid_sale_offers_no_fix_that_would_be_
     history.pay(sale, "800.00", 3, 5)  # paid: now the fix can use it
     finding = only(history.investigate(pp)[0], "FIRST_SESSION_NOT_USED")
     assert finding.fix == {"action": "use_first_session", "params": {"line_id": line.pk}}
+
+
+def test_an_owners_adjustment_inside_a_gap_is_a_record_that_explains_it(history, monkeypatch):
+    pp, _ = history.sell(1, 1)
+    for month, day in [(1, 5), (1, 12), (1, 19), (1, 26), (4, 6), (4, 13)]:
+        history.visit(month, day)
+    only(history.investigate(pp)[0], "SCHEDULE_GAP")
+    # The owner records it in the gap (the ledger stamps an entry with the time it is written).
+    monkeypatch.setattr(ledger, "timezone", SimpleNamespace(now=lambda: history.at(3, 1)))
+    sales.do_adjust(acting_user=history.owner, patient_package=pp, change=-2,
+                    reason="paper card: 2 visits while the system was down")
+    assert "SCHEDULE_GAP" not in codes(history.investigate(pp)[0])

@@ -542,6 +542,9 @@ def record_days(w: Walk) -> list[dt.date]:
     days += [w.local(pay.received_at) for inv in w.h.invoices for pay in inv.payments]
     days += [w.local(t.removed_at) for t in w.h.tombstones]
     days += [w.local(p.sold_at) for p in w.h.packages]
+    # An owner's adjustment is a record too ("paper card: 3 visits"); uses and reversals are
+    # dated by the visit or invoice they belong to, already above.
+    days += [w.local(e.at) for e in w.h.entries if e.kind == "adjustment"]
     return sorted(set(days))
 
 
