@@ -354,3 +354,11 @@ def test_an_owners_adjustment_inside_a_gap_is_a_record_that_explains_it(history,
     sales.do_adjust(acting_user=history.owner, patient_package=pp, change=-2,
                     reason="paper card: 2 visits while the system was down")
     assert "SCHEDULE_GAP" not in codes(history.investigate(pp)[0])
+
+
+def test_a_visit_charged_before_a_package_was_sold_is_not_covered_by_other_package_on_it(history):
+    # Rule 6 never weighed the later package for it: nothing to say about that package.
+    first, _ = history.sell(3, 1)
+    history.visit(3, 4, hour=8)
+    second, _ = history.sell(3, 4, first=False, hour=15)
+    assert "COVERED_BY_OTHER_PACKAGE" not in codes(history.investigate(second)[0])

@@ -341,7 +341,7 @@ def line_findings(w: Walk, p: PackageFact) -> list[Finding]:
             other = w.packages.get(line.covered_by)
             # Only when this package could have covered it too (rule 6 chose the other one);
             # an exhausted or expired package being replaced by its renewal is nothing to report.
-            could_have = considered.get(p.id) is None
+            could_have = p.id in considered and considered[p.id] is None
             if could_have and line.service_id in p.eligible_service_ids and w.in_window(p, day) and other is not None:
                 findings.append(Finding(COVERED_BY_OTHER_PACKAGE, "info",
                                         f"{what}; it used a session of {other.name} (sold "
