@@ -85,6 +85,8 @@ def do_apply_to_line(
     invoice = lock_invoice(line.invoice_id)
     packages = {p.pk: p for p in lock_patient_packages(invoice.patient_id)}
     line.refresh_from_db()
+    if line.removed_at is not None or invoice.voided_at is not None:  # removed while this waited for the lock
+        raise Conflict("That line was removed or its invoice voided; charge the visit again instead.")
     before = snapshot(line)
     new_service = None
     if service_id is not None and service_id != line.service_id:
