@@ -287,3 +287,20 @@ def test_an_adjustment_cannot_give_back_sessions_that_charged_visits_hold(owner,
     sales.do_adjust(acting_user=owner, patient_package=pp, change=-2, reason="paper card: 2 visits")
     sales.do_adjust(acting_user=owner, patient_package=pp, change=2, reason="paper card was wrong")
     assert fresh(pp).sessions_used == 1
+
+
+def test_an_adjustment_can_give_back_a_session_a_no_show_used(owner, desk, patient, ten_pack, acu60, clinic):
+    # Rule 13 with rules 9: a no-show's session has no charge to undo, so only the owner's
+    # adjustment can give it back (it was refused as if a charged visit held it).
+    clinic.no_show_uses_session = True
+    clinic.save()
+    pp, _ = sell(desk, patient, ten_pack)
+    visit(desk, patient, acu60, ny(2026, 6, 11))
+    no_show = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 12))
+    visits.do_mark_no_show(acting_user=desk, appointment=no_show)
+    assert fresh(pp).sessions_used == 2
+    sales.do_adjust(acting_user=owner, patient_package=pp, change=1, reason="the no-show was our mistake")
+    assert fresh(pp).sessions_used == 1
+    with pytest.raises(Invalid, match="belong to charged visits"):  # the charged visit still holds its own
+        sales.do_adjust(acting_user=owner, patient_package=pp, change=1, reason="and that one too?")
+    assert verify() == []

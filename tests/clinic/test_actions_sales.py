@@ -129,6 +129,64 @@ def test_a_first_session_visit_checked_in_later_counts_once(desk, patient, ten_p
     assert verify() == []
 
 
+def test_undoing_the_check_in_of_a_first_session_visit_gives_the_sale_its_first_session_back(
+        desk, patient, ten_pack, acu60):
+    # Rule 5 used one session at the sale; checking the visit in moved it to the visit's line.
+    # Undoing the check-in returns to the state before it: the sale's session is used again.
+    appointment = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 10, 8))
+    pp, sale = sell(desk, patient, ten_pack, first=True, appointment=appointment, sold_at=ny(2026, 6, 10, 9))
+    for _ in range(2):  # and again: one first session, never two
+        visits.do_check_in(acting_user=desk, appointment=appointment)
+        assert fresh(pp).sessions_used == 1
+        visits.do_undo_check_in(acting_user=desk, appointment=appointment)
+        assert fresh(pp).sessions_used == 1
+        [first] = InvoiceLine.objects.filter(invoice=sale, kind=LineKind.FIRST_SESSION, removed_at__isnull=True)
+        assert first.covered_by_id == pp.pk and first.appointment_id == appointment.pk
+    assert verify() == []
+
+
+def test_undoing_the_check_in_of_a_pending_first_session_visit_leaves_it_to_the_activating_payment(
+        desk, patient, ten_pack, acu60):
+    older, _ = sell(desk, patient, ten_pack, sold_at=ny(2026, 6, 1, 9))
+    appointment = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 10, 8))
+    pp, sale = sell(desk, patient, ten_pack, first=True, appointment=appointment, paid=False,
+                    sold_at=ny(2026, 6, 10, 9))
+    visits.do_check_in(acting_user=desk, appointment=appointment)  # covered by the older package
+    visits.do_undo_check_in(acting_user=desk, appointment=appointment)
+    assert (fresh(older).sessions_used, fresh(pp).sessions_used) == (0, 0)
+    pay(desk, sale, "800.00", received_at=ny(2026, 6, 10, 12))
+    assert (fresh(older).sessions_used, fresh(pp).sessions_used) == (0, 1)
+    assert verify() == []
+
+
+def test_a_first_session_visit_checked_in_before_the_sale_is_paid_is_counted_by_the_activating_payment(
+        desk, patient, ten_pack, acu60):
+    # Rule 5: the ticked first session of an unpaid sale is used by the payment that activates it,
+    # even when its visit was checked in (and charged normally, PACKAGE_NOT_PAID) in between.
+    appointment = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 10, 8))
+    pp, sale = sell(desk, patient, ten_pack, first=True, appointment=appointment, paid=False,
+                    sold_at=ny(2026, 6, 10, 9))
+    _, _, line = visits.do_check_in(acting_user=desk, appointment=appointment)
+    assert line.covered_by_id is None and line.not_covered_reason == PACKAGE_NOT_PAID
+    pay(desk, sale, "800.00", received_at=ny(2026, 6, 10, 12))
+    line.refresh_from_db()
+    assert fresh(pp).sessions_used == 1
+    assert line.covered_by_id == pp.pk and line.amount == Decimal("0.00")
+    assert verify() == []
+
+
+def test_a_pending_first_session_is_dropped_when_another_package_covers_its_visit(desk, patient, ten_pack, acu60):
+    older, _ = sell(desk, patient, ten_pack, sold_at=ny(2026, 6, 1, 9))
+    appointment = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 10, 8))
+    pp, sale = sell(desk, patient, ten_pack, first=True, appointment=appointment, paid=False,
+                    sold_at=ny(2026, 6, 10, 9))
+    _, _, line = visits.do_check_in(acting_user=desk, appointment=appointment)
+    assert line.covered_by_id == older.pk
+    pay(desk, sale, "800.00", received_at=ny(2026, 6, 10, 12))
+    assert (fresh(older).sessions_used, fresh(pp).sessions_used) == (1, 0)  # the visit counts once
+    assert verify() == []
+
+
 def test_a_first_session_appointment_must_be_the_patients_and_needs_the_box_ticked(desk, patient, ten_pack, acu60):
     from tally.clinic.actions import catalog
 

@@ -18,7 +18,7 @@ import pytest
 from django.db import connection, transaction
 
 from tally.clinic import rules
-from tally.clinic.actions import billing, catalog, sales, visits
+from tally.clinic.actions import billing, catalog, fixes, sales, visits
 from tally.clinic.errors import ClinicError, Invalid
 from tally.clinic.ledger import verify
 from tally.clinic.locking import lock_appointment, lock_invoice, lock_patient_packages
@@ -240,3 +240,42 @@ def waiting_for_a_lock() -> bool:
         cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
                        "AND datname = current_database()")
         return cursor.fetchone()[0] > 0
+
+
+@pytest.mark.postgres_only  # row locks; SQLite queues every writer by design
+def test_a_fix_racing_the_removal_of_its_line_never_covers_a_removed_line(desk, patient, acu60, acu90, one_left):
+    """PostgreSQL: apply_to_line reads its line before it takes the invoice lock. A removal
+    holding that lock commits while the fix waits: the fix must see the line is gone after
+    the lock, not use a session for a line no longer on the invoice."""
+    invoice = billing.do_create_invoice(acting_user=desk, patient=patient, lines=[(acu90, None)],
+                                        issued_at=SOLD_AT)  # the wrong service: not covered
+    line = invoice.lines.get()
+    assert line.covered_by_id is None
+    removal_locked, fix_done = threading.Event(), threading.Event()
+
+    def remove_the_line() -> None:
+        with transaction.atomic():
+            locked = lock_invoice(invoice.pk)
+            removal_locked.set()
+            for _ in range(100):  # until the fix waits for this invoice (or is done)
+                if fix_done.is_set() or waiting_for_a_lock():
+                    break
+                time.sleep(0.05)
+            lock_patient_packages(patient.pk)
+            billing.remove_line(InvoiceLine.objects.select_related("invoice").get(pk=line.pk), by=desk,
+                                reason="charged twice")
+            assert locked.pk == invoice.pk
+
+    def apply_the_fix() -> Any:
+        removal_locked.wait(timeout=10)
+        try:
+            return fixes.do_apply_to_line(acting_user=desk, line_id=line.pk, patient_id=patient.pk,
+                                          service_id=acu60.pk)
+        finally:
+            fix_done.set()
+
+    _, errors = run_together([remove_the_line, apply_the_fix])
+
+    assert all(isinstance(e, ClinicError) for e in errors), errors
+    assert live_uses(one_left) == []
+    assert verify() == []

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
+from types import SimpleNamespace
 
+import pytest
 from django.db import connection
 
+from tally.clinic import ledger
 from tally.clinic.actions import billing, sales, visits
+from tally.clinic.errors import Conflict
 from tally.clinic.investigator.service import apply_fix, investigate_package
+from tally.clinic.models import PatientPackage
+
+
+def fresh(package):
+    return PatientPackage.objects.get(pk=package.pk)
 
 
 def codes(investigation):
@@ -236,3 +245,120 @@ def test_a_renewal_covering_visits_after_the_old_package_ran_out_is_not_reported
     history.visit(3, 9)
     assert codes(history.investigate(old)[0]) == []
     assert codes(history.investigate(renewal)[0]) == []
+
+
+def test_no_shows_marked_on_one_day_are_not_a_double_use_of_that_day(history, clinic):
+    # Under the no-show policy each no-show uses a session with no invoice line: the use
+    # belongs to the no-show's own day, not to the day staff marked it.
+    clinic.no_show_uses_session = True
+    clinic.save()
+    pp, _ = history.sell(3, 1)
+    for day in (5, 12):
+        visits.do_mark_no_show(acting_user=history.desk, appointment=history.book(3, day))
+    assert "POSSIBLE_DOUBLE_USE" not in codes(history.investigate(pp)[0])
+
+
+def test_a_no_show_and_a_visit_on_the_same_day_are_a_possible_double_use_of_that_day(history, clinic):
+    clinic.no_show_uses_session = True
+    clinic.save()
+    pp, _ = history.sell(3, 1)
+    visits.do_mark_no_show(acting_user=history.desk, appointment=history.book(3, 5, hour=9))
+    history.visit(3, 5, hour=15)
+    assert only(history.investigate(pp)[0], "POSSIBLE_DOUBLE_USE").date == dt.date(2026, 3, 5)
+
+
+def test_a_deleted_booking_that_was_never_a_visit_is_not_a_deleted_visit(history):
+    pp, _ = history.sell(3, 1)
+    cancelled, no_show = history.book(3, 5), history.book(3, 6)
+    visits.do_cancel_appointment(acting_user=history.desk, appointment=cancelled)
+    visits.do_mark_no_show(acting_user=history.desk, appointment=no_show)
+    future = visits.do_book(acting_user=history.desk, patient=history.patient, service=history.acu60,
+                            starts_at=dt.datetime.now(dt.UTC) + dt.timedelta(days=3))
+    tombstones = [visits.do_delete_appointment(acting_user=history.owner, appointment=a, reason="tidy up")
+                  for a in (cancelled, no_show, future)]
+    investigation = history.investigate(pp)[0]
+    assert "APPOINTMENT_DELETED" not in codes(investigation)
+    assert sum(e["kind"] == "tombstone" for e in investigation.timeline) == 3  # still shown as history
+    for tombstone in tombstones:  # and restoring one "as attended, charged" is refused
+        with pytest.raises(Conflict):
+            apply_fix(acting_user=history.desk, action="recreate_from_tombstone",
+                      params={"tombstone_id": tombstone.pk}, context=pp)
+    assert fresh(pp).sessions_used == 0
+
+
+def test_a_visit_charged_after_expiry_keeps_its_date_when_the_expiry_is_extended_later(history):
+    monthly = history.package("Monthly", 5, valid_days=30)
+    pp, _ = history.sell(3, 1, package=monthly, paid="100.00")
+    history.visit(3, 31)
+    sales.do_set_expiry(acting_user=history.owner, patient_package=pp, expires_at=history.at(4, 30))
+    finding = only(history.investigate(pp)[0], "PACKAGE_EXPIRED")
+    assert "expired on 30 Apr" not in finding.message  # not after a date later than the visit
+    assert "later extended to 30 Apr 2026" in finding.message
+
+
+def test_one_visit_counted_by_two_packages_is_a_possible_double_use_on_both(history):
+    # The visit used a session of the first package; a second package sold the same day names
+    # that visit as its first session, so the one visit is counted twice across packages.
+    first, _ = history.sell(3, 1)
+    appointment, _, line = history.visit(3, 5)
+    assert line.covered_by_id == first.pk
+    second, _ = sales.do_sell_package(acting_user=history.desk, patient=history.patient, package=history.ten_pack,
+                                      use_first_session=True, first_session_appointment=appointment,
+                                      sold_at=history.at(3, 5, 11), payment=("800.00", "card"))
+    assert fresh(first).sessions_used + fresh(second).sessions_used == 2
+    investigations, _ = history.investigate()
+    for pp, other_sold in ((first, "5 Mar 2026"), (second, "1 Mar 2026")):
+        finding = only(investigations[pp.pk], "POSSIBLE_DOUBLE_USE")
+        assert (finding.appointment_id, finding.date, finding.severity) == (appointment.pk, dt.date(2026, 3, 5),
+                                                                            "warning")
+        assert "2 sessions were used" in finding.message and f"(sold {other_sold})" in finding.message
+
+
+def test_a_first_session_visit_charged_another_service_gets_a_fix_that_resolves_it(history):
+    # Booked as the package's service, charged another, then the package sold that day without
+    # "Use first session": the fix charges the booked service (use_first_session alone was a 409).
+    appointment, _, line = history.visit(3, 4, charge=history.acu90)
+    pp, _ = history.sell(3, 4, first=False, hour=15)
+    finding = only(history.investigate(pp)[0], "FIRST_SESSION_NOT_USED")
+    assert finding.fix == {"action": "use_first_session",
+                           "params": {"line_id": line.pk, "service_id": history.acu60.pk}}
+    result = apply_fix(acting_user=history.desk, action=finding.fix["action"], params=finding.fix["params"],
+                       context=pp)
+    assert result.applied and fresh(pp).sessions_used == 1
+    assert codes(history.investigate(pp)[0]) == []
+
+
+def test_a_voided_sale_had_no_first_session_to_use(history):
+    history.visit(3, 4)
+    pp, sale = history.sell(3, 4, first=False, hour=15, paid="0")
+    billing.do_void_invoice(acting_user=history.desk, invoice=sale, reason="sold to the wrong patient")
+    assert "FIRST_SESSION_NOT_USED" not in codes(history.investigate(pp)[0])
+
+
+def test_a_first_session_not_used_on_an_unpaid_sale_offers_no_fix_that_would_be_refused(history):
+    _, _, line = history.visit(3, 4)
+    pp, sale = history.sell(3, 4, first=False, hour=15, paid="0")
+    assert only(history.investigate(pp)[0], "FIRST_SESSION_NOT_USED").fix is None
+    history.pay(sale, "800.00", 3, 5)  # paid: now the fix can use it
+    finding = only(history.investigate(pp)[0], "FIRST_SESSION_NOT_USED")
+    assert finding.fix == {"action": "use_first_session", "params": {"line_id": line.pk}}
+
+
+def test_an_owners_adjustment_inside_a_gap_is_a_record_that_explains_it(history, monkeypatch):
+    pp, _ = history.sell(1, 1)
+    for month, day in [(1, 5), (1, 12), (1, 19), (1, 26), (4, 6), (4, 13)]:
+        history.visit(month, day)
+    only(history.investigate(pp)[0], "SCHEDULE_GAP")
+    # The owner records it in the gap (the ledger stamps an entry with the time it is written).
+    monkeypatch.setattr(ledger, "timezone", SimpleNamespace(now=lambda: history.at(3, 1)))
+    sales.do_adjust(acting_user=history.owner, patient_package=pp, change=-2,
+                    reason="paper card: 2 visits while the system was down")
+    assert "SCHEDULE_GAP" not in codes(history.investigate(pp)[0])
+
+
+def test_a_visit_charged_before_a_package_was_sold_is_not_covered_by_other_package_on_it(history):
+    # Rule 6 never weighed the later package for it: nothing to say about that package.
+    first, _ = history.sell(3, 1)
+    history.visit(3, 4, hour=8)
+    second, _ = history.sell(3, 4, first=False, hour=15)
+    assert "COVERED_BY_OTHER_PACKAGE" not in codes(history.investigate(second)[0])

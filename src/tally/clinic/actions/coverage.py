@@ -68,7 +68,10 @@ def charge_service(
     transaction (`lock_patient_packages`), so they are not locked and read a second time.
     They are read again anyway when releasing a first session moved a count."""
     tz = clinic_tz()
-    released = release_first_session_of(appointment, by=by) if appointment is not None else 0
+    pending_first: list[InvoiceLine] = []
+    released = 0
+    if appointment is not None:
+        released, pending_first = release_first_session_of(appointment, by=by)
     invoice_date = local_date(invoice.issued_at, tz)
     if locked_packages is not None and not released:
         packages = {p.pk: p for p in locked_packages}
@@ -88,8 +91,13 @@ def charge_service(
         created_by=by,
     )
     if decision.covered_by is None:
+        # A first session of a sale not yet paid stays on the sale: the payment that activates
+        # it uses it on this line (rule 5), so the visit is counted then, and once.
         insert(line)
         return line
+    # Covered now: a pending sale's first session for this visit is no longer needed, or its
+    # activation would count the visit a second time.
+    _remove_first_session_lines(pending_first, NOT_NEEDED)
     # Covered: the line is written covered (one INSERT, no UPDATE after it), then its session
     # is used; the entry points at the line, so the line comes first. The package is locked
     # and was read under the lock, so the session the ledger gives is the next one.
@@ -112,17 +120,64 @@ _FIRST_SESSION_LINES = Compiled(lambda appointment_id: InvoiceLine.objects.filte
 ), int)
 
 
-def release_first_session_of(appointment: Appointment, *, by: Staff | None) -> int:
+MOVED_TO_VISIT = "first session moved to the visit's own line"
+NOT_NEEDED = "first session not needed: the visit's own charge was covered"
+
+
+def released_first_sessions_of(appointment: Appointment) -> list[InvoiceLine]:
+    """The sale first-session lines a check-in of this visit released, one per package whose
+    sale still stands: what undoing the check-in gives back (rule 5's session was the sale's)."""
+    lines = InvoiceLine.objects.filter(
+        appointment_id=appointment.pk, kind=LineKind.FIRST_SESSION, removed_at__isnull=False,
+        removal_reason__in=[MOVED_TO_VISIT, NOT_NEEDED], invoice__voided_at__isnull=True,
+        patient_package__cancelled_at__isnull=True,
+    ).order_by("-pk")
+    latest: dict[int, InvoiceLine] = {}
+    for line in lines:
+        latest.setdefault(line.patient_package_id, line)
+    return sorted(latest.values(), key=lambda line: line.pk)
+
+
+def restore_first_sessions(lines: list[InvoiceLine], *, by: Staff | None) -> list[InvoiceLine]:
+    """Undoing a check-in puts the sale's first session back on the sale, as before it: used
+    again if the package is active (rule 5), else left for the payment that activates it."""
+    restored = []
+    for old in lines:
+        package = PatientPackage.objects.get(pk=old.patient_package_id)
+        if InvoiceLine.objects.filter(patient_package=package, kind=LineKind.FIRST_SESSION,
+                                      removed_at__isnull=True, invoice__voided_at__isnull=True).exists():
+            continue
+        line = InvoiceLine(
+            invoice_id=old.invoice_id, kind=LineKind.FIRST_SESSION, patient_package=package,
+            package_id=old.package_id, service_id=old.service_id, appointment_id=old.appointment_id,
+            description=old.description, list_price=ZERO, amount=ZERO, created_by=by,
+        )
+        insert(line)
+        if package.activated_at is not None and package.sessions_remaining > 0:
+            cover_line(line, package, by=by, reason="check-in undone: the first session is the sale's again")
+            line.save(update_fields=["covered_by", "session_number", "amount", "not_covered_reason"])
+        restored.append(line)
+    return restored
+
+
+def release_first_session_of(appointment: Appointment, *, by: Staff | None) -> tuple[int, list[InvoiceLine]]:
     """A visit whose first session was already used at the sale is charged on its own line;
     the sale's first-session line gives its session back so the visit counts once.
-    Returns how many lines were released."""
+    Returns how many lines were released, and the first-session lines for this visit whose
+    sale is not paid yet (nothing used): those are left to the payment that activates it."""
     lines = _FIRST_SESSION_LINES.all(appointment.pk)
+    used = [line for line in lines if line.covered_by_id is not None]
+    for line in used:
+        uncover_line(line, by=by, reason=MOVED_TO_VISIT)
+    _remove_first_session_lines(used, MOVED_TO_VISIT)
+    return len(used), [line for line in lines if line.covered_by_id is None]
+
+
+def _remove_first_session_lines(lines: list[InvoiceLine], reason: str) -> None:
     for line in lines:
-        uncover_line(line, by=by, reason="first session moved to the visit's own line")
         line.removed_at = now()
-        line.removal_reason = "first session moved to the visit's own line"
+        line.removal_reason = reason
         line.save(update_fields=["removed_at", "removal_reason"])
-    return len(lines)
 
 
 def uncover_line(line: InvoiceLine, *, by: Staff | None, reason: str) -> None:

@@ -85,6 +85,8 @@ def do_apply_to_line(
     invoice = lock_invoice(line.invoice_id)
     packages = {p.pk: p for p in lock_patient_packages(invoice.patient_id)}
     line.refresh_from_db()
+    if line.removed_at is not None or invoice.voided_at is not None:  # removed while this waited for the lock
+        raise Conflict("That line was removed or its invoice voided; charge the visit again instead.")
     before = snapshot(line)
     new_service = None
     if service_id is not None and service_id != line.service_id:
@@ -164,8 +166,11 @@ def _why_sentence(reason: str | None) -> str:
 
 
 @clinic_action
-def do_use_first_session(*, acting_user: Staff, context: PatientPackage, line_id: int) -> FixResult:
-    """Use the sale's first session on the visit of the sale day that was left uncounted."""
+def do_use_first_session(*, acting_user: Staff, context: PatientPackage, line_id: int,
+                         service_id: int | None = None) -> FixResult:
+    """Use the sale's first session on the visit of the sale day that was left uncounted;
+    with `service_id`, the line's service is first replaced by that eligible one (a visit
+    booked as an eligible service but charged another)."""
     require_role(acting_user, *DESK, doing="apply fixes")
     line = _live_service_line(line_id, context.patient_id)
     tz = clinic_tz()
@@ -173,7 +178,7 @@ def do_use_first_session(*, acting_user: Staff, context: PatientPackage, line_id
         raise Invalid("The first session belongs to a visit on the day of the sale.",
                       fields={"line_id": "not on the sale day"})
     return do_apply_to_line(acting_user=acting_user, line_id=line_id, patient_id=context.patient_id,
-                            context=context)
+                            context=context, service_id=service_id)
 
 
 @clinic_action
@@ -219,6 +224,13 @@ def do_recreate_from_tombstone(*, acting_user: Staff, tombstone_id: int, patient
     appointment = lock_appointment(tombstone.appointment_id, include_deleted=True)
     if appointment.deleted_at is None:
         return FixResult(False, None, "This visit was already restored.")
+    if appointment.status in (AppointmentStatus.CANCELLED, AppointmentStatus.NO_SHOW) or (
+        appointment.status == AppointmentStatus.BOOKED and appointment.starts_at > now()
+    ):
+        # Restoring means "as attended, charged": never for a booking that was not a visit.
+        raise Conflict(f"This appointment was {appointment.status.replace('_', ' ')}"
+                       f"{' for a time still to come' if appointment.status == AppointmentStatus.BOOKED else ''}, "
+                       "not a visit: book it again instead.")
     before = snapshot(appointment)
     appointment.deleted_at = None
     appointment.status = AppointmentStatus.BOOKED

@@ -206,10 +206,11 @@ def do_adjust(*, acting_user: Staff, patient_package: PatientPackage, change: in
     packages = {p.pk: p for p in lock_patient_packages(patient_package.patient_id)}
     package = packages[patient_package.pk]
     if change > 0:
-        # Sessions that visits still hold come back only by undoing those visits' charges
-        # (rule 7); giving them back here would leave those undos nothing to return.
+        # Sessions that charged visits still hold come back only by undoing those charges
+        # (rule 7); giving them back here would leave those undos nothing to return. A use with
+        # no charge (a no-show under the policy, rule 13) has no undo: only an adjustment can.
         held = PackageLedgerEntry.objects.filter(
-            patient_package=package, kind=EntryKind.USE, reversed_by__isnull=True
+            patient_package=package, kind=EntryKind.USE, reversed_by__isnull=True, invoice_line__isnull=False,
         ).count()
         free = package.sessions_used - held
         if change > free:

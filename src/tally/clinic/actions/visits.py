@@ -35,7 +35,7 @@ from .common import (
     require_role,
     require_text,
 )
-from .coverage import charge_service, decide_for
+from .coverage import charge_service, decide_for, released_first_sessions_of, restore_first_sessions
 
 
 def check_practitioner_owns(user: Staff, appointment: Appointment, doing: str) -> None:
@@ -177,12 +177,14 @@ def do_undo_check_in(*, acting_user: Staff, appointment: Appointment) -> Appoint
         .filter(appointment=appointment, kind=LineKind.SERVICE, removed_at__isnull=True, invoice__voided_at__isnull=True)
         .order_by("pk")
     )
-    for invoice_id in sorted({ln.invoice_id for ln in lines}):
+    first_sessions = released_first_sessions_of(appointment)
+    for invoice_id in sorted({ln.invoice_id for ln in lines} | {ln.invoice_id for ln in first_sessions}):
         lock_invoice(invoice_id)
     lock_patient_packages(appointment.patient_id)
     before = snapshot(appointment)
     for line in lines:
         remove_line(line, by=acting_user, reason="check-in undone")
+    restored = restore_first_sessions(first_sessions, by=acting_user)
     for invoice_id in sorted({ln.invoice_id for ln in lines}):
         invoice = load_invoice(invoice_id)
         if not invoice.live_lines() and not invoice.payments.all():
@@ -194,7 +196,7 @@ def do_undo_check_in(*, acting_user: Staff, appointment: Appointment) -> Appoint
     appointment.checked_in_at = None
     appointment.save(update_fields=["status", "no_charges", "checked_in_at"])
     record("appointment.undo_check_in", actor=acting_user, obj=appointment, patient_id=appointment.patient_id,
-           before=before, after=snapshot(appointment))
+           before=before, after=snapshot(appointment) | {"first_session_lines": [ln.pk for ln in restored]})
     return appointment
 
 

@@ -341,7 +341,7 @@ def line_findings(w: Walk, p: PackageFact) -> list[Finding]:
             other = w.packages.get(line.covered_by)
             # Only when this package could have covered it too (rule 6 chose the other one);
             # an exhausted or expired package being replaced by its renewal is nothing to report.
-            could_have = considered.get(p.id) is None
+            could_have = p.id in considered and considered[p.id] is None
             if could_have and line.service_id in p.eligible_service_ids and w.in_window(p, day) and other is not None:
                 findings.append(Finding(COVERED_BY_OTHER_PACKAGE, "info",
                                         f"{what}; it used a session of {other.name} (sold "
@@ -376,9 +376,14 @@ def line_findings(w: Walk, p: PackageFact) -> list[Finding]:
                                     f"{what} after all {p.sessions_total} sessions of {p.name} were used.", **base))
         elif reason == PACKAGE_EXPIRED:
             end = w.last_valid_day(p)
+            if end is not None and day <= end:
+                # The expiry was extended after this charge (rule 12: not reaching back).
+                when = (f" (its expiry was later extended to {fmt_date(end)}, which covers only visits "
+                        "charged from then on)")
+            else:
+                when = f" on {fmt_date(end)}" if end else ""
             findings.append(Finding(PACKAGE_EXPIRED, "info",
-                                    f"{what} after {p.name} expired"
-                                    f"{' on ' + fmt_date(end) if end else ''}.", **base))
+                                    f"{what} after {p.name} expired{when}.", **base))
         elif reason == PACKAGE_CANCELLED:
             findings.append(Finding(PACKAGE_CANCELLED, "info",
                                     f"{what} after {p.name} was cancelled"
@@ -426,9 +431,12 @@ def tombstone_finding(w: Walk, t) -> Finding | None:
     content = t.content or {}
     starts = content.get("starts_at")
     try:
-        day = w.local(dt.datetime.fromisoformat(starts)) if starts else w.local(t.removed_at)
+        start = dt.datetime.fromisoformat(starts) if starts else None
     except ValueError:
-        day = w.local(t.removed_at)
+        start = None
+    if not was_possibly_a_visit(w, content.get("status"), start):
+        return None  # a cancelled, no-show or future booking: no visit is missing (the timeline keeps it)
+    day = w.local(start) if start else w.local(t.removed_at)
     name = content.get("service_name") or w.service(content.get("service"))
     reason = f" (reason: {t.reason})" if t.reason else ""
     return Finding(APPOINTMENT_DELETED, "warning",
@@ -436,6 +444,18 @@ def tombstone_finding(w: Walk, t) -> Finding | None:
                    f"{fmt_date(w.local(t.removed_at))}{reason}.",
                    date=day, appointment_id=t.appointment_id, tombstone_id=t.id,
                    fix={"action": "recreate_from_tombstone", "params": {"tombstone_id": t.id}})
+
+
+def was_possibly_a_visit(w: Walk, status: str | None, start: dt.datetime | None) -> bool:
+    """Whether a deleted appointment may have been a visit: attended, or booked for a time
+    already past (seen but never checked in?). Cancelled and no-show ones were not."""
+    if status in ("cancelled", "no_show"):
+        return False
+    if status == "booked" and start is not None:
+        if start.tzinfo is None:
+            start = start.replace(tzinfo=dt.UTC)
+        return start < w.h.now
+    return True
 
 
 def tombstone_service(t) -> int | None:
@@ -446,6 +466,9 @@ def tombstone_service(t) -> int | None:
 def first_session_findings(w: Walk, p: PackageFact) -> list[Finding]:
     if p.use_first_session:
         return []
+    sale = w.invoices.get(p.sale_invoice_id)
+    if sale is not None and sale.voided_at is not None:
+        return []  # the sale itself was undone: it had no first session to use
     sale_day = w.local(p.sold_at)
     findings = []
     for visit in w.visits_by_day.get(sale_day, []):
@@ -456,6 +479,11 @@ def first_session_findings(w: Walk, p: PackageFact) -> list[Finding]:
         lines = [ln for ln in w.live_lines_by_visit.get(visit.id, []) if ln.kind == "service" and ln.covered_by is None]
         fix = ({"action": "use_first_session", "params": {"line_id": lines[0].id}} if lines
                else {"action": "check_in_and_charge", "params": {"appointment_id": visit.id}})
+        if lines and lines[0].service_id not in p.eligible_service_ids:
+            # Booked as an eligible service but charged another: the fix charges the booked one.
+            fix["params"]["service_id"] = visit.service_id
+        if lines and (p.cancelled_at or p.activated_at is None):
+            fix = None  # a closed or unpaid package covers nothing (rules 1, 11): no fix can use it
         findings.append(Finding(
             FIRST_SESSION_NOT_USED, "warning",
             f"{p.name} was sold on {fmt_date(sale_day)} without “Use first session”, and the patient's "
@@ -475,16 +503,28 @@ def double_use_findings(w: Walk, p: PackageFact) -> list[Finding]:
         visit_id = e.appointment_id or (line.appointment_id if line else None)
         if visit_id:
             by_visit[visit_id].append(e)
-        day = w.line_date(line) if line else w.local(e.at)
+        # A use with no line (a no-show under the policy) belongs to its visit's day, not to
+        # the day it was recorded: no-shows marked together are not one day's double use.
+        visit = w.visits.get(visit_id or -1)
+        day = w.line_date(line) if line else w.local(visit.starts_at) if visit else w.local(e.at)
         by_day[day].append(e)
     reported_days = set()
-    for visit_id, es in by_visit.items():
+    for visit_id, own in by_visit.items():
+        # One visit counted twice, by this package alone or by this one and another.
+        es = sorted(w.live_uses_by_visit.get(visit_id, own), key=lambda e: e.id)
         if len(es) > 1:
             visit = w.visits.get(visit_id)
             day = w.local(visit.starts_at) if visit else w.local(es[0].at)
             reported_days.add(day)
+            others = sorted({f"{o.name} (sold {fmt_date(w.local(o.sold_at))})" for e in es
+                             if e.patient_package_id != p.id and (o := w.packages.get(e.patient_package_id))})
+            if len(own) == len(es):
+                what = f"{len(es)} sessions of {p.name} were used"
+            else:
+                what = (f"{len(es)} sessions were used ({len(own)} of {p.name}, "
+                        f"{len(es) - len(own)} of {', '.join(others) or 'another package'})")
             findings.append(Finding(POSSIBLE_DOUBLE_USE, "warning",
-                                    f"{len(es)} sessions of {p.name} were used for the one visit on {fmt_date(day)}; "
+                                    f"{what} for the one visit on {fmt_date(day)}; "
                                     "remove the duplicate charge.", date=day, appointment_id=visit_id,
                                     line_id=es[-1].invoice_line_id, patient_package_id=p.id))
     for day, es in sorted(by_day.items()):
@@ -502,6 +542,9 @@ def record_days(w: Walk) -> list[dt.date]:
     days += [w.local(pay.received_at) for inv in w.h.invoices for pay in inv.payments]
     days += [w.local(t.removed_at) for t in w.h.tombstones]
     days += [w.local(p.sold_at) for p in w.h.packages]
+    # An owner's adjustment is a record too ("paper card: 3 visits"); uses and reversals are
+    # dated by the visit or invoice they belong to, already above.
+    days += [w.local(e.at) for e in w.h.entries if e.kind == "adjustment"]
     return sorted(set(days))
 
 

@@ -174,7 +174,8 @@ def apply_fix(
     if action == "use_first_session":
         if context is None:
             raise Invalid("use_first_session is a fix on a package.", fields={"action": "needs a package"})
-        return do_use_first_session(acting_user=acting_user, context=context, line_id=_int(params, "line_id"))
+        return do_use_first_session(acting_user=acting_user, context=context, line_id=_int(params, "line_id"),
+                                    service_id=_int(params, "service_id", required=False))
     if action == "recreate_from_tombstone":
         return do_recreate_from_tombstone(acting_user=acting_user, tombstone_id=_int(params, "tombstone_id"),
                                           patient_id=patient_id)
