@@ -51,6 +51,26 @@ def test_each_line_of_one_invoice_sees_the_sessions_the_lines_before_it_used(own
     assert fresh(pp).sessions_used == 2
 
 
+@pytest.mark.parametrize("how", ["add_line", "create_invoice"])
+def test_a_visit_deleted_after_it_was_read_is_not_charged(owner, desk, patient, ten_pack, acu60, how):
+    """Rule 8 against a deletion that lands between reading the visit and charging it (the
+    API reads it, then the action runs): the action locks the visit and finds it gone."""
+    pp, sale = sell(desk, patient, ten_pack)
+    appointment = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 11))
+    invoice = billing.do_create_invoice(acting_user=desk, patient=patient, lines=[(acu60, None)],
+                                        issued_at=ny(2026, 6, 11))
+    visits.do_delete_appointment(acting_user=owner, appointment=appointment, reason="duplicate")
+    used = fresh(pp).sessions_used
+    with writes_nothing(), pytest.raises(NotFound):
+        if how == "add_line":
+            billing.do_add_line(acting_user=desk, invoice=invoice, service=acu60, appointment=appointment)
+        else:
+            billing.do_create_invoice(acting_user=desk, patient=patient, lines=[(acu60, appointment)],
+                                      issued_at=ny(2026, 6, 11))
+    assert fresh(pp).sessions_used == used
+    assert not InvoiceLine.objects.filter(appointment=appointment).exists()
+
+
 # --- rule 7: removing a line and voiding an invoice give the session back ---
 
 

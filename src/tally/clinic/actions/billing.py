@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from decimal import Decimal
 
 from django.db.models import Prefetch
 
 from ..audit import record, snapshot
 from ..errors import Conflict, Invalid, NotFound
-from ..locking import lock_invoice, lock_patient_packages
+from ..locking import lock_appointment, lock_invoice, lock_patient_packages
 from ..models import (
     Appointment,
     Invoice,
@@ -57,6 +58,14 @@ def invoice_as_created(invoice: Invoice, lines: list[InvoiceLine]) -> Invoice:
     return invoice
 
 
+def lock_visits(appointments: Iterable[Appointment | None]) -> None:
+    """The visits lines will charge, locked first (locking.py's order: appointment, invoice,
+    packages) and still on the schedule: a deletion that landed after the caller read a visit
+    is a 404 here, never a covered charge on a deleted visit (rule 8)."""
+    for pk in sorted({a.pk for a in appointments if a is not None}):
+        lock_appointment(pk)
+
+
 def check_line_target(patient: Patient, service: Service, appointment: Appointment | None) -> None:
     if not service.active:
         raise Invalid(f"{service.name} is no longer offered.", fields={"service_id": "inactive service"})
@@ -78,6 +87,7 @@ def do_create_invoice(
         raise Invalid("An invoice needs at least one line.", fields={"lines": "at least one line"})
     for service, appointment in lines:
         check_line_target(patient, service, appointment)
+    lock_visits(appointment for _, appointment in lines)
     lock_patient_packages(patient.pk)
     invoice = Invoice.objects.create(patient=patient, issued_at=issued_at or now(), created_by=acting_user)
     for service, appointment in lines:
@@ -94,6 +104,7 @@ def do_add_line(
 ) -> InvoiceLine:
     """Charge a service on an invoice; rules 1-6 decide whether a package covers it."""
     require_role(acting_user, *DESK, doing="edit invoices")
+    lock_visits([appointment])
     invoice = lock_invoice(invoice.pk)
     if invoice.voided_at is not None:
         raise Conflict(f"Invoice {invoice.number} is void; lines cannot be added.")
