@@ -37,6 +37,18 @@ def test_the_payment_that_completes_the_sale_activates_it_at_its_received_at(des
     assert Invoice.objects.get(pk=invoice.pk).status == "paid"
 
 
+def test_a_payment_for_a_sale_cannot_be_dated_before_the_sale(desk, patient, ten_pack):
+    """Rule 1 dates activation by the completing payment; one backdated before the sale would
+    make a package active before it was sold, and a dated one expired from its first day."""
+    pp, invoice = sell(desk, patient, ten_pack, paid=False, sold_at=ny(2026, 6, 10, 9))
+    with writes_nothing(), pytest.raises(Invalid) as refused:
+        pay(desk, invoice, "800.00", received_at=ny(2026, 6, 1))
+    assert "received_at" in refused.value.fields
+    assert fresh(pp).status == "pending_payment"
+    pay(desk, invoice, "800.00", received_at=ny(2026, 6, 10, 9))  # at the sale itself: fine
+    assert fresh(pp).activated_at == ny(2026, 6, 10, 9)
+
+
 def test_a_sale_paid_in_full_is_active_from_the_sale(desk, patient, ten_pack):
     pp, invoice = sell(desk, patient, ten_pack, sold_at=ny(2026, 6, 10, 9))
     assert pp.status == "active"

@@ -380,7 +380,10 @@ class PackageTrackingMachine(RuleBasedStateMachine):
         }[kind]
         if amount == ZERO or (kind in ("partial", "full") and amount < ZERO):
             amount = Decimal("-1.00") if kind.startswith("refund") else Decimal("1.00")
-        valid = current.voided_at is None and (
+        # A payment on a sale's invoice cannot be dated before the sale (rule 1 dates activation by it).
+        backdated = received_at < current.issued_at and any(
+            line.kind == LineKind.PACKAGE_SALE for line in current.live_lines())
+        valid = current.voided_at is None and not backdated and (
             (ZERO < amount <= current.balance) or (amount < ZERO and -amount <= current.paid)
         )
         completes = valid and amount > ZERO and current.balance - amount <= ZERO

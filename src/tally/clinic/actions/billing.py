@@ -234,6 +234,12 @@ def do_record_payment(
     current = load_invoice(invoice.pk)
     if amount == ZERO:
         raise Invalid("A payment needs an amount.", fields={"amount": "must not be 0"})
+    if received_at is not None and received_at < invoice.issued_at and any(
+            line.kind == LineKind.PACKAGE_SALE for line in current.live_lines()):
+        # The payment completing a sale dates its activation (rule 1): a package cannot be
+        # active, or start its validity, before it was sold.
+        raise Invalid(f"A payment on {current.number} cannot be dated before the package was sold.",
+                      fields={"received_at": "before the sale"})
     if amount > ZERO and amount > current.balance:
         raise Invalid(
             f"{amount} is more than the balance of {current.balance} on {current.number}.",
