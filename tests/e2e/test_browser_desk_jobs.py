@@ -3,18 +3,23 @@ a double click, an htmx answer that is not a 200."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import time
 from decimal import Decimal
 
 import pytest
+from django.utils import timezone
 
+from tally.clinic.actions.billing import do_record_payment
+from tally.clinic.actions.sales import do_sell_package
+from tally.clinic.actions.visits import do_book, do_check_in
 from tally.clinic.models import PatientPackage, Payment
 from tally.staff.views import invoices as invoice_views
 from tally.staff.views import sales as sales_views
 
-from .conftest import sign_in
-from .test_browser import expect
+from .conftest import screenshot, sign_in
+from .test_browser import expect, local_today_at
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -69,3 +74,30 @@ def test_a_double_click_sells_one_package_and_records_one_payment(browser_page, 
     assert list(Payment.objects.filter(invoice_id=sold.sale_invoice_id).values_list("amount", flat=True)) == [
         Decimal("300.00")]
     expect(page.locator(".invoice-lines tfoot")).to_contain_text("500.00")
+
+
+def test_a_fix_the_server_refuses_says_why_on_the_page(browser_page, desk, patient, acu60, clinic, ten_pack):
+    """SPEC "Fixes": a fix never applies a package to a line whose invoice is already paid (409:
+    refund that payment first). The desk must see that sentence, not a button that does nothing."""
+    visit = do_book(acting_user=desk, patient=patient, service=acu60, starts_at=local_today_at(clinic, 9, days=-1))
+    _, invoice, _ = do_check_in(acting_user=desk, appointment=visit)
+    do_record_payment(acting_user=desk, invoice=invoice, amount=invoice.balance, method="card")
+    sold, _ = do_sell_package(acting_user=desk, patient=patient, package=ten_pack, use_first_session=False,
+                              sold_at=visit.starts_at + dt.timedelta(hours=2), payment=(Decimal("800.00"), "card"))
+    assert timezone.localtime(sold.sold_at, clinic.tz).date() == timezone.localtime(visit.starts_at, clinic.tz).date()
+
+    page = browser_page
+    sign_in(page, desk.username)
+    page.goto(f"/packages/{sold.pk}/investigation/")
+    finding = page.locator('li.finding[data-code="FIRST_SESSION_NOT_USED"]')
+    expect(finding).to_be_visible()
+    page.once("dialog", lambda dialog: dialog.accept())
+    with page.expect_response(lambda r: "/fixes/" in r.url) as answer:
+        finding.get_by_role("button").click()
+    assert answer.value.status == 409
+    htmx_idle(page)
+    expect(page.locator("#investigation .messages")).to_contain_text("refund that payment first")
+    expect(page.locator("#package-count")).to_contain_text("0 of 10 used · 10 left")
+    screenshot(page, "investigation-fix-refused")
+    sold.refresh_from_db()
+    assert sold.sessions_used == 0
