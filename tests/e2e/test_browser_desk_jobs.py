@@ -101,3 +101,24 @@ def test_a_fix_the_server_refuses_says_why_on_the_page(browser_page, desk, patie
     screenshot(page, "investigation-fix-refused")
     sold.refresh_from_db()
     assert sold.sessions_used == 0
+
+
+def test_a_custom_date_range_offers_from_and_to_and_the_banner_counts_what_they_hide(browser_page, desk, patient,
+                                                                                     acu60, clinic):
+    for days in (-200, -3, 0):
+        do_book(acting_user=desk, patient=patient, service=acu60, starts_at=local_today_at(clinic, 9, days=days))
+    page = browser_page
+    sign_in(page, desk.username)
+    page.goto(f"/patients/{patient.pk}/")
+    expect(page.get_by_label("From")).to_have_count(0)  # All time: no date that would count for nothing
+    page.get_by_label("Date range").select_option(label="Custom range")  # htmx swaps the dates in
+    since = timezone.localdate(timezone=clinic.tz) - dt.timedelta(days=30)
+    page.get_by_label("From").fill(since.isoformat())
+    banner = page.locator(".filter-banner")
+    expect(banner).to_have_text("Showing 2 of 3 — clear filters")
+    expect(page.locator("#chart-tab tbody tr")).to_have_count(2)
+    htmx_idle(page)
+    page.get_by_label("Date range").select_option(label="All time")
+    expect(banner).to_have_count(0)
+    expect(page.get_by_label("From")).to_have_count(0)
+    expect(page.locator("#chart-tab tbody tr")).to_have_count(3)

@@ -217,6 +217,15 @@ class ChartFilterForm(forms.Form):
         return None, None
 
     @property
+    def offers_dates(self) -> bool:
+        """From and To count only with a custom range, so they are shown only then: a date left
+        in its box under another range would look like a filter while it filters nothing."""
+        return self.data.get("range") == "custom"
+
+    def shown_fields(self) -> list:
+        return [f for f in self.visible_fields() if self.offers_dates or f.name not in ("start", "end")]
+
+    @property
     def is_filtering(self) -> bool:
         if not self.is_valid():
             return False
