@@ -65,3 +65,21 @@ def test_practitioners_cannot_sell(practitioner_client, patient, ten_pack):
     response = practitioner_client.post(sell_url(patient), {"package": ten_pack.pk, "use_first_session": "no"})
     assert response.status_code == 403
     assert not PatientPackage.objects.exists()
+
+
+def test_a_partly_paid_sale_says_the_first_session_waits_for_the_payment(desk_client, patient, ten_pack, visit):
+    """SPEC rule 5: if the sale is not yet fully paid, the ticked first session is used by the payment
+    that activates the package. The message said 'The first session is used.' beside '0 of 10 used'."""
+    response = desk_client.post(sell_url(patient), {
+        "package": ten_pack.pk, "use_first_session": "yes", "first_session_appointment": visit.pk,
+        "payment_amount": "300.00", "payment_method": "card"}, follow=True)
+    sold = PatientPackage.objects.get()
+    assert (sold.activated_at, sold.sessions_used) == (None, 0)
+    page = response.content.decode()
+    assert "The first session is used." not in page
+    assert "The first session will be used by the payment that completes the sale." in page
+
+    paid = desk_client.post(sell_url(patient), {
+        "package": ten_pack.pk, "use_first_session": "yes", "payment_amount": "800.00",
+        "payment_method": "card"}, follow=True)
+    assert "The first session is used." in paid.content.decode()

@@ -59,7 +59,10 @@ def sell(request: StaffRequest, patient_id: int) -> HttpResponse:
                 show_error(form, exc)
             else:
                 state = "active" if sold.activated_at else "waiting for payment"
-                first = " The first session is used." if sold.use_first_session else ""
+                first = ""
+                if sold.use_first_session:  # rule 5: a sale not fully paid uses it when it is
+                    first = (" The first session is used." if sold.activated_at else
+                             " The first session will be used by the payment that completes the sale.")
                 messages.success(request, f"Sold {sold.name} to {patient.full_name} on {invoice.number} "
                                           f"({state}).{first}")
                 return redirect("staff:invoice", invoice_id=invoice.pk)
