@@ -152,3 +152,12 @@ def test_from_and_to_are_offered_only_with_a_custom_range_so_no_date_is_silently
     assert re.search(rf'name="start"[^>]*value="{since}"|value="{since}"[^>]*name="start"', custom)
     assert 'name="end"' in custom
     assert "Showing 2 of 3 — " in custom
+
+
+def test_the_patient_list_finds_a_name_typed_the_way_it_shows_it(desk_client, patient):
+    """The list shows 'Lopez, Maria'; typing that found no patient (the comma stuck to the word)."""
+    listed = desk_client.get(reverse("staff:patients")).content.decode()
+    assert "Lopez, Maria" in listed
+    for typed in ("Lopez, Maria", "lopez,maria", "Maria Lopez"):
+        page = desk_client.get(reverse("staff:patients"), {"q": typed}).content.decode()
+        assert patient.patient_number in page, typed
