@@ -341,6 +341,7 @@ def test_every_main_page_fits_a_tablet_and_labels_every_control(browser_page, ow
         f"/patients/{patient.pk}/sell/", f"/invoices/{invoice.pk}/", f"/invoices/{invoice.pk}/edit/",
         f"/packages/{paid_pack.pk}/investigation/", f"/patients/{patient.pk}/investigation/", "/audit/",
         "/catalog/", "/staff/", f"/appointments/{appointment.pk}/undo-check-in/", f"/invoices/{invoice.pk}/print/",
+        f"/packages/{paid_pack.pk}/cancel/",
     ]
     unlabelled = """() => [...document.querySelectorAll('main input:not([type=hidden]), main select, main textarea')]
         .filter(el => el.offsetParent !== null)

@@ -268,6 +268,14 @@ class SellPackageForm(forms.Form):
         )
 
 
+class CancelPackageForm(forms.Form):
+    reason = forms.CharField(max_length=1000, widget=forms.Textarea(attrs={"rows": 2}))
+    refund_amount = forms.DecimalField(label="Refund amount", required=False, min_value=Decimal("0.01"),
+                                       max_digits=10, decimal_places=2,
+                                       help_text="Optional: what is given back, as a positive number.")
+    refund_method = forms.ChoiceField(choices=PAYMENT_METHODS, required=False, label="Refund method")
+
+
 class AddLineForm(forms.Form):
     service = ServiceChoiceField(queryset=Service.objects.none(), label="Add a service")
 
