@@ -24,6 +24,13 @@ from .test_browser import expect, local_today_at
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+@pytest.fixture
+def paid_pack(desk, patient, ten_pack):
+    sold, _ = do_sell_package(acting_user=desk, patient=patient, package=ten_pack, use_first_session=False,
+                              sold_at=timezone.now() - dt.timedelta(days=7), payment=(Decimal("800.00"), "card"))
+    return sold
+
+
 def htmx_idle(page) -> None:
     page.wait_for_function("() => !document.querySelector('.htmx-request, .htmx-swapping, .htmx-settling')")
 
@@ -122,3 +129,22 @@ def test_a_custom_date_range_offers_from_and_to_and_the_banner_counts_what_they_
     expect(banner).to_have_count(0)
     expect(page.get_by_label("From")).to_have_count(0)
     expect(page.locator("#chart-tab tbody tr")).to_have_count(3)
+
+
+def test_no_page_logs_an_error_to_the_console(browser_page, desk, patient, acu60, clinic, paid_pack):
+    """Not even the browser's own request for a site icon (it was a 404 on every first page)."""
+    _, invoice, _ = do_check_in(acting_user=desk, appointment=do_book(
+        acting_user=desk, patient=patient, service=acu60, starts_at=local_today_at(clinic, 8)))
+    page = browser_page
+    errors: list[str] = []
+    page.on("console", lambda message: errors.append(f"{page.url}: {message.text}")
+            if message.type == "error" else None)
+    page.on("requestfailed", lambda request: errors.append(f"{request.url}: {request.failure}"))
+    page.on("response", lambda response: errors.append(f"{response.url}: {response.status}")
+            if response.status >= 400 else None)
+    sign_in(page, desk.username)
+    for path in ("/today/", f"/patients/{patient.pk}/", f"/invoices/{invoice.pk}/", f"/invoices/{invoice.pk}/print/",
+                 f"/packages/{paid_pack.pk}/investigation/", f"/patients/{patient.pk}/export/?anonymous=1"):
+        page.goto(path)
+        page.wait_for_load_state("networkidle")
+    assert errors == []
