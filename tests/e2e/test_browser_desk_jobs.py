@@ -148,3 +148,29 @@ def test_no_page_logs_an_error_to_the_console(browser_page, desk, patient, acu60
         page.goto(path)
         page.wait_for_load_state("networkidle")
     assert errors == []
+
+
+def test_signing_out_leaves_no_patient_data_in_the_browser_and_back_shows_whole_pages(browser_page, desk, patient,
+                                                                                     paid_pack):
+    """htmx kept a copy of every page it pushed into history (the chart, with the patient's name,
+    birth date and contact details) in the tab's sessionStorage, where it stayed after signing out."""
+    page = browser_page
+    sign_in(page, desk.username)
+    page.goto(f"/packages/{paid_pack.pk}/investigation/")
+    page.get_by_label("Sessions the patient or staff expected to be used").fill("2")
+    page.get_by_role("button", name="Compare").click()  # htmx, pushed into history
+    expect(page.locator(".difference")).to_contain_text("Expected 2")
+    htmx_idle(page)
+    page.go_back()  # restored from the server: the whole page, not the swapped-in panel alone
+    expect(page.locator(".difference")).to_have_count(0)
+    expect(page.get_by_role("navigation", name="Main")).to_be_visible()
+    expect(page.get_by_role("link", name="Support export (JSON)")).to_be_visible()
+
+    page.goto(f"/patients/{patient.pk}/")
+    page.get_by_label("Date range").select_option(label="Last 90 days")  # htmx, pushed into history
+    expect(page.locator(".filter-banner, #chart-tab tbody")).not_to_have_count(0)
+    htmx_idle(page)
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url("**/login/**")
+    stored = page.evaluate("() => Object.values(sessionStorage).join(' ') + Object.values(localStorage).join(' ')")
+    assert "Lopez" not in stored and "maria@example.com" not in stored
