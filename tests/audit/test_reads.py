@@ -184,6 +184,7 @@ STAFF_PATIENT_PAGES = {
     "patients": "",
     "chart": "",
     "sell": "",
+    "cancel_package": "",
     "invoice_new": "",
     "invoice": "",
     "invoice_edit": "",

@@ -327,7 +327,7 @@ def test_sell_page_keyboard_reaches_use_first_session_and_every_control_is_label
     assert not PatientPackage.objects.filter(patient=patient).exists()
 
 
-# --- Every main page at 1280 px and 768 px: nothing wider than the screen, every control labelled ---------
+# --- Every main page at 1280, 768 and 390 px: nothing wider than the screen, every control labelled --------
 
 
 def test_every_main_page_fits_a_tablet_and_labels_every_control(browser_page, owner, desk, patient, acu60, clinic,
@@ -340,14 +340,15 @@ def test_every_main_page_fits_a_tablet_and_labels_every_control(browser_page, ow
         "/today/", "/patients/", f"/patients/{patient.pk}/", f"/patients/{patient.pk}/?tab=invoices",
         f"/patients/{patient.pk}/sell/", f"/invoices/{invoice.pk}/", f"/invoices/{invoice.pk}/edit/",
         f"/packages/{paid_pack.pk}/investigation/", f"/patients/{patient.pk}/investigation/", "/audit/",
-        "/catalog/", "/staff/", f"/appointments/{appointment.pk}/undo-check-in/",
+        "/catalog/", "/staff/", f"/appointments/{appointment.pk}/undo-check-in/", f"/invoices/{invoice.pk}/print/",
+        f"/packages/{paid_pack.pk}/cancel/",
     ]
     unlabelled = """() => [...document.querySelectorAll('main input:not([type=hidden]), main select, main textarea')]
         .filter(el => el.offsetParent !== null)
         .filter(el => !(el.labels && el.labels.length) && !el.getAttribute('aria-label')
                       && !el.getAttribute('aria-labelledby') && !el.closest('label'))
         .map(el => el.name || el.id || el.outerHTML.slice(0, 60))"""
-    for width in (1280, 768):
+    for width in (1280, 768, 390):  # a desktop, a tablet, a phone
         page.set_viewport_size({"width": width, "height": 1000})
         for url in pages:
             response = page.goto(url)

@@ -62,3 +62,13 @@ def test_catalog_shows_prices_in_the_clinic_currency(owner_client, acu60, clinic
     clinic.currency = "EUR"
     clinic.save()
     assert "€95.00" in owner_client.get(reverse("staff:catalog")).content.decode()
+
+
+def test_a_new_package_left_off_sale_is_not_on_sale(owner_client, desk_client, patient, acu60):
+    """The New package page asks 'On sale'; unticked, the package was put on sale all the same and
+    the front desk could sell it."""
+    response = owner_client.post(reverse("staff:package_new"), {"name": "Draft pack", "price": "100.00",
+                                                                "sessions": 2, "services": [acu60.pk]})
+    assert response.status_code == 302
+    assert Package.objects.get(name="Draft pack").active is False
+    assert "Draft pack" not in desk_client.get(reverse("staff:sell", args=[patient.pk])).content.decode()

@@ -137,3 +137,27 @@ def test_a_chart_with_2000_invoices_costs_the_same_queries_as_with_5(desk_client
     assert page.count("<tr>") == 1 + 50  # header row + one page
     filtered = desk_client.get(chart_url(large, tab=tab, range="30d")).content.decode()
     assert re.search(r"Showing (2[0-9]|30) of 2000 — ", filtered)
+
+
+def test_from_and_to_are_offered_only_with_a_custom_range_so_no_date_is_silently_ignored(
+        desk_client, patient, three_visits, clinic):
+    """A From date typed while the range said All time filtered nothing, showed every row and no
+    banner, with the date still in its box: the front desk reads it as 'these are the visits since'."""
+    since = (timezone.localdate(timezone=clinic.tz) - dt.timedelta(days=30)).isoformat()
+    page = desk_client.get(chart_url(patient, tab="appointments", range="all", start=since)).content.decode()
+    assert 'name="start"' not in page and 'name="end"' not in page
+    assert "Showing" not in page
+
+    custom = desk_client.get(chart_url(patient, tab="appointments", range="custom", start=since)).content.decode()
+    assert re.search(rf'name="start"[^>]*value="{since}"|value="{since}"[^>]*name="start"', custom)
+    assert 'name="end"' in custom
+    assert "Showing 2 of 3 — " in custom
+
+
+def test_the_patient_list_finds_a_name_typed_the_way_it_shows_it(desk_client, patient):
+    """The list shows 'Lopez, Maria'; typing that found no patient (the comma stuck to the word)."""
+    listed = desk_client.get(reverse("staff:patients")).content.decode()
+    assert "Lopez, Maria" in listed
+    for typed in ("Lopez, Maria", "lopez,maria", "Maria Lopez"):
+        page = desk_client.get(reverse("staff:patients"), {"q": typed}).content.decode()
+        assert patient.patient_number in page, typed

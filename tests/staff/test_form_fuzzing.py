@@ -261,6 +261,8 @@ FORMS: dict[str, Form] = {
         "package": w.id_of("template"), "use_first_session": choice(["yes", "no"]),
         "first_session_appointment": w.id_of("appointment"), "payment_amount": money(),
         "payment_method": choice(["card", "cash", "bank transfer", "other"])}),
+    "cancel_package": Form(post=lambda w: {"reason": text(), "refund_amount": money(),
+                                           "refund_method": choice(["card", "cash", "bank transfer", "other"])}),
     "invoice_new": Form(post=lambda w: {"service": w.id_of("service")}),
     "invoice": read_only(),
     "invoice_edit": read_only(),

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+from decimal import Decimal
+
+import pytest
 from django.urls import reverse
 
-from tally.clinic.models import PatientPackage
+from tally.clinic.models import InvoiceLine, PatientPackage, Payment
 
 
 def sell_url(patient) -> str:
@@ -65,3 +68,77 @@ def test_practitioners_cannot_sell(practitioner_client, patient, ten_pack):
     response = practitioner_client.post(sell_url(patient), {"package": ten_pack.pk, "use_first_session": "no"})
     assert response.status_code == 403
     assert not PatientPackage.objects.exists()
+
+
+def test_a_partly_paid_sale_says_the_first_session_waits_for_the_payment(desk_client, patient, ten_pack, visit):
+    """SPEC rule 5: if the sale is not yet fully paid, the ticked first session is used by the payment
+    that activates the package. The message said 'The first session is used.' beside '0 of 10 used'."""
+    response = desk_client.post(sell_url(patient), {
+        "package": ten_pack.pk, "use_first_session": "yes", "first_session_appointment": visit.pk,
+        "payment_amount": "300.00", "payment_method": "card"}, follow=True)
+    sold = PatientPackage.objects.get()
+    assert (sold.activated_at, sold.sessions_used) == (None, 0)
+    page = response.content.decode()
+    assert "The first session is used." not in page
+    assert "The first session will be used by the payment that completes the sale." in page
+
+    paid = desk_client.post(sell_url(patient), {
+        "package": ten_pack.pk, "use_first_session": "yes", "payment_amount": "800.00",
+        "payment_method": "card"}, follow=True)
+    assert "The first session is used." in paid.content.decode()
+
+
+def cancel_url(sold) -> str:
+    return reverse("staff:cancel_package", args=[sold.pk])
+
+
+def test_the_chart_offers_cancelling_a_package_that_voiding_its_sale_refers_to(desk_client, patient, sold_pack):
+    """Voiding a paid package sale is refused with 'cancel the package (with a refund) instead'
+    (rule 11), which the web pages had no way to do."""
+    from tally.clinic.actions.billing import do_void_invoice
+    from tally.clinic.errors import ClinicError
+
+    with pytest.raises(ClinicError, match="cancel the package"):
+        do_void_invoice(acting_user=sold_pack.sale_invoice.created_by, invoice=sold_pack.sale_invoice,
+                        reason="changed her mind")
+    chart = desk_client.get(reverse("staff:chart", args=[patient.pk])).content.decode()
+    assert f'href="{cancel_url(sold_pack)}"' in chart
+
+
+def test_cancelling_a_package_with_a_refund_closes_it_and_balances_the_sale(desk_client, patient, sold_pack,
+                                                                          charged_visit):
+    page = desk_client.get(cancel_url(sold_pack)).content.decode()
+    assert "1 of 10 used · 9 left" in page
+    refused = desk_client.post(cancel_url(sold_pack), {"reason": "", "refund_amount": "720.00",
+                                                        "refund_method": "card"})
+    assert refused.status_code == 422
+    assert 'value="720.00"' in refused.content.decode()  # the amount typed is kept
+    too_much = desk_client.post(cancel_url(sold_pack), {"reason": "moving away", "refund_amount": "9000.00",
+                                                         "refund_method": "card"})
+    assert too_much.status_code == 422 and b"more than the" in too_much.content
+
+    response = desk_client.post(cancel_url(sold_pack), {"reason": "moving away", "refund_amount": "720.00",
+                                                         "refund_method": "card"})
+    assert response.status_code == 302 and response["Location"] == reverse("staff:chart", args=[patient.pk])
+    sold_pack.refresh_from_db()
+    assert sold_pack.status == "cancelled" and sold_pack.sessions_used == 1
+    refund = Payment.objects.get(invoice=sold_pack.sale_invoice, amount__lt=0)
+    assert refund.amount == Decimal("-720.00") and refund.method == "card"
+    credit = InvoiceLine.objects.get(invoice=sold_pack.sale_invoice, kind="package_refund")
+    assert credit.amount == Decimal("-720.00")
+    chart = desk_client.get(reverse("staff:chart", args=[patient.pk])).content.decode()
+    assert "badge-cancelled" in chart and f'href="{cancel_url(sold_pack)}"' not in chart
+
+
+def test_cancelling_without_a_refund(desk_client, sold_pack):
+    response = desk_client.post(cancel_url(sold_pack), {"reason": "sold by mistake"})
+    assert response.status_code == 302
+    sold_pack.refresh_from_db()
+    assert sold_pack.status == "cancelled"
+    assert not Payment.objects.filter(invoice=sold_pack.sale_invoice, amount__lt=0).exists()
+
+
+def test_practitioners_cannot_cancel_packages(practitioner_client, sold_pack):
+    assert practitioner_client.post(cancel_url(sold_pack), {"reason": "x"}).status_code == 403
+    sold_pack.refresh_from_db()
+    assert sold_pack.status == "active"

@@ -31,6 +31,7 @@ RULES = {
     "patient_new": (DESK, 200),
     "chart": (ANY, 200),
     "sell": (DESK, 200),
+    "cancel_package": (DESK, 200),
     "invoice_new": (DESK, 200),
     "invoice": (ANY, 200),
     "invoice_edit": (DESK, 200),

@@ -45,7 +45,10 @@ def search_patients(text: str | None) -> QuerySet[Patient]:
     text = (text or "").strip()
     if not text:
         return patients
-    words = [Q(first_name__icontains=w) | Q(last_name__icontains=w) for w in text.split()]
+    # "Lopez, Maria", as lists show a name, is two words: a comma separates like a space.
+    words = [Q(first_name__icontains=w) | Q(last_name__icontains=w) for w in text.replace(",", " ").split()]
+    if not words:
+        return patients.none()
     match = reduce(lambda a, b: a & b, words)
     number = parse_patient_number(text)
     if number is not None and number < 2**63:

@@ -217,6 +217,15 @@ class ChartFilterForm(forms.Form):
         return None, None
 
     @property
+    def offers_dates(self) -> bool:
+        """From and To count only with a custom range, so they are shown only then: a date left
+        in its box under another range would look like a filter while it filters nothing."""
+        return self.data.get("range") == "custom"
+
+    def shown_fields(self) -> list:
+        return [f for f in self.visible_fields() if self.offers_dates or f.name not in ("start", "end")]
+
+    @property
     def is_filtering(self) -> bool:
         if not self.is_valid():
             return False
@@ -257,6 +266,14 @@ class SellPackageForm(forms.Form):
         self.fields["first_session_appointment"].label_from_instance = (
             lambda a: f"{timezone.localtime(a.starts_at):%H:%M} {a.service.name} ({a.get_status_display()})"
         )
+
+
+class CancelPackageForm(forms.Form):
+    reason = forms.CharField(max_length=1000, widget=forms.Textarea(attrs={"rows": 2}))
+    refund_amount = forms.DecimalField(label="Refund amount", required=False, min_value=Decimal("0.01"),
+                                       max_digits=10, decimal_places=2,
+                                       help_text="Optional: what is given back, as a positive number.")
+    refund_method = forms.ChoiceField(choices=PAYMENT_METHODS, required=False, label="Refund method")
 
 
 class AddLineForm(forms.Form):

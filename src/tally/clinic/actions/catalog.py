@@ -90,10 +90,10 @@ def _clean_package(values: dict[str, Any]) -> dict[str, Any]:
 
 @clinic_action
 def do_create_package(*, acting_user: Staff, name: str, price: Decimal | str, sessions: int,
-                      service_ids: list[int], valid_days: int | None = None) -> Package:
+                      service_ids: list[int], valid_days: int | None = None, active: bool = True) -> Package:
     require_role(acting_user, *OWNER, doing="edit the catalog")
     values = _clean_package({"name": name, "price": price, "sessions": sessions, "service_ids": service_ids,
-                             "valid_days": valid_days})
+                             "valid_days": valid_days, "active": bool(active)})
     ids = values.pop("service_ids")
     package = Package.objects.create(**values)
     package.services.set(ids)

@@ -112,9 +112,7 @@ def package_new(request: StaffRequest) -> HttpResponse:
     form = PackageTemplateForm(posted(request), initial={"active": True})
     if request.method == "POST" and form.is_valid():
         def create(data: dict[str, Any]) -> Package:
-            values = package_values(data)
-            values.pop("active")
-            return do_create_package(acting_user=request.user, **values)
+            return do_create_package(acting_user=request.user, **package_values(data))
 
         done = save(request, form, create, f"Added the package {form.cleaned_data['name']}.")
         if done:

@@ -76,7 +76,10 @@ def investigation(request: StaffRequest, package_id: int) -> HttpResponse:
     package = get_object_or_404(PatientPackage.objects.select_related("patient", "sale_invoice"), pk=package_id)
     expected_used, problem = parse_expected(request.GET.get("expected_used"))
     context = investigation_context(request, package, expected_used) | {"expected_problem": problem}
-    template = "staff/investigation/detail.html#body" if is_htmx(request) else "staff/investigation/detail.html"
+    # The panel alone for the compare form's swap; the whole page for anything else, such as
+    # htmx restoring history with Back (an htmx request that targets no element).
+    swap = is_htmx(request) and request.headers.get("HX-Target") == "investigation"
+    template = "staff/investigation/detail.html#body" if swap else "staff/investigation/detail.html"
     return render(request, template, context, status=422 if problem else 200)
 
 

@@ -9,16 +9,18 @@ from django.contrib import messages
 from django.db.models import Exists, OuterRef, QuerySet
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import timezone
 
-from tally.clinic.actions.sales import do_sell_package
+from tally.clinic.actions.sales import do_cancel_package, do_sell_package
 from tally.clinic.audit import Shown
 from tally.clinic.errors import ClinicError
-from tally.clinic.models import Appointment, InvoiceLine, Patient
+from tally.clinic.models import Appointment, InvoiceLine, Patient, PatientPackage
 from tally.clinic.models.scheduling import AppointmentStatus
 
-from ..forms import SellPackageForm
-from .common import DESK, StaffRequest, refuse_or_raise, show_error, shows, staff_view
+from ..forms import CancelPackageForm, SellPackageForm
+from ..templatetags.staff_tags import format_money, package_count
+from .common import DESK, StaffRequest, posted, refuse_or_raise, show_error, shows, staff_view
 
 
 def todays_visits(patient: Patient, tz: dt.tzinfo) -> QuerySet[Appointment]:
@@ -59,7 +61,10 @@ def sell(request: StaffRequest, patient_id: int) -> HttpResponse:
                 show_error(form, exc)
             else:
                 state = "active" if sold.activated_at else "waiting for payment"
-                first = " The first session is used." if sold.use_first_session else ""
+                first = ""
+                if sold.use_first_session:  # rule 5: a sale not fully paid uses it when it is
+                    first = (" The first session is used." if sold.activated_at else
+                             " The first session will be used by the payment that completes the sale.")
                 messages.success(request, f"Sold {sold.name} to {patient.full_name} on {invoice.number} "
                                           f"({state}).{first}")
                 return redirect("staff:invoice", invoice_id=invoice.pk)
@@ -71,3 +76,35 @@ def sell(request: StaffRequest, patient_id: int) -> HttpResponse:
     return render(request, "staff/sales/sell.html", {
         "patient": patient, "form": form, "uncounted": uncounted,
     }, status=status)
+
+
+@staff_view(*DESK)
+def cancel_package(request: StaffRequest, package_id: int) -> HttpResponse:
+    """Rule 11: cancel a package, with an optional refund on its sale invoice (what a paid sale
+    that cannot be voided needs instead)."""
+    package = get_object_or_404(PatientPackage.objects.select_related("patient", "sale_invoice"), pk=package_id)
+    patient = package.patient
+    shows(request, "patient_package.view", Shown(patient.pk, "patientpackage", package.pk))
+    form = CancelPackageForm(posted(request))
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        refund = (-data["refund_amount"], data["refund_method"] or "card") if data["refund_amount"] else None
+        try:
+            do_cancel_package(acting_user=request.user, patient_package=package, reason=data["reason"],
+                              refund=refund)
+        except ClinicError as exc:
+            if (page := refuse_or_raise(request, exc)) is not None:
+                return page
+            show_error(form, exc)
+        else:
+            refunded = f" Refunded {data['refund_amount']} on {package.sale_invoice.number}." if refund else ""
+            messages.success(request, f"Cancelled {package.name} for {patient.full_name}.{refunded}")
+            return redirect("staff:chart", patient_id=patient.pk)
+    paid = format_money(package.sale_invoice.paid, request.clinic.currency)
+    return render(request, "staff/form_page.html", {
+        "form": form, "title": f"Cancel {package.name} for {patient.full_name} ({patient.patient_number})",
+        "intro": (f"{package_count(package)}. Cancelling closes the package: sessions used stay used and no "
+                  f"session left can be used again. {paid} paid on {package.sale_invoice.number}; a refund is "
+                  "recorded there as a credit line and a negative payment."),
+        "submit": "Cancel the package", "danger": True, "back_url": reverse("staff:chart", args=[patient.pk]),
+    }, status=422 if form.is_bound else 200)

@@ -1,0 +1,176 @@
+"""The front desk's everyday jobs in a real browser, where the browser itself can go wrong:
+a double click, an htmx answer that is not a 200."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import time
+from decimal import Decimal
+
+import pytest
+from django.utils import timezone
+
+from tally.clinic.actions.billing import do_record_payment
+from tally.clinic.actions.sales import do_sell_package
+from tally.clinic.actions.visits import do_book, do_check_in
+from tally.clinic.models import PatientPackage, Payment
+from tally.staff.views import invoices as invoice_views
+from tally.staff.views import sales as sales_views
+
+from .conftest import screenshot, sign_in
+from .test_browser import expect, local_today_at
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def paid_pack(desk, patient, ten_pack):
+    sold, _ = do_sell_package(acting_user=desk, patient=patient, package=ten_pack, use_first_session=False,
+                              sold_at=timezone.now() - dt.timedelta(days=7), payment=(Decimal("800.00"), "card"))
+    return sold
+
+
+def htmx_idle(page) -> None:
+    page.wait_for_function("() => !document.querySelector('.htmx-request, .htmx-swapping, .htmx-settling')")
+
+
+def slowly(action):
+    """The action, answering after half a second: a busy server, while the second click lands."""
+
+    def slow(**kwargs):
+        time.sleep(0.5)
+        return action(**kwargs)
+
+    return slow
+
+
+def double_click(page, button) -> None:
+    """As a person double-clicks: the second press 120 ms after the first, which has left already."""
+    box = button.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.click(x, y)  # the mouse, not a locator: a locator waits for the navigation to end
+    page.wait_for_timeout(120)
+    page.mouse.click(x, y)
+
+
+def test_a_double_click_sells_one_package_and_records_one_payment(browser_page, desk, patient, ten_pack,
+                                                                  monkeypatch):
+    monkeypatch.setattr(sales_views, "do_sell_package", slowly(sales_views.do_sell_package))
+    monkeypatch.setattr(invoice_views, "do_record_payment", slowly(invoice_views.do_record_payment))
+    page = browser_page
+    sign_in(page, desk.username)
+    posts: list[str] = []  # what the browser sent: the server may or may not see a cancelled one
+    page.on("request", lambda request: posts.append(request.url) if request.method == "POST" else None)
+    page.goto(f"/patients/{patient.pk}/sell/")
+    page.get_by_label("Package").select_option(label=ten_pack.name)
+    page.get_by_label(re.compile(r"No — nothing is used")).check()
+    double_click(page, page.get_by_role("button", name="Sell package"))
+    expect(page).to_have_url(re.compile(r"/invoices/\d+/$"))  # polls: a second submission aborts the first
+    page.wait_for_load_state("networkidle")
+    assert len([url for url in posts if url.endswith("/sell/")]) == 1
+    assert PatientPackage.objects.filter(patient=patient).count() == 1
+
+    sold = PatientPackage.objects.get(patient=patient)
+    page.get_by_role("link", name="Record payment").click()
+    page.get_by_label("Amount").fill("300.00")  # a deposit: a second one would be accepted too
+    double_click(page, page.get_by_role("button", name="Record payment"))
+    expect(page).to_have_url(re.compile(rf"/invoices/{sold.sale_invoice_id}/$"))
+    page.wait_for_load_state("networkidle")
+    assert len([url for url in posts if url.endswith("/payments/new/")]) == 1
+    assert list(Payment.objects.filter(invoice_id=sold.sale_invoice_id).values_list("amount", flat=True)) == [
+        Decimal("300.00")]
+    expect(page.locator(".invoice-lines tfoot")).to_contain_text("500.00")
+
+
+def test_a_fix_the_server_refuses_says_why_on_the_page(browser_page, desk, patient, acu60, clinic, ten_pack):
+    """SPEC "Fixes": a fix never applies a package to a line whose invoice is already paid (409:
+    refund that payment first). The desk must see that sentence, not a button that does nothing."""
+    visit = do_book(acting_user=desk, patient=patient, service=acu60, starts_at=local_today_at(clinic, 9, days=-1))
+    _, invoice, _ = do_check_in(acting_user=desk, appointment=visit)
+    do_record_payment(acting_user=desk, invoice=invoice, amount=invoice.balance, method="card")
+    sold, _ = do_sell_package(acting_user=desk, patient=patient, package=ten_pack, use_first_session=False,
+                              sold_at=visit.starts_at + dt.timedelta(hours=2), payment=(Decimal("800.00"), "card"))
+    assert timezone.localtime(sold.sold_at, clinic.tz).date() == timezone.localtime(visit.starts_at, clinic.tz).date()
+
+    page = browser_page
+    sign_in(page, desk.username)
+    page.goto(f"/packages/{sold.pk}/investigation/")
+    finding = page.locator('li.finding[data-code="FIRST_SESSION_NOT_USED"]')
+    expect(finding).to_be_visible()
+    page.once("dialog", lambda dialog: dialog.accept())
+    with page.expect_response(lambda r: "/fixes/" in r.url) as answer:
+        finding.get_by_role("button").click()
+    assert answer.value.status == 409
+    htmx_idle(page)
+    expect(page.locator("#investigation .messages")).to_contain_text("refund that payment first")
+    expect(page.locator("#package-count")).to_contain_text("0 of 10 used · 10 left")
+    screenshot(page, "investigation-fix-refused")
+    sold.refresh_from_db()
+    assert sold.sessions_used == 0
+
+
+def test_a_custom_date_range_offers_from_and_to_and_the_banner_counts_what_they_hide(browser_page, desk, patient,
+                                                                                     acu60, clinic):
+    for days in (-200, -3, 0):
+        do_book(acting_user=desk, patient=patient, service=acu60, starts_at=local_today_at(clinic, 9, days=days))
+    page = browser_page
+    sign_in(page, desk.username)
+    page.goto(f"/patients/{patient.pk}/")
+    expect(page.get_by_label("From")).to_have_count(0)  # All time: no date that would count for nothing
+    page.get_by_label("Date range").select_option(label="Custom range")  # htmx swaps the dates in
+    since = timezone.localdate(timezone=clinic.tz) - dt.timedelta(days=30)
+    page.get_by_label("From").fill(since.isoformat())
+    banner = page.locator(".filter-banner")
+    expect(banner).to_have_text("Showing 2 of 3 — clear filters")
+    expect(page.locator("#chart-tab tbody tr")).to_have_count(2)
+    htmx_idle(page)
+    page.get_by_label("Date range").select_option(label="All time")
+    expect(banner).to_have_count(0)
+    expect(page.get_by_label("From")).to_have_count(0)
+    expect(page.locator("#chart-tab tbody tr")).to_have_count(3)
+
+
+def test_no_page_logs_an_error_to_the_console(browser_page, desk, patient, acu60, clinic, paid_pack):
+    """Not even the browser's own request for a site icon (it was a 404 on every first page)."""
+    _, invoice, _ = do_check_in(acting_user=desk, appointment=do_book(
+        acting_user=desk, patient=patient, service=acu60, starts_at=local_today_at(clinic, 8)))
+    page = browser_page
+    errors: list[str] = []
+    page.on("console", lambda message: errors.append(f"{page.url}: {message.text}")
+            if message.type == "error" else None)
+    page.on("requestfailed", lambda request: errors.append(f"{request.url}: {request.failure}"))
+    page.on("response", lambda response: errors.append(f"{response.url}: {response.status}")
+            if response.status >= 400 else None)
+    sign_in(page, desk.username)
+    for path in ("/today/", f"/patients/{patient.pk}/", f"/invoices/{invoice.pk}/", f"/invoices/{invoice.pk}/print/",
+                 f"/packages/{paid_pack.pk}/investigation/", f"/patients/{patient.pk}/export/?anonymous=1"):
+        page.goto(path)
+        page.wait_for_load_state("networkidle")
+    assert errors == []
+
+
+def test_signing_out_leaves_no_patient_data_in_the_browser_and_back_shows_whole_pages(browser_page, desk, patient,
+                                                                                     paid_pack):
+    """htmx kept a copy of every page it pushed into history (the chart, with the patient's name,
+    birth date and contact details) in the tab's sessionStorage, where it stayed after signing out."""
+    page = browser_page
+    sign_in(page, desk.username)
+    page.goto(f"/packages/{paid_pack.pk}/investigation/")
+    page.get_by_label("Sessions the patient or staff expected to be used").fill("2")
+    page.get_by_role("button", name="Compare").click()  # htmx, pushed into history
+    expect(page.locator(".difference")).to_contain_text("Expected 2")
+    htmx_idle(page)
+    page.go_back()  # restored from the server: the whole page, not the swapped-in panel alone
+    expect(page.locator(".difference")).to_have_count(0)
+    expect(page.get_by_role("navigation", name="Main")).to_be_visible()
+    expect(page.get_by_role("link", name="Support export (JSON)")).to_be_visible()
+
+    page.goto(f"/patients/{patient.pk}/")
+    page.get_by_label("Date range").select_option(label="Last 90 days")  # htmx, pushed into history
+    expect(page.locator(".filter-banner, #chart-tab tbody")).not_to_have_count(0)
+    htmx_idle(page)
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url("**/login/**")
+    stored = page.evaluate("() => Object.values(sessionStorage).join(' ') + Object.values(localStorage).join(' ')")
+    assert "Lopez" not in stored and "maria@example.com" not in stored
