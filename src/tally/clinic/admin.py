@@ -1,20 +1,67 @@
-"""Django admin for the catalog and staff (owner's back office). Counts are never edited here."""
+"""Django admin for the catalog and staff (owner's back office). Counts are never edited here.
+
+Every change made here is a change like any other: it goes into the hash-chained audit log
+(who, role, when, from where, before and after), in the admin's own transaction, beside
+Django's LogEntry. The events are `admin.<model>.add|change`. Nothing is deleted here."""
+
+from __future__ import annotations
+
+from typing import Any
 
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin
+from django.db import models
+from django.http import HttpRequest
 
+from .audit import current_ip, record, snapshot
 from .models import Package, Service, Staff
+
+_BEFORE = "_tally_audit_before"
+
+
+class AuditedAdmin(admin.ModelAdmin):
+    """Records each add and change in the audit log. Django calls log_addition and log_change
+    after the object and its many-to-many fields are saved, so `after` is whole.
+
+    Nothing is deleted here: a service or package is the row that sold packages and invoice
+    lines point at (deleting a service would silently drop it from every package that covers
+    it), and staff are deactivated. Untick "active" instead."""
+
+    def has_delete_permission(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
+        return False
+
+    def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None) -> Any:
+        obj = super().get_object(request, object_id, from_field)
+        if obj is not None and request.method == "POST":
+            setattr(request, _BEFORE, snapshot(obj))  # before the form changes it
+        return obj
+
+    def log_addition(self, request: HttpRequest, obj: models.Model, message: Any) -> Any:
+        self._record(request, "add", obj, after=snapshot(obj))
+        return super().log_addition(request, obj, message)
+
+    def log_change(self, request: HttpRequest, obj: models.Model, message: Any) -> Any:
+        self._record(request, "change", obj, before=getattr(request, _BEFORE, None),
+                     after=snapshot(obj) | {"changed": message} if message else snapshot(obj))
+        return super().log_change(request, obj, message)
+
+    def _record(self, request: HttpRequest, verb: str, obj: models.Model, **change: Any) -> None:
+        ip = current_ip.set(request.META.get("REMOTE_ADDR") or None)
+        try:
+            record(f"admin.{self.model._meta.model_name}.{verb}", actor=request.user, obj=obj, **change)
+        finally:
+            current_ip.reset(ip)
 
 
 @admin.register(Service)
-class ServiceAdmin(admin.ModelAdmin):
+class ServiceAdmin(AuditedAdmin):
     list_display = ("name", "duration_minutes", "price", "active")
     list_filter = ("active",)
     search_fields = ("name",)
 
 
 @admin.register(Package)
-class PackageAdmin(admin.ModelAdmin):
+class PackageAdmin(AuditedAdmin):
     list_display = ("name", "price", "sessions", "valid_days", "active")
     list_filter = ("active",)
     filter_horizontal = ("services",)
@@ -22,7 +69,7 @@ class PackageAdmin(admin.ModelAdmin):
 
 
 @admin.register(Staff)
-class StaffAdmin(UserAdmin):
+class StaffAdmin(AuditedAdmin, UserAdmin):
     list_display = ("username", "first_name", "last_name", "role", "is_active")
     list_filter = ("role", "is_active")
     fieldsets = (*UserAdmin.fieldsets, ("Clinic", {"fields": ("role",)}))
