@@ -185,6 +185,7 @@ STAFF_PATIENT_PAGES = {
     "chart": "",
     "sell": "",
     "cancel_package": "",
+    "package_expiry": "",
     "invoice_new": "",
     "invoice": "",
     "invoice_edit": "",
@@ -200,7 +201,7 @@ STAFF_PATIENT_PAGES = {
     "export_print": "",
     "audit": "?severity=info",
 }
-STAFF_OWNER_ONLY = {"delete"}
+STAFF_OWNER_ONLY = {"delete", "package_expiry"}
 # A GET here redirects and shows nothing (the action is a POST).
 STAFF_REDIRECTS = {"home", "add_line", "fix", "patient_fix"}
 # No patient data: registration form, catalog, staff, one's own two-factor setup.

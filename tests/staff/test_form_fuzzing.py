@@ -263,6 +263,7 @@ FORMS: dict[str, Form] = {
         "payment_method": choice(["card", "cash", "bank transfer", "other"])}),
     "cancel_package": Form(post=lambda w: {"reason": text(), "refund_amount": money(),
                                            "refund_method": choice(["card", "cash", "bank transfer", "other"])}),
+    "package_expiry": Form(post=lambda w: {"expires_on": dates()}),
     "invoice_new": Form(post=lambda w: {"service": w.id_of("service")}),
     "invoice": read_only(),
     "invoice_edit": read_only(),

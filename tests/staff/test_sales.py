@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import datetime as dt
 from decimal import Decimal
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
-from tally.clinic.models import InvoiceLine, PatientPackage, Payment
+from tally.clinic.models import AuditEvent, InvoiceLine, PatientPackage, Payment
 
 
 def sell_url(patient) -> str:
@@ -142,3 +144,39 @@ def test_practitioners_cannot_cancel_packages(practitioner_client, sold_pack):
     assert practitioner_client.post(cancel_url(sold_pack), {"reason": "x"}).status_code == 403
     sold_pack.refresh_from_db()
     assert sold_pack.status == "active"
+
+
+def expiry_url(package) -> str:
+    return reverse("staff:package_expiry", args=[package.pk])
+
+
+def test_an_owner_extends_a_packages_expiry_from_the_chart(owner_client, desk_client, patient, sold_pack, clinic):
+    """Rule 12: an owner may extend the expiry. It ends at the end of the chosen day in the
+    clinic's time zone; the chart offers it to owners only."""
+    assert f'href="{expiry_url(sold_pack)}"' in owner_client.get(reverse("staff:chart", args=[patient.pk])).content.decode()
+    assert f'href="{expiry_url(sold_pack)}"' not in desk_client.get(
+        reverse("staff:chart", args=[patient.pk])).content.decode()
+    page = owner_client.get(expiry_url(sold_pack)).content.decode()
+    assert "It has no expiry." in page
+    day = timezone.localdate(timezone=clinic.tz) + dt.timedelta(days=90)
+    response = owner_client.post(expiry_url(sold_pack), {"expires_on": day.isoformat()})
+    assert response.status_code == 302 and response["Location"] == reverse("staff:chart", args=[patient.pk])
+    sold_pack.refresh_from_db()
+    assert timezone.localtime(sold_pack.expires_at, clinic.tz).date() == day
+    assert timezone.localtime(sold_pack.expires_at, clinic.tz).time() == dt.time(23, 59, 59, 999999)
+    assert AuditEvent.objects.filter(action="package.set_expiry", object_id=str(sold_pack.pk)).exists()
+    assert f"expires {day:%-d %b %Y}" in owner_client.get(reverse("staff:chart", args=[patient.pk])).content.decode()
+
+
+def test_an_expiry_before_the_activation_is_refused_and_the_date_typed_is_kept(owner_client, sold_pack):
+    response = owner_client.post(expiry_url(sold_pack), {"expires_on": "2020-01-01"})
+    assert response.status_code == 422
+    assert b"after the activation" in response.content and b'value="2020-01-01"' in response.content
+    sold_pack.refresh_from_db()
+    assert sold_pack.expires_at is None
+
+
+def test_only_owners_change_an_expiry(desk_client, sold_pack):
+    assert desk_client.post(expiry_url(sold_pack), {"expires_on": "2030-01-01"}).status_code == 403
+    sold_pack.refresh_from_db()
+    assert sold_pack.expires_at is None

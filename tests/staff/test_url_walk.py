@@ -32,6 +32,7 @@ RULES = {
     "chart": (ANY, 200),
     "sell": (DESK, 200),
     "cancel_package": (DESK, 200),
+    "package_expiry": (OWNER, 200),
     "invoice_new": (DESK, 200),
     "invoice": (ANY, 200),
     "invoice_edit": (DESK, 200),

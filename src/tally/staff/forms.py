@@ -276,6 +276,11 @@ class CancelPackageForm(forms.Form):
     refund_method = forms.ChoiceField(choices=PAYMENT_METHODS, required=False, label="Refund method")
 
 
+class ExpiryForm(forms.Form):
+    expires_on = ClinicDateField(label="Last day it can be used",
+                                 help_text="It expires at the end of this day, in the clinic's time zone.")
+
+
 class AddLineForm(forms.Form):
     service = ServiceChoiceField(queryset=Service.objects.none(), label="Add a service")
 

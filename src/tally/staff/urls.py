@@ -26,6 +26,7 @@ urlpatterns = [
     path("patients/<int:patient_id>/", patients.chart, name="chart"),
     path("patients/<int:patient_id>/sell/", sales.sell, name="sell"),
     path("packages/<int:package_id>/cancel/", sales.cancel_package, name="cancel_package"),
+    path("packages/<int:package_id>/expiry/", sales.package_expiry, name="package_expiry"),
     path("patients/<int:patient_id>/invoices/new/", invoices.invoice_new, name="invoice_new"),
     # Invoices
     path("invoices/<int:invoice_id>/", invoices.invoice_detail, name="invoice"),

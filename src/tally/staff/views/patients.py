@@ -23,6 +23,7 @@ from ..forms import APPOINTMENT_STATUS_CHOICES, INVOICE_STATUS_CHOICES, ChartFil
 from .common import (
     ANY_STAFF,
     DESK,
+    OWNER,
     StaffRequest,
     can,
     is_htmx,
@@ -155,5 +156,6 @@ def chart(request: StaffRequest, patient_id: int) -> HttpResponse:
         "packages": packages,
         "can_edit": can(request.user, *DESK),
         "can_investigate": can(request.user, *DESK),
+        "can_set_expiry": can(request.user, *OWNER),
     }
     return render(request, "staff/patients/chart.html", context)

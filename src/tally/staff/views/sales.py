@@ -12,15 +12,24 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 
-from tally.clinic.actions.sales import do_cancel_package, do_sell_package
+from tally.clinic.actions.sales import do_cancel_package, do_sell_package, do_set_expiry
 from tally.clinic.audit import Shown
 from tally.clinic.errors import ClinicError
 from tally.clinic.models import Appointment, InvoiceLine, Patient, PatientPackage
 from tally.clinic.models.scheduling import AppointmentStatus
 
-from ..forms import CancelPackageForm, SellPackageForm
+from ..forms import CancelPackageForm, ExpiryForm, SellPackageForm
 from ..templatetags.staff_tags import format_money, package_count
-from .common import DESK, StaffRequest, posted, refuse_or_raise, show_error, shows, staff_view
+from .common import (
+    DESK,
+    OWNER,
+    StaffRequest,
+    posted,
+    refuse_or_raise,
+    show_error,
+    shows,
+    staff_view,
+)
 
 
 def todays_visits(patient: Patient, tz: dt.tzinfo) -> QuerySet[Appointment]:
@@ -107,4 +116,36 @@ def cancel_package(request: StaffRequest, package_id: int) -> HttpResponse:
                   f"session left can be used again. {paid} paid on {package.sale_invoice.number}; a refund is "
                   "recorded there as a credit line and a negative payment."),
         "submit": "Cancel the package", "danger": True, "back_url": reverse("staff:chart", args=[patient.pk]),
+    }, status=422 if form.is_bound else 200)
+
+
+@staff_view(*OWNER)
+def package_expiry(request: StaffRequest, package_id: int) -> HttpResponse:
+    """Rule 12: an owner extends (or corrects) when an active package expires; visits already
+    charged keep the decision they got, later ones follow the new date."""
+    package = get_object_or_404(PatientPackage.objects.select_related("patient"), pk=package_id)
+    patient = package.patient
+    shows(request, "patient_package.view", Shown(patient.pk, "patientpackage", package.pk))
+    tz = request.clinic.tz
+    current = timezone.localdate(package.expires_at, tz) if package.expires_at else None
+    form = ExpiryForm(posted(request), initial={"expires_on": current})
+    if request.method == "POST" and form.is_valid():
+        day = form.cleaned_data["expires_on"]
+        try:
+            do_set_expiry(acting_user=request.user, patient_package=package,
+                          expires_at=dt.datetime.combine(day, dt.time(12), tzinfo=tz))
+        except ClinicError as exc:
+            if (page := refuse_or_raise(request, exc)) is not None:
+                return page
+            show_error(form, exc)
+        else:
+            messages.success(request, f"{package.name} for {patient.full_name} can now be used until the end of "
+                                      f"{day:%-d %b %Y}.")
+            return redirect("staff:chart", patient_id=patient.pk)
+    now_says = f"It expires at the end of {current:%-d %b %Y}." if current else "It has no expiry."
+    return render(request, "staff/form_page.html", {
+        "form": form, "title": f"Expiry of {package.name} for {patient.full_name} ({patient.patient_number})",
+        "intro": (f"{package_count(package)}. {now_says} A new date covers visits from now on; visits already "
+                  "charged keep what was decided for them (rule 12)."),
+        "submit": "Save the expiry", "back_url": reverse("staff:chart", args=[patient.pk]),
     }, status=422 if form.is_bound else 200)
