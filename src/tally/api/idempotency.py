@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import hashlib
-import ipaddress
 import json
 import random
 from collections.abc import Callable
@@ -28,7 +27,7 @@ from django.utils import timezone
 from ninja import Status
 
 from tally.clinic.actions.common import transaction_ends_on_error
-from tally.clinic.audit import chained_at_end, current_ip
+from tally.clinic.audit import chained_at_end, request_ip
 from tally.clinic.compiled import Compiled, insert
 from tally.clinic.errors import ClinicError, Invalid
 from tally.clinic.locking import lock_idempotency_key, set_lock_timeout
@@ -39,14 +38,6 @@ MAX_KEY_LENGTH = 200
 PURGE_CHANCE = 0.02
 
 
-def client_ip(request: HttpRequest) -> str | None:
-    address = request.META.get("REMOTE_ADDR") or ""
-    try:
-        return str(ipaddress.ip_address(address))
-    except ValueError:
-        return None
-
-
 def clinic_write(view: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap a write endpoint: the client's address for the audit trail, one durable
     transaction around the action, the clinic settings read once, and replay for a
@@ -54,17 +45,13 @@ def clinic_write(view: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(view)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-        ip_token = current_ip.set(client_ip(request))
-        try:
-            with ClinicSettings.read_once():
-                key = request.headers.get(HEADER)
-                if request.method == "POST" and key is not None and isinstance(getattr(request, "auth", None), Staff):
-                    return run_once(request, clean_key(key), lambda: view(request, *args, **kwargs))
-                with transaction.atomic(durable=True), chained_at_end(), transaction_ends_on_error():
-                    set_lock_timeout()
-                    return view(request, *args, **kwargs)
-        finally:
-            current_ip.reset(ip_token)
+        with request_ip(request), ClinicSettings.read_once():
+            key = request.headers.get(HEADER)
+            if request.method == "POST" and key is not None and isinstance(getattr(request, "auth", None), Staff):
+                return run_once(request, clean_key(key), lambda: view(request, *args, **kwargs))
+            with transaction.atomic(durable=True), chained_at_end(), transaction_ends_on_error():
+                set_lock_timeout()
+                return view(request, *args, **kwargs)
 
     return wrapper
 

@@ -10,9 +10,8 @@ from typing import Any
 
 from django.http import HttpRequest
 
-from tally.clinic.audit import Shown, record_reads
+from tally.clinic.audit import Shown, client_ip, record_reads
 
-from .idempotency import client_ip
 from .lookups import viewer
 
 

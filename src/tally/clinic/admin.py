@@ -13,7 +13,7 @@ from django.contrib.auth.admin import UserAdmin
 from django.db import models
 from django.http import HttpRequest
 
-from .audit import current_ip, record, snapshot
+from .audit import record, request_ip, snapshot
 from .models import Package, Service, Staff
 
 _BEFORE = "_tally_audit_before"
@@ -46,11 +46,8 @@ class AuditedAdmin(admin.ModelAdmin):
         return super().log_change(request, obj, message)
 
     def _record(self, request: HttpRequest, verb: str, obj: models.Model, **change: Any) -> None:
-        ip = current_ip.set(request.META.get("REMOTE_ADDR") or None)
-        try:
+        with request_ip(request):
             record(f"admin.{self.model._meta.model_name}.{verb}", actor=request.user, obj=obj, **change)
-        finally:
-            current_ip.reset(ip)
 
 
 @admin.register(Service)

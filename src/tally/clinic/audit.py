@@ -39,8 +39,26 @@ from .compiled import Compiled, insert
 from .locking import lock_errors
 from .models import AuditEvent, Staff
 
-# Set by the front ends (API, staff pages) for the duration of a request.
+# Set by the front ends (API, staff pages, admin) for the duration of a request: `request_ip`.
 current_ip: contextvars.ContextVar[str | None] = contextvars.ContextVar("tally_current_ip", default=None)
+
+
+def client_ip(request: Any) -> str | None:
+    """The request's address, if it is one (REMOTE_ADDR; what a proxy says is not trusted)."""
+    try:
+        return str(ipaddress.ip_address(request.META.get("REMOTE_ADDR") or ""))
+    except ValueError:
+        return None
+
+
+@contextmanager
+def request_ip(request: Any) -> Iterator[None]:
+    """Events recorded inside this block name the request's address (none for no request)."""
+    token = current_ip.set(client_ip(request) if request is not None else None)
+    try:
+        yield
+    finally:
+        current_ip.reset(token)
 
 GENESIS = "0" * 64
 # pg_advisory_xact_lock key that serialises appends to the chain ("TALLYAUD" as 8 bytes, signed).

@@ -14,7 +14,7 @@ from django.dispatch import receiver
 from django.http import HttpRequest
 from django.utils import timezone
 
-from tally.clinic.audit import current_ip, record
+from tally.clinic.audit import current_ip, record, request_ip
 from tally.clinic.models import ApiToken, Staff
 
 from . import sessions
@@ -37,11 +37,8 @@ def sign_out_everywhere(sender: Any, request: HttpRequest | None, user: Staff | 
     must outlive a person's sign-outs uses a staff account of its own."""
     if user is None:
         return
-    token = current_ip.set(request.META.get("REMOTE_ADDR") if request is not None else None)
-    try:
+    with request_ip(request):
         revoke_tokens(user, cause="sign_out", by=user)
-    finally:
-        current_ip.reset(token)
     sessions.end_all_sessions(user.pk)
 
 

@@ -4,9 +4,8 @@ from django.http import HttpRequest
 from ninja import Router
 
 from tally.clinic.actions.staff import do_issue_token
-from tally.clinic.audit import current_ip
+from tally.clinic.audit import request_ip
 
-from ..idempotency import client_ip
 from ..schemas import TokenIn, TokenOut, errors
 
 router = Router(tags=["auth"])
@@ -20,10 +19,7 @@ def issue_token(request: HttpRequest, payload: TokenIn) -> dict[str, str]:
 
     Not one transaction around the request, unlike the other writes: a refused sign-in must
     keep what it recorded (the failed attempt, the code's replay guard)."""
-    ip_token = current_ip.set(client_ip(request))
-    try:
+    with request_ip(request):
         token, raw = do_issue_token(request=request, username=payload.username, password=payload.password,
                                     otp=payload.otp)
-    finally:
-        current_ip.reset(ip_token)
     return {"token": raw, "role": token.staff.role}

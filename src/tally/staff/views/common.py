@@ -16,7 +16,7 @@ from django.utils import timezone
 
 # The role groups the actions check, re-exported so a page and its action never disagree.
 from tally.clinic.actions.common import ANY_STAFF, DESK, OWNER  # noqa: F401
-from tally.clinic.audit import Shown, current_ip, record_reads
+from tally.clinic.audit import Shown, record_reads, request_ip
 from tally.clinic.errors import ClinicError
 from tally.clinic.models import ClinicSettings, Staff
 
@@ -28,10 +28,6 @@ class StaffRequest(HttpRequest):
 
     user: Staff  # type: ignore[assignment]
     clinic: ClinicSettings
-
-
-def client_ip(request: HttpRequest) -> str | None:
-    return request.META.get("REMOTE_ADDR") or None
 
 
 def shows(request: HttpRequest, action: str, *shown: Shown, nothing: Shown | None = None,
@@ -73,12 +69,12 @@ def staff_view(*roles: str) -> Callable:
                 return forbidden(request)
             clinic = ClinicSettings.load()
             request.clinic = clinic  # type: ignore[attr-defined]  # read by StaffRequest views
-            token = current_ip.set(client_ip(request))
             timezone.activate(clinic.tz)
             try:
-                response = view(request, *args, **kwargs)
-                record_shown(request, response)
-                return response
+                with request_ip(request):
+                    response = view(request, *args, **kwargs)
+                    record_shown(request, response)
+                    return response
             except ClinicError as exc:
                 # An action refused outside any form (a stale link, a race): a page, not a 500.
                 if exc.code == "not_found":
@@ -88,7 +84,6 @@ def staff_view(*roles: str) -> Callable:
                 return render(request, "staff/refused.html", {"message": exc.message}, status=409)
             finally:
                 timezone.deactivate()
-                current_ip.reset(token)
 
         return wrapper
 
