@@ -173,6 +173,13 @@ def sign_in(page, username: str, password: str = STAFF_PASSWORD) -> None:
     page.wait_for_url("**/today/**")
 
 
+def htmx_idle(page) -> None:
+    """Wait until htmx has no request in flight and nothing left to swap or settle. A person
+    does not change a filter in the few milliseconds a swap takes; a test does, and a change
+    made mid-swap loses its event now and then."""
+    page.wait_for_function("() => !document.querySelector('.htmx-request, .htmx-swapping, .htmx-settling')")
+
+
 def screenshot(page, name: str, *, full_page: bool = True) -> Path:
     """artifacts/screenshots/<name>.png (git-ignored), every run."""
     path = SCREENSHOTS / f"{name}.png"

@@ -20,7 +20,14 @@ from tally.clinic.actions.sales import do_sell_package
 from tally.clinic.actions.visits import do_book, do_check_in
 from tally.clinic.models import Appointment, InvoiceLine, PatientPackage, Staff, Tombstone
 
-from .conftest import REPO_ROOT, STAFF_PASSWORD, screenshot, sign_in, update_doc_screenshot
+from .conftest import (
+    REPO_ROOT,
+    STAFF_PASSWORD,
+    htmx_idle,
+    screenshot,
+    sign_in,
+    update_doc_screenshot,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -194,9 +201,7 @@ def test_chart_filters_hide_rows_and_the_banner_clears_them(browser_page):
     # The Invoices tab says the same when its filters hide rows.
     page.get_by_role("link", name="Invoices").click()
     expect(page.get_by_role("link", name="Invoices")).to_have_attribute("aria-current", "page")
-    # Let htmx finish swapping the tab in (and wiring its filters) before using them, as a
-    # person does: a change made in the middle of the swap was lost now and then.
-    page.wait_for_function("() => !document.querySelector('.htmx-request, .htmx-swapping, .htmx-settling')")
+    htmx_idle(page)  # the tab swapped in and its filters wired, before using them
     with page.expect_response(lambda r: "status=void" in r.url):  # the filter's htmx request
         page.get_by_label("Status").select_option(label="Void")
     expect(banner).to_contain_text(re.compile(r"Showing \d+ of \d+ — clear filters"))

@@ -18,7 +18,7 @@ from tally.clinic.models import PatientPackage, Payment
 from tally.staff.views import invoices as invoice_views
 from tally.staff.views import sales as sales_views
 
-from .conftest import screenshot, sign_in
+from .conftest import htmx_idle, screenshot, sign_in
 from .test_browser import expect, local_today_at
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -29,10 +29,6 @@ def paid_pack(desk, patient, ten_pack):
     sold, _ = do_sell_package(acting_user=desk, patient=patient, package=ten_pack, use_first_session=False,
                               sold_at=timezone.now() - dt.timedelta(days=7), payment=(Decimal("800.00"), "card"))
     return sold
-
-
-def htmx_idle(page) -> None:
-    page.wait_for_function("() => !document.querySelector('.htmx-request, .htmx-swapping, .htmx-settling')")
 
 
 def slowly(action):
@@ -119,6 +115,7 @@ def test_a_custom_date_range_offers_from_and_to_and_the_banner_counts_what_they_
     page.goto(f"/patients/{patient.pk}/")
     expect(page.get_by_label("From")).to_have_count(0)  # All time: no date that would count for nothing
     page.get_by_label("Date range").select_option(label="Custom range")  # htmx swaps the dates in
+    htmx_idle(page)
     since = timezone.localdate(timezone=clinic.tz) - dt.timedelta(days=30)
     page.get_by_label("From").fill(since.isoformat())
     banner = page.locator(".filter-banner")
