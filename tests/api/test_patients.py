@@ -37,6 +37,25 @@ def test_it_finds_patients_by_name_and_by_number(desk_api, patient, desk):
     assert desk_api.get("/patients", q="nobody").json()["items"] == []
 
 
+def test_it_finds_patients_by_phone_email_and_bare_number_the_way_callers_give_them(desk_api, desk, clinic):
+    """A patient on the phone gives a number as they say it; the record may hold it written
+    another way. A bare patient number ("42", "000042") is the P-000042 staff quote."""
+    ana = catalog.do_create_patient(acting_user=desk, first_name="Ana", last_name="Ruiz",
+                                    phone="(555) 010-4477", email="ana.ruiz@example.org")
+    other = catalog.do_create_patient(acting_user=desk, first_name="Ben", last_name="Ode", phone="+1 555 999 0000")
+
+    def found(q):
+        return [p["id"] for p in desk_api.get("/patients", q=q).json()["items"]]
+
+    for spoken in ("555-010-4477", "5550104477", "555.010.4477", "010 4477", "4477"):
+        assert found(spoken) == [ana.pk], spoken
+    assert found("ana.ruiz@example") == [ana.pk]
+    assert found("ruiz example.org") == [ana.pk]  # every word must match something
+    assert found(str(other.pk)) == [other.pk] and found(f"{other.pk:06d}") == [other.pk]
+    assert found("555") == []  # three digits are not enough to be a phone number's part
+    assert found("99999999999999999999") == []  # no row can have that id
+
+
 def test_patients_are_paged_with_a_cursor(desk_api, desk, clinic):
     for last in ("Adams", "Brown", "Clark"):
         catalog.do_create_patient(acting_user=desk, first_name="X", last_name=last)

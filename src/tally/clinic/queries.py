@@ -10,7 +10,7 @@ from decimal import Decimal
 from functools import reduce
 
 from django.db.models import DecimalField, F, OuterRef, Q, QuerySet, Subquery, Sum, Value
-from django.db.models.functions import Coalesce, Round
+from django.db.models.functions import Coalesce, Replace, Round
 
 from .errors import Forbidden, NotFound
 from .models import Appointment, Invoice, InvoiceLine, Patient, Payment, Staff
@@ -39,18 +39,33 @@ def schedule_for_day(viewer: Staff, day: dt.date, tz: dt.tzinfo) -> QuerySet[App
     return appointments
 
 
+# How people write a phone number around its digits.
+PHONE_PUNCTUATION = (" ", "-", ".", "(", ")", "+", "/")
+PHONE_DIGITS_AT_LEAST = 4  # fewer digits than this match too much of every number
+
+
 def search_patients(text: str | None) -> QuerySet[Patient]:
-    """Patients whose names contain every word of `text`, or whose number it is (P-000042)."""
+    """Patients matching every word of `text` in their names or email, or whose phone number
+    holds its digits (however either is written), or whose number it is (P-000042, 000042, 42)."""
     patients = Patient.objects.all()
     text = (text or "").strip()
     if not text:
         return patients
     # "Lopez, Maria", as lists show a name, is two words: a comma separates like a space.
-    words = [Q(first_name__icontains=w) | Q(last_name__icontains=w) for w in text.replace(",", " ").split()]
+    words = [Q(first_name__icontains=w) | Q(last_name__icontains=w) | Q(email__icontains=w)
+             for w in text.replace(",", " ").split()]
     if not words:
         return patients.none()
     match = reduce(lambda a, b: a & b, words)
-    number = parse_patient_number(text)
+    digits = reduce(lambda t, mark: t.replace(mark, ""), PHONE_PUNCTUATION, text)
+    if digits.isascii() and digits.isdigit():
+        number = int(digits)
+        if len(digits) >= PHONE_DIGITS_AT_LEAST:
+            patients = patients.annotate(phone_digits=reduce(
+                lambda expr, mark: Replace(expr, Value(mark), Value("")), PHONE_PUNCTUATION, F("phone")))
+            match |= Q(phone_digits__contains=digits)
+    else:
+        number = parse_patient_number(text)
     if number is not None and number < 2**63:
         match |= Q(pk=number)
     return patients.filter(match)
