@@ -1,6 +1,12 @@
 """Signing in, tokens, and the one error shape on every 4xx."""
 
+import io
+import json
+from wsgiref.util import setup_testing_defaults
+
 import pytest
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections
 
 from tally.clinic.models import ApiToken
 
@@ -80,6 +86,37 @@ def test_it_answers_a_body_too_large_with_the_error_shape(desk_api, anonymous, s
     assert_error(desk_api.post("/patients", raw=body), 413, "validation_error", "body")
     assert_error(anonymous.post("/auth/token", raw='{"username": "%s", "password": "x"}' % ("x" * 2000)),
                  413, "validation_error", "body")
+
+
+def post_chunked(token: str, body: bytes) -> tuple[str, dict]:
+    """A POST through the WSGI application `tally serve` runs, its body sent chunked: no
+    Content-Length, and the server (gunicorn) hands over the de-chunked body, saying so."""
+    from tally.wsgi import application
+
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/api/v1/patients", "CONTENT_TYPE": "application/json",
+               "HTTP_AUTHORIZATION": f"Bearer {token}", "HTTP_TRANSFER_ENCODING": "chunked",
+               "wsgi.input": io.BytesIO(body), "wsgi.input_terminated": True}
+    setup_testing_defaults(environ)
+    started = {}
+    # As Django's test client does: the request must not close the test's database connection.
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    try:
+        content = b"".join(application(environ, lambda status, headers: started.update(status=status)))
+    finally:
+        request_started.connect(close_old_connections)
+        request_finished.connect(close_old_connections)
+    return started["status"], json.loads(content)
+
+
+def test_a_body_sent_chunked_is_read(desk, clinic, settings):
+    _, token = ApiToken.issue(desk)
+    status, created = post_chunked(token, b'{"first_name": "Chunk", "last_name": "Sent"}')
+    assert status.startswith("201"), created
+    assert created["last_name"] == "Sent"
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    status, refused = post_chunked(token, b'{"first_name": "%s", "last_name": "Sent"}' % (b"x" * 2000))
+    assert status.startswith("413") and refused["error"]["fields"] == {"body": "at most 1000 bytes"}
 
 
 def test_it_answers_too_many_query_parameters_with_the_error_shape(desk_api, settings):
