@@ -223,16 +223,22 @@ def test_a_payment_using_the_first_session_on_a_charged_visit_cannot_deadlock(de
         with transaction.atomic():
             lock_invoice(visit_invoice.pk)
             visit_invoice_locked.set()
-            for _ in range(100):  # until the payment waits for this invoice (or is done)
-                if payment_done.is_set() or waiting_for_a_lock():
-                    break
-                time.sleep(0.05)
+            until_the_other_waits_for_a_lock(payment_done)
             lock_patient_packages(patient.pk)
 
     _, errors = run_together([pay_the_sale, edit_the_visit_invoice])
 
     assert all(isinstance(e, ClinicError) for e in errors), errors  # a 409 "try again", never a deadlock
     assert verify() == []
+
+
+def until_the_other_waits_for_a_lock(other_done: threading.Event) -> None:
+    """Hold what this thread has locked until another session waits for a lock (or the other
+    thread is done): then the race the test is about is really happening."""
+    for _ in range(100):
+        if other_done.is_set() or waiting_for_a_lock():
+            break
+        time.sleep(0.05)
 
 
 def waiting_for_a_lock() -> bool:
@@ -257,10 +263,7 @@ def test_a_fix_racing_the_removal_of_its_line_never_covers_a_removed_line(desk, 
         with transaction.atomic():
             locked = lock_invoice(invoice.pk)
             removal_locked.set()
-            for _ in range(100):  # until the fix waits for this invoice (or is done)
-                if fix_done.is_set() or waiting_for_a_lock():
-                    break
-                time.sleep(0.05)
+            until_the_other_waits_for_a_lock(fix_done)
             lock_patient_packages(patient.pk)
             billing.remove_line(InvoiceLine.objects.select_related("invoice").get(pk=line.pk), by=desk,
                                 reason="charged twice")
