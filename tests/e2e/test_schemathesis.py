@@ -110,8 +110,10 @@ def fuzzed_server(tmp_path_factory) -> Iterator[tuple[Server, str, dict[str, lis
         yield server, token, ids, tmp_path / "server.log"
 
 
-def run_schemathesis(fuzzed_server, tmp_path: Path, *args: str, config: Path | None = None) -> None:
+def run_schemathesis(fuzzed_server, tmp_path: Path, *args: str, config: Path | None = None,
+                     hooks: Path | None = None) -> None:
     server, token, _, log_file = fuzzed_server
+    env = {**os.environ, **({"SCHEMATHESIS_HOOKS": str(hooks)} if hooks else {})}
     result = subprocess.run(
         [
             SCHEMATHESIS, *(["--config-file", str(config)] if config else []),
@@ -127,7 +129,7 @@ def run_schemathesis(fuzzed_server, tmp_path: Path, *args: str, config: Path | N
             "--report", "junit", "--report-dir", str(tmp_path / "report"),
             *args,
         ],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True, text=True, timeout=600, env=env,
     )
     output = result.stdout + result.stderr
     log = log_file.read_text() if log_file.exists() else ""
@@ -162,6 +164,6 @@ def test_stateful_scenarios_along_the_links_leave_every_package_consistent(fuzze
         "--checks", "not_a_server_error,response_schema_conformance,use_after_free,ensure_resource_availability",
         "--phases", "stateful", "--mode", "positive",
         "--max-time", "35" if IN_CI else "30",
-        config=config,
+        config=config, hooks=Path(__file__).with_name("schemathesis_hooks.py"),
     )
     assert_every_package_consistent(fuzzed_server[0])
