@@ -8,6 +8,7 @@ import datetime as dt
 import functools
 import statistics
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 
@@ -86,10 +87,9 @@ def severity_of(code: str) -> str:
     return "warning" if code in WARNING_CODES else "info"
 
 
-def worst_severity(findings: list[Finding]) -> str | None:
-    if not findings:
-        return None
-    return min((f.severity for f in findings), key=SEVERITY_RANK.__getitem__)
+def worst_severity(severities: Iterable[str]) -> str | None:
+    """The gravest of these severities (error, then warning, then info), or None for none."""
+    return min(severities, key=SEVERITY_RANK.__getitem__, default=None)
 
 
 # ---------------------------------------------------------------- the walk

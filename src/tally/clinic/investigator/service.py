@@ -21,7 +21,7 @@ from ..actions.fixes import (
 from ..actions.sales import do_adjust
 from ..errors import Invalid, NotFound
 from ..models import ClinicAuditSnapshot, PatientPackage, Staff
-from .explain import SEVERITY_RANK, Finding, Investigation, explain
+from .explain import SEVERITY_RANK, Finding, Investigation, explain, worst_severity
 from .loader import load_histories, load_history
 
 FIX_ACTIONS = ("apply_to_line", "use_first_session", "recreate_from_tombstone", "check_in_and_charge", "adjust")
@@ -84,7 +84,7 @@ class AuditScan:
                     patient_package_id=package["patient_package_id"], patient_id=package["patient_id"],
                     patient_number=package["patient_number"], package_name=package["package_name"],
                     codes=sorted({code for code, _ in kept}),
-                    worst_severity=min((severity for _, severity in kept), key=SEVERITY_RANK.__getitem__),
+                    worst_severity=worst_severity(severity for _, severity in kept),
                     findings=len(kept),
                 ))
         rows.sort(key=lambda r: (SEVERITY_RANK[r.worst_severity], -r.findings, r.patient_package_id))
