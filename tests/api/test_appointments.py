@@ -195,6 +195,27 @@ def test_a_practitioner_may_not_mark_anothers_no_show(api_as, other_practitioner
     assert_error(api_as(other_practitioner).post(f"/appointments/{visit.pk}/no-show"), 403, "forbidden")
 
 
+def test_undo_no_show_books_the_visit_again_and_gives_back_a_policy_session(owner_api, practitioner_api, desk_api,
+                                                                           visit, paid_pack):
+    owner_api.patch("/clinic", {"no_show_uses_session": True})
+    practitioner_api.post(f"/appointments/{visit.pk}/no-show")
+    assert desk_api.get(f"/patient-packages/{paid_pack.pk}").json()["sessions_used"] == 1
+    response = practitioner_api.post(f"/appointments/{visit.pk}/undo-no-show")
+    assert response.status_code == 200 and response.json()["status"] == "booked"
+    assert desk_api.get(f"/patient-packages/{paid_pack.pk}").json()["sessions_used"] == 0
+    assert_error(practitioner_api.post(f"/appointments/{visit.pk}/undo-no-show"), 409, "conflict")
+
+
+def test_undo_cancel_is_for_the_desk(desk_api, practitioner_api, visit):
+    desk_api.post(f"/appointments/{visit.pk}/cancel", {"reason": "sick"})
+    assert_error(practitioner_api.post(f"/appointments/{visit.pk}/undo-cancel"), 403, "forbidden")
+    response = desk_api.post(f"/appointments/{visit.pk}/undo-cancel")
+    assert response.status_code == 200
+    assert (response.json()["status"], response.json()["status_reason"]) == ("booked", "")
+    assert_error(desk_api.post(f"/appointments/{visit.pk}/undo-cancel"), 409, "conflict")
+    assert_error(desk_api.post("/appointments/999999/undo-cancel"), 404, "not_found")
+
+
 def test_an_owner_deletes_an_appointment_leaving_a_tombstone(owner_api, visit):
     response = owner_api.delete(f"/appointments/{visit.pk}", reason="booked in error")
     assert response.status_code == 204 and response.content == b""

@@ -56,9 +56,11 @@ def test_every_other_post_is_replayed_as_first_answered(owner_api, desk_api, pat
     checked = replayed(desk_api, f"/appointments/{visit['id']}/check-in", {}, key="ci")
     replayed(desk_api, f"/appointments/{visit['id']}/undo-check-in", None, key="undo")
     replayed(desk_api, f"/appointments/{visit['id']}/no-show", {"reason": "away"}, key="ns")
+    replayed(desk_api, f"/appointments/{visit['id']}/undo-no-show", None, key="undo-ns")
     later = desk_api.post("/appointments", {"patient_id": patient.pk, "service_id": acu60.pk,
                                             "starts_at": "2026-01-06T10:00:00-05:00"}).json()
     replayed(desk_api, f"/appointments/{later['id']}/cancel", {}, key="cancel-visit")
+    replayed(desk_api, f"/appointments/{later['id']}/undo-cancel", None, key="undo-cancel-visit")
     invoice = replayed(desk_api, "/invoices", {"patient_id": patient.pk, "lines": [{"service_id": acu60.pk}]},
                        key="inv")
     replayed(desk_api, f"/invoices/{invoice['id']}/lines", {"service_id": acu60.pk}, key="line")

@@ -180,6 +180,8 @@ STAFF_PATIENT_PAGES = {
     "undo_check_in": "",
     "cancel": "",
     "no_show": "",
+    "undo_no_show": "",
+    "undo_cancel": "",
     "delete": "",
     "patients": "",
     "chart": "",

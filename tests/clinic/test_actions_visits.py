@@ -391,3 +391,85 @@ def test_only_an_owner_may_change_the_no_show_policy(desk, clinic):
         catalog.do_update_clinic(acting_user=desk, changes={"no_show_uses_session": True})
     clinic.refresh_from_db()
     assert clinic.no_show_uses_session is False
+
+
+# --- undoing a cancellation or a no-show (additions: the visit is booked again) ---
+
+
+def test_undoing_a_no_show_books_the_visit_again_so_a_late_patient_can_be_checked_in(desk, patient, ten_pack, acu60):
+    pp, _ = sell(desk, patient, ten_pack)
+    appointment = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 11))
+    visits.do_mark_no_show(acting_user=desk, appointment=appointment, reason="not here at 10:15")
+    appointment = visits.do_undo_no_show(acting_user=desk, appointment=appointment)
+    assert (appointment.status, appointment.status_reason) == ("booked", "")
+    assert ledger_of(pp) == []
+    visits.do_check_in(acting_user=desk, appointment=appointment)
+    assert fresh(pp).sessions_used == 1
+    event = AuditEvent.objects.filter(action="appointment.undo_no_show").get()
+    assert (event.before["status"], event.after["status"], event.after["ledger_entry_ids"]) == \
+        ("no_show", "booked", [])
+
+
+def test_undoing_a_no_show_gives_back_the_session_the_policy_used(owner, desk, patient, ten_pack, acu60):
+    catalog.do_update_clinic(acting_user=owner, changes={"no_show_uses_session": True})
+    pp, _ = sell(desk, patient, ten_pack)
+    appointment = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 11))
+    visits.do_mark_no_show(acting_user=desk, appointment=appointment)
+    assert fresh(pp).sessions_used == 1
+    visits.do_undo_no_show(acting_user=desk, appointment=appointment)
+    assert fresh(pp).sessions_used == 0
+    use, reversal = ledger_of(pp)
+    assert (reversal.kind, reversal.reverses_id, reversal.appointment_id) == ("reversal", use.pk, appointment.pk)
+    assert AuditEvent.objects.get(action="appointment.undo_no_show").after["ledger_entry_ids"] == [reversal.pk]
+    # checked in after all: one session in all, not two
+    visits.do_check_in(acting_user=desk, appointment=appointment)
+    assert fresh(pp).sessions_used == 1
+    assert verify() == []
+
+
+def test_a_no_show_that_used_a_session_is_deleted_after_its_undo(owner, desk, patient, ten_pack, acu60):
+    catalog.do_update_clinic(acting_user=owner, changes={"no_show_uses_session": True})
+    pp, _ = sell(desk, patient, ten_pack)
+    appointment = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 11))
+    visits.do_mark_no_show(acting_user=desk, appointment=appointment)
+    with pytest.raises(Conflict, match="undo the no-show first"):
+        visits.do_delete_appointment(acting_user=owner, appointment=appointment, reason="booked in error")
+    visits.do_undo_no_show(acting_user=desk, appointment=appointment)
+    visits.do_delete_appointment(acting_user=owner, appointment=appointment, reason="booked in error")
+    assert fresh(pp).sessions_used == 0
+    assert Tombstone.objects.filter(appointment=appointment).exists()
+
+
+def test_undoing_a_cancellation_books_the_visit_again(desk, patient, acu60):
+    appointment = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 11))
+    visits.do_cancel_appointment(acting_user=desk, appointment=appointment, reason="sick")
+    appointment = visits.do_undo_cancel(acting_user=desk, appointment=appointment)
+    assert Appointment.objects.values_list("status", "status_reason").get(pk=appointment.pk) == ("booked", "")
+    assert AuditEvent.objects.filter(action="appointment.undo_cancel").get().before["status"] == "cancelled"
+
+
+def test_only_a_cancelled_or_no_show_visit_can_be_undone_so(desk, patient, acu60):
+    appointment = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 11))
+    with writes_nothing():
+        with pytest.raises(Conflict, match="not cancelled"):
+            visits.do_undo_cancel(acting_user=desk, appointment=appointment)
+        with pytest.raises(Conflict, match="not a no-show"):
+            visits.do_undo_no_show(acting_user=desk, appointment=appointment)
+    visits.do_mark_no_show(acting_user=desk, appointment=appointment)
+    with pytest.raises(Conflict, match="no show, not cancelled"):
+        visits.do_undo_cancel(acting_user=desk, appointment=appointment)
+
+
+def test_undo_cancel_and_undo_no_show_follow_cancel_and_no_show_roles(desk, practitioner, other_practitioner,
+                                                                        patient, acu60):
+    cancelled = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 11),
+                               practitioner=practitioner)
+    visits.do_cancel_appointment(acting_user=desk, appointment=cancelled)
+    with pytest.raises(Forbidden):
+        visits.do_undo_cancel(acting_user=practitioner, appointment=cancelled)
+    missed = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 12),
+                            practitioner=practitioner)
+    visits.do_mark_no_show(acting_user=practitioner, appointment=missed)
+    with pytest.raises(Forbidden):
+        visits.do_undo_no_show(acting_user=other_practitioner, appointment=missed)
+    assert visits.do_undo_no_show(acting_user=practitioner, appointment=missed).status == "booked"

@@ -252,6 +252,8 @@ FORMS: dict[str, Form] = {
     "undo_check_in": Form(post=visit_fields),
     "cancel": Form(post=visit_fields),
     "no_show": Form(post=visit_fields),
+    "undo_no_show": Form(post=visit_fields),
+    "undo_cancel": Form(post=visit_fields),
     "delete": Form(post=visit_fields),
     "patients": Form(get=lambda w: {"q": text(), "page": integers(1, 3)}, read_only=True),
     "patient_new": Form(post=lambda w: {"first_name": text(), "last_name": text(), "date_of_birth": dates(),

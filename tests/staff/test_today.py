@@ -153,6 +153,22 @@ def test_cancel_and_no_show(desk_client, visit, patient, acu60, desk, clinic):
     assert Appointment.objects.get(pk=other.pk).status == AppointmentStatus.NO_SHOW
 
 
+def test_the_day_offers_to_undo_a_cancel_and_a_no_show_and_both_book_the_visit_again(
+        desk_client, visit, patient, acu60, desk, clinic):
+    other = do_book(acting_user=desk, patient=patient, service=acu60, starts_at=today_at(clinic, 12))
+    desk_client.post(reverse("staff:cancel", args=[visit.pk]), {"reason": "called in sick"})
+    desk_client.post(reverse("staff:no_show", args=[other.pk]), {})
+    day = desk_client.get(reverse("staff:today")).content.decode()
+    assert reverse("staff:undo_cancel", args=[visit.pk]) in day
+    assert reverse("staff:undo_no_show", args=[other.pk]) in day
+    assert desk_client.post(reverse("staff:undo_cancel", args=[visit.pk]), {}).status_code == 302
+    assert desk_client.post(reverse("staff:undo_no_show", args=[other.pk]), {}).status_code == 302
+    assert set(Appointment.objects.filter(pk__in=[visit.pk, other.pk]).values_list("status", flat=True)) == \
+        {AppointmentStatus.BOOKED}
+    again = desk_client.post(reverse("staff:undo_no_show", args=[other.pk]), {})
+    assert again.status_code == 422 and b"not a no-show" in again.content
+
+
 def test_owner_deletes_a_visit_with_a_reason(owner_client, visit):
     url = reverse("staff:delete", args=[visit.pk])
     missing = owner_client.post(url, {"reason": ""})

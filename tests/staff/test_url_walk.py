@@ -26,6 +26,8 @@ RULES = {
     "undo_check_in": (ANY, 200),
     "cancel": (DESK, 200),
     "no_show": (ANY, 200),
+    "undo_no_show": (ANY, 200),
+    "undo_cancel": (DESK, 200),
     "delete": (OWNER, 200),
     "patients": (ANY, 200),
     "patient_new": (DESK, 200),

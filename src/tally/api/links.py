@@ -96,6 +96,8 @@ def _from_appointment(source: str, prefix: str) -> list[Link]:
         Link(source, "UndoCheckIn", "POST /appointments/{appointment_id}/undo-check-in", appointment),
         Link(source, "Cancel", "POST /appointments/{appointment_id}/cancel", appointment),
         Link(source, "NoShow", "POST /appointments/{appointment_id}/no-show", appointment),
+        Link(source, "UndoCancel", "POST /appointments/{appointment_id}/undo-cancel", appointment),
+        Link(source, "UndoNoShow", "POST /appointments/{appointment_id}/undo-no-show", appointment),
         Link(source, "Delete", "DELETE /appointments/{appointment_id}", appointment),
         Link(source, "BookAgain", "POST /appointments",
              body={"patient_id": _id(f"{prefix}patient_id"), "service_id": _id(f"{prefix}service_id"),
@@ -135,6 +137,8 @@ LINKS: list[Link] = [
     *_from_appointment("POST /appointments/{appointment_id}/undo-check-in 200", ""),
     *_from_appointment("POST /appointments/{appointment_id}/cancel 200", ""),
     *_from_appointment("POST /appointments/{appointment_id}/no-show 200", ""),
+    *_from_appointment("POST /appointments/{appointment_id}/undo-cancel 200", ""),
+    *_from_appointment("POST /appointments/{appointment_id}/undo-no-show 200", ""),
     Link("DELETE /appointments/{appointment_id} 204", "GetDeleted", "GET /appointments/{appointment_id}",
          {"path.appointment_id": "$request.path.appointment_id"}),
     # Invoices

@@ -19,6 +19,8 @@ urlpatterns = [
     path("appointments/<int:appointment_id>/undo-check-in/", today.undo_check_in, name="undo_check_in"),
     path("appointments/<int:appointment_id>/cancel/", today.cancel, name="cancel"),
     path("appointments/<int:appointment_id>/no-show/", today.no_show, name="no_show"),
+    path("appointments/<int:appointment_id>/undo-cancel/", today.undo_cancel, name="undo_cancel"),
+    path("appointments/<int:appointment_id>/undo-no-show/", today.undo_no_show, name="undo_no_show"),
     path("appointments/<int:appointment_id>/delete/", today.delete, name="delete"),
     # Patients
     path("patients/", patients.patient_list, name="patients"),

@@ -17,7 +17,9 @@ from tally.clinic.actions.visits import (
     do_check_in,
     do_delete_appointment,
     do_mark_no_show,
+    do_undo_cancel,
     do_undo_check_in,
+    do_undo_no_show,
 )
 from tally.clinic.models import Appointment, Invoice, Patient, Service, Staff
 from tally.clinic.queries import schedule_for_day, visible_appointment
@@ -154,6 +156,23 @@ def no_show(request: HttpRequest, appointment_id: Id, payload: ReasonIn | None =
     reason = payload.reason if payload else ""
     appointment = do_mark_no_show(acting_user=viewer(request), appointment=_appointment(appointment_id),
                                   reason=reason)
+    return Status(200, render.appointment(appointment, clinic_tz()))
+
+
+@router.post("/appointments/{appointment_id}/undo-cancel", response={200: AppointmentOut, **WRITE_ERRORS})
+@clinic_write
+def undo_cancel(request: HttpRequest, appointment_id: Id) -> Status:
+    """Back to booked (an addition to API.md): a cancellation used nothing, so nothing comes back."""
+    appointment = do_undo_cancel(acting_user=viewer(request), appointment=_appointment(appointment_id))
+    return Status(200, render.appointment(appointment, clinic_tz()))
+
+
+@router.post("/appointments/{appointment_id}/undo-no-show", response={200: AppointmentOut, **WRITE_ERRORS})
+@clinic_write
+def undo_no_show(request: HttpRequest, appointment_id: Id) -> Status:
+    """Back to booked (an addition to API.md), so a late patient can be checked in; a session the
+    no-show policy used comes back (rule 7)."""
+    appointment = do_undo_no_show(acting_user=viewer(request), appointment=_appointment(appointment_id))
     return Status(200, render.appointment(appointment, clinic_tz()))
 
 

@@ -1,4 +1,4 @@
-"""Booking, check-in, undo, cancel, no-show and permanent deletion (SPEC.md rules 2, 7, 8, 13)."""
+"""Booking, check-in, cancel, no-show, their undoing, and permanent deletion (SPEC.md rules 2, 7, 8, 13)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import datetime as dt
 from ..audit import record, snapshot
 from ..compiled import insert, update_fields
 from ..errors import Conflict, Forbidden, Invalid
-from ..ledger import use_session
+from ..ledger import reverse_entry, use_session
 from ..locking import lock_appointment, lock_invoice, lock_patient_packages
 from ..models import (
     Appointment,
@@ -244,6 +244,46 @@ def do_mark_no_show(*, acting_user: Staff, appointment: Appointment, reason: str
 
 
 @clinic_action
+def do_undo_cancel(*, acting_user: Staff, appointment: Appointment) -> Appointment:
+    """A cancelled visit booked again (the patient called back): a cancellation used nothing,
+    so there is nothing to give back. The same staff who may cancel may undo it."""
+    require_role(acting_user, *DESK, doing="undo cancellations")
+    appointment = lock_appointment(appointment.pk)
+    if appointment.status != AppointmentStatus.CANCELLED:
+        raise Conflict(f"This appointment is {appointment.status.replace('_', ' ')}, not cancelled.")
+    before = snapshot(appointment)
+    appointment.status = AppointmentStatus.BOOKED
+    appointment.status_reason = ""
+    appointment.save(update_fields=["status", "status_reason"])
+    record("appointment.undo_cancel", actor=acting_user, obj=appointment, patient_id=appointment.patient_id,
+           before=before, after=snapshot(appointment))
+    return appointment
+
+
+@clinic_action
+def do_undo_no_show(*, acting_user: Staff, appointment: Appointment) -> Appointment:
+    """A visit marked as a no-show by mistake (the patient arrived late) is booked again, so it
+    can be checked in. A session the no-show policy used comes back (rule 7: undo gives back)."""
+    require_role(acting_user, *ANY_STAFF, doing="undo no-shows")
+    appointment = lock_appointment(appointment.pk)
+    check_practitioner_owns(acting_user, appointment, "undo no-shows for")
+    if appointment.status != AppointmentStatus.NO_SHOW:
+        raise Conflict(f"This appointment is {appointment.status.replace('_', ' ')}, not a no-show.")
+    lock_patient_packages(appointment.patient_id)
+    before = snapshot(appointment)
+    uses = list(PackageLedgerEntry.objects.filter(
+        appointment=appointment, kind=EntryKind.USE, invoice_line__isnull=True, reversed_by__isnull=True,
+    ).order_by("pk"))
+    reversals = [reverse_entry(use, by=acting_user, reason="no-show undone") for use in uses]
+    appointment.status = AppointmentStatus.BOOKED
+    appointment.status_reason = ""
+    appointment.save(update_fields=["status", "status_reason"])
+    record("appointment.undo_no_show", actor=acting_user, obj=appointment, patient_id=appointment.patient_id,
+           before=before, after=snapshot(appointment) | {"ledger_entry_ids": [e.pk for e in reversals]})
+    return appointment
+
+
+@clinic_action
 def do_delete_appointment(*, acting_user: Staff, appointment: Appointment, reason: str) -> Tombstone:
     """Rule 8: owner only, reason required; leaves a tombstone and reverses nothing silently,
     so a visit with a covered charge is refused until the charge is removed or voided."""
@@ -255,6 +295,9 @@ def do_delete_appointment(*, acting_user: Staff, appointment: Appointment, reaso
         appointment=appointment, kind=EntryKind.USE, reversed_by__isnull=True
     ).exists()
     if live_uses:
+        if appointment.status == AppointmentStatus.NO_SHOW:
+            raise Conflict("This no-show used a package session under the clinic's no-show policy: "
+                           "undo the no-show first (the session comes back), then delete it.")
         raise Conflict("This visit used a package session: remove or void its charge first, then delete it.")
     before = snapshot(appointment)
     appointment.deleted_at = now()

@@ -74,7 +74,7 @@ def status_badge(status: str) -> str:
 
 SECTIONS = {
     "today": {"today", "book", "reschedule", "check_in", "check_in_preview", "undo_check_in", "cancel", "no_show",
-              "delete"},
+              "undo_cancel", "undo_no_show", "delete"},
     "patients": {"patients", "patient_new", "chart", "sell", "invoice_new", "invoice", "invoice_edit", "add_line",
                  "remove_line", "payment", "refund", "void", "investigation"},
     "audit": {"audit"},

@@ -19,7 +19,9 @@ from tally.clinic.actions.visits import (
     do_delete_appointment,
     do_mark_no_show,
     do_reschedule,
+    do_undo_cancel,
     do_undo_check_in,
+    do_undo_no_show,
 )
 from tally.clinic.audit import Shown
 from tally.clinic.errors import ClinicError
@@ -235,6 +237,29 @@ def undo_check_in(request: StaffRequest, appointment_id: int) -> HttpResponse:
     )
 
 
+@staff_view(*DESK)
+def undo_cancel(request: StaffRequest, appointment_id: int) -> HttpResponse:
+    appointment = appointment_for(request, appointment_id)
+    return simple_visit_action(
+        request, appointment, title=appointment_title(appointment, "Undo cancel"), submit="Book it again",
+        done=f"{appointment.patient.full_name}'s visit is booked again.",
+        intro="The visit goes back to booked, at the same time. A cancellation used no session, so none comes back.",
+        action=lambda reason: do_undo_cancel(acting_user=request.user, appointment=appointment),
+    )
+
+
+@staff_view(*ANY_STAFF)
+def undo_no_show(request: StaffRequest, appointment_id: int) -> HttpResponse:
+    appointment = appointment_for(request, appointment_id)
+    return simple_visit_action(
+        request, appointment, title=appointment_title(appointment, "Undo no-show"), submit="Undo no-show",
+        done=f"{appointment.patient.full_name}'s visit is booked again; it can be checked in.",
+        intro=("The visit goes back to booked, so it can be checked in (a patient who arrived late). A session "
+               "the clinic's no-show policy used for it comes back to the package."),
+        action=lambda reason: do_undo_no_show(acting_user=request.user, appointment=appointment),
+    )
+
+
 @staff_view(*OWNER)
 def delete(request: StaffRequest, appointment_id: int) -> HttpResponse:
     appointment = appointment_for(request, appointment_id)
@@ -314,4 +339,4 @@ def check_in_preview(request: StaffRequest, appointment_id: int) -> HttpResponse
 
 
 __all__ = ["book", "cancel", "check_in", "check_in_preview", "delete", "no_show", "reschedule", "today",
-           "undo_check_in"]
+           "undo_cancel", "undo_check_in", "undo_no_show"]
