@@ -223,7 +223,9 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_FAILURE_LIMIT = int(os.environ.get("TALLY_SIGNIN_FAILURE_LIMIT", "5"))
 AXES_COOLOFF_TIME = dt.timedelta(minutes=int(os.environ.get("TALLY_SIGNIN_COOLOFF_MINUTES", "15")))
 AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
-AXES_RESET_ON_SUCCESS = True
+# A good sign-in clears the failures, but only once it is whole (tally.security.lockout.
+# clear_failures): the password alone, for someone with two-factor, must not clear wrong codes.
+AXES_RESET_ON_SUCCESS = False
 # The address the server sees; a client-sent X-Forwarded-For would let a guesser pick a new one.
 AXES_IPWARE_META_PRECEDENCE_ORDER = ("REMOTE_ADDR",)
 AXES_LOCKOUT_CALLABLE = "tally.security.lockout.lockout_response"

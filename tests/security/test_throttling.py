@@ -173,3 +173,27 @@ def test_a_user_name_longer_than_any_is_refused_not_a_500_on_every_sign_in_form(
     assert response.status_code == 200
     for attempt in AccessAttempt.objects.all():
         assert len(attempt.username or "") <= 255
+
+
+def test_signing_in_again_with_the_password_does_not_clear_wrong_codes(owner, owner_device, clinic):
+    """The password is only half a sign-in for someone with two-factor: if it cleared the
+    failures, whoever knows it could guess codes without end, 4 at a time."""
+    for _ in range(2):
+        client = Client()
+        assert web_sign_in(client, "olivia", PASSWORD)["Location"].startswith("/login/code/")
+        for _ in range(3):  # 6 in all: the pause begins at the 5th
+            client.post("/login/code/", {"code": wrong_code(owner_device)})
+            owner_device.refresh_from_db()
+            owner_device.throttling_failure_count = 0  # django-otp's own slow-down, not under test here
+            owner_device.save()
+    client = Client()
+    assert web_sign_in(client, "olivia", PASSWORD).status_code == 429
+
+
+def test_the_code_step_passed_clears_the_failures(owner, owner_device, clinic):
+    client = Client()
+    for _ in range(LIMIT - 1):
+        web_sign_in(Client(), "olivia", "wrong password!")
+    web_sign_in(client, "olivia", PASSWORD)
+    assert client.post("/login/code/", {"code": code_for(owner_device)}).status_code == 302
+    assert not AccessAttempt.objects.exists()

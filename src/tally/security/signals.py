@@ -18,6 +18,7 @@ from tally.clinic.audit import current_ip, record, request_ip
 from tally.clinic.models import ApiToken, Staff
 
 from . import sessions
+from .lockout import clear_failures
 from .middleware import second_step_for
 
 log = logging.getLogger("tally.security")
@@ -29,6 +30,8 @@ def session_begins(sender: Any, request: HttpRequest | None, user: Staff, **kwar
         return
     sessions.stamp_sign_in(request)
     sessions.register(request, user.pk)
+    if second_step_for(user) is None:
+        clear_failures(request, user.get_username())  # else once the code step is passed
 
 
 @receiver(user_logged_out, dispatch_uid="tally.security.sign_out_everywhere")
