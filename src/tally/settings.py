@@ -54,7 +54,7 @@ ALLOWED_HOSTS = [
 ]
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "tally.security.admin_site.OwnersAdminConfig",  # django.contrib.admin, for owners only
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
