@@ -77,6 +77,8 @@ MIDDLEWARE = [
     # Outermost of the view wrappers: a database that cannot be reached is a 503 page (tally.unavailable).
     "tally.unavailable.DatabaseUnavailableMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Inside WhiteNoise: every answer but a static file is no-store (patient data).
+    "tally.security.middleware.NeverStoreMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
