@@ -197,3 +197,35 @@ def test_the_code_step_passed_clears_the_failures(owner, owner_device, clinic):
     web_sign_in(client, "olivia", PASSWORD)
     assert client.post("/login/code/", {"code": code_for(owner_device)}).status_code == 302
     assert not AccessAttempt.objects.exists()
+
+
+def test_behind_a_proxy_the_pause_and_the_audit_use_the_address_the_proxy_saw(desk, clinic, settings):
+    """Behind a proxy (TALLY_BEHIND_PROXY) every request comes from the proxy's address: keyed on
+    it, five wrong passwords from anywhere paused the real user everywhere, and the audit log
+    named the proxy for everyone. The client's address is the last X-Forwarded-For entry, the
+    one the proxy added; what a client sends before it is not trusted."""
+    settings.TALLY_BEHIND_PROXY = True
+    via_proxy = {"REMOTE_ADDR": "127.0.0.1"}
+    guesser = {"HTTP_X_FORWARDED_FOR": "198.51.100.7", **via_proxy}
+    for _ in range(LIMIT):
+        web_sign_in(Client(), "frank", "wrong password!", **guesser)
+    assert web_sign_in(Client(), "frank", PASSWORD, **guesser).status_code == 429
+    assert set(AccessAttempt.objects.values_list("ip_address", flat=True)) == {"198.51.100.7"}
+    assert AuditEvent.objects.filter(action="auth.lockout").values_list("ip", flat=True)[0] == "198.51.100.7"
+    spoofed = {"HTTP_X_FORWARDED_FOR": "10.9.9.9, 198.51.100.7", **via_proxy}
+    assert web_sign_in(Client(), "frank", PASSWORD, **spoofed).status_code == 429, "a new address by sending one"
+
+    front_desk = Client()
+    at_the_desk = {"HTTP_X_FORWARDED_FOR": "203.0.113.20", **via_proxy}
+    assert web_sign_in(front_desk, "frank", PASSWORD, **at_the_desk).status_code == 302
+    assert token_request(Client(), "frank", PASSWORD, **at_the_desk).status_code == 200
+    issued = AuditEvent.objects.filter(action="token.issue").get()
+    assert issued.ip == "203.0.113.20"
+
+
+def test_without_a_proxy_a_forwarded_for_header_is_not_trusted(desk, clinic, settings):
+    settings.TALLY_BEHIND_PROXY = False
+    for n in range(LIMIT):
+        web_sign_in(Client(), "frank", "wrong password!", HTTP_X_FORWARDED_FOR=f"198.51.100.{n}")
+    assert web_sign_in(Client(), "frank", PASSWORD, HTTP_X_FORWARDED_FOR="198.51.100.99").status_code == 429
+    assert set(AccessAttempt.objects.values_list("ip_address", flat=True)) == {"127.0.0.1"}
