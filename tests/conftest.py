@@ -82,13 +82,13 @@ def patient(desk, clinic):
 
 
 @pytest.fixture
-def sqlite_triggers_off_for_flush(transactional_db):
-    """SQLite flushes tables with DELETE, which the append-only triggers refuse; drop them for
-    the flush after a transactional test and put them back before the next one."""
+def triggers_off_for_flush(transactional_db):
+    """The flush after a transactional test empties every table, which the append-only triggers
+    refuse (SQLite's DELETE, PostgreSQL's TRUNCATE): drop them for the flush and put them back
+    before the next one. Every transactional test uses it."""
     triggers.install(connection)
     yield
-    if connection.vendor == "sqlite":
-        triggers.uninstall(connection)
+    triggers.uninstall(connection)
 
 
 # --- Tests that belong to one database only are deselected on the other, not skipped ---

@@ -5,7 +5,8 @@ TALLY_SECRET_KEY    required unless TALLY_DEBUG is on
 TALLY_DEBUG         "1"/"true" for development
 TALLY_ALLOWED_HOSTS comma-separated (default: localhost,127.0.0.1,[::1])
 TALLY_HTTPS         "1" when the site is served over HTTPS: secure cookies, HSTS, redirect to https
-TALLY_BEHIND_PROXY  "1" to trust X-Forwarded-Proto from a TLS-terminating proxy (only with TALLY_HTTPS)
+TALLY_BEHIND_PROXY  "1" behind a reverse proxy: the client's address is its X-Forwarded-For entry (the last),
+                    and with TALLY_HTTPS its X-Forwarded-Proto is trusted
 TALLY_SESSION_IDLE_MINUTES   sign out after this long without a request (default 15)
 TALLY_SESSION_MAX_HOURS      sign out this long after signing in, active or not (default 12)
 TALLY_SIGNIN_FAILURE_LIMIT   failed sign-ins per user name and address before a pause (default 5)
@@ -54,7 +55,7 @@ ALLOWED_HOSTS = [
 ]
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "tally.security.admin_site.OwnersAdminConfig",  # django.contrib.admin, for owners only
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -77,6 +78,8 @@ MIDDLEWARE = [
     # Outermost of the view wrappers: a database that cannot be reached is a 503 page (tally.unavailable).
     "tally.unavailable.DatabaseUnavailableMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Inside WhiteNoise: every answer but a static file is no-store (patient data).
+    "tally.security.middleware.NeverStoreMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -207,7 +210,11 @@ SECURE_HSTS_SECONDS = 365 * 24 * 3600 if HTTPS else 0
 SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS
 # Sending "preload" enrolls nothing by itself (the domain's owner submits it to the list).
 SECURE_HSTS_PRELOAD = HTTPS
-if HTTPS and env_bool("TALLY_BEHIND_PROXY"):
+# Behind a reverse proxy every request comes from the proxy's address: the client's is the entry
+# the proxy adds to X-Forwarded-For (tally.clinic.audit.client_ip, for the sign-in pause and the
+# audit log). What a client sends itself is never trusted.
+TALLY_BEHIND_PROXY = env_bool("TALLY_BEHIND_PROXY")
+if HTTPS and TALLY_BEHIND_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 # Sessions: an idle timeout and an absolute lifetime (tally.security.middleware), and the
@@ -223,9 +230,12 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_FAILURE_LIMIT = int(os.environ.get("TALLY_SIGNIN_FAILURE_LIMIT", "5"))
 AXES_COOLOFF_TIME = dt.timedelta(minutes=int(os.environ.get("TALLY_SIGNIN_COOLOFF_MINUTES", "15")))
 AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
-AXES_RESET_ON_SUCCESS = True
-# The address the server sees; a client-sent X-Forwarded-For would let a guesser pick a new one.
-AXES_IPWARE_META_PRECEDENCE_ORDER = ("REMOTE_ADDR",)
+# A good sign-in clears the failures, but only once it is whole (tally.security.lockout.
+# clear_failures): the password alone, for someone with two-factor, must not clear wrong codes.
+AXES_RESET_ON_SUCCESS = False
+# The address the server sees, or behind a proxy the one the proxy saw, as the audit log has it;
+# a client-sent X-Forwarded-For would let a guesser pick a new one.
+AXES_CLIENT_IP_CALLABLE = "tally.clinic.audit.client_ip"
 AXES_LOCKOUT_CALLABLE = "tally.security.lockout.lockout_response"
 AXES_USERNAME_CALLABLE = "tally.security.lockout.signin_username"
 AXES_HTTP_RESPONSE_CODE = 429

@@ -12,7 +12,7 @@ from tally.clinic.actions import visits
 from tally.clinic.models import IdempotencyRecord, Payment
 from tests.clinic.test_concurrency import run_together
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("sqlite_triggers_off_for_flush")]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("triggers_off_for_flush")]
 
 RACERS = 6
 

@@ -146,6 +146,20 @@ def test_the_database_refuses_update_and_delete_of_any_column(mixed):
     assert verify_chain().intact
 
 
+@pytest.mark.postgres_only  # SQLite has no TRUNCATE: a DELETE without WHERE is refused row by row
+@pytest.mark.parametrize("table", triggers.APPEND_ONLY_TABLES)
+def test_the_database_refuses_to_truncate_the_append_only_tables(mixed, table):
+    """TRUNCATE fires no row trigger: one statement emptied the audit log (or the ledger), and
+    `tally flush` did it with every other table, where SQLite refuses it."""
+    before = AuditEvent.objects.count()
+    with connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # as a session of its own has no checks pending
+    with pytest.raises((IntegrityError, DatabaseError), match="append-only"), transaction.atomic(), \
+            connection.cursor() as cursor:
+        cursor.execute(f"TRUNCATE {table} CASCADE")
+    assert AuditEvent.objects.count() == before and verify_chain().intact
+
+
 def test_a_fork_is_refused_by_the_database(mixed):
     """Two events following one: the unique prev_hash refuses the second, whatever the code did."""
     last = AuditEvent.objects.order_by("-id").first()

@@ -13,7 +13,7 @@ from tally.clinic.actions import catalog, visits
 from tally.clinic.audit import record_read, verify_chain
 from tally.clinic.models import AuditEvent
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("sqlite_triggers_off_for_flush")]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("triggers_off_for_flush")]
 
 THREADS = 8
 ROUNDS = 6

@@ -118,6 +118,7 @@ def test_each_thread_compiles_on_its_own_connection():
 
 @pytest.mark.postgres_only  # SQLite takes no row locks (it locks the whole database on write)
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("triggers_off_for_flush")
 def test_a_compiled_lock_is_refused_outside_a_transaction_on_every_call():
     """The ORM refuses FOR UPDATE in autocommit when it compiles; compiled once, the refusal
     must still come on every call, or a later call would run and lock nothing."""

@@ -26,7 +26,7 @@ from tally.clinic.models import InvoiceLine, PackageLedgerEntry, PatientPackage,
 from tally.clinic.models.billing import LineKind
 from tally.clinic.models.ledger import EntryKind
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("sqlite_triggers_off_for_flush")]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("triggers_off_for_flush")]
 
 SOLD_AT = dt.datetime(2026, 5, 4, 14, tzinfo=dt.UTC)
 RACERS = 20

@@ -180,7 +180,7 @@ def test_post_entry_refuses_to_leave_the_count_outside_0_to_total(owner, desk, p
     assert ledger_of(pp) == []
 
 
-@pytest.mark.usefixtures("sqlite_triggers_off_for_flush")
+@pytest.mark.usefixtures("triggers_off_for_flush")
 def test_post_entry_refuses_to_run_outside_a_transaction(owner, desk, patient, ten_pack):
     pp, _ = sell(desk, patient, ten_pack)
     assert not connection.in_atomic_block

@@ -147,7 +147,7 @@ def pytest_runtest_makereport(item, call):
 
 
 @pytest.fixture
-def browser_page(request, chromium_browser, live_server, sqlite_triggers_off_for_flush):
+def browser_page(request, chromium_browser, live_server, triggers_off_for_flush):
     """A fresh context and page per test at 1280x900; a screenshot is kept when the test fails,
     and a JavaScript error on any page fails the test."""
     context = chromium_browser.new_context(viewport=VIEWPORT, base_url=live_server.url, locale="en-US")

@@ -91,7 +91,7 @@ def test_the_fast_path_reads_the_same_values_as_the_orm(history):
 
 
 def test_a_check_in_committed_in_the_middle_of_a_read_cannot_look_like_a_ledger_fault(
-        sqlite_triggers_off_for_flush, history, monkeypatch):
+        triggers_off_for_flush, history, monkeypatch):
     """The loader reads a history in one snapshot: a check-in committed by someone else
     between its packages query and its ledger query must not show a count that disagrees
     with its ledger (a false LEDGER_MISMATCH, an error telling staff to call support)."""
@@ -134,7 +134,7 @@ def test_a_check_in_committed_in_the_middle_of_a_read_cannot_look_like_a_ledger_
 
 @pytest.mark.django_db(transaction=True)
 def test_a_read_that_fails_ends_its_snapshot_and_leaves_the_connection_usable(
-        sqlite_triggers_off_for_flush, history, monkeypatch):
+        triggers_off_for_flush, history, monkeypatch):
     """A failed read (here, a query the database refuses) raises Django's DatabaseError; the
     snapshot is rolled back, so the next request on the same connection is served."""
     from django.db import DatabaseError

@@ -119,3 +119,29 @@ def test_production_refuses_to_start_without_a_secret_key(tmp_path):
     del env["TALLY_SECRET_KEY"]
     done = django(["check"], env, tmp_path)
     assert done.returncode != 0 and "TALLY_SECRET_KEY must be set" in done.stderr
+
+
+def never_stored(response) -> bool:
+    return "no-store" in response.get("Cache-Control", "")
+
+
+def test_pages_and_answers_with_patient_data_are_never_stored_by_the_browser(desk, desk_client, charged_visit):
+    """A shared front-desk computer: after signing out, Back must not bring a chart, an
+    invoice or an export back from the browser's cache (nor may any cache keep them)."""
+    from tally.clinic.models import ApiToken
+
+    _, invoice, _ = charged_visit
+    patient_id = invoice.patient_id
+    for url in ("/today/", f"/patients/{patient_id}/", f"/patients/{patient_id}/export.json",
+                f"/invoices/{invoice.pk}/pdf/", "/audit/?severity=info"):
+        response = desk_client.get(url)
+        assert response.status_code == 200, url
+        assert never_stored(response), (url, response.get("Cache-Control"))
+    _, raw = ApiToken.issue(desk)
+    api = desk_client.get(f"/api/v1/patients/{patient_id}", headers={"Authorization": f"Bearer {raw}"})
+    assert api.status_code == 200 and never_stored(api), api.get("Cache-Control")
+
+
+def test_static_files_stay_cacheable(client):
+    response = client.get("/static/staff/behaviour.js")
+    assert response.status_code == 200 and not never_stored(response)

@@ -193,3 +193,24 @@ def test_the_session_registry_forgets_sessions_that_ended(desk, clinic):
     Session.objects.filter(session_key=first.session.session_key).delete()
     signed_in(desk)
     assert SignedInSession.objects.filter(staff=desk).count() == 1
+
+
+def test_signing_out_before_the_code_step_ends_only_that_half_signed_in_session(owner, clinic):
+    """Someone with an owner's password but not their code must not be able to sign the owner
+    out everywhere and revoke their tokens: only a full sign-in's sign-out does that."""
+    from tally.clinic.actions.two_factor import do_add_known_device
+
+    from .conftest import code_for
+
+    device = do_add_known_device(acting_user=None, staff=owner, key=b"owner-test-device-01".hex())
+    owners_browser = Client()
+    password_sign_in(owners_browser, "olivia")
+    assert owners_browser.post("/login/code/", {"code": code_for(device)}).status_code == 302
+    _, raw = ApiToken.issue(owner, label="script")
+    intruder = Client()
+    assert password_sign_in(intruder, "olivia")["Location"].startswith("/login/code/")
+    assert intruder.post("/logout/").status_code == 302
+    assert intruder.get("/today/")["Location"].startswith("/login/"), "that session is over"
+    assert is_signed_in(owners_browser)
+    assert Client().get("/api/v1/me", headers={"Authorization": f"Bearer {raw}"}).status_code == 200
+    assert not AuditEvent.objects.filter(action="token.revoke").exists()

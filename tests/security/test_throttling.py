@@ -173,3 +173,59 @@ def test_a_user_name_longer_than_any_is_refused_not_a_500_on_every_sign_in_form(
     assert response.status_code == 200
     for attempt in AccessAttempt.objects.all():
         assert len(attempt.username or "") <= 255
+
+
+def test_signing_in_again_with_the_password_does_not_clear_wrong_codes(owner, owner_device, clinic):
+    """The password is only half a sign-in for someone with two-factor: if it cleared the
+    failures, whoever knows it could guess codes without end, 4 at a time."""
+    for _ in range(2):
+        client = Client()
+        assert web_sign_in(client, "olivia", PASSWORD)["Location"].startswith("/login/code/")
+        for _ in range(3):  # 6 in all: the pause begins at the 5th
+            client.post("/login/code/", {"code": wrong_code(owner_device)})
+            owner_device.refresh_from_db()
+            owner_device.throttling_failure_count = 0  # django-otp's own slow-down, not under test here
+            owner_device.save()
+    client = Client()
+    assert web_sign_in(client, "olivia", PASSWORD).status_code == 429
+
+
+def test_the_code_step_passed_clears_the_failures(owner, owner_device, clinic):
+    client = Client()
+    for _ in range(LIMIT - 1):
+        web_sign_in(Client(), "olivia", "wrong password!")
+    web_sign_in(client, "olivia", PASSWORD)
+    assert client.post("/login/code/", {"code": code_for(owner_device)}).status_code == 302
+    assert not AccessAttempt.objects.exists()
+
+
+def test_behind_a_proxy_the_pause_and_the_audit_use_the_address_the_proxy_saw(desk, clinic, settings):
+    """Behind a proxy (TALLY_BEHIND_PROXY) every request comes from the proxy's address: keyed on
+    it, five wrong passwords from anywhere paused the real user everywhere, and the audit log
+    named the proxy for everyone. The client's address is the last X-Forwarded-For entry, the
+    one the proxy added; what a client sends before it is not trusted."""
+    settings.TALLY_BEHIND_PROXY = True
+    via_proxy = {"REMOTE_ADDR": "127.0.0.1"}
+    guesser = {"HTTP_X_FORWARDED_FOR": "198.51.100.7", **via_proxy}
+    for _ in range(LIMIT):
+        web_sign_in(Client(), "frank", "wrong password!", **guesser)
+    assert web_sign_in(Client(), "frank", PASSWORD, **guesser).status_code == 429
+    assert set(AccessAttempt.objects.values_list("ip_address", flat=True)) == {"198.51.100.7"}
+    assert AuditEvent.objects.filter(action="auth.lockout").values_list("ip", flat=True)[0] == "198.51.100.7"
+    spoofed = {"HTTP_X_FORWARDED_FOR": "10.9.9.9, 198.51.100.7", **via_proxy}
+    assert web_sign_in(Client(), "frank", PASSWORD, **spoofed).status_code == 429, "a new address by sending one"
+
+    front_desk = Client()
+    at_the_desk = {"HTTP_X_FORWARDED_FOR": "203.0.113.20", **via_proxy}
+    assert web_sign_in(front_desk, "frank", PASSWORD, **at_the_desk).status_code == 302
+    assert token_request(Client(), "frank", PASSWORD, **at_the_desk).status_code == 200
+    issued = AuditEvent.objects.filter(action="token.issue").get()
+    assert issued.ip == "203.0.113.20"
+
+
+def test_without_a_proxy_a_forwarded_for_header_is_not_trusted(desk, clinic, settings):
+    settings.TALLY_BEHIND_PROXY = False
+    for n in range(LIMIT):
+        web_sign_in(Client(), "frank", "wrong password!", HTTP_X_FORWARDED_FOR=f"198.51.100.{n}")
+    assert web_sign_in(Client(), "frank", PASSWORD, HTTP_X_FORWARDED_FOR="198.51.100.99").status_code == 429
+    assert set(AccessAttempt.objects.values_list("ip_address", flat=True)) == {"127.0.0.1"}

@@ -260,3 +260,16 @@ def test_a_fully_signed_in_owner_opening_the_sign_in_page_goes_straight_on(owner
     password_sign_in(client, "olivia")
     client.post("/login/code/", {"code": code_for(owner_device)})
     assert client.get("/login/")["Location"] == "/today/"
+
+
+def test_a_code_used_by_a_request_running_beside_this_one_is_refused(owner, owner_device, clinic):
+    """Two requests with the same code at once: each loaded the device before the other used
+    the code, so each saw it unused and both signed in (django-otp checks the copy it is
+    given). The check reads the device again, locked, so the code works once."""
+    from tally.clinic.actions.two_factor import confirmed_device, verify_code
+
+    code = code_for(owner_device)
+    loaded_by_the_other_request = confirmed_device(owner)
+    assert token_request("olivia", otp=code).status_code == 200
+    assert verify_code(loaded_by_the_other_request, code) is False
+    assert token_request("olivia", otp=code).status_code == 401

@@ -30,6 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, models, transaction
 from django.forms.models import model_to_dict
@@ -44,11 +45,19 @@ current_ip: contextvars.ContextVar[str | None] = contextvars.ContextVar("tally_c
 
 
 def client_ip(request: Any) -> str | None:
-    """The request's address, if it is one (REMOTE_ADDR; what a proxy says is not trusted)."""
-    try:
-        return str(ipaddress.ip_address(request.META.get("REMOTE_ADDR") or ""))
-    except ValueError:
-        return None
+    """The request's address, if it is one: REMOTE_ADDR, or behind a reverse proxy
+    (TALLY_BEHIND_PROXY) the last X-Forwarded-For entry, the one the proxy added (what the
+    client sent before it is not trusted). The sign-in pause is keyed on it too (django-axes'
+    AXES_CLIENT_IP_CALLABLE)."""
+    candidates = [request.META.get("REMOTE_ADDR") or ""]
+    if settings.TALLY_BEHIND_PROXY:
+        candidates.insert(0, (request.META.get("HTTP_X_FORWARDED_FOR") or "").split(",")[-1].strip())
+    for candidate in candidates:
+        try:
+            return str(ipaddress.ip_address(candidate))
+        except ValueError:
+            continue
+    return None
 
 
 @contextmanager

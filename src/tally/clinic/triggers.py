@@ -1,5 +1,6 @@
 """Database triggers that keep the ledger and the audit log append-only, even against
-wrong code or a hand-typed UPDATE. Installed by migration 0002 on SQLite and PostgreSQL."""
+wrong code or a hand-typed UPDATE (or, on PostgreSQL, TRUNCATE). Installed by migration 0002
+on SQLite and PostgreSQL, again by 0005 (PostgreSQL's TRUNCATE trigger)."""
 
 from __future__ import annotations
 
@@ -60,6 +61,12 @@ def postgresql_statements() -> list[str]:
             f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
             "FOR EACH ROW EXECUTE FUNCTION tally_append_only()"
         )
+        # TRUNCATE fires no row trigger: one statement (or `tally flush`) would empty the table.
+        statements.append(f"DROP TRIGGER IF EXISTS {table}_no_truncate ON {table}")
+        statements.append(
+            f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
+            "FOR EACH STATEMENT EXECUTE FUNCTION tally_append_only()"
+        )
     statements.append("DROP TRIGGER IF EXISTS clinic_ledger_one_live_use ON clinic_packageledgerentry")
     statements.append(
         "CREATE TRIGGER clinic_ledger_one_live_use BEFORE INSERT ON clinic_packageledgerentry "
@@ -69,7 +76,8 @@ def postgresql_statements() -> list[str]:
 
 
 def postgresql_drop_statements() -> list[str]:
-    statements = [f"DROP TRIGGER IF EXISTS {t}_append_only ON {t}" for t in APPEND_ONLY_TABLES]
+    statements = [f"DROP TRIGGER IF EXISTS {t}_{name} ON {t}" for t in APPEND_ONLY_TABLES
+                  for name in ("append_only", "no_truncate")]
     statements.append("DROP TRIGGER IF EXISTS clinic_ledger_one_live_use ON clinic_packageledgerentry")
     return statements
 

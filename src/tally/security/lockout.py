@@ -7,6 +7,7 @@ import math
 
 from axes.helpers import get_client_ip_address, get_client_username, get_cool_off
 from axes.models import AccessAttempt
+from axes.utils import reset as reset_attempts
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
@@ -52,6 +53,13 @@ def lockout_response(request: HttpRequest, original_response: HttpResponse | Non
                           status=429)
     response["Retry-After"] = str(retry_after)
     return response
+
+
+def clear_failures(request: HttpRequest, username: str) -> None:
+    """A whole sign-in (the password and, when due, the two-factor code) clears the failures
+    of this user name from this address. Not the password alone (AXES_RESET_ON_SUCCESS is
+    off): then whoever knows it could clear the wrong codes and guess on, four at a time."""
+    reset_attempts(ip=get_client_ip_address(request), username=username)
 
 
 # AccessAttempt.username is a column of 255 characters (django-axes).

@@ -1,10 +1,12 @@
-"""Two middlewares of the staff site (the API uses bearer tokens and is not affected).
+"""Middlewares of the staff site (the API uses bearer tokens and is not affected by the first two).
 
 SessionLifetimeMiddleware signs a session out after TALLY_SESSION_IDLE_MINUTES without a
 request or TALLY_SESSION_MAX_HOURS after signing in, whichever comes first.
 
 TwoFactorGateMiddleware lets a password-only session go nowhere but the code step (when the
 staff member has two-factor sign-in) or its set-up page (an owner who must have it).
+
+NeverStoreMiddleware keeps every answer of the app, the API's included, out of any cache.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from django.contrib import messages
 from django.contrib.auth import SESSION_KEY
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
+from django.utils.cache import add_never_cache_headers
 
 from tally.clinic.actions.two_factor import has_two_factor, must_use_two_factor
 
@@ -87,3 +90,19 @@ class TwoFactorGateMiddleware:
             response["HX-Redirect"] = step  # a whole-page visit, not a fragment swapped in
             return response
         return HttpResponseRedirect(step)
+
+
+class NeverStoreMiddleware:
+    """`Cache-Control: no-store` (Django's never_cache headers) on every answer that does not
+    say otherwise: charts, invoices, exports and API answers show patient data, and on a
+    shared front-desk computer Back after signing out must not bring them back from the
+    browser's cache. Static files are served before this (WhiteNoise) and stay cacheable."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if not response.has_header("Cache-Control"):
+            add_never_cache_headers(response)
+        return response

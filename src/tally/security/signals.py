@@ -18,6 +18,8 @@ from tally.clinic.audit import current_ip, record, request_ip
 from tally.clinic.models import ApiToken, Staff
 
 from . import sessions
+from .lockout import clear_failures
+from .middleware import second_step_for
 
 log = logging.getLogger("tally.security")
 
@@ -28,18 +30,31 @@ def session_begins(sender: Any, request: HttpRequest | None, user: Staff, **kwar
         return
     sessions.stamp_sign_in(request)
     sessions.register(request, user.pk)
+    if second_step_for(user) is None:
+        clear_failures(request, user.get_username())  # else once the code step is passed
 
 
 @receiver(user_logged_out, dispatch_uid="tally.security.sign_out_everywhere")
 def sign_out_everywhere(sender: Any, request: HttpRequest | None, user: Staff | None, **kwargs: Any) -> None:
     """Signing out ends every session of that staff member, on every device, and revokes
     their API tokens (issue 5: a sign-out is a sign-out everywhere). An integration that
-    must outlive a person's sign-outs uses a staff account of its own."""
-    if user is None:
+    must outlive a person's sign-outs uses a staff account of its own.
+
+    Not for a session that never passed its second step (the password alone, the code not
+    yet given): whoever knows only the password could otherwise sign the staff member out
+    everywhere and revoke their tokens at will. logout() still ends that one session."""
+    if user is None or half_signed_in(user):
         return
     with request_ip(request):
         revoke_tokens(user, cause="sign_out", by=user)
     sessions.end_all_sessions(user.pk)
+
+
+def half_signed_in(user: Any) -> bool:
+    """Signed in with the password only, while a second step is still due (the code, or an
+    owner's two-factor set-up)."""
+    is_verified = getattr(user, "is_verified", None)  # django-otp's middleware adds it
+    return is_verified is not None and not is_verified() and second_step_for(user) is not None
 
 
 def revoke_tokens(staff: Staff, *, cause: str, by: Staff | None) -> int:

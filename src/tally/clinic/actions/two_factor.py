@@ -12,6 +12,7 @@ import base64
 from binascii import unhexlify
 
 from django.conf import settings
+from django.db import transaction
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from ..audit import record
@@ -45,9 +46,17 @@ def base32_secret(device: TOTPDevice) -> str:
 
 def verify_code(device: TOTPDevice, code: str | None) -> bool:
     """django-otp checks the code, refuses a replayed one and slows down repeated failures.
-    Its bookkeeping is saved at once, so call this outside a transaction that may roll back."""
+    Its bookkeeping is saved at once, so call this outside a transaction that may roll back.
+
+    It checks the device as stored now, read again under a lock held until its bookkeeping is
+    saved: `device` may have been loaded before another request used the same code, and
+    django-otp trusts the copy it is given (two requests at once both signed in with one code)."""
     code = "".join((code or "").split())
-    return bool(code) and code.isdigit() and len(code) <= 10 and device.verify_token(code)
+    if not (code and code.isdigit() and len(code) <= 10):
+        return False
+    with transaction.atomic():
+        current = TOTPDevice.objects.select_for_update().filter(pk=device.pk).first()
+        return current is not None and current.verify_token(code)
 
 
 @clinic_action

@@ -23,7 +23,7 @@ from django_otp import login as otp_login
 from tally.clinic.actions.two_factor import confirmed_device, verify_code
 from tally.clinic.models import ClinicSettings
 from tally.security import sessions
-from tally.security.lockout import lockout_response
+from tally.security.lockout import clear_failures, lockout_response
 from tally.security.middleware import second_step_for
 
 from ..forms import SignInForm, TwoFactorCodeForm
@@ -73,6 +73,7 @@ def verified_now(request: HttpRequest, device: Any) -> None:
     request.session.cycle_key()
     otp_login(request, device)
     sessions.register(request, device.user_id)
+    clear_failures(request, device.user.get_username())
 
 
 @never_cache

@@ -1,0 +1,48 @@
+"""The role decides what a staff member may do, the Django admin (the owner's back office)
+included: taking the owner role away takes the admin with it."""
+
+from __future__ import annotations
+
+from django.test import Client
+
+from tally.clinic.actions.staff_accounts import do_create_staff
+
+from .conftest import PASSWORD
+
+
+def test_an_owner_demoted_in_the_admin_loses_the_admin(owner, clinic, settings):
+    settings.TALLY_OWNER_2FA_REQUIRED = False  # the admin's two-factor gate is tested in test_two_factor
+    owner.is_staff = owner.is_superuser = True  # as `tally createuser --role owner` makes them
+    owner.save()
+    other = do_create_staff(acting_user=None, username="otto", role="owner", password=PASSWORD)
+    others_browser = Client()
+    others_browser.force_login(other)
+    assert others_browser.get("/admin/").status_code == 200
+
+    admin = Client()
+    admin.force_login(owner)
+    page = admin.get(f"/admin/clinic/staff/{other.pk}/change/")
+    form = page.context["adminform"].form
+    data = {name: value for name, value in form.initial.items() if value is not None and name != "password"}
+    data.update({"role": "front_desk", "date_joined_0": "2026-01-01", "date_joined_1": "09:00:00",
+                 "last_login_0": "", "last_login_1": "", "groups": [], "user_permissions": [], "is_active": "on"})
+    response = admin.post(f"/admin/clinic/staff/{other.pk}/change/", data)
+    assert response.status_code == 302, response.context["adminform"].form.errors if response.context else response
+
+    # Their open session, and a new admin sign-in, no longer reach the admin (nor can they
+    # give themselves the owner role back there).
+    assert others_browser.get("/admin/")["Location"].startswith("/admin/login/")
+    assert others_browser.get(f"/admin/clinic/staff/{other.pk}/change/").status_code == 302
+    fresh = Client()
+    fresh.post("/admin/login/?next=/admin/", {"username": "otto", "password": PASSWORD})
+    assert fresh.get("/admin/").status_code == 302
+    # The staff site follows the role as before.
+    assert others_browser.get("/catalog/").status_code == 403
+
+
+def test_an_owner_still_opens_the_admin(owner, clinic, settings):
+    settings.TALLY_OWNER_2FA_REQUIRED = False
+    created = do_create_staff(acting_user=None, username="otto", role="owner", password=PASSWORD)
+    client = Client()
+    client.force_login(created)
+    assert client.get("/admin/").status_code == 200
