@@ -148,9 +148,8 @@ def database_from_url(url: str) -> dict:
     return config
 
 
-DATABASE_URL = os.environ.get(
-    "TALLY_DATABASE_URL", f"sqlite:///{Path.cwd() / 'tally.sqlite3'}"
-)
+# Empty counts as unset, as in tally.cli.database_url().
+DATABASE_URL = os.environ.get("TALLY_DATABASE_URL") or f"sqlite:///{Path.cwd() / 'tally.sqlite3'}"
 DATABASES = {"default": database_from_url(DATABASE_URL)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -3,8 +3,10 @@ never a Python traceback, and nothing changed."""
 
 from __future__ import annotations
 
+import signal
 import sqlite3
 import subprocess
+import time
 
 import pytest
 
@@ -44,3 +46,31 @@ def test_a_command_on_a_database_that_is_not_migrated_says_to_run_init(tally, ar
     done = tally(*args)
     refused(done, "tally init")
     assert done.stdout == ""
+
+
+def test_a_database_url_that_is_not_sqlite_or_postgresql_is_one_line(tally):
+    for url in ("garbage", "mysql://clinic@localhost/clinic"):
+        tally.env["TALLY_DATABASE_URL"] = url
+        refused(tally("audit"), "TALLY_DATABASE_URL")
+
+
+def test_ctrl_c_ends_a_command_with_one_line_and_status_130(tally):
+    assert tally("init").returncode == 0
+    # Without --password and with standard input a pipe, createuser waits for the password line.
+    waiting = subprocess.Popen(tally.command("createuser", "ana", "--role", "owner"), cwd=tally.cwd, env=tally.env,
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(4)  # well past start-up: Django is set up and the command is reading
+    waiting.send_signal(signal.SIGINT)
+    out, err = waiting.communicate(timeout=30)
+    assert waiting.returncode == 130, err
+    assert "Traceback" not in err, err
+    assert "interrupted" in one_line(err)
+    with sqlite3.connect(tally.database) as db:
+        assert db.execute("select count(*) from clinic_staff").fetchone()[0] == 0
+
+
+def test_an_empty_database_url_means_the_default_as_the_command_line_says(tally):
+    tally.env["TALLY_DATABASE_URL"] = ""
+    done = tally("init")
+    assert done.returncode == 0, done.stderr
+    assert (tally.cwd / "tally.sqlite3").exists()
