@@ -6,7 +6,9 @@ from __future__ import annotations
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -67,6 +69,28 @@ def test_ctrl_c_ends_a_command_with_one_line_and_status_130(tally):
     assert "interrupted" in one_line(err)
     with sqlite3.connect(tally.database) as db:
         assert db.execute("select count(*) from clinic_staff").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("suffix", ["-wal", "-shm", "-journal"])
+def test_backup_refuses_the_live_databases_own_journal_files(tally, suffix):
+    """Replacing the -wal of a database in use makes every new connection read a malformed database."""
+    assert tally("init").returncode == 0
+    assert tally("createuser", "ana", "--role", "owner", "--password", PASSWORD).returncode == 0
+    holder = sqlite3.connect(tally.database, isolation_level=None)  # the server, keeping the WAL
+    try:
+        holder.execute("PRAGMA wal_autocheckpoint=0")
+        holder.execute("update clinic_staff set first_name='Ana'")
+        refused(tally("backup", f"{tally.database}{suffix}", "--force"), "database")
+        with sqlite3.connect(tally.database) as reader:
+            assert reader.execute("select first_name from clinic_staff").fetchall() == [("Ana",)]
+    finally:
+        holder.close()
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir() or sys.platform != "linux", reason="needs Linux /proc")
+def test_backup_into_a_directory_it_cannot_write_is_one_line(tally):
+    assert tally("init").returncode == 0
+    refused(tally("backup", "/proc/tally-backup.sqlite3"), "/proc")
 
 
 def test_an_empty_database_url_means_the_default_as_the_command_line_says(tally):
