@@ -146,14 +146,34 @@ def unknown_url(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse
     return error_response(404, "not_found", f"No such endpoint: {request.path}.")
 
 
+def head_as_get(view: Any, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    """HEAD is GET without the body (RFC 9110 9.3.2): same status and headers, and the
+    Content-Length the GET would have. ninja routes HEAD nowhere, so run the GET."""
+    request.method = "GET"
+    try:
+        response = view(request, *args, **kwargs)
+    finally:
+        request.method = "HEAD"
+    if not response.streaming:
+        response["Content-Length"] = str(len(response.content))
+        response.content = b""
+    return response
+
+
 def json_method_errors(view: Any) -> Any:
-    """ninja answers a wrong method with a bare 405; give it the error shape."""
+    """ninja answers a wrong method with a bare 405; give it the error shape, and answer
+    HEAD wherever GET is allowed."""
 
     @functools.wraps(view)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
         response = view(request, *args, **kwargs)
         if isinstance(response, HttpResponseNotAllowed):
-            allowed = response["Allow"]
+            methods = sorted(method.strip() for method in response["Allow"].split(","))
+            if "GET" in methods:
+                if request.method == "HEAD":
+                    return head_as_get(view, request, *args, **kwargs)
+                methods.insert(methods.index("GET") + 1, "HEAD")
+            allowed = ", ".join(methods)
             response = error_response(405, "method_not_allowed", f"Use {allowed} here.")
             response["Allow"] = allowed
         return response
