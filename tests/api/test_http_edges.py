@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import pytest
 
+from tally.clinic.models import Patient
+
 from .conftest import assert_error
 
 
@@ -35,3 +37,28 @@ def test_a_405_lists_head_wherever_get_is_allowed(desk_api):
     response = desk_api.delete("/patients")
     assert_error(response, 405, "method_not_allowed")
     assert {method.strip() for method in response["Allow"].split(",")} == {"GET", "HEAD", "POST"}
+
+
+@pytest.mark.parametrize("raw", [
+    '{"first_name": "Ana", "last_name": "Silva", "first_name": "Eve"}',
+    '{"first_name": "Ana", "last_name": "Silva", "last_name": "Silva"}',
+])
+def test_a_body_that_names_a_key_twice_is_refused_and_writes_nothing(desk_api, clinic, raw):
+    """Which of the two values counts differs between parsers (a proxy, a WAF, this one):
+    a request that means two things is refused, not read as the last one."""
+    error = assert_error(desk_api.post("/patients", raw=raw), 422, "validation_error", "body")
+    assert "twice" in error["message"]
+    assert not Patient.objects.exists()
+
+
+def test_a_nested_key_given_twice_is_refused_too(desk_api, patient):
+    raw = '{"package_id": 1, "use_first_session": false, "payment": {"amount": "1.00", "amount": "900.00", "method": "card"}}'
+    assert_error(desk_api.post(f"/patients/{patient.pk}/packages", raw=raw), 422, "validation_error", "body")
+
+
+@pytest.mark.parametrize("query", ["limit=1&limit=2", "q=ana&q=eve", "cursor=a&cursor=b"])
+def test_a_query_parameter_given_twice_is_refused(desk_api, patient, query):
+    name = query.split("=", 1)[0]
+    response = desk_api.client.get(f"/api/v1/patients?{query}", headers=desk_api.headers)
+    error = assert_error(response, 422, "validation_error", name)
+    assert "once" in error["fields"][name]

@@ -23,6 +23,7 @@ from tally.unavailable import unavailable_api_response
 from .auth import BearerToken
 from .idempotency import HEADER
 from .links import add_links
+from .parser import DuplicateKey, StrictParser
 
 CODE_FOR_STATUS = {status: code for code, status in reversed(HTTP_STATUS.items())}
 PARAM_SOURCES = {"body", "query", "path", "header", "cookie", "form", "file"}
@@ -61,6 +62,7 @@ api = TallyAPI(
     version="1",
     description="Clinic package tracking. Contract: API.md.",
     auth=BearerToken(),
+    parser=StrictParser(),
     urls_namespace="api-v1",
     docs_url="/docs",
     openapi_url="/openapi.json",
@@ -110,6 +112,9 @@ def unauthenticated(request: HttpRequest, exc: AuthenticationError) -> HttpRespo
 @api.exception_handler(HttpError)
 def http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     if exc.status_code == 400:  # ninja could not parse the body
+        if isinstance(exc.__cause__, DuplicateKey):
+            return error_response(422, "validation_error", f"The request body gives {exc.__cause__.key!r} twice.",
+                                  {"body": str(exc.__cause__)})
         return error_response(422, "validation_error", "The request body is not valid JSON.",
                               {"body": "not valid JSON"})
     code = CODE_FOR_STATUS.get(exc.status_code, "validation_error")
