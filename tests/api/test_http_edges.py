@@ -62,3 +62,19 @@ def test_a_query_parameter_given_twice_is_refused(desk_api, patient, query):
     response = desk_api.client.get(f"/api/v1/patients?{query}", headers=desk_api.headers)
     error = assert_error(response, 422, "validation_error", name)
     assert "once" in error["fields"][name]
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", ""])
+def test_a_body_that_is_not_declared_json_is_a_415_and_writes_nothing(desk_api, clinic, content_type):
+    response = desk_api.client.post("/api/v1/patients", '{"first_name": "Ana", "last_name": "Silva"}',
+                                    content_type=content_type, headers=desk_api.headers)
+    error = assert_error(response, 415, "validation_error", "Content-Type")
+    assert "application/json" in error["message"]
+    assert not Patient.objects.exists()
+
+
+@pytest.mark.parametrize("content_type", ["application/json; charset=utf-8", "application/merge-patch+json"])
+def test_json_content_types_with_parameters_or_a_json_suffix_are_read(desk_api, clinic, content_type):
+    response = desk_api.client.post("/api/v1/patients", '{"first_name": "Ana", "last_name": "Silva"}',
+                                    content_type=content_type, headers=desk_api.headers)
+    assert response.status_code == 201, response.content

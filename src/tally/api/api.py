@@ -23,7 +23,7 @@ from tally.unavailable import unavailable_api_response
 from .auth import BearerToken
 from .idempotency import HEADER
 from .links import add_links
-from .parser import DuplicateKey, StrictParser
+from .parser import DuplicateKey, NotJson, StrictParser
 
 CODE_FOR_STATUS = {status: code for code, status in reversed(HTTP_STATUS.items())}
 PARAM_SOURCES = {"body", "query", "path", "header", "cookie", "form", "file"}
@@ -112,6 +112,9 @@ def unauthenticated(request: HttpRequest, exc: AuthenticationError) -> HttpRespo
 @api.exception_handler(HttpError)
 def http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     if exc.status_code == 400:  # ninja could not parse the body
+        if isinstance(exc.__cause__, NotJson):
+            return error_response(415, "validation_error", "Send the body as JSON, with Content-Type: application/json.",
+                                  {"Content-Type": "must be application/json"})
         if isinstance(exc.__cause__, DuplicateKey):
             return error_response(422, "validation_error", f"The request body gives {exc.__cause__.key!r} twice.",
                                   {"body": str(exc.__cause__)})

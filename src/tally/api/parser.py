@@ -1,5 +1,9 @@
 """Reading a request: JSON bodies and query strings that mean one thing only.
 
+A body is read only when it says it is JSON (`application/json`, or a `+json` type):
+text/plain or a form that happens to parse as JSON is a 415, so a client that sends
+the wrong thing learns it at once instead of it working by accident.
+
 A JSON object that names a key twice, or a query string that gives a parameter twice,
 is read differently by different parsers (first wins, last wins, a list), so what a
 proxy or the client's own logs saw may not be what Tally did. Both are refused with a
@@ -33,10 +37,24 @@ def refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+class NotJson(ValueError):
+    def __init__(self, content_type: str) -> None:
+        super().__init__(f"Content-Type {content_type or '(none)'} is not JSON")
+        self.content_type = content_type
+
+
+def is_json(content_type: str) -> bool:
+    return content_type == "application/json" or (content_type.startswith("application/")
+                                                  and content_type.endswith("+json"))
+
+
 class StrictParser(Parser):
     def parse_body(self, request: HttpRequest) -> dict[str, Any]:
         # ninja turns any exception here into HttpError(400) with this one as its cause;
-        # api.http_error names a DuplicateKey in its message.
+        # api.http_error answers NotJson with 415 and names a DuplicateKey.
+        content_type = (request.content_type or "").strip().lower()
+        if not is_json(content_type):
+            raise NotJson(content_type)
         return json.loads(request.body, object_pairs_hook=refuse_duplicate_keys)
 
     def parse_querydict(self, data: MultiValueDict, list_fields: list[str], request: HttpRequest) -> dict[str, Any]:
