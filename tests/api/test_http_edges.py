@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from tally.clinic.models import Patient
+from tally.clinic.models import Patient, Staff
 
 from .conftest import assert_error
+
+PASSWORD = "correct horse battery staple"
 
 
 @pytest.mark.parametrize("path", ["/me", "/patients", "/patients/{patient_id}", "/staff"])
@@ -78,3 +80,9 @@ def test_json_content_types_with_parameters_or_a_json_suffix_are_read(desk_api, 
     response = desk_api.client.post("/api/v1/patients", '{"first_name": "Ana", "last_name": "Silva"}',
                                     content_type=content_type, headers=desk_api.headers)
     assert response.status_code == 201, response.content
+
+
+def test_sign_in_takes_the_user_name_however_its_accent_is_encoded(anonymous, clinic):
+    Staff.objects.create_user("Jos\u00e9", password=PASSWORD, role="front_desk")
+    response = anonymous.post("/auth/token", {"username": "Jose\u0301", "password": PASSWORD})
+    assert response.status_code == 200, response.content

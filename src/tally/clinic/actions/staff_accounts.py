@@ -32,7 +32,9 @@ def do_create_staff(
     """Add a staff member. Owners also get the Django admin (the owner's back office).
     With no password, the account cannot sign in on the web or with POST /auth/token: an
     integration's, used only with tokens from `tally createtoken`."""
-    username = (username or "").strip()
+    # NFKC, as Django's sign-in form reads a typed name: a name sent decomposed (e + ´) would
+    # otherwise be a second, look-alike account that could never sign in on the web.
+    username = Staff.normalize_username((username or "").strip())
     if not username:
         raise Invalid("A user name is required.", fields={"username": "required"})
     if role not in Role.values:
@@ -62,7 +64,7 @@ def do_create_staff(
 def do_grant_token(*, acting_user: Staff | None, username: str, label: str = "command line") -> tuple[ApiToken, str]:
     """Issue an API token for a staff member without their password (command line only).
     Only the token's hash is kept, so the raw token is returned once."""
-    staff = Staff.objects.filter(username=username).first()
+    staff = Staff.objects.filter(username=Staff.normalize_username(username)).first()
     if staff is None:
         raise NotFound(f"No staff member named {username!r}.")
     if not staff.is_active:
@@ -77,7 +79,7 @@ def do_deactivate_staff(*, acting_user: Staff | None, username: str) -> Staff:
     """Stop a staff member from signing in. Their sessions end and their API tokens are revoked
     at once (tally.security.signals does it on save, so deactivating from the admin does too);
     their history stays."""
-    staff = Staff.objects.filter(username=username).first()
+    staff = Staff.objects.filter(username=Staff.normalize_username(username)).first()
     if staff is None:
         raise NotFound(f"No staff member named {username!r}.")
     if not staff.is_active:

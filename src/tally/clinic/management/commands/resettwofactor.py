@@ -21,7 +21,7 @@ class Command(ClinicCommand):
             removed = do_reset_two_factor(acting_user=None, username=options["name"])
         except ClinicError as exc:
             raise CommandError(exc.message) from exc
-        staff = Staff.objects.get(username=options["name"])
+        staff = Staff.objects.get(username=Staff.normalize_username(options["name"]))
         then = (" They must set up a new one right after signing in with their password."
                 if must_use_two_factor(staff) else "")
         self.stdout.write(f"Removed {removed} two-factor device(s) of {staff.username}.{then}")
