@@ -86,3 +86,14 @@ def test_sign_in_takes_the_user_name_however_its_accent_is_encoded(anonymous, cl
     Staff.objects.create_user("Jos\u00e9", password=PASSWORD, role="front_desk")
     response = anonymous.post("/auth/token", {"username": "Jose\u0301", "password": PASSWORD})
     assert response.status_code == 200, response.content
+
+
+@pytest.mark.parametrize("search", ["Jos\u00e9 Nu\u00f1ez", "Jose\u0301 Nun\u0303ez"])
+def test_a_patient_name_is_found_however_its_accents_were_encoded(desk_api, clinic, search):
+    """A name sent decomposed (e + combining accent, as macOS input and some scanners send it)
+    is stored composed, and a search is read the same way, so the front desk finds the patient."""
+    made = desk_api.post("/patients", {"first_name": "Jose\u0301", "last_name": "Nun\u0303ez"})
+    assert made.status_code == 201, made.content
+    assert (made.json()["first_name"], made.json()["last_name"]) == ("Jos\u00e9", "Nu\u00f1ez")
+    found = desk_api.get("/patients", q=search).json()["items"]
+    assert [p["id"] for p in found] == [made.json()["id"]]

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
@@ -108,7 +109,8 @@ def now() -> dt.datetime:
 
 
 def optional_text(value: str | None, field: str, max_length: int = 2000) -> str:
-    """Free text as the databases can store it: trimmed, no NUL, valid Unicode, bounded."""
+    """Free text as the databases can store it: trimmed, no NUL, valid Unicode, bounded, and
+    composed (NFC), so "José" typed with a combining accent matches "José" typed as one letter."""
     text = str(value or "").strip()
     if "\x00" in text:
         raise Invalid(f"{field} must not contain NUL characters.", fields={field: "no NUL characters"})
@@ -116,6 +118,7 @@ def optional_text(value: str | None, field: str, max_length: int = 2000) -> str:
         text.encode("utf-8")
     except UnicodeEncodeError:
         raise Invalid(f"{field} must be valid Unicode text.", fields={field: "invalid Unicode"}) from None
+    text = unicodedata.normalize("NFC", text)
     if len(text) > max_length:
         raise Invalid(f"{field} is too long.", fields={field: f"at most {max_length} characters"})
     return text
