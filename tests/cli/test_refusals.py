@@ -98,3 +98,12 @@ def test_an_empty_database_url_means_the_default_as_the_command_line_says(tally)
     done = tally("init")
     assert done.returncode == 0, done.stderr
     assert (tally.cwd / "tally.sqlite3").exists()
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "0", "http"])
+def test_serve_refuses_a_port_that_is_not_one_before_starting(tally, port):
+    assert tally("init").returncode == 0
+    done = tally("serve", "--port", port, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert "--port" in done.stderr and "1 to 65535" in done.stderr
