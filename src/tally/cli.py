@@ -105,6 +105,11 @@ def main(argv: list[str] | None = None) -> None:
         # was interrupted is rolled back whole.
         sys.stderr.write("\ntally: interrupted\n")
         sys.exit(130)
+    except BrokenPipeError:
+        # The reader went away (tally audit --csv | head -1): stop quietly, as other tools do.
+        # Standard output now points nowhere, so Python's own flush at exit cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
 
 
 def run(argv: list[str] | None) -> None:

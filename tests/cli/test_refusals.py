@@ -107,3 +107,15 @@ def test_serve_refuses_a_port_that_is_not_one_before_starting(tally, port):
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr, done.stderr
     assert "--port" in done.stderr and "1 to 65535" in done.stderr
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(tally):
+    """`tally audit --csv | head -1`: the pipe closes under the command; that is no error to show."""
+    assert tally("init").returncode == 0
+    reading = subprocess.Popen(tally.command("audit", "--json"), cwd=tally.cwd, env=tally.env,
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    reading.stdout.close()  # the reader is gone before the command writes anything
+    err = reading.stderr.read()
+    reading.wait(timeout=60)
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+    assert err.strip() == ""
