@@ -77,6 +77,8 @@ MIDDLEWARE = [
     # Outermost of the view wrappers: a database that cannot be reached is a 503 page (tally.unavailable).
     "tally.unavailable.DatabaseUnavailableMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Pages take GET, HEAD and POST only (the API answers other methods itself).
+    "tally.staff.middleware.PageMethodsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
