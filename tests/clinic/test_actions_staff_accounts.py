@@ -6,7 +6,7 @@ import pytest
 
 from tally.clinic.actions.staff_accounts import do_create_staff, do_deactivate_staff, do_grant_token
 from tally.clinic.actions.two_factor import do_reset_two_factor
-from tally.clinic.errors import Conflict
+from tally.clinic.errors import Conflict, Invalid
 from tally.clinic.models import Staff
 
 PASSWORD = "correct horse battery staple"
@@ -33,3 +33,26 @@ def test_commands_find_the_staff_member_however_the_name_is_encoded(db, typed):
     assert token.staff.username == COMPOSED
     assert do_reset_two_factor(acting_user=None, username=typed) == 0
     assert do_deactivate_staff(acting_user=None, username=typed).username == COMPOSED
+
+
+@pytest.mark.parametrize("field, value", [
+    ("username", "x" * 151),
+    ("username", "ana\x01"),
+    ("username", "ana\nbob"),
+    ("first_name", "x" * 151),
+    ("last_name", "x" * 151),
+])
+def test_a_staff_member_the_database_cannot_store_is_refused_in_words(db, field, value):
+    """PostgreSQL refused these with a DataError traceback (SQLite stored them whole)."""
+    names = {"username": "ana", "first_name": "", "last_name": ""} | {field: value}
+    with pytest.raises(Invalid) as refused:
+        do_create_staff(acting_user=None, role="front_desk", password=PASSWORD, **names)
+    assert field in refused.value.fields
+    assert not Staff.objects.exists()
+
+
+def test_a_token_label_longer_than_the_database_keeps_is_refused_in_words(db):
+    do_create_staff(acting_user=None, username="ana", role="front_desk", password=PASSWORD)
+    with pytest.raises(Invalid) as refused:
+        do_grant_token(acting_user=None, username="ana", label="x" * 101)
+    assert "label" in refused.value.fields
