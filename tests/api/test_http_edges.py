@@ -97,3 +97,15 @@ def test_a_patient_name_is_found_however_its_accents_were_encoded(desk_api, clin
     assert (made.json()["first_name"], made.json()["last_name"]) == ("Jos\u00e9", "Nu\u00f1ez")
     found = desk_api.get("/patients", q=search).json()["items"]
     assert [p["id"] for p in found] == [made.json()["id"]]
+
+
+def test_a_name_that_composing_makes_longer_than_its_column_is_refused_not_a_500(owner_api, desk_api, clinic):
+    """Some letters (U+0958, Devanagari qa) have no composed form: NFC writes them as two code
+    points, so a name within the request's limit can outgrow its column once normalised."""
+    qa = "\u0958"
+    assert_error(desk_api.post("/patients", {"first_name": qa * 100, "last_name": "B"}), 422, "validation_error",
+                 "first_name")
+    assert_error(owner_api.post("/services", {"name": qa * 200, "duration_minutes": 30, "price": "10.00"}), 422,
+                 "validation_error", "name")
+    assert_error(owner_api.patch("/clinic", {"name": qa * 200}), 422, "validation_error", "name")
+    assert not Patient.objects.exists()

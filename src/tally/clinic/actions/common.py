@@ -110,7 +110,9 @@ def now() -> dt.datetime:
 
 def optional_text(value: str | None, field: str, max_length: int = 2000) -> str:
     """Free text as the databases can store it: trimmed, no NUL, valid Unicode, bounded, and
-    composed (NFC), so "José" typed with a combining accent matches "José" typed as one letter."""
+    composed (NFC), so "José" typed with a combining accent matches "José" typed as one letter.
+    The bound is checked after composing, which can lengthen a text (U+0958 becomes two code
+    points): give a CharField's max_length, not the request's limit."""
     text = str(value or "").strip()
     if "\x00" in text:
         raise Invalid(f"{field} must not contain NUL characters.", fields={field: "no NUL characters"})
@@ -124,8 +126,8 @@ def optional_text(value: str | None, field: str, max_length: int = 2000) -> str:
     return text
 
 
-def require_text(value: str | None, field: str, what: str) -> str:
-    text = optional_text(value, field)
+def require_text(value: str | None, field: str, what: str, max_length: int = 2000) -> str:
+    text = optional_text(value, field, max_length)
     if not text:
         raise Invalid(f"A {what} is required.", fields={field: "required"})
     return text
