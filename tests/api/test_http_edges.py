@@ -109,3 +109,17 @@ def test_a_name_that_composing_makes_longer_than_its_column_is_refused_not_a_500
                  "validation_error", "name")
     assert_error(owner_api.patch("/clinic", {"name": qa * 200}), 422, "validation_error", "name")
     assert not Patient.objects.exists()
+
+
+def test_a_payment_method_longer_than_its_column_is_refused_not_a_500(desk_api, desk, patient, acu60, ten_pack):
+    """The API takes up to 100 characters of text for a method; the column holds 40."""
+    from tally.clinic.actions import billing
+    from tally.clinic.models import Payment
+
+    invoice = billing.do_create_invoice(acting_user=desk, patient=patient, lines=[(acu60, None)])
+    method = "bank transfer from the patient's employer"  # 41 characters
+    assert_error(desk_api.post(f"/invoices/{invoice.pk}/payments", {"amount": "10.00", "method": method}), 422,
+                 "validation_error", "method")
+    sale = {"package_id": ten_pack.pk, "use_first_session": False, "payment": {"amount": "10.00", "method": method}}
+    assert_error(desk_api.post(f"/patients/{patient.pk}/packages", sale), 422, "validation_error", "payment.method")
+    assert not Payment.objects.exists()
