@@ -119,3 +119,18 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(tally):
     reading.wait(timeout=60)
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
     assert err.strip() == ""
+
+
+def test_ctrl_d_at_the_password_prompt_is_a_refusal_not_a_traceback(monkeypatch):
+    """On a terminal, createuser asks twice with getpass; Ctrl+D there raised EOFError."""
+    from django.core.management.base import CommandError
+
+    from tally.clinic.management.commands import createuser
+
+    def end_of_input(prompt: str = "") -> str:
+        raise EOFError
+
+    monkeypatch.setattr(createuser.sys.stdin, "isatty", lambda: True, raising=False)
+    monkeypatch.setattr(createuser.getpass, "getpass", end_of_input)
+    with pytest.raises(CommandError, match="password"):
+        createuser.read_password()

@@ -48,7 +48,11 @@ class Command(ClinicCommand):
 def read_password() -> str:
     if not sys.stdin.isatty():
         return sys.stdin.readline().rstrip("\n")
-    first = getpass.getpass("Password: ")
-    if getpass.getpass("Password (again): ") != first:
+    try:
+        first = getpass.getpass("Password: ")
+        again = getpass.getpass("Password (again): ")
+    except EOFError:  # Ctrl+D at the prompt
+        raise CommandError("no password given; nobody was added") from None
+    if again != first:
         raise CommandError("the passwords do not match")
     return first
