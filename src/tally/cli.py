@@ -79,12 +79,46 @@ def ensure_secret_key() -> None:
     os.environ["TALLY_SECRET_KEY"] = key
 
 
+SUPPORTED_ENGINES = {"django.db.backends.sqlite3", "django.db.backends.postgresql"}
+
+
+def check_database_url() -> None:
+    """A TALLY_DATABASE_URL Tally cannot use is one line, not a traceback from the settings.
+    The message names only the scheme: the URL may hold a password."""
+    import dj_database_url
+
+    url = database_url()
+    try:
+        engine = dj_database_url.parse(url)["ENGINE"]
+    except ValueError:
+        engine = None
+    if engine not in SUPPORTED_ENGINES:
+        scheme = url.split(":", 1)[0] if ":" in url else url[:20]
+        sys.exit(f"tally: TALLY_DATABASE_URL must be sqlite:///path or postgresql://user@host/db, not {scheme!r}")
+
+
 def main(argv: list[str] | None = None) -> None:
+    try:
+        run(argv)
+    except KeyboardInterrupt:
+        # Ctrl+C: one line, not a traceback. Each write is one transaction, so the step that
+        # was interrupted is rolled back whole.
+        sys.stderr.write("\ntally: interrupted\n")
+        sys.exit(130)
+    except BrokenPipeError:
+        # The reader went away (tally audit --csv | head -1): stop quietly, as other tools do.
+        # Standard output now points nowhere, so Python's own flush at exit cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
+
+
+def run(argv: list[str] | None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or (len(args) == 1 and args[0] in {"-h", "--help", "help"}):
         sys.stdout.write(TALLY_COMMANDS)
         return
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tally.settings")
+    check_database_url()
     ensure_secret_key()
     if not args[0].startswith("-"):
         args[0] = args[0].replace("-", "_")  # tally verify-audit runs the verify_audit command

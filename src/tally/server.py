@@ -16,10 +16,10 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management import call_command
-from django.core.management.base import CommandError
-from django.db import DatabaseError, connection, connections
-from django.db.migrations.executor import MigrationExecutor
+from django.db import connections
 from gunicorn.app.base import BaseApplication
+
+from tally.clinic.management.base import check_database_ready
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
@@ -34,20 +34,6 @@ def default_workers() -> int:
     # visits/s against 35-47 with gunicorn's "2 per core" 4 x 4, and 45 with 2 x 8; the
     # request handling is CPU-bound Python, so processes beyond the cores only add switching.
     return max(2, min(4, os.cpu_count() or 1))
-
-
-def check_database_ready() -> None:
-    """Refuse to serve a database that is missing or not migrated (`tally init` fixes both)."""
-    try:
-        executor = MigrationExecutor(connection)
-        pending = executor.migration_plan(executor.loader.graph.leaf_nodes())
-    except DatabaseError as exc:
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CommandError(f"cannot reach the database: {first_line}") from exc
-    if pending:
-        raise CommandError(
-            f"the database is not set up ({len(pending)} migrations to apply): run `tally init` first"
-        )
 
 
 def static_fingerprint() -> str:

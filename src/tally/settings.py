@@ -80,6 +80,8 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # Inside WhiteNoise: every answer but a static file is no-store (patient data).
     "tally.security.middleware.NeverStoreMiddleware",
+    # Pages take GET, HEAD and POST only (the API answers other methods itself).
+    "tally.staff.middleware.PageMethodsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -151,9 +153,8 @@ def database_from_url(url: str) -> dict:
     return config
 
 
-DATABASE_URL = os.environ.get(
-    "TALLY_DATABASE_URL", f"sqlite:///{Path.cwd() / 'tally.sqlite3'}"
-)
+# Empty counts as unset, as in tally.cli.database_url().
+DATABASE_URL = os.environ.get("TALLY_DATABASE_URL") or f"sqlite:///{Path.cwd() / 'tally.sqlite3'}"
 DATABASES = {"default": database_from_url(DATABASE_URL)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -23,6 +23,7 @@ from tally.unavailable import unavailable_api_response
 from .auth import BearerToken
 from .idempotency import HEADER
 from .links import add_links
+from .parser import DuplicateKey, StrictParser
 
 CODE_FOR_STATUS = {status: code for code, status in reversed(HTTP_STATUS.items())}
 PARAM_SOURCES = {"body", "query", "path", "header", "cookie", "form", "file"}
@@ -61,6 +62,7 @@ api = TallyAPI(
     version="1",
     description="Clinic package tracking. Contract: API.md.",
     auth=BearerToken(),
+    parser=StrictParser(),
     urls_namespace="api-v1",
     docs_url="/docs",
     openapi_url="/openapi.json",
@@ -110,6 +112,9 @@ def unauthenticated(request: HttpRequest, exc: AuthenticationError) -> HttpRespo
 @api.exception_handler(HttpError)
 def http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     if exc.status_code == 400:  # ninja could not parse the body
+        if isinstance(exc.__cause__, DuplicateKey):
+            return error_response(422, "validation_error", f"The request body gives {exc.__cause__.key!r} twice.",
+                                  {"body": str(exc.__cause__)})
         return error_response(422, "validation_error", "The request body is not valid JSON.",
                               {"body": "not valid JSON"})
     code = CODE_FOR_STATUS.get(exc.status_code, "validation_error")
@@ -146,14 +151,34 @@ def unknown_url(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse
     return error_response(404, "not_found", f"No such endpoint: {request.path}.")
 
 
+def head_as_get(view: Any, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    """HEAD is GET without the body (RFC 9110 9.3.2): same status and headers, and the
+    Content-Length the GET would have. ninja routes HEAD nowhere, so run the GET."""
+    request.method = "GET"
+    try:
+        response = view(request, *args, **kwargs)
+    finally:
+        request.method = "HEAD"
+    if not response.streaming:
+        response["Content-Length"] = str(len(response.content))
+        response.content = b""
+    return response
+
+
 def json_method_errors(view: Any) -> Any:
-    """ninja answers a wrong method with a bare 405; give it the error shape."""
+    """ninja answers a wrong method with a bare 405; give it the error shape, and answer
+    HEAD wherever GET is allowed."""
 
     @functools.wraps(view)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
         response = view(request, *args, **kwargs)
         if isinstance(response, HttpResponseNotAllowed):
-            allowed = response["Allow"]
+            methods = sorted(method.strip() for method in response["Allow"].split(","))
+            if "GET" in methods:
+                if request.method == "HEAD":
+                    return head_as_get(view, request, *args, **kwargs)
+                methods.insert(methods.index("GET") + 1, "HEAD")
+            allowed = ", ".join(methods)
             response = error_response(405, "method_not_allowed", f"Use {allowed} here.")
             response["Allow"] = allowed
         return response

@@ -6,6 +6,7 @@ Writes go through `actions`; these only read, and apply the same role rules.
 from __future__ import annotations
 
 import datetime as dt
+import unicodedata
 from decimal import Decimal
 from functools import reduce
 
@@ -48,7 +49,7 @@ def search_patients(text: str | None) -> QuerySet[Patient]:
     """Patients matching every word of `text` in their names or email, or whose phone number
     holds its digits (however either is written), or whose number it is (P-000042, 000042, 42)."""
     patients = Patient.objects.all()
-    text = (text or "").strip()
+    text = unicodedata.normalize("NFC", (text or "").strip())  # as names are stored (optional_text)
     if not text:
         return patients
     # "Lopez, Maria", as lists show a name, is two words: a comma separates like a space.

@@ -37,6 +37,9 @@ from .common import (
 )
 from .coverage import charge_service, cover_line, uncover_line
 
+# The column holds 40 characters; the API accepts more text, and PostgreSQL refuses a longer value.
+METHOD_MAX_LENGTH = Payment._meta.get_field("method").max_length
+
 
 def load_invoice(invoice_id: int) -> Invoice:
     """An invoice with its lines and payments, for totals and rendering."""
@@ -226,7 +229,7 @@ def do_record_payment(
     """A payment, or a refund (negative, with a reason). Paying more than the balance is refused."""
     require_role(acting_user, *DESK, doing="record payments")
     amount = money(amount)
-    method = require_text(method, "method", "payment method")
+    method = require_text(method, "method", "payment method", METHOD_MAX_LENGTH)
     invoice = lock_invoice(invoice.pk)
     if invoice.voided_at is not None:
         raise Conflict(f"Invoice {invoice.number} is void; it takes no payments.")

@@ -26,12 +26,16 @@ from .common import (
 
 SERVICE_FIELDS = {"name", "duration_minutes", "price", "active"}
 PACKAGE_FIELDS = {"name", "price", "sessions", "service_ids", "valid_days", "active"}
+# Column lengths, checked after composing (optional_text): Service, Package and the clinic's
+# names are all 200, a patient's names 100.
+NAME_MAX_LENGTH = Service._meta.get_field("name").max_length
+PATIENT_NAME_MAX_LENGTH = Patient._meta.get_field("first_name").max_length
 
 
 def _clean_service(values: dict[str, Any]) -> dict[str, Any]:
     clean = dict(values)
     if "name" in clean:
-        clean["name"] = require_text(clean["name"], "name", "name")
+        clean["name"] = require_text(clean["name"], "name", "name", NAME_MAX_LENGTH)
     if "price" in clean:
         clean["price"] = money(clean["price"], "price")
         if clean["price"] < 0:
@@ -67,7 +71,7 @@ def do_update_service(*, acting_user: Staff, service: Service, changes: dict[str
 def _clean_package(values: dict[str, Any]) -> dict[str, Any]:
     clean = dict(values)
     if "name" in clean:
-        clean["name"] = require_text(clean["name"], "name", "name")
+        clean["name"] = require_text(clean["name"], "name", "name", NAME_MAX_LENGTH)
     if "price" in clean:
         clean["price"] = money(clean["price"], "price")
         if clean["price"] < 0:
@@ -121,8 +125,8 @@ def do_update_package(*, acting_user: Staff, package: Package, changes: dict[str
 def do_create_patient(*, acting_user: Staff, first_name: str, last_name: str,
                       date_of_birth: dt.date | None = None, email: str = "", phone: str = "") -> Patient:
     require_role(acting_user, *DESK, doing="register patients")
-    first = require_text(first_name, "first_name", "first name")
-    last = require_text(last_name, "last_name", "last name")
+    first = require_text(first_name, "first_name", "first name", PATIENT_NAME_MAX_LENGTH)
+    last = require_text(last_name, "last_name", "last name", PATIENT_NAME_MAX_LENGTH)
     if date_of_birth is not None and date_of_birth > dt.date.today():
         raise Invalid("A date of birth cannot be in the future.", fields={"date_of_birth": "in the future"})
     patient = Patient.objects.create(first_name=first, last_name=last, date_of_birth=date_of_birth,
@@ -145,7 +149,7 @@ def do_update_clinic(*, acting_user: Staff, changes: dict[str, Any]) -> ClinicSe
     settings = ClinicSettings.load()
     before = snapshot(settings)
     if "name" in changes:
-        settings.name = require_text(changes["name"], "name", "clinic name")
+        settings.name = require_text(changes["name"], "name", "clinic name", NAME_MAX_LENGTH)
     if "time_zone" in changes:
         try:
             zoneinfo.ZoneInfo(str(changes["time_zone"]))

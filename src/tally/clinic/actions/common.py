@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
@@ -108,7 +109,10 @@ def now() -> dt.datetime:
 
 
 def optional_text(value: str | None, field: str, max_length: int = 2000) -> str:
-    """Free text as the databases can store it: trimmed, no NUL, valid Unicode, bounded."""
+    """Free text as the databases can store it: trimmed, no NUL, valid Unicode, bounded, and
+    composed (NFC), so "José" typed with a combining accent matches "José" typed as one letter.
+    The bound is checked after composing, which can lengthen a text (U+0958 becomes two code
+    points): give a CharField's max_length, not the request's limit."""
     text = str(value or "").strip()
     if "\x00" in text:
         raise Invalid(f"{field} must not contain NUL characters.", fields={field: "no NUL characters"})
@@ -116,13 +120,14 @@ def optional_text(value: str | None, field: str, max_length: int = 2000) -> str:
         text.encode("utf-8")
     except UnicodeEncodeError:
         raise Invalid(f"{field} must be valid Unicode text.", fields={field: "invalid Unicode"}) from None
+    text = unicodedata.normalize("NFC", text)
     if len(text) > max_length:
         raise Invalid(f"{field} is too long.", fields={field: f"at most {max_length} characters"})
     return text
 
 
-def require_text(value: str | None, field: str, what: str) -> str:
-    text = optional_text(value, field)
+def require_text(value: str | None, field: str, what: str, max_length: int = 2000) -> str:
+    text = optional_text(value, field, max_length)
     if not text:
         raise Invalid(f"A {what} is required.", fields={field: "required"})
     return text

@@ -23,7 +23,7 @@ from ..models import (
 from ..models.billing import ZERO, LineKind
 from ..models.ledger import EntryKind
 from ..rules import end_of_day
-from .billing import activate_paid_packages, load_invoice
+from .billing import METHOD_MAX_LENGTH, activate_paid_packages, load_invoice
 from .common import (
     DESK,
     OWNER,
@@ -75,7 +75,7 @@ def do_sell_package(
         if pay_amount > package.price:
             raise Invalid(f"{pay_amount} is more than the price, {package.price}.",
                           fields={"payment.amount": f"must be at most {package.price}"})
-        require_text(payment[1], "payment.method", "payment method")
+        pay_method = require_text(payment[1], "payment.method", "payment method", METHOD_MAX_LENGTH)
     service_ids = list(package.services.values_list("pk", flat=True))
     if not service_ids:
         raise Invalid(f"{package.name} covers no service.", fields={"package_id": "covers no service"})
@@ -120,8 +120,8 @@ def do_sell_package(
             amount=ZERO,
             created_by=acting_user,
         )
-    if pay_amount is not None and payment is not None:
-        Payment.objects.create(invoice=invoice, amount=pay_amount, method=payment[1].strip(),
+    if pay_amount is not None:
+        Payment.objects.create(invoice=invoice, amount=pay_amount, method=pay_method,
                                received_at=sold_at, created_by=acting_user)
     activate_paid_packages(invoice, paid_at=sold_at, by=acting_user)
     sold.refresh_from_db()
@@ -149,7 +149,7 @@ def do_cancel_package(
     before = snapshot(package)
     if refund is not None:
         amount = money(refund[0], "refund.amount")
-        method = require_text(refund[1], "refund.method", "refund method")
+        method = require_text(refund[1], "refund.method", "refund method", METHOD_MAX_LENGTH)
         current = load_invoice(invoice.pk)
         if amount >= ZERO:
             raise Invalid("A refund is a negative amount.", fields={"refund.amount": "must be < 0"})

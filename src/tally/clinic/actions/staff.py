@@ -39,6 +39,7 @@ def do_issue_token(*, request: HttpRequest, username: str, password: str, otp: s
     outside the transaction that issues the token, so that a refusal keeps what they
     recorded (failed attempts, the code's replay guard). Only the token's hash is stored.
     """
+    username = Staff.normalize_username(username)  # as the web sign-in form reads it (NFKC)
     staff = authenticate(request, username=username, password=password)
     if getattr(request, "axes_locked_out", False):
         from tally.security.lockout import retry_after_seconds, throttled_message

@@ -15,7 +15,11 @@ from ..audit import record
 from ..errors import Conflict, Invalid, NotFound
 from ..models import ApiToken, Staff
 from ..models.staff import Role
-from .common import clinic_action
+from .common import clinic_action, optional_text
+
+# The columns' lengths: PostgreSQL refuses a longer value with a DataError (SQLite keeps it).
+USERNAME_MAX_LENGTH = Staff._meta.get_field("username").max_length
+NAME_MAX_LENGTH = Staff._meta.get_field("first_name").max_length
 
 
 @clinic_action
@@ -32,15 +36,20 @@ def do_create_staff(
     """Add a staff member. Owners also get the Django admin (the owner's back office).
     With no password, the account cannot sign in on the web or with POST /auth/token: an
     integration's, used only with tokens from `tally createtoken`."""
-    username = (username or "").strip()
+    # NFKC, as Django's sign-in form reads a typed name: a name sent decomposed (e + ´) would
+    # otherwise be a second, look-alike account that could never sign in on the web.
+    username = Staff.normalize_username(optional_text(username, "username", USERNAME_MAX_LENGTH))
     if not username:
         raise Invalid("A user name is required.", fields={"username": "required"})
+    if not username.isprintable():
+        raise Invalid("A user name cannot hold control characters such as line breaks.",
+                      fields={"username": "no control characters"})
     if role not in Role.values:
         raise Invalid(f"Unknown role {role!r}: use one of {', '.join(Role.values)}.", fields={"role": "unknown"})
     if Staff.objects.filter(username__iexact=username).exists():
         raise Conflict(f"A staff member named {username!r} already exists.", fields={"username": "taken"})
-    user = Staff(username=username, role=role, first_name=(first_name or "").strip(),
-                 last_name=(last_name or "").strip(), is_staff=role == Role.OWNER,
+    user = Staff(username=username, role=role, first_name=optional_text(first_name, "first_name", NAME_MAX_LENGTH),
+                 last_name=optional_text(last_name, "last_name", NAME_MAX_LENGTH), is_staff=role == Role.OWNER,
                  is_superuser=role == Role.OWNER)
     if password is None:
         user.set_unusable_password()
@@ -62,11 +71,12 @@ def do_create_staff(
 def do_grant_token(*, acting_user: Staff | None, username: str, label: str = "command line") -> tuple[ApiToken, str]:
     """Issue an API token for a staff member without their password (command line only).
     Only the token's hash is kept, so the raw token is returned once."""
-    staff = Staff.objects.filter(username=username).first()
+    staff = Staff.objects.filter(username=Staff.normalize_username(username)).first()
     if staff is None:
         raise NotFound(f"No staff member named {username!r}.")
     if not staff.is_active:
         raise Conflict(f"{staff.username} is deactivated; reactivate them before issuing a token.")
+    label = optional_text(label, "label", ApiToken._meta.get_field("label").max_length)
     token, raw = ApiToken.issue(staff, label=label)
     record("token.issue", actor=acting_user, obj=token, after={"label": label, "staff_id": staff.pk})
     return token, raw
@@ -77,7 +87,7 @@ def do_deactivate_staff(*, acting_user: Staff | None, username: str) -> Staff:
     """Stop a staff member from signing in. Their sessions end and their API tokens are revoked
     at once (tally.security.signals does it on save, so deactivating from the admin does too);
     their history stays."""
-    staff = Staff.objects.filter(username=username).first()
+    staff = Staff.objects.filter(username=Staff.normalize_username(username)).first()
     if staff is None:
         raise NotFound(f"No staff member named {username!r}.")
     if not staff.is_active:

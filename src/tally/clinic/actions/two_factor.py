@@ -126,7 +126,7 @@ def do_add_known_device(*, acting_user: Staff | None, staff: Staff, key: str) ->
 def do_reset_two_factor(*, acting_user: Staff | None, username: str) -> int:
     """Command line: remove a staff member's two-factor devices (a lost phone). They set it up
     again at their next sign-in. The number of devices removed."""
-    staff = Staff.objects.filter(username=username).first()
+    staff = Staff.objects.filter(username=Staff.normalize_username(username)).first()
     if staff is None:
         raise NotFound(f"No staff member named {username!r}.")
     removed, _ = TOTPDevice.objects.filter(user=staff).delete()

@@ -6,13 +6,12 @@ import csv
 import json
 import sys
 
-from django.core.management.base import BaseCommand
-
 from tally.clinic.audit import Shown, command_line_details, record_reads
 from tally.clinic.investigator.service import clinic_audit
+from tally.clinic.management.base import ClinicCommand
 
 
-class Command(BaseCommand):
+class Command(ClinicCommand):
     help = "The clinic audit: packages with findings, worst first."
 
     def add_arguments(self, parser) -> None:

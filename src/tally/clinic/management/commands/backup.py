@@ -34,12 +34,15 @@ class Command(BaseCommand):
             raise CommandError(f"{target} is a directory; give a file name")
         if not target.parent.is_dir():
             raise CommandError(f"no such directory: {target.parent}")
-        if connection.vendor == "sqlite":
-            detail = backup_sqlite(connection.settings_dict["NAME"], target, force=force)
-        elif connection.vendor == "postgresql":
-            detail = backup_postgresql(connection.settings_dict, target, force=force)
-        else:
-            raise CommandError(f"no backup method for {connection.vendor}")
+        try:
+            if connection.vendor == "sqlite":
+                detail = backup_sqlite(connection.settings_dict["NAME"], target, force=force)
+            elif connection.vendor == "postgresql":
+                detail = backup_postgresql(connection.settings_dict, target, force=force)
+            else:
+                raise CommandError(f"no backup method for {connection.vendor}")
+        except OSError as exc:  # a directory we may not write to, a full disk
+            raise CommandError(f"cannot write {target}: {exc.strerror or exc}") from exc
         size = target.stat().st_size
         self.stdout.write(f"Backed up to {target} ({size / 1_000_000:.1f} MB, {detail}).")
 
@@ -67,8 +70,11 @@ def backup_sqlite(source_name: str, target: Path, *, force: bool) -> str:
     source_path = Path(str(source_name))
     if str(source_name) == ":memory:" or not source_path.exists():
         raise CommandError(f"no SQLite database at {source_name}; run `tally init` first")
-    if source_path.resolve() == target:
-        raise CommandError("the backup cannot be the database itself")
+    live = source_path.resolve()
+    # Its -wal, -shm and -journal hold committed writes and locks: replacing one under a
+    # running server makes every new connection read a malformed database.
+    if target in {live, *(live.with_name(live.name + suffix) for suffix in ("-wal", "-shm", "-journal"))}:
+        raise CommandError("the backup cannot be the database itself or its -wal, -shm or -journal file")
     partial = temporary_beside(target)
     try:
         source = sqlite3.connect(source_path, timeout=30)

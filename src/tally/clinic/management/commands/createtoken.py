@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from tally.clinic.actions.staff_accounts import do_grant_token
 from tally.clinic.errors import ClinicError
+from tally.clinic.management.base import ClinicCommand
 
 
-class Command(BaseCommand):
+class Command(ClinicCommand):
     help = "Issue an API token for a staff member and print only the token on standard output."
 
     def add_arguments(self, parser) -> None:

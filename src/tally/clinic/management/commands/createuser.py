@@ -5,14 +5,15 @@ from __future__ import annotations
 import getpass
 import sys
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from tally.clinic.actions.staff_accounts import do_create_staff
 from tally.clinic.errors import ClinicError
+from tally.clinic.management.base import ClinicCommand
 from tally.clinic.models.staff import Role
 
 
-class Command(BaseCommand):
+class Command(ClinicCommand):
     help = "Add a staff member. Without --password, the password is asked for (or read from standard input)."
 
     def add_arguments(self, parser) -> None:
@@ -47,7 +48,11 @@ class Command(BaseCommand):
 def read_password() -> str:
     if not sys.stdin.isatty():
         return sys.stdin.readline().rstrip("\n")
-    first = getpass.getpass("Password: ")
-    if getpass.getpass("Password (again): ") != first:
+    try:
+        first = getpass.getpass("Password: ")
+        again = getpass.getpass("Password (again): ")
+    except EOFError:  # Ctrl+D at the prompt
+        raise CommandError("no password given; nobody was added") from None
+    if again != first:
         raise CommandError("the passwords do not match")
     return first

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from tally.clinic.actions.staff_accounts import do_deactivate_staff
 from tally.clinic.errors import ClinicError
+from tally.clinic.management.base import ClinicCommand
 
 
-class Command(BaseCommand):
+class Command(ClinicCommand):
     help = "Deactivate a staff member: their web sessions end and their API tokens are revoked now."
 
     def add_arguments(self, parser) -> None:

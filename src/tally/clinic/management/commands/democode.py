@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import time
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django_otp.oath import TOTP
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from tally.clinic.demo import DEMO_OWNER, DEMO_OWNER_TOTP_KEY
+from tally.clinic.management.base import ClinicCommand
 
 
-class Command(BaseCommand):
+class Command(ClinicCommand):
     help = "Print the demo owner's current two-factor code (demo databases only)."
 
     def handle(self, *args, **options) -> None:

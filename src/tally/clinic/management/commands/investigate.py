@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import json
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from tally.clinic.audit import Shown, command_line_details, record_reads
 from tally.clinic.investigator.export import patient_export, reason_label
 from tally.clinic.investigator.service import investigate_patient
+from tally.clinic.management.base import ClinicCommand
 from tally.clinic.models import ClinicSettings, Patient
 from tally.clinic.models.patients import parse_patient_number
 
 MARKS = {"error": "!!", "warning": "! ", "info": "i "}
 
 
-class Command(BaseCommand):
+class Command(ClinicCommand):
     help = "The investigation for one patient: every package's count, its findings and fixes, all time."
 
     def add_arguments(self, parser) -> None:

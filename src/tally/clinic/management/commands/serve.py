@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import argparse
+
 from django.core.management.base import BaseCommand
 
 from tally.server import serve
 
 
+def port_number(text: str) -> int:
+    """A TCP port, checked before the server starts (gunicorn would fail with a traceback,
+    or listen on a random port for 0)."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port: give a number from 1 to 65535")
+    return port
+
+
 def add_server_arguments(parser, *, port: int = 8000) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=port, help=f"port to listen on (default {port})")
+    parser.add_argument("--port", type=port_number, default=port, help=f"port to listen on (default {port})")
     parser.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core, 2 to 4)")
     parser.add_argument("--threads", type=int, default=None, help="threads per worker (default 4)")
 

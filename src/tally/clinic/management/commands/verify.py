@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import sys
 
-from django.core.management.base import BaseCommand
-
 from tally.clinic.consistency import verify_database
+from tally.clinic.management.base import ClinicCommand
 from tally.clinic.models import Invoice, PackageLedgerEntry, PatientPackage
 
 
-class Command(BaseCommand):
+class Command(ClinicCommand):
     help = "Check the ledger and invoices for torn or half-written changes; exit 1 on any problem."
 
     def handle(self, *args, **options) -> None:

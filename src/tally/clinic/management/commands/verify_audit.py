@@ -7,12 +7,13 @@ the first event that was changed, deleted or inserted.
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from tally.clinic.audit import verify_chain
+from tally.clinic.management.base import ClinicCommand
 
 
-class Command(BaseCommand):
+class Command(ClinicCommand):
     help = "Verify the audit log's hash chain: exit 1 naming the first tampered or missing event."
 
     def add_arguments(self, parser) -> None:

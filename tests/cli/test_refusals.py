@@ -1,0 +1,136 @@
+"""Bad input on the command line: one clear line on standard error and a non-zero exit,
+never a Python traceback, and nothing changed."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from .test_commands import PASSWORD, one_line
+
+COMMANDS_THAT_NEED_A_DATABASE = [
+    ("investigate", "P-000001"),
+    ("audit", "--json"),
+    ("createuser", "ana", "--role", "owner", "--password", PASSWORD),
+    ("createtoken", "ana"),
+    ("deactivate", "ana"),
+    ("verify",),
+    ("verify-audit",),
+]
+
+
+def refused(done: subprocess.CompletedProcess, *expected: str) -> str:
+    assert done.returncode != 0, done.stdout
+    assert "Traceback" not in done.stderr, done.stderr
+    line = one_line(done.stderr)
+    for text in expected:
+        assert text in line, line
+    return line
+
+
+@pytest.mark.parametrize("args", COMMANDS_THAT_NEED_A_DATABASE, ids=lambda args: args[0])
+def test_a_command_on_a_missing_database_says_to_run_init_and_creates_nothing(tally, args):
+    done = tally(*args)
+    refused(done, "tally init")
+    assert done.stdout == ""
+    assert not tally.database.exists(), "an empty database file was left behind"
+
+
+@pytest.mark.parametrize("args", COMMANDS_THAT_NEED_A_DATABASE, ids=lambda args: args[0])
+def test_a_command_on_a_database_that_is_not_migrated_says_to_run_init(tally, args):
+    sqlite3.connect(tally.database).close()  # an empty SQLite file: no tables at all
+    done = tally(*args)
+    refused(done, "tally init")
+    assert done.stdout == ""
+
+
+def test_a_database_url_that_is_not_sqlite_or_postgresql_is_one_line(tally):
+    for url in ("garbage", "mysql://clinic@localhost/clinic"):
+        tally.env["TALLY_DATABASE_URL"] = url
+        refused(tally("audit"), "TALLY_DATABASE_URL")
+
+
+def test_ctrl_c_ends_a_command_with_one_line_and_status_130(tally):
+    assert tally("init").returncode == 0
+    # Without --password and with standard input a pipe, createuser waits for the password line.
+    waiting = subprocess.Popen(tally.command("createuser", "ana", "--role", "owner"), cwd=tally.cwd, env=tally.env,
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(4)  # well past start-up: Django is set up and the command is reading
+    waiting.send_signal(signal.SIGINT)
+    out, err = waiting.communicate(timeout=30)
+    assert waiting.returncode == 130, err
+    assert "Traceback" not in err, err
+    assert "interrupted" in one_line(err)
+    with sqlite3.connect(tally.database) as db:
+        assert db.execute("select count(*) from clinic_staff").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("suffix", ["-wal", "-shm", "-journal"])
+def test_backup_refuses_the_live_databases_own_journal_files(tally, suffix):
+    """Replacing the -wal of a database in use makes every new connection read a malformed database."""
+    assert tally("init").returncode == 0
+    assert tally("createuser", "ana", "--role", "owner", "--password", PASSWORD).returncode == 0
+    holder = sqlite3.connect(tally.database, isolation_level=None)  # the server, keeping the WAL
+    try:
+        holder.execute("PRAGMA wal_autocheckpoint=0")
+        holder.execute("update clinic_staff set first_name='Ana'")
+        refused(tally("backup", f"{tally.database}{suffix}", "--force"), "database")
+        with sqlite3.connect(tally.database) as reader:
+            assert reader.execute("select first_name from clinic_staff").fetchall() == [("Ana",)]
+    finally:
+        holder.close()
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir() or sys.platform != "linux", reason="needs Linux /proc")
+def test_backup_into_a_directory_it_cannot_write_is_one_line(tally):
+    assert tally("init").returncode == 0
+    refused(tally("backup", "/proc/tally-backup.sqlite3"), "/proc")
+
+
+def test_an_empty_database_url_means_the_default_as_the_command_line_says(tally):
+    tally.env["TALLY_DATABASE_URL"] = ""
+    done = tally("init")
+    assert done.returncode == 0, done.stderr
+    assert (tally.cwd / "tally.sqlite3").exists()
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "0", "http"])
+def test_serve_refuses_a_port_that_is_not_one_before_starting(tally, port):
+    assert tally("init").returncode == 0
+    done = tally("serve", "--port", port, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert "--port" in done.stderr and "1 to 65535" in done.stderr
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(tally):
+    """`tally audit --csv | head -1`: the pipe closes under the command; that is no error to show."""
+    assert tally("init").returncode == 0
+    reading = subprocess.Popen(tally.command("audit", "--json"), cwd=tally.cwd, env=tally.env,
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    reading.stdout.close()  # the reader is gone before the command writes anything
+    err = reading.stderr.read()
+    reading.wait(timeout=60)
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+    assert err.strip() == ""
+
+
+def test_ctrl_d_at_the_password_prompt_is_a_refusal_not_a_traceback(monkeypatch):
+    """On a terminal, createuser asks twice with getpass; Ctrl+D there raised EOFError."""
+    from django.core.management.base import CommandError
+
+    from tally.clinic.management.commands import createuser
+
+    def end_of_input(prompt: str = "") -> str:
+        raise EOFError
+
+    monkeypatch.setattr(createuser.sys.stdin, "isatty", lambda: True, raising=False)
+    monkeypatch.setattr(createuser.getpass, "getpass", end_of_input)
+    with pytest.raises(CommandError, match="password"):
+        createuser.read_password()
