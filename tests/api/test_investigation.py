@@ -295,6 +295,9 @@ def test_bad_fix_bodies_are_422(desk_history):
                  "validation_error")
     assert_error(h.api.post(f"/patient-packages/{package}/fixes",
                             {"action": "apply_to_line", "params": {"line_id": "x"}}), 422, "validation_error")
+    for other_digits in ("²", "-²"):  # digits to str.isdigit(), no number to int(): was a 500
+        assert_error(h.api.post(f"/patient-packages/{package}/fixes",
+                                {"action": "apply_to_line", "params": {"line_id": other_digits}}), 422, "validation_error")
     assert_error(h.api.get(f"/patient-packages/{package}/investigation", expected_used=-1), 422, "validation_error")
     assert_error(h.api.get("/patient-packages/999999/investigation"), 404, "not_found")
 

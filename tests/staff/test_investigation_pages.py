@@ -138,3 +138,10 @@ def test_the_clinic_audit_pages_link_to_the_same_run(rf):
         Context({"request": request, "query_pins": {"snapshot": 7}}))
     assert QueryDict(html.unescape(link).removeprefix("?")).dict() == {"severity": "info", "code": "NO_CHARGES", "page": "2",
                                                         "snapshot": "7"}
+
+
+def test_a_snapshot_id_of_other_digits_runs_the_audit_again_not_a_500(desk_client, clinic):
+    """'²' is a digit to str.isdigit() but not a number to int() (a 500)."""
+    for typed in ("²", "١٢"):
+        response = desk_client.get(reverse("staff:audit"), {"snapshot": typed})
+        assert response.status_code == 200, typed

@@ -190,3 +190,11 @@ def test_deleting_a_visit_that_used_a_session_is_refused_on_the_form(owner_clien
     response = owner_client.post(reverse("staff:delete", args=[appointment.pk]), {"reason": "oops"})
     assert response.status_code == 422
     assert b"remove or void its charge first" in response.content
+
+
+def test_a_patient_id_of_other_digits_is_ignored_not_a_500(desk_client, patient):
+    """'²' is a digit to str.isdigit() but not a number to int(): the booking form took it for a
+    patient id and the lookup failed (a 500)."""
+    for typed in ("²", "١٢"):
+        response = desk_client.get(reverse("staff:book"), {"patient": typed})
+        assert response.status_code == 200, typed

@@ -52,6 +52,8 @@ def search_patients(text: str | None) -> QuerySet[Patient]:
     text = unicodedata.normalize("NFC", (text or "").strip())  # as names are stored (optional_text)
     if not text:
         return patients
+    if "\x00" in text:
+        return patients.none()  # no stored text holds NUL, and PostgreSQL refuses it in a query
     # "Lopez, Maria", as lists show a name, is two words: a comma separates like a space.
     words = [Q(first_name__icontains=w) | Q(last_name__icontains=w) | Q(email__icontains=w)
              for w in text.replace(",", " ").split()]

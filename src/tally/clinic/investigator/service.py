@@ -196,7 +196,8 @@ def _int(params: dict, name: str, *, required: bool = True) -> int | None:
             raise Invalid(f"{name} is required.", fields={f"params.{name}": "required"})
         return None
     if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, str) and value.lstrip("-").isdigit():
+        digits = value.lstrip("-") if isinstance(value, str) else ""
+        if digits.isascii() and digits.isdigit():  # isascii: '²' is a digit to isdigit(), no number to int()
             value = int(value)
         else:
             raise Invalid(f"{name} must be a whole number.", fields={f"params.{name}": "integer"})

@@ -191,7 +191,8 @@ def audit(request: StaffRequest) -> HttpResponse:
         severity = "warning"
     code = request.GET.get("code") or ""
     snapshot_id = request.GET.get("snapshot", "")
-    snapshot = audit_snapshot(int(snapshot_id)) if snapshot_id.isdigit() else None
+    # isascii: '²' is a digit to isdigit() but no number to int().
+    snapshot = audit_snapshot(int(snapshot_id)) if snapshot_id.isascii() and snapshot_id.isdigit() else None
     if snapshot is None:
         snapshot = take_audit_snapshot(by=request.user)
     scan = AuditScan.from_dict(snapshot.scan)

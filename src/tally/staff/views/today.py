@@ -127,8 +127,9 @@ def book(request: StaffRequest) -> HttpResponse:
         return render_form(request, form, title="Book a visit", submit="Book", back=reverse("staff:today"),
                            status=422)
     initial: dict[str, Any] = {"day": parse_day(request)}
-    patient = Patient.objects.filter(pk=request.GET.get("patient") or 0).first() \
-        if (request.GET.get("patient") or "").isdigit() else None
+    typed = request.GET.get("patient") or ""
+    # isascii: '²' is a digit to isdigit() but no number to int().
+    patient = Patient.objects.filter(pk=typed).first() if typed.isascii() and typed.isdigit() else None
     if patient is not None:
         initial["patient"] = patient.patient_number
         shows(request, "patient.view", Shown(patient.pk, "patient", patient.pk))
