@@ -5,11 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import html
 import json
+from decimal import Decimal
+from urllib.parse import quote
 
 from django.http import QueryDict
 from django.template import Context, Template
 from django.urls import reverse
 
+from tally.clinic.actions.sales import do_sell_package
 from tally.clinic.actions.visits import do_book, do_check_in
 from tally.clinic.models import ClinicAuditSnapshot
 
@@ -138,3 +141,31 @@ def test_the_clinic_audit_pages_link_to_the_same_run(rf):
         Context({"request": request, "query_pins": {"snapshot": 7}}))
     assert QueryDict(html.unescape(link).removeprefix("?")).dict() == {"severity": "info", "code": "NO_CHARGES", "page": "2",
                                                         "snapshot": "7"}
+
+
+def test_a_double_use_offers_removing_the_duplicate_charge_and_comes_back(desk_client, desk, patient, ten_pack,
+                                                                         acu60, clinic):
+    """POSSIBLE_DOUBLE_USE has no fix action: the page links the charge to remove (its remove
+    page, which brings staff back here) instead of leaving them to hunt for it on the chart."""
+    sold, sale_invoice = do_sell_package(acting_user=desk, patient=patient, package=ten_pack, use_first_session=True,
+                                         payment=(Decimal("800.00"), "card"))
+    do_check_in(acting_user=desk, appointment=do_book(acting_user=desk, patient=patient, service=acu60,
+                                                      starts_at=today_at(clinic, 8)))
+    first = sale_invoice.lines.get(kind="first_session")
+    page_url = reverse("staff:investigation", args=[sold.pk])
+    remove_url = f"{reverse('staff:remove_line', args=[sale_invoice.pk, first.pk])}?next={quote(page_url)}"
+    page = desk_client.get(page_url).content.decode()
+    assert "POSSIBLE_DOUBLE_USE" in page
+    assert f'href="{html.escape(remove_url)}"' in page
+    assert reverse("staff:invoice", args=[sale_invoice.pk]) in page  # "Open the invoice"
+    response = desk_client.post(remove_url, {"reason": "the visit was charged too"})
+    assert response.status_code == 302 and response["Location"] == page_url
+    after = desk_client.get(page_url).content.decode()
+    assert "Nothing looks wrong" in after and "1 of 10 used · 9 left" in after
+
+
+def test_removing_a_line_never_goes_back_off_the_site(desk_client, charged_visit):
+    _, invoice, line = charged_visit
+    url = reverse("staff:remove_line", args=[invoice.pk, line.pk])
+    response = desk_client.post(f"{url}?next=https://evil.example/", {"reason": "wrong"})
+    assert response["Location"] == reverse("staff:invoice_edit", args=[invoice.pk])
