@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from tally.clinic.actions.sales import do_sell_package
 from tally.clinic.models import PatientPackage
 
 from .conftest import htmx_idle, sign_in
@@ -61,3 +62,36 @@ def test_the_investigation_resolves_a_double_use_and_a_fix_with_the_keyboard_alo
     expect(page.locator("#investigation .messages")).to_be_focused()
     page.keyboard.press("Tab")
     assert page.evaluate("!!document.activeElement.closest('#investigation')")
+
+
+def test_switching_chart_tabs_with_the_keyboard_keeps_focus_on_the_tab(browser_page, desk, patient, ten_pack):
+    do_sell_package(acting_user=desk, patient=patient, package=ten_pack, use_first_session=False)
+    page = browser_page
+    sign_in(page, desk.username)
+    page.goto(f"/patients/{patient.pk}/")
+    tab_to(page, "el.tagName === 'A' && el.textContent.trim() === 'Invoices'")
+    page.keyboard.press("Enter")
+    expect(page.locator("#chart-tab table caption")).to_have_text("Invoices")
+    htmx_idle(page)
+    invoices_tab = page.locator("#chart-tab nav.tabs a", has_text="Invoices")
+    expect(invoices_tab).to_be_focused()  # not the page body: the next Tab is the next control
+    page.keyboard.press("Shift+Tab")
+    expect(page.locator("#chart-tab nav.tabs a", has_text="Appointments")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.locator("#chart-tab table caption")).to_have_text("Appointments")
+    htmx_idle(page)
+    expect(page.locator("#chart-tab nav.tabs a", has_text="Appointments")).to_be_focused()
+
+
+def test_comparing_with_the_keyboard_keeps_focus_on_compare(browser_page, desk, patient, ten_pack):
+    sold, _ = do_sell_package(acting_user=desk, patient=patient, package=ten_pack, use_first_session=False)
+    page = browser_page
+    sign_in(page, desk.username)
+    page.goto(f"/packages/{sold.pk}/investigation/")
+    tab_to(page, "el.name === 'expected_used'")
+    page.keyboard.type("2")
+    tab_to(page, "el.textContent.trim() === 'Compare'")
+    page.keyboard.press("Enter")
+    expect(page.locator("#investigation .difference")).to_contain_text("Expected 2")
+    htmx_idle(page)
+    expect(page.get_by_role("button", name="Compare")).to_be_focused()
