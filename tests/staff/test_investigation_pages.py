@@ -12,7 +12,7 @@ from django.http import QueryDict
 from django.template import Context, Template
 from django.urls import reverse
 
-from tally.clinic.actions.sales import do_sell_package
+from tally.clinic.actions.sales import do_cancel_package, do_sell_package
 from tally.clinic.actions.visits import do_book, do_check_in
 from tally.clinic.models import ClinicAuditSnapshot
 
@@ -169,3 +169,26 @@ def test_removing_a_line_never_goes_back_off_the_site(desk_client, charged_visit
     url = reverse("staff:remove_line", args=[invoice.pk, line.pk])
     response = desk_client.post(f"{url}?next=https://evil.example/", {"reason": "wrong"})
     assert response["Location"] == reverse("staff:invoice_edit", args=[invoice.pk])
+
+
+def overrides_offered(page: str) -> dict[str, bool]:
+    """Each finding's code: whether the page offers the owner's "Apply by override" on it."""
+    items = page.split('<li class="finding')[1:]
+    return {item.split('data-code="')[1].split('"')[0]: "Apply by override" in item.split("</li>")[0]
+            for item in items}
+
+
+def test_the_owner_is_offered_an_override_only_where_one_can_apply(owner_client, desk, patient, acu60, clinic,
+                                                                  sold_pack):
+    """The action refuses an override onto a package that is exhausted, cancelled or unpaid, or
+    for a service it does not cover: the page offered the button anyway, and it always failed."""
+    early = do_book(acting_user=desk, patient=patient, service=acu60, starts_at=today_at(clinic, 9, days=-3))
+    do_check_in(acting_user=desk, appointment=early)  # invoiced before the sale: CHARGED_BEFORE_PURCHASE
+    url = reverse("staff:investigation", args=[sold_pack.pk])
+    assert overrides_offered(owner_client.get(url).content.decode()) == {"CHARGED_BEFORE_PURCHASE": True}
+
+    do_cancel_package(acting_user=desk, patient_package=sold_pack, reason="moving away")
+    do_check_in(acting_user=desk, appointment=do_book(acting_user=desk, patient=patient, service=acu60,
+                                                      starts_at=today_at(clinic, 8)))
+    offered = overrides_offered(owner_client.get(url).content.decode())
+    assert offered == {"CHARGED_BEFORE_PURCHASE": False, "PACKAGE_CANCELLED": False}

@@ -12,9 +12,11 @@ from django.http import HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 
+from tally.clinic import rules
+from tally.clinic.actions.fixes import NOT_BY_OVERRIDE
 from tally.clinic.audit import Shown
 from tally.clinic.errors import ClinicError
-from tally.clinic.investigator.explain import FINDING_CODES, SEVERITY_RANK
+from tally.clinic.investigator.explain import FINDING_CODES, SEVERITY_RANK, Finding
 from tally.clinic.investigator.export import patient_export, reason_label
 from tally.clinic.investigator.service import (
     FIX_ACTIONS,
@@ -52,6 +54,18 @@ def parse_expected(raw: str | None) -> tuple[int | None, str | None]:
     return value, None
 
 
+# A package in one of these states refuses every override (fixes.NOT_BY_OVERRIDE), whatever the line.
+CLOSED_TO_OVERRIDE = {"pending_payment": rules.PACKAGE_NOT_PAID, "cancelled": rules.PACKAGE_CANCELLED,
+                      "exhausted": rules.PACKAGE_EXHAUSTED}
+
+
+def overridable(finding: Finding, package_status: str) -> bool:
+    """Whether an owner's "apply anyway" can work for this finding: a rule working as designed
+    (info, no fix) on a line, for a reason an override may set aside, on a package open to it."""
+    return (finding.fix is None and finding.line_id is not None and finding.severity == "info"
+            and finding.code not in NOT_BY_OVERRIDE and package_status not in CLOSED_TO_OVERRIDE)
+
+
 def investigation_context(request: StaffRequest, package: PatientPackage, expected_used: int | None) -> dict:
     tz = request.clinic.tz
     inv = investigate_package(package.pk, expected_used=expected_used)
@@ -61,7 +75,8 @@ def investigation_context(request: StaffRequest, package: PatientPackage, expect
         if event["kind"] == "visit":
             visits.append(event | {"reason_text": reason_label(event["reason"])})
     findings = [{"finding": f, "fix_json": json.dumps(f.fix["params"]) if f.fix else "",
-                 "fix_label": FIX_LABELS.get(f.fix["action"], "Fix") if f.fix else ""}
+                 "fix_label": FIX_LABELS.get(f.fix["action"], "Fix") if f.fix else "",
+                 "override": request.user.role == Role.OWNER and overridable(f, inv.summary["status"])}
                 for f in inv.findings]
     return {
         "package": package, "patient": package.patient, "summary": inv.summary, "findings": findings,
