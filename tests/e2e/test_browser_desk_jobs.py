@@ -18,7 +18,7 @@ from tally.clinic.models import PatientPackage, Payment
 from tally.staff.views import invoices as invoice_views
 from tally.staff.views import sales as sales_views
 
-from .conftest import htmx_idle, screenshot, sign_in
+from .conftest import STAFF_PASSWORD, htmx_idle, screenshot, sign_in
 from .test_browser import expect, local_today_at
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -175,3 +175,20 @@ def test_signing_out_leaves_no_patient_data_in_the_browser_and_back_shows_whole_
     page.wait_for_url("**/login/**")
     stored = page.evaluate("() => Object.values(sessionStorage).join(' ') + Object.values(localStorage).join(' ')")
     assert "Lopez" not in stored and "maria@example.com" not in stored
+
+
+def test_a_swap_after_the_session_ended_goes_to_sign_in_as_a_whole_page(browser_page, desk, patient, paid_pack):
+    """The browser followed the redirect to sign in inside htmx's request, and htmx swapped the
+    sign-in page into the chart's tab: a sign-in form under the patient's name and packages."""
+    page = browser_page
+    sign_in(page, desk.username)
+    page.goto(f"/patients/{patient.pk}/")
+    page.context.clear_cookies()  # the session ended (signed out in another tab, or it expired)
+    page.get_by_role("link", name="Invoices").click()
+    page.wait_for_url(f"**/login/?next=/patients/{patient.pk}/")
+    expect(page.locator("h1")).to_have_text("Sign in")
+    expect(page.locator("main")).not_to_contain_text(patient.last_name)
+    page.get_by_label("Username").fill(desk.username)
+    page.get_by_label("Password").fill(STAFF_PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"**/patients/{patient.pk}/")  # back to the chart it was on
