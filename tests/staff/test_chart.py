@@ -161,3 +161,15 @@ def test_the_patient_list_finds_a_name_typed_the_way_it_shows_it(desk_client, pa
     for typed in ("Lopez, Maria", "lopez,maria", "Maria Lopez"):
         page = desk_client.get(reverse("staff:patients"), {"q": typed}).content.decode()
         assert patient.patient_number in page, typed
+
+
+def test_the_patient_list_finds_a_name_with_accents_typed_in_any_case(desk_client, desk):
+    """SQLite's LIKE folds the case of ASCII letters only: 'élodie' or 'MÜLLER' found nobody
+    there, while PostgreSQL found the patient."""
+    from tally.clinic.actions.catalog import do_create_patient
+
+    patient = do_create_patient(acting_user=desk, first_name="Élodie", last_name="Müller", email="ÉLODIE@exemple.fr")
+    for typed in ("élodie", "ÉLODIE", "müller", "MÜLLER", "élodie müller", "élodie@exemple"):
+        page = desk_client.get(reverse("staff:patients"), {"q": typed}).content.decode()
+        assert patient.patient_number in page, typed
+    assert patient.patient_number not in desk_client.get(reverse("staff:patients"), {"q": "elodie"}).content.decode()
