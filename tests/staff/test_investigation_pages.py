@@ -192,3 +192,15 @@ def test_the_owner_is_offered_an_override_only_where_one_can_apply(owner_client,
                                                       starts_at=today_at(clinic, 8)))
     offered = overrides_offered(owner_client.get(url).content.decode())
     assert offered == {"CHARGED_BEFORE_PURCHASE": False, "PACKAGE_CANCELLED": False}
+
+
+def test_each_investigate_link_names_its_package_for_a_screen_reader(desk_client, desk, patient, acu60, clinic,
+                                                                     sold_pack):
+    """A screen reader's list of links read 'Investigate, Investigate, ...' on the audit and
+    'Why is this count wrong?' once per package on the chart, with nothing to tell them apart."""
+    no_charges_visit(desk, patient, acu60, clinic)
+    audit = desk_client.get(reverse("staff:audit")).content.decode()
+    name = f"Investigate<span class=\"sr-only\"> {patient.patient_number} {sold_pack.name}</span></a>"
+    assert name in audit
+    chart = desk_client.get(reverse("staff:chart", args=[patient.pk])).content.decode()
+    assert f"Why is this count wrong?<span class=\"sr-only\"> ({sold_pack.name}, sold " in chart
