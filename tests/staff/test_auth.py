@@ -79,3 +79,19 @@ def test_an_htmx_request_after_the_session_ended_sends_the_whole_page_to_sign_in
         assert response["HX-Redirect"] == f"{reverse('staff:login')}?next={quote(chart, safe='/')}"
     # Without htmx, as before: a redirect to sign in that comes back to the page.
     assert Client().get(chart)["Location"] == f"{reverse('staff:login')}?next={quote(chart, safe='/')}"
+
+
+def test_an_htmx_post_with_a_stale_csrf_token_reloads_the_page_and_says_nothing_was_saved(desk, sold_pack, clinic):
+    """Signing in again in another tab rotates the CSRF token; a fix button on a page opened
+    before then was refused (403), and htmx, which swaps no 403, showed nothing at all."""
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(desk)
+    client.get(reverse("staff:investigation", args=[sold_pack.pk]))  # sets the CSRF cookie
+    fix = reverse("staff:fix", args=[sold_pack.pk])
+    response = client.post(fix, {"action": "adjust", "params": "{}"},
+                           headers={"HX-Request": "true", "X-CSRFToken": "stale" * 8})
+    assert response.status_code == 204 and response["HX-Refresh"] == "true"
+    page = client.get(reverse("staff:investigation", args=[sold_pack.pk])).content.decode()
+    assert "Nothing was saved" in page
+    # Without htmx the browser shows the refusal page itself, as before.
+    assert client.post(fix, {"action": "adjust", "params": "{}"}).status_code == 403
