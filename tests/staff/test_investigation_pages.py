@@ -204,3 +204,17 @@ def test_each_investigate_link_names_its_package_for_a_screen_reader(desk_client
     assert name in audit
     chart = desk_client.get(reverse("staff:chart", args=[patient.pk])).content.decode()
     assert f"Why is this count wrong?<span class=\"sr-only\"> ({sold_pack.name}, sold " in chart
+
+
+def test_two_visits_on_one_day_are_questioned_but_not_offered_for_removal(desk_client, desk, patient, acu60, clinic,
+                                                                        sold_pack):
+    """A morning and an afternoon visit, each charged once, are a day's double use only
+    possibly ('check whether'): the page opens the invoice, but a primary button to remove one
+    of two rightful charges would invite the mistake."""
+    for hour in (8, 14):
+        do_check_in(acting_user=desk, appointment=do_book(acting_user=desk, patient=patient, service=acu60,
+                                                          starts_at=today_at(clinic, hour)))
+    page = desk_client.get(reverse("staff:investigation", args=[sold_pack.pk])).content.decode()
+    assert "POSSIBLE_DOUBLE_USE" in page and "check whether one visit was charged twice" in page
+    assert "Open the invoice" in page
+    assert "Remove the duplicate charge" not in page
