@@ -1,6 +1,9 @@
 """Registering, searching and reading patients."""
 
+import datetime as dt
+
 import pytest
+from django.utils import timezone
 
 from tally.clinic.actions import catalog
 
@@ -80,3 +83,19 @@ def test_a_change_is_audited_with_the_callers_address(desk_api):
     desk_api.post("/patients", {"first_name": "Ana", "last_name": "Silva"})
     event = AuditEvent.objects.get(action="patient.create")
     assert event.ip == "127.0.0.1"
+
+
+def test_a_date_of_birth_is_judged_by_the_clinics_calendar_not_the_servers(desk_api, clinic):
+    """A baby born today, in a clinic whose date is not the server's (UTC): today is not the
+    future, and tomorrow is, by the clinic's calendar."""
+    now = timezone.now()
+    clinic.time_zone = "Etc/GMT-14" if now.hour >= 10 else "Etc/GMT+12"  # a date other than UTC's
+    clinic.save()
+    today = timezone.localdate(now, timezone=clinic.tz)
+    assert today != now.date()
+    born_today = desk_api.post("/patients", {"first_name": "New", "last_name": "Born",
+                                             "date_of_birth": today.isoformat()})
+    assert born_today.status_code == 201, born_today.json()
+    tomorrow = (today + dt.timedelta(days=1)).isoformat()
+    assert_error(desk_api.post("/patients", {"first_name": "Not", "last_name": "Yet", "date_of_birth": tomorrow}),
+                 422, "validation_error", "date_of_birth")

@@ -18,7 +18,7 @@ from tally.clinic.models import PatientPackage, Payment
 from tally.staff.views import invoices as invoice_views
 from tally.staff.views import sales as sales_views
 
-from .conftest import htmx_idle, screenshot, sign_in
+from .conftest import STAFF_PASSWORD, htmx_idle, screenshot, sign_in
 from .test_browser import expect, local_today_at
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -175,3 +175,43 @@ def test_signing_out_leaves_no_patient_data_in_the_browser_and_back_shows_whole_
     page.wait_for_url("**/login/**")
     stored = page.evaluate("() => Object.values(sessionStorage).join(' ') + Object.values(localStorage).join(' ')")
     assert "Lopez" not in stored and "maria@example.com" not in stored
+
+
+def test_a_swap_after_the_session_ended_goes_to_sign_in_as_a_whole_page(browser_page, desk, patient, paid_pack):
+    """The browser followed the redirect to sign in inside htmx's request, and htmx swapped the
+    sign-in page into the chart's tab: a sign-in form under the patient's name and packages."""
+    page = browser_page
+    sign_in(page, desk.username)
+    page.goto(f"/patients/{patient.pk}/")
+    page.context.clear_cookies()  # the session ended (signed out in another tab, or it expired)
+    page.get_by_role("link", name="Invoices").click()
+    page.wait_for_url(f"**/login/?next=/patients/{patient.pk}/")
+    expect(page.locator("h1")).to_have_text("Sign in")
+    expect(page.locator("main")).not_to_contain_text(patient.last_name)
+    page.get_by_label("Username").fill(desk.username)
+    page.get_by_label("Password").fill(STAFF_PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"**/patients/{patient.pk}/")  # back to the chart it was on
+
+
+def test_a_fix_on_a_page_opened_before_signing_in_again_reloads_and_says_nothing_was_saved(
+        browser_page, desk, patient, acu60, clinic, paid_pack):
+    """Signing in again in another tab rotates the CSRF token: the fix button of a page opened
+    before then was refused (403), and htmx showed nothing at all."""
+    appointment = do_book(acting_user=desk, patient=patient, service=acu60, starts_at=local_today_at(clinic, 9))
+    do_check_in(acting_user=desk, appointment=appointment, no_charges=True)
+    page = browser_page
+    page.on("dialog", lambda dialog: dialog.accept())
+    sign_in(page, desk.username)
+    page.goto(f"/packages/{paid_pack.pk}/investigation/")
+    other = page.context.new_page()
+    other.goto("/today/")
+    other.get_by_role("button", name="Sign out").click()
+    other.wait_for_url("**/login/**")
+    sign_in(other, desk.username)
+    other.close()
+    page.get_by_role("button", name="Record the check-in and charge").click()
+    expect(page.locator(".messages")).to_contain_text("Nothing was saved")
+    expect(page.locator("#package-count")).to_contain_text("0 of 10 used")
+    page.get_by_role("button", name="Record the check-in and charge").click()  # the reloaded page works
+    expect(page.locator("#package-count")).to_contain_text("1 of 10 used")

@@ -175,6 +175,29 @@ def test_two_sessions_for_one_visit_are_a_possible_double_use(history):
     assert finding.severity == "warning"
 
 
+def test_a_double_use_names_the_invoice_of_the_charge_to_remove(history):
+    pp, _ = history.sell(3, 1)
+    appointment, invoice, _ = history.visit(3, 5)
+    extra = billing.do_add_line(acting_user=history.desk, invoice=invoice, service=history.acu60,
+                                appointment=appointment)
+    finding = only(history.investigate(pp)[0], "POSSIBLE_DOUBLE_USE")
+    assert (finding.line_id, finding.invoice_id) == (extra.pk, invoice.pk)
+
+
+def test_a_first_session_and_a_check_in_on_its_day_name_the_first_session_as_the_duplicate(history):
+    """The demo's P-000014: the sale used its first session (no visit named) and that day's
+    visit was checked in and covered too. The charge to remove is the first session's, which
+    no visit owns: removing the visit's own charge leaves it uncharged (NOT_INVOICED), whose
+    fix charges it again, and the double use is back."""
+    pp, sale_invoice = history.sell(3, 5, first=True, hour=9)
+    history.visit(3, 5, hour=10)
+    first = sale_invoice.lines.get(kind="first_session")
+    finding = only(history.investigate(pp)[0], "POSSIBLE_DOUBLE_USE")
+    assert (finding.line_id, finding.invoice_id) == (first.pk, sale_invoice.pk)
+    billing.do_remove_line(acting_user=history.desk, invoice=sale_invoice, line_id=first.pk, reason="duplicate")
+    assert codes(history.investigate(pp)[0]) == []
+
+
 def test_a_corrupted_cached_count_is_a_ledger_mismatch(history):
     pp, _ = history.sell(3, 1)
     history.visit(3, 5)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from django.test import Client
 from django.urls import reverse
 
@@ -60,3 +62,36 @@ def test_a_user_name_too_long_to_be_anyones_is_refused_on_the_form(desk, clinic)
     assert response.status_code == 200
     assert b"at most 150 characters" in response.content
     assert not AccessAttempt.objects.filter(username__startswith="aaaa").exists()
+
+
+def test_an_htmx_request_after_the_session_ended_sends_the_whole_page_to_sign_in(patient, sold_pack, clinic):
+    """Not a 302 that the browser follows inside the request, whose sign-in page htmx then
+    swapped into the chart or the investigation, under the patient's name, at the sign-in URL."""
+    client = Client()
+    chart = reverse("staff:chart", args=[patient.pk])
+    investigation = reverse("staff:investigation", args=[sold_pack.pk])
+    for method, url, target in [("get", f"{chart}?tab=invoices", "chart-tab"),
+                                ("get", f"{investigation}?expected_used=2", "investigation"),
+                                ("post", reverse("staff:fix", args=[sold_pack.pk]), "investigation")]:
+        response = getattr(client, method)(url, headers={"HX-Request": "true", "HX-Target": target,
+                                                         "HX-Current-URL": f"http://testserver{chart}"})
+        assert response.status_code == 204, (method, url)
+        assert response["HX-Redirect"] == f"{reverse('staff:login')}?next={quote(chart, safe='/')}"
+    # Without htmx, as before: a redirect to sign in that comes back to the page.
+    assert Client().get(chart)["Location"] == f"{reverse('staff:login')}?next={quote(chart, safe='/')}"
+
+
+def test_an_htmx_post_with_a_stale_csrf_token_reloads_the_page_and_says_nothing_was_saved(desk, sold_pack, clinic):
+    """Signing in again in another tab rotates the CSRF token; a fix button on a page opened
+    before then was refused (403), and htmx, which swaps no 403, showed nothing at all."""
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(desk)
+    client.get(reverse("staff:investigation", args=[sold_pack.pk]))  # sets the CSRF cookie
+    fix = reverse("staff:fix", args=[sold_pack.pk])
+    response = client.post(fix, {"action": "adjust", "params": "{}"},
+                           headers={"HX-Request": "true", "X-CSRFToken": "stale" * 8})
+    assert response.status_code == 204 and response["HX-Refresh"] == "true"
+    page = client.get(reverse("staff:investigation", args=[sold_pack.pk])).content.decode()
+    assert "Nothing was saved" in page
+    # Without htmx the browser shows the refusal page itself, as before.
+    assert client.post(fix, {"action": "adjust", "params": "{}"}).status_code == 403

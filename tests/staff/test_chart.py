@@ -172,3 +172,28 @@ def test_a_search_with_a_nul_character_finds_no_one_not_a_500(desk_client, patie
     assert response.status_code == 200
     assert patient.patient_number not in response.content.decode()
     assert AuditEvent.objects.count() == before + 1
+
+
+def test_the_patient_list_finds_a_name_with_accents_typed_in_any_case(desk_client, desk):
+    """SQLite's LIKE folds the case of ASCII letters only: 'élodie' or 'MÜLLER' found nobody
+    there, while PostgreSQL found the patient."""
+    from tally.clinic.actions.catalog import do_create_patient
+
+    patient = do_create_patient(acting_user=desk, first_name="Élodie", last_name="Müller", email="ÉLODIE@exemple.fr")
+    for typed in ("élodie", "ÉLODIE", "müller", "MÜLLER", "élodie müller", "élodie@exemple"):
+        page = desk_client.get(reverse("staff:patients"), {"q": typed}).content.decode()
+        assert patient.patient_number in page, typed
+    assert patient.patient_number not in desk_client.get(reverse("staff:patients"), {"q": "elodie"}).content.decode()
+
+
+def test_a_custom_range_that_ends_before_it_starts_says_so(desk_client, patient, charged_visit):
+    """From 1 Dec to 1 Nov matched no row at all, and the banner blamed the filters for hiding
+    every visit; it is a mistake to point out, on the field, with every row shown meanwhile."""
+    today = timezone.localdate()
+    start, end = today + dt.timedelta(days=3), today - dt.timedelta(days=3)
+    for tab in ("appointments", "invoices"):
+        page = desk_client.get(chart_url(patient, tab=tab, range="custom", start=start.isoformat(),
+                                         end=end.isoformat())).content.decode()
+        assert "The end of the range is before its start." in page, tab
+        assert "Showing 0 of" not in page, tab
+        assert "No appointment" not in page and "No invoice" not in page, tab

@@ -5,11 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import html
 import json
+from decimal import Decimal
+from urllib.parse import quote
 
 from django.http import QueryDict
 from django.template import Context, Template
 from django.urls import reverse
 
+from tally.clinic.actions.sales import do_cancel_package, do_sell_package
 from tally.clinic.actions.visits import do_book, do_check_in
 from tally.clinic.models import ClinicAuditSnapshot
 
@@ -145,3 +148,80 @@ def test_a_snapshot_id_of_other_digits_runs_the_audit_again_not_a_500(desk_clien
     for typed in ("²", "١٢"):
         response = desk_client.get(reverse("staff:audit"), {"snapshot": typed})
         assert response.status_code == 200, typed
+
+
+def test_a_double_use_offers_removing_the_duplicate_charge_and_comes_back(desk_client, desk, patient, ten_pack,
+                                                                         acu60, clinic):
+    """POSSIBLE_DOUBLE_USE has no fix action: the page links the charge to remove (its remove
+    page, which brings staff back here) instead of leaving them to hunt for it on the chart."""
+    sold, sale_invoice = do_sell_package(acting_user=desk, patient=patient, package=ten_pack, use_first_session=True,
+                                         payment=(Decimal("800.00"), "card"))
+    do_check_in(acting_user=desk, appointment=do_book(acting_user=desk, patient=patient, service=acu60,
+                                                      starts_at=today_at(clinic, 8)))
+    first = sale_invoice.lines.get(kind="first_session")
+    page_url = reverse("staff:investigation", args=[sold.pk])
+    remove_url = f"{reverse('staff:remove_line', args=[sale_invoice.pk, first.pk])}?next={quote(page_url)}"
+    page = desk_client.get(page_url).content.decode()
+    assert "POSSIBLE_DOUBLE_USE" in page
+    assert f'href="{html.escape(remove_url)}"' in page
+    assert reverse("staff:invoice", args=[sale_invoice.pk]) in page  # "Open the invoice"
+    response = desk_client.post(remove_url, {"reason": "the visit was charged too"})
+    assert response.status_code == 302 and response["Location"] == page_url
+    after = desk_client.get(page_url).content.decode()
+    assert "Nothing looks wrong" in after and "1 of 10 used · 9 left" in after
+
+
+def test_removing_a_line_never_goes_back_off_the_site(desk_client, charged_visit):
+    _, invoice, line = charged_visit
+    url = reverse("staff:remove_line", args=[invoice.pk, line.pk])
+    response = desk_client.post(f"{url}?next=https://evil.example/", {"reason": "wrong"})
+    assert response["Location"] == reverse("staff:invoice_edit", args=[invoice.pk])
+
+
+def overrides_offered(page: str) -> dict[str, bool]:
+    """Each finding's code: whether the page offers the owner's "Apply by override" on it."""
+    items = page.split('<li class="finding')[1:]
+    return {item.split('data-code="')[1].split('"')[0]: "Apply by override" in item.split("</li>")[0]
+            for item in items}
+
+
+def test_the_owner_is_offered_an_override_only_where_one_can_apply(owner_client, desk, patient, acu60, clinic,
+                                                                  sold_pack):
+    """The action refuses an override onto a package that is exhausted, cancelled or unpaid, or
+    for a service it does not cover: the page offered the button anyway, and it always failed."""
+    early = do_book(acting_user=desk, patient=patient, service=acu60, starts_at=today_at(clinic, 9, days=-3))
+    do_check_in(acting_user=desk, appointment=early)  # invoiced before the sale: CHARGED_BEFORE_PURCHASE
+    url = reverse("staff:investigation", args=[sold_pack.pk])
+    assert overrides_offered(owner_client.get(url).content.decode()) == {"CHARGED_BEFORE_PURCHASE": True}
+
+    do_cancel_package(acting_user=desk, patient_package=sold_pack, reason="moving away")
+    do_check_in(acting_user=desk, appointment=do_book(acting_user=desk, patient=patient, service=acu60,
+                                                      starts_at=today_at(clinic, 8)))
+    offered = overrides_offered(owner_client.get(url).content.decode())
+    assert offered == {"CHARGED_BEFORE_PURCHASE": False, "PACKAGE_CANCELLED": False}
+
+
+def test_each_investigate_link_names_its_package_for_a_screen_reader(desk_client, desk, patient, acu60, clinic,
+                                                                     sold_pack):
+    """A screen reader's list of links read 'Investigate, Investigate, ...' on the audit and
+    'Why is this count wrong?' once per package on the chart, with nothing to tell them apart."""
+    no_charges_visit(desk, patient, acu60, clinic)
+    audit = desk_client.get(reverse("staff:audit")).content.decode()
+    name = f"Investigate<span class=\"sr-only\"> {patient.patient_number} {sold_pack.name}</span></a>"
+    assert name in audit
+    chart = desk_client.get(reverse("staff:chart", args=[patient.pk])).content.decode()
+    assert f"Why is this count wrong?<span class=\"sr-only\"> ({sold_pack.name}, sold " in chart
+
+
+def test_two_visits_on_one_day_are_questioned_but_not_offered_for_removal(desk_client, desk, patient, acu60, clinic,
+                                                                        sold_pack):
+    """A morning and an afternoon visit, each charged once, are a day's double use only
+    possibly ('check whether'): the page opens the invoice, but a primary button to remove one
+    of two rightful charges would invite the mistake."""
+    for hour in (8, 14):
+        do_check_in(acting_user=desk, appointment=do_book(acting_user=desk, patient=patient, service=acu60,
+                                                          starts_at=today_at(clinic, hour)))
+    page = desk_client.get(reverse("staff:investigation", args=[sold_pack.pk])).content.decode()
+    assert "POSSIBLE_DOUBLE_USE" in page and "check whether one visit was charged twice" in page
+    assert "Open the invoice" in page
+    assert "Remove the duplicate charge" not in page

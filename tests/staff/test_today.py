@@ -1,9 +1,13 @@
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 
+import pytest
 from django.urls import reverse
 
+from tally.clinic.actions.catalog import do_create_package
+from tally.clinic.actions.sales import do_sell_package
 from tally.clinic.actions.visits import do_book, do_reschedule
 from tally.clinic.models import Appointment, AuditEvent, InvoiceLine, Tombstone
 from tally.clinic.models.scheduling import AppointmentStatus
@@ -198,3 +202,25 @@ def test_a_patient_id_of_other_digits_is_ignored_not_a_500(desk_client, patient)
     for typed in ("²", "١٢"):
         response = desk_client.get(reverse("staff:book"), {"patient": typed})
         assert response.status_code == 200, typed
+
+
+@pytest.mark.parametrize("sessions", [10, 1])
+def test_the_check_in_preview_counts_the_first_session_the_sale_used_for_this_visit(desk_client, desk, owner, patient,
+                                                                                   acu60, visit, sessions):
+    """The sale used its first session for today's visit; checking the visit in moves that
+    session to the visit's own line (one session, not two). The preview said 'session 2 of 10',
+    and for a one-session package 'has no session left', asking to charge the visit in full,
+    while the check-in then counted it as session 1."""
+    package = do_create_package(acting_user=owner, name=f"{sessions} x Acupuncture 60", price=Decimal("80.00"),
+                                sessions=sessions, service_ids=[acu60.pk])
+    do_sell_package(acting_user=desk, patient=patient, package=package, use_first_session=True,
+                    first_session_appointment=visit, payment=(Decimal("80.00"), "card"))
+    url = reverse("staff:check_in", args=[visit.pk])
+    page = desk_client.get(url).content.decode()
+    expected = f"will be paid via {package.name}: session 1 of {sessions} · {sessions - 1} left."
+    assert expected in page
+    assert "will not cover this visit" not in page
+    response = desk_client.post(url, {"charge": "booked"})
+    assert response.status_code == 302
+    line = InvoiceLine.objects.get(appointment=visit, kind="service", removed_at__isnull=True)
+    assert line.session_number == 1 and line.covered_by.name == package.name

@@ -7,7 +7,16 @@ import pytest
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
-from tally.clinic.models import Package
+from tally.clinic.consistency import verify_database
+from tally.clinic.models import (
+    Appointment,
+    Invoice,
+    InvoiceLine,
+    Package,
+    PackageLedgerEntry,
+    PatientPackage,
+    Service,
+)
 
 from .conftest import signed_in
 
@@ -126,3 +135,31 @@ def test_unknown_ids_are_404_pages_not_500(desk_client, ids):
             continue
         response = desk_client.get(url)
         assert response.status_code in (403, 404), f"{name}: {response.status_code}"
+
+
+@pytest.mark.parametrize("role", ["practitioner", "front_desk"])
+def test_a_crafted_post_to_a_page_of_another_role_is_refused_and_changes_nothing(role, ids, owner, desk,
+                                                                                 practitioner, clinic):
+    """The pages a role does not see are not reachable by POST either (a form copied from
+    another role's page, or a script): 403, and no row of the clinic changes."""
+    def state():
+        return [list(model.objects.order_by("pk").values()) for model in
+                (Appointment, Invoice, InvoiceLine, PackageLedgerEntry, PatientPackage, Package, Service)]
+
+    user = {"front_desk": desk, "practitioner": practitioner}[role]
+    client = signed_in(user)
+    before = state()
+    refused = 0
+    for name, url in urls_to_walk(ids):
+        allowed, _ = RULES[name]
+        if role in allowed.split():
+            continue
+        body = {"reason": "crafted", "action": "adjust", "params": "{}", "change": "5", "expires_on": "2030-01-01",
+                "name": "X", "price": "1.00", "duration_minutes": "30", "sessions": "3", "services": [ids["service_id"]],
+                "amount": "10.00", "method": "cash", "service": ids["service_id"], "charge": "booked"}
+        response = client.post(url, body)
+        assert response.status_code == 403, f"{role} POST {name}: {response.status_code}"
+        refused += 1
+    assert refused > 0
+    assert state() == before
+    assert verify_database() == []

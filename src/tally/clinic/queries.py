@@ -10,7 +10,18 @@ import unicodedata
 from decimal import Decimal
 from functools import reduce
 
-from django.db.models import DecimalField, F, OuterRef, Q, QuerySet, Subquery, Sum, Value
+from django.db.models import (
+    CharField,
+    DecimalField,
+    F,
+    Func,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+)
 from django.db.models.functions import Coalesce, Replace, Round
 
 from .errors import Forbidden, NotFound
@@ -45,6 +56,17 @@ PHONE_PUNCTUATION = (" ", "-", ".", "(", ")", "+", "/")
 PHONE_DIGITS_AT_LEAST = 4  # fewer digits than this match too much of every number
 
 
+class UnicodeLower(Func):
+    """LOWER of every letter, not only ASCII ones: PostgreSQL's LOWER already is; on SQLite,
+    Python's str.lower (registered on each connection by the clinic app)."""
+
+    function = "LOWER"
+    output_field = CharField()
+
+    def as_sqlite(self, compiler, connection, **extra):  # type: ignore[no-untyped-def]
+        return super().as_sql(compiler, connection, function="tally_lower", **extra)
+
+
 def search_patients(text: str | None) -> QuerySet[Patient]:
     """Patients matching every word of `text` in their names or email, or whose phone number
     holds its digits (however either is written), or whose number it is (P-000042, 000042, 42)."""
@@ -54,9 +76,12 @@ def search_patients(text: str | None) -> QuerySet[Patient]:
         return patients
     if "\x00" in text:
         return patients.none()  # no stored text holds NUL, and PostgreSQL refuses it in a query
+    # Both sides lowered, every letter (UnicodeLower): SQLite's icontains folds ASCII only.
+    patients = patients.annotate(first_lower=UnicodeLower("first_name"), last_lower=UnicodeLower("last_name"),
+                                 email_lower=UnicodeLower("email"))
     # "Lopez, Maria", as lists show a name, is two words: a comma separates like a space.
-    words = [Q(first_name__icontains=w) | Q(last_name__icontains=w) | Q(email__icontains=w)
-             for w in text.replace(",", " ").split()]
+    words = [Q(first_lower__contains=w) | Q(last_lower__contains=w) | Q(email_lower__contains=w)
+             for w in text.lower().replace(",", " ").split()]
     if not words:
         return patients.none()
     match = reduce(lambda a, b: a & b, words)

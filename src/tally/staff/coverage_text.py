@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tally.clinic import rules
-from tally.clinic.actions.coverage import preview_coverage
+from tally.clinic.actions.coverage import first_sessions_given_back, preview_coverage
 from tally.clinic.models import Appointment, ClinicSettings, Service
 
 from .templatetags.staff_tags import format_money
@@ -36,12 +36,14 @@ def preview_check_in(appointment: Appointment, service: Service, clinic: ClinicS
     """None when the patient holds no package (nothing to warn about)."""
     tz = clinic.tz
     visit_day = appointment.starts_at.astimezone(tz).date()
-    decision, packages = preview_coverage(appointment.patient_id, service.pk, visit_day, tz)
+    # Checking in moves a first session the sale used for this visit to the visit's own line.
+    given_back = first_sessions_given_back(appointment.pk)
+    decision, packages = preview_coverage(appointment.patient_id, service.pk, visit_day, tz, given_back)
     if not packages:
         return None
     if decision.covered_by is not None:
         package = packages[decision.covered_by]
-        number = package.sessions_used + 1
+        number = package.sessions_used - given_back[package.pk] + 1
         return CoveragePreview(
             covered=True,
             headline=(f"{service.name} will be paid via {package.name}: session {number} of "

@@ -201,6 +201,14 @@ class ChartFilterForm(forms.Form):
         self.fields["practitioner"].queryset = practitioners()
         self.fields["service"].queryset = Service.objects.order_by("name")
 
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        start, end = data.get("start"), data.get("end")
+        if data.get("range") == "custom" and start and end and end < start:
+            # Not a filter that hides every row: a mistake, said on the field (the rows stay shown).
+            self.add_error("end", "The end of the range is before its start.")
+        return data
+
     def date_bounds(self, today: dt.date) -> tuple[dt.date | None, dt.date | None]:
         """Inclusive clinic-local dates, None for open-ended."""
         preset = self.cleaned_data.get("range") or "all"

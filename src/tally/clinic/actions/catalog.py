@@ -18,7 +18,9 @@ from .common import (
     DESK,
     OWNER,
     clinic_action,
+    local_date,
     money,
+    now,
     optional_text,
     require_role,
     require_text,
@@ -127,7 +129,8 @@ def do_create_patient(*, acting_user: Staff, first_name: str, last_name: str,
     require_role(acting_user, *DESK, doing="register patients")
     first = require_text(first_name, "first_name", "first name", PATIENT_NAME_MAX_LENGTH)
     last = require_text(last_name, "last_name", "last name", PATIENT_NAME_MAX_LENGTH)
-    if date_of_birth is not None and date_of_birth > dt.date.today():
+    # The clinic's today, not the server's (UTC): a baby born today in Auckland is not from the future.
+    if date_of_birth is not None and date_of_birth > local_date(now()):
         raise Invalid("A date of birth cannot be in the future.", fields={"date_of_birth": "in the future"})
     patient = Patient.objects.create(first_name=first, last_name=last, date_of_birth=date_of_birth,
                                      email=optional_text(email, "email", 254),

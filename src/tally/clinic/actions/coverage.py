@@ -6,6 +6,9 @@ Internal to the actions: callers hold the transaction; this takes the package lo
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import replace
 
 from .. import rules
 from ..compiled import Compiled, insert
@@ -37,13 +40,26 @@ def decide_for(patient_id: int, service_id: int, invoice_date: dt.date,
     return decision, {p.pk: p for p in packages}
 
 
-def preview_coverage(patient_id: int, service_id: int, invoice_date: dt.date,
-                     tz: dt.tzinfo) -> tuple[rules.Decision, dict[int, PatientPackage]]:
+def preview_coverage(patient_id: int, service_id: int, invoice_date: dt.date, tz: dt.tzinfo,
+                     given_back: Mapping[int, int] | None = None) -> tuple[rules.Decision, dict[int, PatientPackage]]:
     """What rules 1-6 would decide for a charge now, without locking or writing: the
-    warning staff see before a check-in is saved. The action decides again under its locks."""
+    warning staff see before a check-in is saved. The action decides again under its locks.
+    `given_back`: sessions per package that the charge gives back before deciding, as
+    `charge_service` does for a visit's first session (`first_sessions_given_back`)."""
     packages = with_eligible_ids(list(PatientPackage.objects.filter(patient_id=patient_id).order_by("pk")))
-    decision = rules.decide_coverage(service_id, invoice_date, [package_facts(p, tz) for p in packages])
+    given_back = given_back or {}
+    facts = [replace(f, sessions_remaining=f.sessions_remaining + given_back.get(p.pk, 0))
+             for p in packages for f in [package_facts(p, tz)]]
+    decision = rules.decide_coverage(service_id, invoice_date, facts)
     return decision, {p.pk: p for p in packages}
+
+
+def first_sessions_given_back(appointment_id: int) -> Counter[int]:
+    """Per package, the sessions a sale used as this visit's first session: checking the
+    visit in moves each to the visit's own line (`release_first_session_of`), so the visit
+    counts once."""
+    return Counter(line.covered_by_id for line in _FIRST_SESSION_LINES.all(appointment_id)
+                   if line.covered_by_id is not None)
 
 
 def cover_line(line: InvoiceLine, package: PatientPackage, *, by: Staff | None, reason: str = "") -> None:

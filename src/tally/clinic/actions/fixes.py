@@ -39,6 +39,12 @@ from .common import (
 from .coverage import charge_service, cover_line, package_facts, uncover_line
 from .visits import do_check_in
 
+# Why a package cannot cover a line even by an owner's override: it is unpaid, closed or used
+# up (a use would pass its total), or the service is not one it covers. The investigation page
+# offers no override where one of these holds.
+NOT_BY_OVERRIDE = frozenset({rules.PACKAGE_NOT_PAID, rules.PACKAGE_CANCELLED, rules.SERVICE_NOT_IN_PACKAGE,
+                             rules.PACKAGE_EXHAUSTED})
+
 
 @dataclass
 class FixResult:
@@ -121,9 +127,7 @@ def do_apply_to_line(
     if override:
         target = packages[context.pk]
         why = rules.why_not(package_facts(target, tz), line.service_id, invoice_date)
-        if why in (rules.PACKAGE_NOT_PAID, rules.PACKAGE_CANCELLED, rules.SERVICE_NOT_IN_PACKAGE) or (
-            why == rules.PACKAGE_EXHAUSTED
-        ):
+        if why in NOT_BY_OVERRIDE:
             raise Conflict(f"{target.name} cannot cover this line even by override: {why}.")
         if line.covered_by_id == target.pk:
             return FixResult(False, None, f"This line is already paid via {target.name}.")

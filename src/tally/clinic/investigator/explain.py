@@ -523,17 +523,30 @@ def double_use_findings(w: Walk, p: PackageFact) -> list[Finding]:
             else:
                 what = (f"{len(es)} sessions were used ({len(own)} of {p.name}, "
                         f"{len(es) - len(own)} of {', '.join(others) or 'another package'})")
+            line = duplicate_charge(w, es)
             findings.append(Finding(POSSIBLE_DOUBLE_USE, "warning",
                                     f"{what} for the one visit on {fmt_date(day)}; "
                                     "remove the duplicate charge.", date=day, appointment_id=visit_id,
-                                    line_id=es[-1].invoice_line_id, patient_package_id=p.id))
+                                    line_id=line.id if line else None, invoice_id=line.invoice_id if line else None,
+                                    patient_package_id=p.id))
     for day, es in sorted(by_day.items()):
         if len(es) > 1 and day not in reported_days:
+            line = duplicate_charge(w, es)
             findings.append(Finding(POSSIBLE_DOUBLE_USE, "warning",
                                     f"{len(es)} sessions of {p.name} were used on {fmt_date(day)}; check whether "
-                                    "one visit was charged twice.", date=day, line_id=es[-1].invoice_line_id,
-                                    patient_package_id=p.id))
+                                    "one visit was charged twice.", date=day, line_id=line.id if line else None,
+                                    invoice_id=line.invoice_id if line else None, patient_package_id=p.id))
     return findings
+
+
+def duplicate_charge(w: Walk, uses: list[EntryFact]) -> LineFact | None:
+    """The charge a double use asks staff to remove (the finding's line and invoice): one no
+    visit owns when there is one, such as a first session used at a sale that named no visit,
+    for the visit keeps its own charge (removing that instead leaves the visit NOT_INVOICED,
+    whose fix charges it again); else the latest. None when no use has a line."""
+    lines = [(e, w.lines[e.invoice_line_id]) for e in uses if e.invoice_line_id in w.lines]
+    unowned = [ln for e, ln in lines if e.appointment_id is None and ln.appointment_id is None]
+    return (unowned or [ln for _, ln in lines] or [None])[-1]
 
 
 def record_days(w: Walk) -> list[dt.date]:

@@ -11,12 +11,14 @@ from typing import Any
 from urllib.parse import urlencode
 
 from axes.handlers.proxy import AxesProxyHandler
+from django.contrib import messages
 from django.contrib.auth import user_login_failed
 from django.contrib.auth import views as auth_views
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse, reverse_lazy
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.views import csrf
 from django.views.decorators.cache import never_cache
 from django_otp import login as otp_login
 
@@ -109,3 +111,18 @@ def home(request: HttpRequest) -> HttpResponse:
     if not request.user.is_authenticated:
         return redirect("staff:login")
     return redirect("staff:today")
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """A form sent with a CSRF token that is no longer the session's (signing in again in
+    another tab rotates it). htmx swaps no 403, so its button did nothing at all: for htmx, the
+    page is loaded again (204 with HX-Refresh), which brings the current token, and says that
+    nothing was saved. Anything else gets Django's refusal page, as before."""
+    if request.headers.get("HX-Request") == "true":
+        if getattr(request, "user", None) is not None and request.user.is_authenticated:
+            messages.warning(request, "Nothing was saved: this page was opened before you signed in again. "
+                                      "It has been reloaded; try again.")
+        response = HttpResponse(status=204)
+        response["HX-Refresh"] = "true"
+        return response
+    return csrf.csrf_failure(request, reason)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from django import forms
 from django.contrib.auth.views import redirect_to_login
@@ -54,6 +55,19 @@ def forbidden(request: HttpRequest, message: str = "Your role may not use this p
     return render(request, "staff/403.html", {"message": message}, status=403)
 
 
+def sign_in_first(request: HttpRequest) -> HttpResponse:
+    """To the sign-in page, and back to this page after. For htmx, a whole-page visit (204 with
+    HX-Redirect), back to the page the request came from: a 302 is followed inside the request,
+    and htmx swapped the sign-in page into the chart or the investigation it was to update."""
+    if not is_htmx(request):
+        return redirect_to_login(request.get_full_path())
+    current = urlsplit(request.headers.get("HX-Current-URL", ""))
+    page = f"{current.path}?{current.query}" if current.query else current.path
+    response = HttpResponse(status=204)
+    response["HX-Redirect"] = redirect_to_login(page or request.get_full_path())["Location"]
+    return response
+
+
 def staff_view(*roles: str) -> Callable:
     """Signed-in staff with one of `roles` only (others get a 403 page). Loads the clinic
     settings for this request (never cached), renders dates in its time zone and records
@@ -64,7 +78,7 @@ def staff_view(*roles: str) -> Callable:
         @functools.wraps(view)
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             if not request.user.is_authenticated:
-                return redirect_to_login(request.get_full_path())
+                return sign_in_first(request)
             if getattr(request.user, "role", None) not in roles:
                 return forbidden(request)
             clinic = ClinicSettings.load()

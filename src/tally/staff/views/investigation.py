@@ -12,9 +12,16 @@ from django.http import HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 
+from tally.clinic import rules
+from tally.clinic.actions.fixes import NOT_BY_OVERRIDE
 from tally.clinic.audit import Shown
 from tally.clinic.errors import ClinicError
-from tally.clinic.investigator.explain import FINDING_CODES, SEVERITY_RANK
+from tally.clinic.investigator.explain import (
+    FINDING_CODES,
+    POSSIBLE_DOUBLE_USE,
+    SEVERITY_RANK,
+    Finding,
+)
 from tally.clinic.investigator.export import patient_export, reason_label
 from tally.clinic.investigator.service import (
     FIX_ACTIONS,
@@ -25,7 +32,7 @@ from tally.clinic.investigator.service import (
     investigate_patient,
     take_audit_snapshot,
 )
-from tally.clinic.models import Patient, PatientPackage
+from tally.clinic.models import InvoiceLine, Patient, PatientPackage
 from tally.clinic.models.staff import Role
 
 from ..timeline_svg import render_timeline
@@ -52,6 +59,28 @@ def parse_expected(raw: str | None) -> tuple[int | None, str | None]:
     return value, None
 
 
+# A package in one of these states refuses every override (fixes.NOT_BY_OVERRIDE), whatever the line.
+CLOSED_TO_OVERRIDE = {"pending_payment": rules.PACKAGE_NOT_PAID, "cancelled": rules.PACKAGE_CANCELLED,
+                      "exhausted": rules.PACKAGE_EXHAUSTED}
+
+
+def overridable(finding: Finding, package_status: str) -> bool:
+    """Whether an owner's "apply anyway" can work for this finding: a rule working as designed
+    (info, no fix) on a line, for a reason an override may set aside, on a package open to it."""
+    return (finding.fix is None and finding.line_id is not None and finding.severity == "info"
+            and finding.code not in NOT_BY_OVERRIDE and package_status not in CLOSED_TO_OVERRIDE)
+
+
+def is_sure_duplicate(finding: Finding) -> bool:
+    """A double use whose charge to remove is certain: one visit counted twice, or a charge no
+    visit owns (a first session at a sale that named no visit). Two visits' charges on one day
+    are only possibly one visit charged twice ("check whether"): no button to remove one."""
+    if finding.code != POSSIBLE_DOUBLE_USE or finding.line_id is None or finding.invoice_id is None:
+        return False
+    return finding.appointment_id is not None or InvoiceLine.objects.filter(
+        pk=finding.line_id, appointment__isnull=True).exists()
+
+
 def investigation_context(request: StaffRequest, package: PatientPackage, expected_used: int | None) -> dict:
     tz = request.clinic.tz
     inv = investigate_package(package.pk, expected_used=expected_used)
@@ -61,7 +90,9 @@ def investigation_context(request: StaffRequest, package: PatientPackage, expect
         if event["kind"] == "visit":
             visits.append(event | {"reason_text": reason_label(event["reason"])})
     findings = [{"finding": f, "fix_json": json.dumps(f.fix["params"]) if f.fix else "",
-                 "fix_label": FIX_LABELS.get(f.fix["action"], "Fix") if f.fix else ""}
+                 "fix_label": FIX_LABELS.get(f.fix["action"], "Fix") if f.fix else "",
+                 "override": request.user.role == Role.OWNER and overridable(f, inv.summary["status"]),
+                 "remove_duplicate": is_sure_duplicate(f)}
                 for f in inv.findings]
     return {
         "package": package, "patient": package.patient, "summary": inv.summary, "findings": findings,

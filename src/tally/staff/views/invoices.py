@@ -26,6 +26,7 @@ from tally.clinic.models import Invoice, InvoiceLine, Patient
 from tally.clinic.models.billing import ZERO
 
 from ..forms import AddLineForm, PaymentForm, ReasonForm, RefundForm
+from .auth import safe_next
 from .common import (
     ANY_STAFF,
     DESK,
@@ -120,13 +121,14 @@ def remove_line(request: StaffRequest, invoice_id: int, line_id: int) -> HttpRes
         else:
             back = " Its session went back to the package." if line.covered_by_id else ""
             messages.success(request, f"Removed {line.description} from {invoice.number}.{back}")
-            return redirect(invoice_url(invoice, edit=True))
+            # Back where staff came from (the investigation of a double use), never off the site.
+            return redirect(safe_next(request, invoice_url(invoice, edit=True)))
     intro = f"Remove “{line.description}” from {invoice.number}."
     if line.covered_by_id:
         intro += " It was paid via a package: the session goes back to the package."
     return render(request, "staff/form_page.html", {
         "form": form, "title": f"Remove a line from {invoice.number}", "intro": intro,
-        "submit": "Remove the line", "back_url": invoice_url(invoice, edit=True), "danger": True,
+        "submit": "Remove the line", "back_url": safe_next(request, invoice_url(invoice, edit=True)), "danger": True,
     }, status=422 if form.is_bound and form.errors else 200)
 
 
