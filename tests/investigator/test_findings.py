@@ -362,3 +362,35 @@ def test_a_visit_charged_before_a_package_was_sold_is_not_covered_by_other_packa
     history.visit(3, 4, hour=8)
     second, _ = history.sell(3, 4, first=False, hour=15)
     assert "COVERED_BY_OTHER_PACKAGE" not in codes(history.investigate(second)[0])
+
+
+def test_a_wrong_service_on_a_package_that_cannot_cover_it_offers_no_fix_and_the_fix_changes_nothing(history):
+    # Unpaid: the package covers nothing (rule 1), so replacing the service would only re-price
+    # the visit (a 90-minute treatment billed as 60) and still use no session.
+    pp, sale = history.sell(3, 1, paid="0")
+    _, invoice, line = history.visit(3, 4, charge=history.acu90)
+    finding = only(history.investigate(pp)[0], "SERVICE_NOT_IN_PACKAGE")
+    assert finding.fix is None
+    with pytest.raises(Conflict):
+        apply_fix(acting_user=history.desk, context=pp, action="apply_to_line",
+                  params={"line_id": line.pk, "service_id": history.acu60.pk})
+    line.refresh_from_db()
+    assert (line.service_id, line.amount) == (history.acu90.pk, history.acu90.price)
+
+
+def test_a_wrong_service_on_an_exhausted_package_offers_no_fix(history):
+    two = history.package("2 x Acupuncture 60", 2)
+    pp, _ = history.sell(3, 1, package=two, paid="100.00")
+    history.visit(3, 2)
+    history.visit(3, 3)
+    history.visit(3, 4, charge=history.acu90)
+    finding = only(history.investigate(pp)[0], "SERVICE_NOT_IN_PACKAGE")
+    assert finding.fix is None
+
+
+def test_a_visit_charged_while_unpaid_on_a_package_cancelled_since_offers_no_fix(history):
+    pp, sale = history.sell(3, 1, paid="300.00")
+    history.visit(3, 4)
+    history.pay(sale, "500.00", 3, 10)
+    sales.do_cancel_package(acting_user=history.desk, patient_package=pp, reason="moving away")
+    assert only(investigate_package(pp.pk), "PACKAGE_NOT_PAID").fix is None

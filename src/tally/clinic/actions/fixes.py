@@ -137,19 +137,17 @@ def do_apply_to_line(
         result = rules.decide_coverage(line.service_id, invoice_date, facts)
         decision = result.as_record()
         if result.covered_by is None:
-            if new_service is None:
-                raise Conflict(_why_sentence(result.reason))
-            line.not_covered_reason = result.reason
-        else:
-            cover_line(line, packages[result.covered_by], by=acting_user, reason="fix: apply package to line")
+            # With a new service too: a fix applies a package, it never only re-prices a visit
+            # (a 90-minute treatment billed as 60, and still no session used).
+            raise Conflict(_why_sentence(result.reason))
+        cover_line(line, packages[result.covered_by], by=acting_user, reason="fix: apply package to line")
     line.coverage_decision = decision | {"invoice_date": invoice_date.isoformat(), "at": now().isoformat(),
                                          "by_fix": True}
     line.save()
     record("fix.apply_to_line", actor=acting_user, obj=line, patient_id=invoice.patient_id, before=before,
            after=snapshot(line) | {"override": override, "reason": reason})
-    entry = _latest_entry(list(packages)) if line.covered_by_id else None
-    return FixResult(line.covered_by_id is not None, entry, "Package applied." if line.covered_by_id else
-                     "Service replaced; no package covers it.")
+    entry = _latest_entry(list(packages))
+    return FixResult(True, entry, "Package applied.")
 
 
 def _why_sentence(reason: str | None) -> str:

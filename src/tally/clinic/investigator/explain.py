@@ -206,6 +206,16 @@ class Walk:
         end = self.last_valid_day(p)
         return end is None or day <= end
 
+    def could_cover_now(self, p: PackageFact, service_id: int | None, day: dt.date) -> bool:
+        """Whether rules 1-6 would let this package cover the service on that day as it stands
+        now: a fix that applies it is offered only then (else it would be refused, or only
+        re-price the visit)."""
+        facts = rules.PackageFacts(
+            id=p.id, eligible_service_ids=p.eligible_service_ids, sold_on=self.local(p.sold_at), sold_at=p.sold_at,
+            activated=p.activated_at is not None, cancelled=p.cancelled_at is not None,
+            sessions_remaining=p.sessions_total - p.sessions_used, last_valid_day=self.last_valid_day(p))
+        return service_id is not None and rules.why_not(facts, service_id, day) is None
+
     def status(self, p: PackageFact) -> str:
         if p.cancelled_at:
             return "cancelled"
@@ -356,7 +366,8 @@ def line_findings(w: Walk, p: PackageFact) -> list[Finding]:
                 findings.append(Finding(
                     SERVICE_NOT_IN_PACKAGE, "warning",
                     f"{what}; {p.name} covers only {', '.join(sorted(w.service(s) for s in p.eligible_service_ids))}.",
-                    fix={"action": "apply_to_line", "params": {"line_id": line.id, "service_id": target}}, **base))
+                    fix={"action": "apply_to_line", "params": {"line_id": line.id, "service_id": target}}
+                    if w.could_cover_now(p, target, day) else None, **base))
         elif reason == PACKAGE_NOT_PAID and sale is not None:
             paid_then = sale.paid_by(w.invoices[line.invoice_id].issued_at)
             when_paid = (f"it was paid in full on {fmt_date(w.local(p.activated_at))}" if p.activated_at
@@ -365,7 +376,8 @@ def line_findings(w: Walk, p: PackageFact) -> list[Finding]:
                 PACKAGE_NOT_PAID, "warning",
                 f"{what} while {p.name} was not fully paid ({w.money(paid_then)} of {w.money(sale.total)} paid "
                 f"on {sale.number}); {when_paid}.",
-                fix={"action": "apply_to_line", "params": {"line_id": line.id}} if p.activated_at else None, **base))
+                fix={"action": "apply_to_line", "params": {"line_id": line.id}}
+                if w.could_cover_now(p, line.service_id, day) else None, **base))
         elif reason == CHARGED_BEFORE_PURCHASE:
             findings.append(Finding(
                 CHARGED_BEFORE_PURCHASE, "info",
@@ -482,8 +494,8 @@ def first_session_findings(w: Walk, p: PackageFact) -> list[Finding]:
         if lines and lines[0].service_id not in p.eligible_service_ids:
             # Booked as an eligible service but charged another: the fix charges the booked one.
             fix["params"]["service_id"] = visit.service_id
-        if lines and (p.cancelled_at or p.activated_at is None):
-            fix = None  # a closed or unpaid package covers nothing (rules 1, 11): no fix can use it
+        if lines and not w.could_cover_now(p, fix["params"].get("service_id", lines[0].service_id), sale_day):
+            fix = None  # a closed, unpaid or used-up package covers nothing (rules 1, 6, 11): no fix can use it
         findings.append(Finding(
             FIRST_SESSION_NOT_USED, "warning",
             f"{p.name} was sold on {fmt_date(sale_day)} without “Use first session”, and the patient's "
