@@ -394,3 +394,40 @@ def test_a_visit_charged_while_unpaid_on_a_package_cancelled_since_offers_no_fix
     history.pay(sale, "500.00", 3, 10)
     sales.do_cancel_package(acting_user=history.desk, patient_package=pp, reason="moving away")
     assert only(investigate_package(pp.pk), "PACKAGE_NOT_PAID").fix is None
+
+
+def test_a_ticked_first_session_given_back_leaves_the_sale_day_visit_uncounted_and_says_so(history):
+    # Seen at 10:00 and charged; the package sold at 15:00 with "Use first session", whose line
+    # the desk later removed as a duplicate: the visit of the sale day is counted by nothing.
+    _, _, line = history.visit(3, 4)
+    pp, sale = history.sell(3, 4, first=True, hour=15)
+    first = sale.lines.get(kind="first_session")
+    billing.do_remove_line(acting_user=history.desk, invoice=sale, line_id=first.pk, reason="duplicate")
+    assert fresh(pp).sessions_used == 0
+    finding = only(history.investigate(pp)[0], "FIRST_SESSION_NOT_USED")
+    assert finding.fix == {"action": "use_first_session", "params": {"line_id": line.pk}}
+    apply_fix(acting_user=history.desk, context=pp, **finding.fix)
+    assert fresh(pp).sessions_used == 1
+    assert codes(history.investigate(pp)[0]) == []
+
+
+def test_a_ticked_first_session_in_use_is_not_first_session_not_used(history):
+    history.visit(3, 4)
+    pp, _ = history.sell(3, 4, first=True, hour=15)
+    assert fresh(pp).sessions_used == 1
+    assert "FIRST_SESSION_NOT_USED" not in codes(history.investigate(pp)[0])
+
+
+def test_a_visit_deleted_restored_and_deleted_again_is_one_deleted_visit(history):
+    pp, _ = history.sell(3, 1)
+    appointment = history.book(3, 5)
+    first = visits.do_delete_appointment(acting_user=history.owner, appointment=appointment, reason="mistake")
+    apply_fix(acting_user=history.desk, context=pp, action="recreate_from_tombstone",
+              params={"tombstone_id": first.pk})
+    billing.do_void_invoice(acting_user=history.desk,
+                            invoice=billing.Invoice.objects.filter(lines__appointment=appointment).get(),
+                            reason="charged in error")
+    appointment.refresh_from_db()
+    second = visits.do_delete_appointment(acting_user=history.owner, appointment=appointment, reason="again")
+    finding = only(history.investigate(pp)[0], "APPOINTMENT_DELETED")
+    assert finding.tombstone_id == second.pk

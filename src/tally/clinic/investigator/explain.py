@@ -125,6 +125,11 @@ class Walk:
             if ln.appointment_id and self.is_live(ln):
                 self.live_lines_by_visit[ln.appointment_id].append(ln)
         self.tombstoned_visits = {t.appointment_id for t in history.tombstones if t.appointment_id}
+        # A visit deleted, restored and deleted again has two tombstones: the latest one speaks.
+        self.latest_tombstone: dict[int, int] = {}
+        for t in sorted(history.tombstones, key=lambda t: (t.removed_at, t.id)):
+            if t.appointment_id:
+                self.latest_tombstone[t.appointment_id] = t.id
         self._days: dict[dt.datetime, dt.date] = {}
         self._counted_by: dict[int, frozenset[int]] = {}
         self._visit_reasons: dict[int, tuple[frozenset[int], str | None, LineFact | None]] = {}
@@ -135,9 +140,12 @@ class Walk:
         self.lines_covered_by: dict[int, list[LineFact]] = defaultdict(list)
         by_service: dict[int, list[LineFact]] = defaultdict(list)
         wrong_service: dict[tuple, bool] = {}  # (package, charged, booked) → looks like a wrong service
+        self.first_session_lines: dict[int, list[LineFact]] = defaultdict(list)
         for ln in self.lines.values():
             if ln.covered_by is not None:
                 self.lines_covered_by[ln.covered_by].append(ln)
+            if ln.kind == "first_session" and ln.patient_package_id is not None:
+                self.first_session_lines[ln.patient_package_id].append(ln)
             if ln.kind != "service" or not self.is_live(ln):
                 continue
             if ln.covered_by is not None:
@@ -438,7 +446,7 @@ def tombstone_finding(w: Walk, t) -> Finding | None:
     if t.kind != "appointment":
         return None
     restored = t.appointment_id in w.visits and not w.visits[t.appointment_id].deleted
-    if restored:
+    if restored or (t.appointment_id and w.latest_tombstone.get(t.appointment_id) != t.id):
         return None
     content = t.content or {}
     starts = content.get("starts_at")
@@ -477,7 +485,12 @@ def tombstone_service(t) -> int | None:
 
 def first_session_findings(w: Walk, p: PackageFact) -> list[Finding]:
     if p.use_first_session:
-        return []
+        if p.activated_at is None:
+            return []  # the payment that activates it uses it (rule 5)
+        if any(w.is_live(ln) for ln in w.first_session_lines.get(p.id, ())):
+            return []  # the sale's own line holds it
+        # Ticked, but its line was removed (given back, or moved to a visit's own charge):
+        # a visit of the sale day that nothing counts is still the one it was for.
     sale = w.invoices.get(p.sale_invoice_id)
     if sale is not None and sale.voided_at is not None:
         return []  # the sale itself was undone: it had no first session to use
@@ -498,8 +511,9 @@ def first_session_findings(w: Walk, p: PackageFact) -> list[Finding]:
             fix = None  # a closed, unpaid or used-up package covers nothing (rules 1, 6, 11): no fix can use it
         findings.append(Finding(
             FIRST_SESSION_NOT_USED, "warning",
-            f"{p.name} was sold on {fmt_date(sale_day)} without “Use first session”, and the patient's "
-            f"{w.service(visit.service_id)} visit that day was not counted.",
+            f"{p.name} was sold on {fmt_date(sale_day)} "
+            f"{'with “Use first session”, but that session was given back' if p.use_first_session else 'without “Use first session”'}"
+            f", and the patient's {w.service(visit.service_id)} visit that day was not counted.",
             date=sale_day, appointment_id=visit.id, line_id=lines[0].id if lines else None,
             invoice_id=lines[0].invoice_id if lines else None, fix=fix, patient_package_id=p.id))
     return findings
