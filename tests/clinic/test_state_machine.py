@@ -42,6 +42,7 @@ from tally.clinic.actions import billing, catalog, sales, visits
 from tally.clinic.errors import ClinicError, Conflict, Invalid, NotFound
 from tally.clinic.investigator.explain import explain
 from tally.clinic.investigator.loader import load_history
+from tally.clinic.investigator.service import apply_fix
 from tally.clinic.ledger import live_use_for_line, verify
 from tally.clinic.models import (
     Appointment,
@@ -298,11 +299,15 @@ class PackageTrackingMachine(RuleBasedStateMachine):
             .select_related("invoice").order_by("pk")
         )
         for line in lines:
-            for package_id in released.pop(line.appointment_id, []) if line.appointment_id else []:
+            moved_from = released.pop(line.appointment_id, []) if line.appointment_id else []
+            for package_id in moved_from:
                 snap[package_id].used -= 1
                 self.expected_used[package_id] -= 1
             day = local_day(line.invoice.issued_at)
             covered, reasons = expected_coverage(snap, line.invoice.patient_id, line.service_id, day)
+            if covered is None:  # rule 5: the sale's first session for this visit moves to its line
+                covered = next((pid for pid in moved_from
+                                if line.service_id in snap[pid].eligible and not snap[pid].cancelled), None)
             assert line.covered_by_id == covered, (
                 f"line {line.pk} ({line.service_id} on {day}) covered by {line.covered_by_id}, "
                 f"rules 1-6 say {covered}; packages: {snap}"
@@ -676,6 +681,39 @@ class PackageTrackingMachine(RuleBasedStateMachine):
             assert error is None, error
             sold.refresh_from_db()
             assert sold.expires_at == end_of_that_day
+
+    # rules: the investigator's fixes
+
+    @rule(who=PATIENT, data=st.data())
+    def apply_a_fix(self, who: int, data: st.DataObject) -> None:
+        """A fix the investigator offers is one click that works (or a 409 naming the payment
+        to refund first), and a second click changes nothing."""
+        patient = self.patients[who]
+        investigations, orphans = explain(load_history(patient.pk), timeline=False)
+        offered = [(f, pid) for pid, inv in investigations.items() for f in inv.findings if f.fix] + [
+            (f, None) for f in orphans if f.fix]
+        if not offered:
+            return
+        finding, package_id = data.draw(st.sampled_from(offered), label="finding")
+        context = PatientPackage.objects.get(pk=package_id) if package_id else None
+        kwargs = dict(acting_user=self.catalog.desk, action=finding.fix["action"], params=finding.fix["params"],
+                      context=context, patient_id=patient.pk)
+        used_before = dict(PatientPackage.objects.values_list("pk", "sessions_used"))
+        result, error = attempt(lambda: apply_fix(**kwargs))
+        if error is not None:
+            assert isinstance(error, Conflict) and "refund that payment first" in error.message, (
+                finding.code, finding.fix, error)
+            return
+        assert result.applied, (finding.code, finding.fix, result.message)
+        for pk, used in PatientPackage.objects.values_list("pk", "sessions_used"):
+            self.expected_used[pk] += used - used_before[pk]
+        entries = last_id(PackageLedgerEntry.objects)
+        lines = list(InvoiceLine.objects.order_by("pk").values_list("pk", "covered_by_id", "amount", "removed_at"))
+        again, error = attempt(lambda: apply_fix(**kwargs))
+        assert error is not None or not again.applied, (finding.code, finding.fix, again.message)
+        assert last_id(PackageLedgerEntry.objects) == entries, (finding.code, "the repeat moved a count")
+        assert list(InvoiceLine.objects.order_by("pk").values_list(
+            "pk", "covered_by_id", "amount", "removed_at")) == lines, (finding.code, "the repeat changed a line")
 
     # the invariants, after every step
 
