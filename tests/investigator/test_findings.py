@@ -431,3 +431,15 @@ def test_a_visit_deleted_restored_and_deleted_again_is_one_deleted_visit(history
     second = visits.do_delete_appointment(acting_user=history.owner, appointment=appointment, reason="again")
     finding = only(history.investigate(pp)[0], "APPOINTMENT_DELETED")
     assert finding.tombstone_id == second.pk
+
+
+def test_a_no_charges_visit_counted_by_the_sales_first_session_is_not_a_finding(history):
+    # Sold with "Use first session" for this visit, which was then checked in with No Charges
+    # (nothing left to charge): the visit is counted, and no fix has anything to do.
+    appointment = history.book(3, 4, hour=10)
+    pp, _ = sales.do_sell_package(acting_user=history.desk, patient=history.patient, package=history.ten_pack,
+                                  use_first_session=True, first_session_appointment=appointment,
+                                  sold_at=history.at(3, 4, 9), payment=("800.00", "card"))
+    visits.do_check_in(acting_user=history.desk, appointment=appointment, no_charges=True)
+    assert fresh(pp).sessions_used == 1
+    assert codes(history.investigate(pp)[0]) == []

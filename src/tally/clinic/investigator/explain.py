@@ -429,6 +429,8 @@ def visit_finding(w: Walk, visit: VisitFact) -> Finding | None:
     if visit.status != "attended":
         return None
     if visit.no_charges:
+        if w.live_uses_by_visit.get(visit.id):
+            return None  # counted all the same: the sale's first session was used for it
         return Finding(NO_CHARGES, "warning",
                        f"The {name} visit on {fmt_date(day)} was checked in with No Charges, so no session "
                        "was used.", fix={"action": "check_in_and_charge", "params": {"appointment_id": visit.id}},
