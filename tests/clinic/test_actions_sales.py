@@ -412,3 +412,18 @@ def test_a_first_session_visit_of_the_day_before_checked_in_after_the_sale_keeps
     visits.do_undo_check_in(acting_user=desk, appointment=appointment)  # and back: the sale's line again
     assert fresh(pp).sessions_used == 1
     assert verify() == []
+
+
+def test_a_first_session_sold_for_a_visit_another_package_already_counted_is_not_used_twice(
+        desk, patient, ten_pack, acu60):
+    # The visit is counted once (rule 10's promise, as when the sale is paid after the check-in:
+    # test_a_pending_first_session_is_dropped_when_another_package_covers_its_visit).
+    older, _ = sell(desk, patient, ten_pack, sold_at=ny(2026, 6, 1, 9))
+    appointment = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 10, 8))
+    _, _, line = visits.do_check_in(acting_user=desk, appointment=appointment)
+    assert line.covered_by_id == older.pk
+    pp, sale = sell(desk, patient, ten_pack, first=True, appointment=appointment, sold_at=ny(2026, 6, 10, 9))
+    assert (fresh(older).sessions_used, fresh(pp).sessions_used) == (1, 0)
+    visits.do_undo_check_in(acting_user=desk, appointment=appointment)  # the sale's first session is back
+    assert (fresh(older).sessions_used, fresh(pp).sessions_used) == (0, 1)
+    assert verify() == []
