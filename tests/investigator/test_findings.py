@@ -297,14 +297,16 @@ def test_a_visit_charged_after_expiry_keeps_its_date_when_the_expiry_is_extended
 
 
 def test_one_visit_counted_by_two_packages_is_a_possible_double_use_on_both(history):
-    # The visit used a session of the first package; a second package sold the same day names
-    # that visit as its first session, so the one visit is counted twice across packages.
-    first, _ = history.sell(3, 1)
+    # The visit used the last session of the first package; a second package sold the same day
+    # covered a second charge of that visit on a manual invoice, so the one visit is counted
+    # twice across packages. (A sale naming the counted visit as its first session no longer
+    # uses it: test_a_first_session_sold_for_a_visit_another_package_already_counted_is_not_used_twice.)
+    first, _ = history.sell(3, 1, package=history.package("1 x Acupuncture 60", 1), paid="100.00")
     appointment, _, line = history.visit(3, 5)
     assert line.covered_by_id == first.pk
-    second, _ = sales.do_sell_package(acting_user=history.desk, patient=history.patient, package=history.ten_pack,
-                                      use_first_session=True, first_session_appointment=appointment,
-                                      sold_at=history.at(3, 5, 11), payment=("800.00", "card"))
+    second, _ = history.sell(3, 5, hour=11)
+    billing.do_create_invoice(acting_user=history.desk, patient=history.patient,
+                              lines=[(history.acu60, appointment)], issued_at=history.at(3, 5, 12))
     assert fresh(first).sessions_used + fresh(second).sessions_used == 2
     investigations, _ = history.investigate()
     for pp, other_sold in ((first, "5 Mar 2026"), (second, "1 Mar 2026")):
