@@ -445,3 +445,20 @@ def test_a_no_charges_visit_counted_by_the_sales_first_session_is_not_a_finding(
     visits.do_check_in(acting_user=history.desk, appointment=appointment, no_charges=True)
     assert fresh(pp).sessions_used == 1
     assert codes(history.investigate(pp)[0]) == []
+
+
+def test_checking_in_a_booked_visit_already_charged_on_a_manual_invoice_does_not_charge_it_again(history):
+    # Rule 2: charging a visit on a manual invoice uses its session; the appointment stayed booked.
+    pp, _ = history.sell(3, 1)
+    appointment = history.book(3, 5)
+    billing.do_create_invoice(acting_user=history.desk, patient=history.patient,
+                              lines=[(history.acu60, appointment)], issued_at=history.at(3, 5, 12))
+    assert fresh(pp).sessions_used == 1
+    finding = only(history.investigate(pp)[0], "NOT_CHECKED_IN")
+    result = apply_fix(acting_user=history.desk, context=pp, **finding.fix)
+    assert result.applied
+    appointment.refresh_from_db()
+    assert appointment.status == "attended"
+    assert fresh(pp).sessions_used == 1  # counted once, not charged a second time
+    assert codes(history.investigate(pp)[0]) == []
+    assert not apply_fix(acting_user=history.desk, context=pp, **finding.fix).applied

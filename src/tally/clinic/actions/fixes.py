@@ -189,6 +189,18 @@ def do_check_in_and_charge(*, acting_user: Staff, appointment_id: int, patient_i
     if appointment.deleted_at is not None or (patient_id is not None and appointment.patient_id != patient_id):
         raise NotFound("No such appointment for this patient.")
     if appointment.status == AppointmentStatus.BOOKED:
+        charged = InvoiceLine.objects.filter(appointment=appointment, kind=LineKind.SERVICE, removed_at__isnull=True,
+                                             invoice__voided_at__isnull=True).exists()
+        if charged:
+            # Charged on a manual invoice (rule 2) but never checked in: only the check-in is
+            # missing. Checking it in as usual would charge the visit, and use a session, twice.
+            before = snapshot(appointment)
+            appointment.status = AppointmentStatus.ATTENDED
+            appointment.checked_in_at = now()
+            appointment.save(update_fields=["status", "checked_in_at"])
+            record("fix.check_in_and_charge", actor=acting_user, obj=appointment, patient_id=appointment.patient_id,
+                   before=before, after=snapshot(appointment))
+            return FixResult(True, None, "Checked in; its charge was already on file.")
         _, _, line = do_check_in(acting_user=acting_user, appointment=appointment)
         return FixResult(True, line.ledger_entries.order_by("-id").first() if line else None, "Checked in and charged.")
     if appointment.status != AppointmentStatus.ATTENDED:
