@@ -462,3 +462,16 @@ def test_checking_in_a_booked_visit_already_charged_on_a_manual_invoice_does_not
     assert fresh(pp).sessions_used == 1  # counted once, not charged a second time
     assert codes(history.investigate(pp)[0]) == []
     assert not apply_fix(acting_user=history.desk, context=pp, **finding.fix).applied
+
+
+def test_a_wrong_service_names_the_nearest_eligible_one_among_several(history, owner):
+    from tally.clinic.actions import catalog
+
+    acu30 = catalog.do_create_service(acting_user=owner, name="Acupuncture 30 min", duration_minutes=30,
+                                      price="60.00")
+    both = history.package("5 x Acupuncture", 5, services=[history.acu60, history.acu90])
+    pp, _ = history.sell(3, 1, package=both, paid="100.00")
+    _, _, line = history.visit(3, 4, charge=acu30)
+    finding = only(history.investigate(pp)[0], "SERVICE_NOT_IN_PACKAGE")
+    assert finding.fix == {"action": "apply_to_line", "params": {"line_id": line.pk, "service_id": history.acu60.pk}}
+    assert "the nearest is Acupuncture 60 min" in finding.message  # what the fix will charge instead

@@ -371,9 +371,11 @@ def line_findings(w: Walk, p: PackageFact) -> list[Finding]:
         if reason == SERVICE_NOT_IN_PACKAGE:
             if w.in_window(p, day) and not p.cancelled_at and looks_like_wrong_service(w, p, line):
                 target = nearest_eligible(w, p, line.service_id)
+                nearest = f" (the nearest is {w.service(target)})" if len(p.eligible_service_ids) > 1 else ""
                 findings.append(Finding(
                     SERVICE_NOT_IN_PACKAGE, "warning",
-                    f"{what}; {p.name} covers only {', '.join(sorted(w.service(s) for s in p.eligible_service_ids))}.",
+                    f"{what}; {p.name} covers only "
+                    f"{', '.join(sorted(w.service(s) for s in p.eligible_service_ids))}{nearest}.",
                     fix={"action": "apply_to_line", "params": {"line_id": line.id, "service_id": target}}
                     if w.could_cover_now(p, target, day) else None, **base))
         elif reason == PACKAGE_NOT_PAID and sale is not None:
