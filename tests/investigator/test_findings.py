@@ -475,3 +475,13 @@ def test_a_wrong_service_names_the_nearest_eligible_one_among_several(history, o
     finding = only(history.investigate(pp)[0], "SERVICE_NOT_IN_PACKAGE")
     assert finding.fix == {"action": "apply_to_line", "params": {"line_id": line.pk, "service_id": history.acu60.pk}}
     assert "the nearest is Acupuncture 60 min" in finding.message  # what the fix will charge instead
+
+
+def test_a_visit_charged_while_a_sale_was_unpaid_says_the_sale_was_voided_not_that_money_is_due(history):
+    pp, sale = history.sell(3, 1, paid="0")
+    history.visit(3, 4)
+    billing.do_void_invoice(acting_user=history.desk, invoice=sale, reason="sold to the wrong patient")
+    finding = only(investigate_package(pp.pk), "PACKAGE_NOT_PAID")
+    assert "due" not in finding.message
+    assert f"{sale.number} was voided" in finding.message
+    assert finding.fix is None

@@ -380,8 +380,12 @@ def line_findings(w: Walk, p: PackageFact) -> list[Finding]:
                     if w.could_cover_now(p, target, day) else None, **base))
         elif reason == PACKAGE_NOT_PAID and sale is not None:
             paid_then = sale.paid_by(w.invoices[line.invoice_id].issued_at)
-            when_paid = (f"it was paid in full on {fmt_date(w.local(p.activated_at))}" if p.activated_at
-                         else f"it is still not paid in full ({w.money(sale.total - sale.paid)} due)")
+            if p.activated_at:
+                when_paid = f"it was paid in full on {fmt_date(w.local(p.activated_at))}"
+            elif sale.voided_at:  # nothing is due on a void invoice: the sale was undone
+                when_paid = f"its sale {sale.number} was voided on {fmt_date(w.local(sale.voided_at))}"
+            else:
+                when_paid = f"it is still not paid in full ({w.money(sale.total - sale.paid)} due)"
             findings.append(Finding(
                 PACKAGE_NOT_PAID, "warning",
                 f"{what} while {p.name} was not fully paid ({w.money(paid_then)} of {w.money(sale.total)} paid "
