@@ -485,3 +485,14 @@ def test_a_visit_charged_while_a_sale_was_unpaid_says_the_sale_was_voided_not_th
     assert "due" not in finding.message
     assert f"{sale.number} was voided" in finding.message
     assert finding.fix is None
+
+
+def test_a_sale_day_visit_charged_on_an_older_invoice_offers_no_first_session_fix_that_is_refused(history):
+    # Checked in onto an open invoice of the day before: its line is dated before the sale, so
+    # no package can cover it (rule 4) and use_first_session refuses a line not of the sale day.
+    older = billing.do_create_invoice(acting_user=history.desk, patient=history.patient,
+                                      lines=[(history.acu90, None)], issued_at=history.at(3, 3))
+    pp, _ = history.sell(3, 4, first=False, hour=9)
+    appointment = history.book(3, 4, hour=10)
+    visits.do_check_in(acting_user=history.desk, appointment=appointment, invoice=older)
+    assert only(history.investigate(pp)[0], "FIRST_SESSION_NOT_USED").fix is None

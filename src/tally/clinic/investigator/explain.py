@@ -515,8 +515,13 @@ def first_session_findings(w: Walk, p: PackageFact) -> list[Finding]:
         if lines and lines[0].service_id not in p.eligible_service_ids:
             # Booked as an eligible service but charged another: the fix charges the booked one.
             fix["params"]["service_id"] = visit.service_id
-        if lines and not w.could_cover_now(p, fix["params"].get("service_id", lines[0].service_id), sale_day):
-            fix = None  # a closed, unpaid or used-up package covers nothing (rules 1, 6, 11): no fix can use it
+        if lines and w.line_date(lines[0]) != sale_day:
+            fix["action"] = "apply_to_line"  # charged on an invoice of another day: not the sale day's line
+        if lines and not w.could_cover_now(p, fix["params"].get("service_id", lines[0].service_id),
+                                           w.line_date(lines[0])):
+            # A closed, unpaid or used-up package covers nothing (rules 1, 6, 11), nor does any
+            # package a line dated before its sale (rule 4): no fix can use it.
+            fix = None
         findings.append(Finding(
             FIRST_SESSION_NOT_USED, "warning",
             f"{p.name} was sold on {fmt_date(sale_day)} "
