@@ -496,3 +496,17 @@ def test_a_sale_day_visit_charged_on_an_older_invoice_offers_no_first_session_fi
     appointment = history.book(3, 4, hour=10)
     visits.do_check_in(acting_user=history.desk, appointment=appointment, invoice=older)
     assert only(history.investigate(pp)[0], "FIRST_SESSION_NOT_USED").fix is None
+
+
+def test_a_fix_never_applies_a_package_to_the_charge_of_a_deleted_visit(history):
+    # Rule 8: a deleted visit never holds a covered charge. Its charge (made while the sale was
+    # unpaid) stays on file; restoring the visit from its tombstone is the fix that counts it.
+    pp, sale = history.sell(3, 1, paid="0")
+    appointment, _, line = history.visit(3, 4)
+    visits.do_delete_appointment(acting_user=history.owner, appointment=appointment, reason="mistake")
+    history.pay(sale, "800.00", 3, 10)
+    findings = history.investigate(pp)[0].findings
+    assert all(f.fix is None or f.fix["action"] != "apply_to_line" for f in findings), findings
+    with pytest.raises(Conflict):
+        apply_fix(acting_user=history.desk, context=pp, action="apply_to_line", params={"line_id": line.pk})
+    assert fresh(pp).sessions_used == 0

@@ -82,6 +82,11 @@ def do_apply_to_line(
         if context is None:
             raise Invalid("An override names the package to apply.", fields={"override": "needs a package"})
     line = _live_service_line(line_id, patient_id)
+    if line.appointment_id is not None:
+        # Locked first (locking.py's order), so a deletion cannot land in between (rule 8).
+        if lock_appointment(line.appointment_id, include_deleted=True).deleted_at is not None:
+            raise Conflict("That visit was permanently deleted: restore it from its tombstone first, "
+                           "then its charge can use a package session.")
     invoice = lock_invoice(line.invoice_id)
     packages = {p.pk: p for p in lock_patient_packages(invoice.patient_id)}
     line.refresh_from_db()

@@ -214,6 +214,12 @@ class Walk:
         end = self.last_valid_day(p)
         return end is None or day <= end
 
+    def on_deleted_visit(self, line: LineFact) -> bool:
+        """A charge of a permanently deleted visit: no fix applies a package to it (rule 8);
+        restoring the visit from its tombstone does."""
+        visit = self.visits.get(line.appointment_id or -1)
+        return visit is not None and visit.deleted
+
     def could_cover_now(self, p: PackageFact, service_id: int | None, day: dt.date) -> bool:
         """Whether rules 1-6 would let this package cover the service on that day as it stands
         now: a fix that applies it is offered only then (else it would be refused, or only
@@ -377,7 +383,7 @@ def line_findings(w: Walk, p: PackageFact) -> list[Finding]:
                     f"{what}; {p.name} covers only "
                     f"{', '.join(sorted(w.service(s) for s in p.eligible_service_ids))}{nearest}.",
                     fix={"action": "apply_to_line", "params": {"line_id": line.id, "service_id": target}}
-                    if w.could_cover_now(p, target, day) else None, **base))
+                    if w.could_cover_now(p, target, day) and not w.on_deleted_visit(line) else None, **base))
         elif reason == PACKAGE_NOT_PAID and sale is not None:
             paid_then = sale.paid_by(w.invoices[line.invoice_id].issued_at)
             if p.activated_at:
@@ -391,7 +397,7 @@ def line_findings(w: Walk, p: PackageFact) -> list[Finding]:
                 f"{what} while {p.name} was not fully paid ({w.money(paid_then)} of {w.money(sale.total)} paid "
                 f"on {sale.number}); {when_paid}.",
                 fix={"action": "apply_to_line", "params": {"line_id": line.id}}
-                if w.could_cover_now(p, line.service_id, day) else None, **base))
+                if w.could_cover_now(p, line.service_id, day) and not w.on_deleted_visit(line) else None, **base))
         elif reason == CHARGED_BEFORE_PURCHASE:
             findings.append(Finding(
                 CHARGED_BEFORE_PURCHASE, "info",
