@@ -427,3 +427,20 @@ def test_a_first_session_sold_for_a_visit_another_package_already_counted_is_not
     visits.do_undo_check_in(acting_user=desk, appointment=appointment)  # the sale's first session is back
     assert (fresh(older).sessions_used, fresh(pp).sessions_used) == (0, 1)
     assert verify() == []
+
+
+def test_the_activating_payment_never_covers_the_charge_of_a_first_session_visit_deleted_since(
+        desk, owner, patient, ten_pack, acu60):
+    # Rule 8: a deleted visit holds no covered charge. Rule 5's session is still the sale's.
+    appointment = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 10, 8))
+    pp, sale = sell(desk, patient, ten_pack, first=True, appointment=appointment, paid=False,
+                    sold_at=ny(2026, 6, 10, 9))
+    _, _, line = visits.do_check_in(acting_user=desk, appointment=appointment)
+    assert line.covered_by_id is None  # PACKAGE_NOT_PAID
+    visits.do_delete_appointment(acting_user=owner, appointment=appointment, reason="wrong patient's visit")
+    pay(desk, sale, "800.00", received_at=ny(2026, 6, 10, 12))
+    line.refresh_from_db()
+    assert line.covered_by_id is None
+    first = InvoiceLine.objects.get(invoice=sale, kind=LineKind.FIRST_SESSION)
+    assert first.covered_by_id == pp.pk and fresh(pp).sessions_used == 1
+    assert verify() == []

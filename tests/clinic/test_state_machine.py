@@ -204,6 +204,7 @@ class InvariantReads:
         self.entries = PreparedRead(
             PackageLedgerEntry.objects.order_by("patient_package_id", "seq"), "pk", "patient_package_id", "seq",
             "kind", "change", "used_after", "invoice_line_id", "reverses_id", "reason", "appointment__status",
+            "appointment__deleted_at", "invoice_line__kind",
         )
         self.lines = PreparedRead(
             InvoiceLine.objects.order_by("pk"), "pk", "kind", "invoice__patient_id", "invoice__voided_at",
@@ -685,6 +686,17 @@ class PackageTrackingMachine(RuleBasedStateMachine):
 
     # rules: the investigator's fixes
 
+    @staticmethod
+    def visits_counted_twice() -> set[int]:
+        """Visits with more than one live use (by their line's visit or the entry's own)."""
+        uses: dict[int, int] = defaultdict(int)
+        for entry in PackageLedgerEntry.objects.filter(kind=EntryKind.USE, reversed_by__isnull=True).select_related(
+                "invoice_line"):
+            visit = entry.appointment_id or (entry.invoice_line.appointment_id if entry.invoice_line else None)
+            if visit:
+                uses[visit] += 1
+        return {visit for visit, n in uses.items() if n > 1}
+
     @rule(who=PATIENT, data=st.data())
     def apply_a_fix(self, who: int, data: st.DataObject) -> None:
         """A fix the investigator offers is one click that works (or a 409 naming the payment
@@ -700,12 +712,14 @@ class PackageTrackingMachine(RuleBasedStateMachine):
         kwargs = dict(acting_user=self.catalog.desk, action=finding.fix["action"], params=finding.fix["params"],
                       context=context, patient_id=patient.pk)
         used_before = dict(PatientPackage.objects.values_list("pk", "sessions_used"))
+        doubled_before = self.visits_counted_twice()
         result, error = attempt(lambda: apply_fix(**kwargs))
         if error is not None:
             assert isinstance(error, Conflict) and "refund that payment first" in error.message, (
                 finding.code, finding.fix, error)
             return
         assert result.applied, (finding.code, finding.fix, result.message)
+        assert self.visits_counted_twice() <= doubled_before, (finding.code, "the fix counted a visit twice")
         for pk, used in PatientPackage.objects.values_list("pk", "sessions_used"):
             self.expected_used[pk] += used - used_before[pk]
         entries = last_id(PackageLedgerEntry.objects)
@@ -745,6 +759,9 @@ class PackageTrackingMachine(RuleBasedStateMachine):
         for entry in entries:
             if entry.kind != EntryKind.USE or entry.pk in reversed_ids:
                 continue
+            # Rule 8: a deleted visit holds no covered charge (a sale's first session may name it).
+            assert entry.appointment_deleted_at is None or entry.invoice_line_kind == LineKind.FIRST_SESSION, (
+                f"use {entry.pk} covers a charge of a deleted visit")
             if entry.invoice_line_id is not None:
                 live_uses[entry.invoice_line_id].append(entry)
             else:  # only the no-show policy uses a session without a line

@@ -197,6 +197,7 @@ def use_first_session(package: PatientPackage, first_line: InvoiceLine, *, by: S
         candidates = InvoiceLine.objects.filter(
             appointment_id=package.first_session_appointment_id, kind=LineKind.SERVICE, removed_at__isnull=True,
             covered_by__isnull=True, invoice__voided_at__isnull=True,
+            appointment__deleted_at__isnull=True,  # rule 8: a deleted visit holds no covered charge
             service__in=package.eligible_services.all(),
         ).order_by("pk")
         for candidate in candidates:
