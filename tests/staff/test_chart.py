@@ -161,3 +161,11 @@ def test_the_patient_list_finds_a_name_typed_the_way_it_shows_it(desk_client, pa
     for typed in ("Lopez, Maria", "lopez,maria", "Maria Lopez"):
         page = desk_client.get(reverse("staff:patients"), {"q": typed}).content.decode()
         assert patient.patient_number in page, typed
+
+
+def test_a_patient_search_with_a_nul_character_finds_no_one_instead_of_failing(desk_client, patient):
+    # PostgreSQL refuses NUL in a text parameter (a 500 before); no stored name can hold one.
+    response = desk_client.get("/patients/", {"q": "Lo\x00pez"})
+    assert response.status_code == 200
+    assert f"/patients/{patient.pk}/" not in response.content.decode()  # no row links to her chart
+    assert f"/patients/{patient.pk}/" in desk_client.get("/patients/", {"q": "Lopez"}).content.decode()

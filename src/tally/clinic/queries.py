@@ -51,6 +51,8 @@ def search_patients(text: str | None) -> QuerySet[Patient]:
     text = (text or "").strip()
     if not text:
         return patients
+    if "\x00" in text:  # no stored name holds one, and PostgreSQL refuses it in a parameter
+        return patients.none()
     # "Lopez, Maria", as lists show a name, is two words: a comma separates like a space.
     words = [Q(first_name__icontains=w) | Q(last_name__icontains=w) | Q(email__icontains=w)
              for w in text.replace(",", " ").split()]
