@@ -393,3 +393,54 @@ def test_an_extended_expiry_is_the_end_of_that_clinic_day(owner, desk, patient, 
     extended = sales.do_set_expiry(acting_user=owner, patient_package=sold, expires_at=ny(2026, 5, 1, 9))
     local = extended.expires_at.astimezone(NY)
     assert (local.date(), local.hour, local.minute) == (dt.date(2026, 5, 1), 23, 59)
+
+
+def test_a_first_session_visit_of_the_day_before_checked_in_after_the_sale_keeps_its_session(
+        desk, patient, ten_pack, acu60):
+    # Rule 5, "the patient ... already was" treated: sold on the 11th for the visit of the 10th.
+    # Checked in before the sale, the sale's first session covers the visit's charge; checked in
+    # after it, the first session moved to the visit's line must not be lost to rule 4 (the visit's
+    # invoice is dated the 10th, before the sale), leaving 0 used and the visit billed in full.
+    appointment = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 10, 17))
+    pp, sale = sell(desk, patient, ten_pack, first=True, appointment=appointment, sold_at=ny(2026, 6, 11, 9))
+    assert fresh(pp).sessions_used == 1
+    _, invoice, line = visits.do_check_in(acting_user=desk, appointment=appointment)
+    assert (line.covered_by_id, line.amount) == (pp.pk, Decimal("0.00"))
+    assert fresh(pp).sessions_used == 1
+    assert line.coverage_decision["covered_by"] == pp.pk
+    assert {c["patient_package_id"]: c["reason"] for c in line.coverage_decision["considered"]}[pp.pk] is None
+    visits.do_undo_check_in(acting_user=desk, appointment=appointment)  # and back: the sale's line again
+    assert fresh(pp).sessions_used == 1
+    assert verify() == []
+
+
+def test_a_first_session_sold_for_a_visit_another_package_already_counted_is_not_used_twice(
+        desk, patient, ten_pack, acu60):
+    # The visit is counted once (rule 10's promise, as when the sale is paid after the check-in:
+    # test_a_pending_first_session_is_dropped_when_another_package_covers_its_visit).
+    older, _ = sell(desk, patient, ten_pack, sold_at=ny(2026, 6, 1, 9))
+    appointment = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 10, 8))
+    _, _, line = visits.do_check_in(acting_user=desk, appointment=appointment)
+    assert line.covered_by_id == older.pk
+    pp, sale = sell(desk, patient, ten_pack, first=True, appointment=appointment, sold_at=ny(2026, 6, 10, 9))
+    assert (fresh(older).sessions_used, fresh(pp).sessions_used) == (1, 0)
+    visits.do_undo_check_in(acting_user=desk, appointment=appointment)  # the sale's first session is back
+    assert (fresh(older).sessions_used, fresh(pp).sessions_used) == (0, 1)
+    assert verify() == []
+
+
+def test_the_activating_payment_never_covers_the_charge_of_a_first_session_visit_deleted_since(
+        desk, owner, patient, ten_pack, acu60):
+    # Rule 8: a deleted visit holds no covered charge. Rule 5's session is still the sale's.
+    appointment = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 10, 8))
+    pp, sale = sell(desk, patient, ten_pack, first=True, appointment=appointment, paid=False,
+                    sold_at=ny(2026, 6, 10, 9))
+    _, _, line = visits.do_check_in(acting_user=desk, appointment=appointment)
+    assert line.covered_by_id is None  # PACKAGE_NOT_PAID
+    visits.do_delete_appointment(acting_user=owner, appointment=appointment, reason="wrong patient's visit")
+    pay(desk, sale, "800.00", received_at=ny(2026, 6, 10, 12))
+    line.refresh_from_db()
+    assert line.covered_by_id is None
+    first = InvoiceLine.objects.get(invoice=sale, kind=LineKind.FIRST_SESSION)
+    assert first.covered_by_id == pp.pk and fresh(pp).sessions_used == 1
+    assert verify() == []

@@ -280,3 +280,16 @@ def test_clinic_date_uses_the_clinic_time_zone():
     end = rules.end_of_day(dt.date(2026, 6, 10), ZoneInfo("America/New_York"))
     assert rules.clinic_date(end, ZoneInfo("America/New_York")) == dt.date(2026, 6, 10)
     assert rules.clinic_date(end + dt.timedelta(microseconds=1), ZoneInfo("America/New_York")) == dt.date(2026, 6, 11)
+
+
+def test_the_end_of_a_day_whose_last_hour_is_repeated_is_its_last_instant():
+    # Santiago leaves summer time at midnight on 6 April 2025: 23:00-24:00 on the 5th happens
+    # twice. A package whose last day is the 5th is valid until the second of them ends (rule 12),
+    # not an hour before the clinic's day is over.
+    from zoneinfo import ZoneInfo
+
+    santiago = ZoneInfo("America/Santiago")
+    end = rules.end_of_day(dt.date(2025, 4, 5), santiago)
+    next_midnight = dt.datetime(2025, 4, 6, tzinfo=santiago)
+    assert end.astimezone(dt.UTC) + dt.timedelta(microseconds=1) == next_midnight.astimezone(dt.UTC)
+    assert rules.clinic_date(end, santiago) == dt.date(2025, 4, 5)

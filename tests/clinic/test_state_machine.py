@@ -42,6 +42,7 @@ from tally.clinic.actions import billing, catalog, sales, visits
 from tally.clinic.errors import ClinicError, Conflict, Invalid, NotFound
 from tally.clinic.investigator.explain import explain
 from tally.clinic.investigator.loader import load_history
+from tally.clinic.investigator.service import apply_fix
 from tally.clinic.ledger import live_use_for_line, verify
 from tally.clinic.models import (
     Appointment,
@@ -203,6 +204,7 @@ class InvariantReads:
         self.entries = PreparedRead(
             PackageLedgerEntry.objects.order_by("patient_package_id", "seq"), "pk", "patient_package_id", "seq",
             "kind", "change", "used_after", "invoice_line_id", "reverses_id", "reason", "appointment__status",
+            "appointment__deleted_at", "invoice_line__kind",
         )
         self.lines = PreparedRead(
             InvoiceLine.objects.order_by("pk"), "pk", "kind", "invoice__patient_id", "invoice__voided_at",
@@ -298,11 +300,15 @@ class PackageTrackingMachine(RuleBasedStateMachine):
             .select_related("invoice").order_by("pk")
         )
         for line in lines:
-            for package_id in released.pop(line.appointment_id, []) if line.appointment_id else []:
+            moved_from = released.pop(line.appointment_id, []) if line.appointment_id else []
+            for package_id in moved_from:
                 snap[package_id].used -= 1
                 self.expected_used[package_id] -= 1
             day = local_day(line.invoice.issued_at)
             covered, reasons = expected_coverage(snap, line.invoice.patient_id, line.service_id, day)
+            if covered is None:  # rule 5: the sale's first session for this visit moves to its line
+                covered = next((pid for pid in moved_from
+                                if line.service_id in snap[pid].eligible and not snap[pid].cancelled), None)
             assert line.covered_by_id == covered, (
                 f"line {line.pk} ({line.service_id} on {day}) covered by {line.covered_by_id}, "
                 f"rules 1-6 say {covered}; packages: {snap}"
@@ -353,6 +359,7 @@ class PackageTrackingMachine(RuleBasedStateMachine):
         payment = None
         if pay != "none":
             payment = (package.price if pay == "full" else (package.price / 2).quantize(CENT), "card")
+        counted_already = visit is not None and live_uses_of(visit.pk).exists()  # rule 5 then drops it
         sold, _ = sales.do_sell_package(
             acting_user=self.catalog.desk, patient=patient, package=package, use_first_session=use_first,
             sold_at=sold_at, first_session_appointment=visit, payment=payment,
@@ -361,7 +368,7 @@ class PackageTrackingMachine(RuleBasedStateMachine):
             assert sold.activated_at == sold_at
         else:
             assert sold.activated_at is None
-        self.expected_used[sold.pk] = 1 if use_first and pay == "full" else 0
+        self.expected_used[sold.pk] = 1 if use_first and pay == "full" and not counted_already else 0
         return sold.pk
 
     @rule(kind=st.sampled_from(["partial", "full", "refund_half", "refund_all"]), hours=CLOCK_STEP,
@@ -394,7 +401,7 @@ class PackageTrackingMachine(RuleBasedStateMachine):
             p.pk for p in pending
             if p.use_first_session and InvoiceLine.objects.filter(
                 patient_package=p, kind=LineKind.FIRST_SESSION, removed_at__isnull=True, covered_by__isnull=True
-            ).exists()
+            ).exists() and not (p.first_session_appointment_id and live_uses_of(p.first_session_appointment_id).exists())
         }
         _, error = attempt(billing.do_record_payment, acting_user=self.catalog.desk, invoice=invoice,
                            amount=amount, method="card", received_at=received_at, reason="patient asked")
@@ -677,6 +684,52 @@ class PackageTrackingMachine(RuleBasedStateMachine):
             sold.refresh_from_db()
             assert sold.expires_at == end_of_that_day
 
+    # rules: the investigator's fixes
+
+    @staticmethod
+    def visits_counted_twice() -> set[int]:
+        """Visits with more than one live use (by their line's visit or the entry's own)."""
+        uses: dict[int, int] = defaultdict(int)
+        for entry in PackageLedgerEntry.objects.filter(kind=EntryKind.USE, reversed_by__isnull=True).select_related(
+                "invoice_line"):
+            visit = entry.appointment_id or (entry.invoice_line.appointment_id if entry.invoice_line else None)
+            if visit:
+                uses[visit] += 1
+        return {visit for visit, n in uses.items() if n > 1}
+
+    @rule(who=PATIENT, data=st.data())
+    def apply_a_fix(self, who: int, data: st.DataObject) -> None:
+        """A fix the investigator offers is one click that works (or a 409 naming the payment
+        to refund first), and a second click changes nothing."""
+        patient = self.patients[who]
+        investigations, orphans = explain(load_history(patient.pk), timeline=False)
+        offered = [(f, pid) for pid, inv in investigations.items() for f in inv.findings if f.fix] + [
+            (f, None) for f in orphans if f.fix]
+        if not offered:
+            return
+        finding, package_id = data.draw(st.sampled_from(offered), label="finding")
+        context = PatientPackage.objects.get(pk=package_id) if package_id else None
+        kwargs = dict(acting_user=self.catalog.desk, action=finding.fix["action"], params=finding.fix["params"],
+                      context=context, patient_id=patient.pk)
+        used_before = dict(PatientPackage.objects.values_list("pk", "sessions_used"))
+        doubled_before = self.visits_counted_twice()
+        result, error = attempt(lambda: apply_fix(**kwargs))
+        if error is not None:
+            assert isinstance(error, Conflict) and "refund that payment first" in error.message, (
+                finding.code, finding.fix, error)
+            return
+        assert result.applied, (finding.code, finding.fix, result.message)
+        assert self.visits_counted_twice() <= doubled_before, (finding.code, "the fix counted a visit twice")
+        for pk, used in PatientPackage.objects.values_list("pk", "sessions_used"):
+            self.expected_used[pk] += used - used_before[pk]
+        entries = last_id(PackageLedgerEntry.objects)
+        lines = list(InvoiceLine.objects.order_by("pk").values_list("pk", "covered_by_id", "amount", "removed_at"))
+        again, error = attempt(lambda: apply_fix(**kwargs))
+        assert error is not None or not again.applied, (finding.code, finding.fix, again.message)
+        assert last_id(PackageLedgerEntry.objects) == entries, (finding.code, "the repeat moved a count")
+        assert list(InvoiceLine.objects.order_by("pk").values_list(
+            "pk", "covered_by_id", "amount", "removed_at")) == lines, (finding.code, "the repeat changed a line")
+
     # the invariants, after every step
 
     @invariant()
@@ -706,6 +759,9 @@ class PackageTrackingMachine(RuleBasedStateMachine):
         for entry in entries:
             if entry.kind != EntryKind.USE or entry.pk in reversed_ids:
                 continue
+            # Rule 8: a deleted visit holds no covered charge (a sale's first session may name it).
+            assert entry.appointment_deleted_at is None or entry.invoice_line_kind == LineKind.FIRST_SESSION, (
+                f"use {entry.pk} covers a charge of a deleted visit")
             if entry.invoice_line_id is not None:
                 live_uses[entry.invoice_line_id].append(entry)
             else:  # only the no-show policy uses a session without a line

@@ -320,14 +320,16 @@ def test_a_visit_charged_after_expiry_keeps_its_date_when_the_expiry_is_extended
 
 
 def test_one_visit_counted_by_two_packages_is_a_possible_double_use_on_both(history):
-    # The visit used a session of the first package; a second package sold the same day names
-    # that visit as its first session, so the one visit is counted twice across packages.
-    first, _ = history.sell(3, 1)
+    # The visit used the last session of the first package; a second package sold the same day
+    # covered a second charge of that visit on a manual invoice, so the one visit is counted
+    # twice across packages. (A sale naming the counted visit as its first session no longer
+    # uses it: test_a_first_session_sold_for_a_visit_another_package_already_counted_is_not_used_twice.)
+    first, _ = history.sell(3, 1, package=history.package("1 x Acupuncture 60", 1), paid="100.00")
     appointment, _, line = history.visit(3, 5)
     assert line.covered_by_id == first.pk
-    second, _ = sales.do_sell_package(acting_user=history.desk, patient=history.patient, package=history.ten_pack,
-                                      use_first_session=True, first_session_appointment=appointment,
-                                      sold_at=history.at(3, 5, 11), payment=("800.00", "card"))
+    second, _ = history.sell(3, 5, hour=11)
+    billing.do_create_invoice(acting_user=history.desk, patient=history.patient,
+                              lines=[(history.acu60, appointment)], issued_at=history.at(3, 5, 12))
     assert fresh(first).sessions_used + fresh(second).sessions_used == 2
     investigations, _ = history.investigate()
     for pp, other_sold in ((first, "5 Mar 2026"), (second, "1 Mar 2026")):
@@ -385,3 +387,149 @@ def test_a_visit_charged_before_a_package_was_sold_is_not_covered_by_other_packa
     history.visit(3, 4, hour=8)
     second, _ = history.sell(3, 4, first=False, hour=15)
     assert "COVERED_BY_OTHER_PACKAGE" not in codes(history.investigate(second)[0])
+
+
+def test_a_wrong_service_on_a_package_that_cannot_cover_it_offers_no_fix_and_the_fix_changes_nothing(history):
+    # Unpaid: the package covers nothing (rule 1), so replacing the service would only re-price
+    # the visit (a 90-minute treatment billed as 60) and still use no session.
+    pp, sale = history.sell(3, 1, paid="0")
+    _, invoice, line = history.visit(3, 4, charge=history.acu90)
+    finding = only(history.investigate(pp)[0], "SERVICE_NOT_IN_PACKAGE")
+    assert finding.fix is None
+    with pytest.raises(Conflict):
+        apply_fix(acting_user=history.desk, context=pp, action="apply_to_line",
+                  params={"line_id": line.pk, "service_id": history.acu60.pk})
+    line.refresh_from_db()
+    assert (line.service_id, line.amount) == (history.acu90.pk, history.acu90.price)
+
+
+def test_a_wrong_service_on_an_exhausted_package_offers_no_fix(history):
+    two = history.package("2 x Acupuncture 60", 2)
+    pp, _ = history.sell(3, 1, package=two, paid="100.00")
+    history.visit(3, 2)
+    history.visit(3, 3)
+    history.visit(3, 4, charge=history.acu90)
+    finding = only(history.investigate(pp)[0], "SERVICE_NOT_IN_PACKAGE")
+    assert finding.fix is None
+
+
+def test_a_visit_charged_while_unpaid_on_a_package_cancelled_since_offers_no_fix(history):
+    pp, sale = history.sell(3, 1, paid="300.00")
+    history.visit(3, 4)
+    history.pay(sale, "500.00", 3, 10)
+    sales.do_cancel_package(acting_user=history.desk, patient_package=pp, reason="moving away")
+    assert only(investigate_package(pp.pk), "PACKAGE_NOT_PAID").fix is None
+
+
+def test_a_ticked_first_session_given_back_leaves_the_sale_day_visit_uncounted_and_says_so(history):
+    # Seen at 10:00 and charged; the package sold at 15:00 with "Use first session", whose line
+    # the desk later removed as a duplicate: the visit of the sale day is counted by nothing.
+    _, _, line = history.visit(3, 4)
+    pp, sale = history.sell(3, 4, first=True, hour=15)
+    first = sale.lines.get(kind="first_session")
+    billing.do_remove_line(acting_user=history.desk, invoice=sale, line_id=first.pk, reason="duplicate")
+    assert fresh(pp).sessions_used == 0
+    finding = only(history.investigate(pp)[0], "FIRST_SESSION_NOT_USED")
+    assert finding.fix == {"action": "use_first_session", "params": {"line_id": line.pk}}
+    apply_fix(acting_user=history.desk, context=pp, **finding.fix)
+    assert fresh(pp).sessions_used == 1
+    assert codes(history.investigate(pp)[0]) == []
+
+
+def test_a_ticked_first_session_in_use_is_not_first_session_not_used(history):
+    history.visit(3, 4)
+    pp, _ = history.sell(3, 4, first=True, hour=15)
+    assert fresh(pp).sessions_used == 1
+    assert "FIRST_SESSION_NOT_USED" not in codes(history.investigate(pp)[0])
+
+
+def test_a_visit_deleted_restored_and_deleted_again_is_one_deleted_visit(history):
+    pp, _ = history.sell(3, 1)
+    appointment = history.book(3, 5)
+    first = visits.do_delete_appointment(acting_user=history.owner, appointment=appointment, reason="mistake")
+    apply_fix(acting_user=history.desk, context=pp, action="recreate_from_tombstone",
+              params={"tombstone_id": first.pk})
+    billing.do_void_invoice(acting_user=history.desk,
+                            invoice=billing.Invoice.objects.filter(lines__appointment=appointment).get(),
+                            reason="charged in error")
+    appointment.refresh_from_db()
+    second = visits.do_delete_appointment(acting_user=history.owner, appointment=appointment, reason="again")
+    finding = only(history.investigate(pp)[0], "APPOINTMENT_DELETED")
+    assert finding.tombstone_id == second.pk
+
+
+def test_a_no_charges_visit_counted_by_the_sales_first_session_is_not_a_finding(history):
+    # Sold with "Use first session" for this visit, which was then checked in with No Charges
+    # (nothing left to charge): the visit is counted, and no fix has anything to do.
+    appointment = history.book(3, 4, hour=10)
+    pp, _ = sales.do_sell_package(acting_user=history.desk, patient=history.patient, package=history.ten_pack,
+                                  use_first_session=True, first_session_appointment=appointment,
+                                  sold_at=history.at(3, 4, 9), payment=("800.00", "card"))
+    visits.do_check_in(acting_user=history.desk, appointment=appointment, no_charges=True)
+    assert fresh(pp).sessions_used == 1
+    assert codes(history.investigate(pp)[0]) == []
+
+
+def test_checking_in_a_booked_visit_already_charged_on_a_manual_invoice_does_not_charge_it_again(history):
+    # Rule 2: charging a visit on a manual invoice uses its session; the appointment stayed booked.
+    pp, _ = history.sell(3, 1)
+    appointment = history.book(3, 5)
+    billing.do_create_invoice(acting_user=history.desk, patient=history.patient,
+                              lines=[(history.acu60, appointment)], issued_at=history.at(3, 5, 12))
+    assert fresh(pp).sessions_used == 1
+    finding = only(history.investigate(pp)[0], "NOT_CHECKED_IN")
+    result = apply_fix(acting_user=history.desk, context=pp, **finding.fix)
+    assert result.applied
+    appointment.refresh_from_db()
+    assert appointment.status == "attended"
+    assert fresh(pp).sessions_used == 1  # counted once, not charged a second time
+    assert codes(history.investigate(pp)[0]) == []
+    assert not apply_fix(acting_user=history.desk, context=pp, **finding.fix).applied
+
+
+def test_a_wrong_service_names_the_nearest_eligible_one_among_several(history, owner):
+    from tally.clinic.actions import catalog
+
+    acu30 = catalog.do_create_service(acting_user=owner, name="Acupuncture 30 min", duration_minutes=30,
+                                      price="60.00")
+    both = history.package("5 x Acupuncture", 5, services=[history.acu60, history.acu90])
+    pp, _ = history.sell(3, 1, package=both, paid="100.00")
+    _, _, line = history.visit(3, 4, charge=acu30)
+    finding = only(history.investigate(pp)[0], "SERVICE_NOT_IN_PACKAGE")
+    assert finding.fix == {"action": "apply_to_line", "params": {"line_id": line.pk, "service_id": history.acu60.pk}}
+    assert "the nearest is Acupuncture 60 min" in finding.message  # what the fix will charge instead
+
+
+def test_a_visit_charged_while_a_sale_was_unpaid_says_the_sale_was_voided_not_that_money_is_due(history):
+    pp, sale = history.sell(3, 1, paid="0")
+    history.visit(3, 4)
+    billing.do_void_invoice(acting_user=history.desk, invoice=sale, reason="sold to the wrong patient")
+    finding = only(investigate_package(pp.pk), "PACKAGE_NOT_PAID")
+    assert "due" not in finding.message
+    assert f"{sale.number} was voided" in finding.message
+    assert finding.fix is None
+
+
+def test_a_sale_day_visit_charged_on_an_older_invoice_offers_no_first_session_fix_that_is_refused(history):
+    # Checked in onto an open invoice of the day before: its line is dated before the sale, so
+    # no package can cover it (rule 4) and use_first_session refuses a line not of the sale day.
+    older = billing.do_create_invoice(acting_user=history.desk, patient=history.patient,
+                                      lines=[(history.acu90, None)], issued_at=history.at(3, 3))
+    pp, _ = history.sell(3, 4, first=False, hour=9)
+    appointment = history.book(3, 4, hour=10)
+    visits.do_check_in(acting_user=history.desk, appointment=appointment, invoice=older)
+    assert only(history.investigate(pp)[0], "FIRST_SESSION_NOT_USED").fix is None
+
+
+def test_a_fix_never_applies_a_package_to_the_charge_of_a_deleted_visit(history):
+    # Rule 8: a deleted visit never holds a covered charge. Its charge (made while the sale was
+    # unpaid) stays on file; restoring the visit from its tombstone is the fix that counts it.
+    pp, sale = history.sell(3, 1, paid="0")
+    appointment, _, line = history.visit(3, 4)
+    visits.do_delete_appointment(acting_user=history.owner, appointment=appointment, reason="mistake")
+    history.pay(sale, "800.00", 3, 10)
+    findings = history.investigate(pp)[0].findings
+    assert all(f.fix is None or f.fix["action"] != "apply_to_line" for f in findings), findings
+    with pytest.raises(Conflict):
+        apply_fix(acting_user=history.desk, context=pp, action="apply_to_line", params={"line_id": line.pk})
+    assert fresh(pp).sessions_used == 0

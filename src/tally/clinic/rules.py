@@ -119,8 +119,9 @@ def last_valid_day(activated_on: dt.date | None, valid_days: int | None) -> dt.d
 
 
 def end_of_day(day: dt.date, tz: dt.tzinfo) -> dt.datetime:
-    """The last instant of a clinic-local day, as an aware datetime."""
-    return dt.datetime.combine(day, dt.time.max, tzinfo=tz)
+    """The last instant of a clinic-local day, as an aware datetime. fold=1: where the clock
+    goes back at midnight, the day's last hour happens twice and ends with the second one."""
+    return dt.datetime.combine(day, dt.time.max, tzinfo=tz).replace(fold=1)
 
 
 def clinic_date(moment: dt.datetime, tz: dt.tzinfo) -> dt.date:

@@ -15,6 +15,7 @@ from ..models import (
     Appointment,
     Invoice,
     InvoiceLine,
+    PackageLedgerEntry,
     Patient,
     PatientPackage,
     Payment,
@@ -22,6 +23,7 @@ from ..models import (
     Staff,
 )
 from ..models.billing import ZERO, LineKind
+from ..models.ledger import EntryKind
 from ..models.scheduling import Tombstone, TombstoneKind
 from ..rules import end_of_day, last_valid_day
 from .common import (
@@ -35,7 +37,7 @@ from .common import (
     require_role,
     require_text,
 )
-from .coverage import charge_service, cover_line, uncover_line
+from .coverage import NOT_NEEDED, charge_service, cover_line, uncover_line
 
 # The column holds 40 characters; the API accepts more text, and PostgreSQL refuses a longer value.
 METHOD_MAX_LENGTH = Payment._meta.get_field("method").max_length
@@ -187,9 +189,18 @@ def use_first_session(package: PatientPackage, first_line: InvoiceLine, *, by: S
     otherwise the sale's own first-session line uses it."""
     visit_line = None
     if package.first_session_appointment_id is not None:
+        if PackageLedgerEntry.objects.filter(appointment_id=package.first_session_appointment_id,
+                                             kind=EntryKind.USE, reversed_by__isnull=True).exists():
+            # The visit is counted already (another package covered its charge): using the first
+            # session too would count it twice. Dropped as when that charge comes after the sale.
+            first_line.removed_at = now()
+            first_line.removal_reason = NOT_NEEDED
+            first_line.save(update_fields=["removed_at", "removal_reason"])
+            return
         candidates = InvoiceLine.objects.filter(
             appointment_id=package.first_session_appointment_id, kind=LineKind.SERVICE, removed_at__isnull=True,
             covered_by__isnull=True, invoice__voided_at__isnull=True,
+            appointment__deleted_at__isnull=True,  # rule 8: a deleted visit holds no covered charge
             service__in=package.eligible_services.all(),
         ).order_by("pk")
         for candidate in candidates:

@@ -85,7 +85,7 @@ def charge_service(
     They are read again anyway when releasing a first session moved a count."""
     tz = clinic_tz()
     pending_first: list[InvoiceLine] = []
-    released = 0
+    released: list[InvoiceLine] = []
     if appointment is not None:
         released, pending_first = release_first_session_of(appointment, by=by)
     invoice_date = local_date(invoice.issued_at, tz)
@@ -94,6 +94,10 @@ def charge_service(
         decision = rules.decide_coverage(service.pk, invoice_date, [package_facts(p, tz) for p in locked_packages])
     else:
         decision, packages = decide_for(invoice.patient_id, service.pk, invoice_date, tz)
+    moved_first = False
+    if decision.covered_by is None and released:
+        moved = _moved_first_session(decision, released, packages, service)
+        moved_first, decision = moved is not decision, moved
     line = InvoiceLine(
         invoice=invoice,
         kind=LineKind.SERVICE,
@@ -103,7 +107,8 @@ def charge_service(
         list_price=service.price,
         amount=service.price,
         not_covered_reason=decision.reason,
-        coverage_decision=decision.as_record() | {"invoice_date": invoice_date.isoformat(), "at": now().isoformat()},
+        coverage_decision=decision.as_record() | {"invoice_date": invoice_date.isoformat(), "at": now().isoformat()}
+        | ({"first_session": True} if moved_first else {}),
         created_by=by,
     )
     if decision.covered_by is None:
@@ -127,6 +132,20 @@ def charge_service(
     if entry.used_after != line.session_number:  # never expected: the count moved under the lock
         raise Conflict("The package changed while this was being saved; please try again.")
     return line
+
+
+def _moved_first_session(decision: rules.Decision, released: list[InvoiceLine],
+                         packages: dict[int, PatientPackage], service: Service) -> rules.Decision:
+    """Rule 5: a first session the sale used for this visit moves to the visit's own line even
+    where rules 4-6 would not cover that line now (a visit the day before the sale: "already
+    was" treated), as it does when the visit was charged before the sale (`use_first_session`).
+    Otherwise checking the visit in would lose the session the sale used for it."""
+    for line in released:
+        package = packages.get(line.patient_package_id)
+        if package is not None and package.cancelled_at is None and service.pk in package.eligible_ids:
+            considered = tuple((pid, None if pid == package.pk else why) for pid, why in decision.considered)
+            return rules.Decision(covered_by=package.pk, reason=None, considered=considered)
+    return decision
 
 
 # Every check-in asks it: compiled once per connection (compiled.py).
@@ -176,17 +195,18 @@ def restore_first_sessions(lines: list[InvoiceLine], *, by: Staff | None) -> lis
     return restored
 
 
-def release_first_session_of(appointment: Appointment, *, by: Staff | None) -> tuple[int, list[InvoiceLine]]:
+def release_first_session_of(appointment: Appointment, *, by: Staff | None
+                             ) -> tuple[list[InvoiceLine], list[InvoiceLine]]:
     """A visit whose first session was already used at the sale is charged on its own line;
     the sale's first-session line gives its session back so the visit counts once.
-    Returns how many lines were released, and the first-session lines for this visit whose
+    Returns the lines released, and the first-session lines for this visit whose
     sale is not paid yet (nothing used): those are left to the payment that activates it."""
     lines = _FIRST_SESSION_LINES.all(appointment.pk)
     used = [line for line in lines if line.covered_by_id is not None]
     for line in used:
         uncover_line(line, by=by, reason=MOVED_TO_VISIT)
     _remove_first_session_lines(used, MOVED_TO_VISIT)
-    return len(used), [line for line in lines if line.covered_by_id is None]
+    return used, [line for line in lines if line.covered_by_id is None]
 
 
 def _remove_first_session_lines(lines: list[InvoiceLine], reason: str) -> None:

@@ -88,6 +88,11 @@ def do_apply_to_line(
         if context is None:
             raise Invalid("An override names the package to apply.", fields={"override": "needs a package"})
     line = _live_service_line(line_id, patient_id)
+    if line.appointment_id is not None:
+        # Locked first (locking.py's order), so a deletion cannot land in between (rule 8).
+        if lock_appointment(line.appointment_id, include_deleted=True).deleted_at is not None:
+            raise Conflict("That visit was permanently deleted: restore it from its tombstone first, "
+                           "then its charge can use a package session.")
     invoice = lock_invoice(line.invoice_id)
     packages = {p.pk: p for p in lock_patient_packages(invoice.patient_id)}
     line.refresh_from_db()
@@ -141,19 +146,17 @@ def do_apply_to_line(
         result = rules.decide_coverage(line.service_id, invoice_date, facts)
         decision = result.as_record()
         if result.covered_by is None:
-            if new_service is None:
-                raise Conflict(_why_sentence(result.reason))
-            line.not_covered_reason = result.reason
-        else:
-            cover_line(line, packages[result.covered_by], by=acting_user, reason="fix: apply package to line")
+            # With a new service too: a fix applies a package, it never only re-prices a visit
+            # (a 90-minute treatment billed as 60, and still no session used).
+            raise Conflict(_why_sentence(result.reason))
+        cover_line(line, packages[result.covered_by], by=acting_user, reason="fix: apply package to line")
     line.coverage_decision = decision | {"invoice_date": invoice_date.isoformat(), "at": now().isoformat(),
                                          "by_fix": True}
     line.save()
     record("fix.apply_to_line", actor=acting_user, obj=line, patient_id=invoice.patient_id, before=before,
            after=snapshot(line) | {"override": override, "reason": reason})
-    entry = _latest_entry(list(packages)) if line.covered_by_id else None
-    return FixResult(line.covered_by_id is not None, entry, "Package applied." if line.covered_by_id else
-                     "Service replaced; no package covers it.")
+    entry = _latest_entry(list(packages))
+    return FixResult(True, entry, "Package applied.")
 
 
 def _why_sentence(reason: str | None) -> str:
@@ -195,6 +198,18 @@ def do_check_in_and_charge(*, acting_user: Staff, appointment_id: int, patient_i
     if appointment.deleted_at is not None or (patient_id is not None and appointment.patient_id != patient_id):
         raise NotFound("No such appointment for this patient.")
     if appointment.status == AppointmentStatus.BOOKED:
+        charged = InvoiceLine.objects.filter(appointment=appointment, kind=LineKind.SERVICE, removed_at__isnull=True,
+                                             invoice__voided_at__isnull=True).exists()
+        if charged:
+            # Charged on a manual invoice (rule 2) but never checked in: only the check-in is
+            # missing. Checking it in as usual would charge the visit, and use a session, twice.
+            before = snapshot(appointment)
+            appointment.status = AppointmentStatus.ATTENDED
+            appointment.checked_in_at = now()
+            appointment.save(update_fields=["status", "checked_in_at"])
+            record("fix.check_in_and_charge", actor=acting_user, obj=appointment, patient_id=appointment.patient_id,
+                   before=before, after=snapshot(appointment))
+            return FixResult(True, None, "Checked in; its charge was already on file.")
         _, _, line = do_check_in(acting_user=acting_user, appointment=appointment)
         return FixResult(True, line.ledger_entries.order_by("-id").first() if line else None, "Checked in and charged.")
     if appointment.status != AppointmentStatus.ATTENDED:

@@ -125,6 +125,11 @@ class Walk:
             if ln.appointment_id and self.is_live(ln):
                 self.live_lines_by_visit[ln.appointment_id].append(ln)
         self.tombstoned_visits = {t.appointment_id for t in history.tombstones if t.appointment_id}
+        # A visit deleted, restored and deleted again has two tombstones: the latest one speaks.
+        self.latest_tombstone: dict[int, int] = {}
+        for t in sorted(history.tombstones, key=lambda t: (t.removed_at, t.id)):
+            if t.appointment_id:
+                self.latest_tombstone[t.appointment_id] = t.id
         self._days: dict[dt.datetime, dt.date] = {}
         self._counted_by: dict[int, frozenset[int]] = {}
         self._visit_reasons: dict[int, tuple[frozenset[int], str | None, LineFact | None]] = {}
@@ -135,9 +140,12 @@ class Walk:
         self.lines_covered_by: dict[int, list[LineFact]] = defaultdict(list)
         by_service: dict[int, list[LineFact]] = defaultdict(list)
         wrong_service: dict[tuple, bool] = {}  # (package, charged, booked) → looks like a wrong service
+        self.first_session_lines: dict[int, list[LineFact]] = defaultdict(list)
         for ln in self.lines.values():
             if ln.covered_by is not None:
                 self.lines_covered_by[ln.covered_by].append(ln)
+            if ln.kind == "first_session" and ln.patient_package_id is not None:
+                self.first_session_lines[ln.patient_package_id].append(ln)
             if ln.kind != "service" or not self.is_live(ln):
                 continue
             if ln.covered_by is not None:
@@ -205,6 +213,22 @@ class Walk:
             return False
         end = self.last_valid_day(p)
         return end is None or day <= end
+
+    def on_deleted_visit(self, line: LineFact) -> bool:
+        """A charge of a permanently deleted visit: no fix applies a package to it (rule 8);
+        restoring the visit from its tombstone does."""
+        visit = self.visits.get(line.appointment_id or -1)
+        return visit is not None and visit.deleted
+
+    def could_cover_now(self, p: PackageFact, service_id: int | None, day: dt.date) -> bool:
+        """Whether rules 1-6 would let this package cover the service on that day as it stands
+        now: a fix that applies it is offered only then (else it would be refused, or only
+        re-price the visit)."""
+        facts = rules.PackageFacts(
+            id=p.id, eligible_service_ids=p.eligible_service_ids, sold_on=self.local(p.sold_at), sold_at=p.sold_at,
+            activated=p.activated_at is not None, cancelled=p.cancelled_at is not None,
+            sessions_remaining=p.sessions_total - p.sessions_used, last_valid_day=self.last_valid_day(p))
+        return service_id is not None and rules.why_not(facts, service_id, day) is None
 
     def status(self, p: PackageFact) -> str:
         if p.cancelled_at:
@@ -353,19 +377,27 @@ def line_findings(w: Walk, p: PackageFact) -> list[Finding]:
         if reason == SERVICE_NOT_IN_PACKAGE:
             if w.in_window(p, day) and not p.cancelled_at and looks_like_wrong_service(w, p, line):
                 target = nearest_eligible(w, p, line.service_id)
+                nearest = f" (the nearest is {w.service(target)})" if len(p.eligible_service_ids) > 1 else ""
                 findings.append(Finding(
                     SERVICE_NOT_IN_PACKAGE, "warning",
-                    f"{what}; {p.name} covers only {', '.join(sorted(w.service(s) for s in p.eligible_service_ids))}.",
-                    fix={"action": "apply_to_line", "params": {"line_id": line.id, "service_id": target}}, **base))
+                    f"{what}; {p.name} covers only "
+                    f"{', '.join(sorted(w.service(s) for s in p.eligible_service_ids))}{nearest}.",
+                    fix={"action": "apply_to_line", "params": {"line_id": line.id, "service_id": target}}
+                    if w.could_cover_now(p, target, day) and not w.on_deleted_visit(line) else None, **base))
         elif reason == PACKAGE_NOT_PAID and sale is not None:
             paid_then = sale.paid_by(w.invoices[line.invoice_id].issued_at)
-            when_paid = (f"it was paid in full on {fmt_date(w.local(p.activated_at))}" if p.activated_at
-                         else f"it is still not paid in full ({w.money(sale.total - sale.paid)} due)")
+            if p.activated_at:
+                when_paid = f"it was paid in full on {fmt_date(w.local(p.activated_at))}"
+            elif sale.voided_at:  # nothing is due on a void invoice: the sale was undone
+                when_paid = f"its sale {sale.number} was voided on {fmt_date(w.local(sale.voided_at))}"
+            else:
+                when_paid = f"it is still not paid in full ({w.money(sale.total - sale.paid)} due)"
             findings.append(Finding(
                 PACKAGE_NOT_PAID, "warning",
                 f"{what} while {p.name} was not fully paid ({w.money(paid_then)} of {w.money(sale.total)} paid "
                 f"on {sale.number}); {when_paid}.",
-                fix={"action": "apply_to_line", "params": {"line_id": line.id}} if p.activated_at else None, **base))
+                fix={"action": "apply_to_line", "params": {"line_id": line.id}}
+                if w.could_cover_now(p, line.service_id, day) and not w.on_deleted_visit(line) else None, **base))
         elif reason == CHARGED_BEFORE_PURCHASE:
             findings.append(Finding(
                 CHARGED_BEFORE_PURCHASE, "info",
@@ -409,6 +441,8 @@ def visit_finding(w: Walk, visit: VisitFact) -> Finding | None:
     if visit.status != "attended":
         return None
     if visit.no_charges:
+        if w.live_uses_by_visit.get(visit.id):
+            return None  # counted all the same: the sale's first session was used for it
         return Finding(NO_CHARGES, "warning",
                        f"The {name} visit on {fmt_date(day)} was checked in with No Charges, so no session "
                        "was used.", fix={"action": "check_in_and_charge", "params": {"appointment_id": visit.id}},
@@ -426,7 +460,7 @@ def tombstone_finding(w: Walk, t) -> Finding | None:
     if t.kind != "appointment":
         return None
     restored = t.appointment_id in w.visits and not w.visits[t.appointment_id].deleted
-    if restored:
+    if restored or (t.appointment_id and w.latest_tombstone.get(t.appointment_id) != t.id):
         return None
     content = t.content or {}
     starts = content.get("starts_at")
@@ -465,7 +499,12 @@ def tombstone_service(t) -> int | None:
 
 def first_session_findings(w: Walk, p: PackageFact) -> list[Finding]:
     if p.use_first_session:
-        return []
+        if p.activated_at is None:
+            return []  # the payment that activates it uses it (rule 5)
+        if any(w.is_live(ln) for ln in w.first_session_lines.get(p.id, ())):
+            return []  # the sale's own line holds it
+        # Ticked, but its line was removed (given back, or moved to a visit's own charge):
+        # a visit of the sale day that nothing counts is still the one it was for.
     sale = w.invoices.get(p.sale_invoice_id)
     if sale is not None and sale.voided_at is not None:
         return []  # the sale itself was undone: it had no first session to use
@@ -482,12 +521,18 @@ def first_session_findings(w: Walk, p: PackageFact) -> list[Finding]:
         if lines and lines[0].service_id not in p.eligible_service_ids:
             # Booked as an eligible service but charged another: the fix charges the booked one.
             fix["params"]["service_id"] = visit.service_id
-        if lines and (p.cancelled_at or p.activated_at is None):
-            fix = None  # a closed or unpaid package covers nothing (rules 1, 11): no fix can use it
+        if lines and w.line_date(lines[0]) != sale_day:
+            fix["action"] = "apply_to_line"  # charged on an invoice of another day: not the sale day's line
+        if lines and not w.could_cover_now(p, fix["params"].get("service_id", lines[0].service_id),
+                                           w.line_date(lines[0])):
+            # A closed, unpaid or used-up package covers nothing (rules 1, 6, 11), nor does any
+            # package a line dated before its sale (rule 4): no fix can use it.
+            fix = None
         findings.append(Finding(
             FIRST_SESSION_NOT_USED, "warning",
-            f"{p.name} was sold on {fmt_date(sale_day)} without “Use first session”, and the patient's "
-            f"{w.service(visit.service_id)} visit that day was not counted.",
+            f"{p.name} was sold on {fmt_date(sale_day)} "
+            f"{'with “Use first session”, but that session was given back' if p.use_first_session else 'without “Use first session”'}"
+            f", and the patient's {w.service(visit.service_id)} visit that day was not counted.",
             date=sale_day, appointment_id=visit.id, line_id=lines[0].id if lines else None,
             invoice_id=lines[0].invoice_id if lines else None, fix=fix, patient_package_id=p.id))
     return findings
