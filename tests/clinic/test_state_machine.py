@@ -39,6 +39,7 @@ from hypothesis.stateful import (
 
 from tally.clinic import rules
 from tally.clinic.actions import billing, catalog, sales, visits
+from tally.clinic.actions.coverage import MOVED_TO_VISIT, NOT_NEEDED
 from tally.clinic.errors import ClinicError, Conflict, Invalid, NotFound
 from tally.clinic.investigator.explain import explain
 from tally.clinic.investigator.loader import load_history
@@ -292,6 +293,21 @@ class PackageTrackingMachine(RuleBasedStateMachine):
                 released[line.appointment_id].append(use.patient_package_id)
         return released
 
+    def first_sessions_given_back(self, appointment: Appointment) -> set[int]:
+        """The packages whose sale's first session a check-in of this visit moved onto the visit,
+        or dropped because the visit was counted already: undoing the check-in gives it back to
+        the sale, unless the sale holds a live first-session line again, or it was voided, or
+        the package cancelled since."""
+        moved = InvoiceLine.objects.filter(
+            appointment=appointment, kind=LineKind.FIRST_SESSION, removed_at__isnull=False,
+            removal_reason__in=[MOVED_TO_VISIT, NOT_NEEDED], invoice__voided_at__isnull=True,
+            patient_package__cancelled_at__isnull=True,
+        ).values_list("patient_package_id", flat=True)
+        live = InvoiceLine.objects.filter(
+            kind=LineKind.FIRST_SESSION, removed_at__isnull=True, invoice__voided_at__isnull=True,
+        ).values_list("patient_package_id", flat=True)
+        return set(moved) - set(live)
+
     def check_charges(self, since_line: int, snap: dict[int, Facts],
                       released: dict[int, list[int]]) -> list[InvoiceLine]:
         """Compare every service line charged since `since_line` with the oracle, in order."""
@@ -480,6 +496,7 @@ class PackageTrackingMachine(RuleBasedStateMachine):
         )
         given_back = [use.patient_package_id for line in charged if (use := live_use_for_line(line))]
         underflow = reversals_underflow(given_back)
+        first_sessions_back = self.first_sessions_given_back(appointment)
         _, error = attempt(visits.do_undo_check_in, acting_user=self.catalog.desk, appointment=appointment)
         if appointment.deleted_at is not None:
             assert isinstance(error, NotFound), error
@@ -491,6 +508,11 @@ class PackageTrackingMachine(RuleBasedStateMachine):
             assert error is None, error
             for package_id in given_back:
                 self.expected_used[package_id] -= 1
+            for package in PatientPackage.objects.filter(pk__in=first_sessions_back).order_by("pk"):
+                # rule 5: the sale's first session is the sale's again, as if this visit had never
+                # been checked in: used if the package is active and has a session left
+                if package.activated_at is not None and self.expected_used[package.pk] < package.sessions_total:
+                    self.expected_used[package.pk] += 1
             assert not InvoiceLine.objects.filter(
                 appointment=appointment, kind=LineKind.SERVICE, removed_at__isnull=True,
                 invoice__voided_at__isnull=True,
