@@ -59,10 +59,14 @@ def test_a_database_url_that_is_not_sqlite_or_postgresql_is_one_line(tally):
 def test_ctrl_c_ends_a_command_with_one_line_and_status_130(tally):
     assert tally("init").returncode == 0
     # Without --password and with standard input a pipe, createuser waits for the password line.
+    # SIGINT as a terminal gives it: a suite started in the background by a shell without job
+    # control (as CI may be) inherits SIGINT ignored, and the command would never see it.
     waiting = subprocess.Popen(tally.command("createuser", "ana", "--role", "owner"), cwd=tally.cwd, env=tally.env,
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     time.sleep(4)  # well past start-up: Django is set up and the command is reading
     waiting.send_signal(signal.SIGINT)
+    waiting.wait(timeout=30)  # before communicate(), which closes standard input: an end of file
     out, err = waiting.communicate(timeout=30)
     assert waiting.returncode == 130, err
     assert "Traceback" not in err, err
