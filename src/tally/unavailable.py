@@ -66,9 +66,13 @@ def drop_broken_connections() -> None:
             conn.close()
 
 
+def first_line(exc: BaseException) -> str:
+    """An error's first line, for a log line or a one-line refusal."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 def _log(request: HttpRequest, exc: BaseException) -> None:
-    first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    logger.warning("database unavailable: %s %s: %s", request.method, request.path, first_line)
+    logger.warning("database unavailable: %s %s: %s", request.method, request.path, first_line(exc))
 
 
 def unavailable_json() -> JsonResponse:

@@ -15,11 +15,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, connection
 from django.db.migrations.executor import MigrationExecutor
 
-from tally.unavailable import is_unavailable
-
-
-def first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+from tally.unavailable import first_line, is_unavailable
 
 
 def check_database_ready() -> None:
