@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Iterable
 from decimal import Decimal
 
-from django.db.models import Prefetch
+from django.db.models import Prefetch, QuerySet
 
 from ..audit import record, snapshot
 from ..errors import Conflict, Invalid, NotFound
@@ -41,6 +41,12 @@ from .coverage import NOT_NEEDED, charge_service, cover_line, uncover_line
 
 # The column holds 40 characters; the API accepts more text, and PostgreSQL refuses a longer value.
 METHOD_MAX_LENGTH = Payment._meta.get_field("method").max_length
+
+
+def live_charges(appointment: Appointment) -> QuerySet[InvoiceLine]:
+    """The visit's service lines still charged: not removed, on an invoice not voided."""
+    return InvoiceLine.objects.filter(appointment=appointment, kind=LineKind.SERVICE, removed_at__isnull=True,
+                                      invoice__voided_at__isnull=True)
 
 
 def load_invoice(invoice_id: int) -> Invoice:

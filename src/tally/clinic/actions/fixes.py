@@ -15,6 +15,7 @@ from ..audit import record, snapshot
 from ..errors import Conflict, Invalid, NotFound
 from ..locking import lock_appointment, lock_invoice, lock_patient_packages
 from ..models import (
+    Appointment,
     Invoice,
     InvoiceLine,
     PackageLedgerEntry,
@@ -25,7 +26,7 @@ from ..models import (
 )
 from ..models.billing import ZERO, LineKind
 from ..models.scheduling import AppointmentStatus, TombstoneKind
-from .billing import load_invoice
+from .billing import live_charges, load_invoice
 from .common import (
     DESK,
     OWNER,
@@ -188,6 +189,13 @@ def do_use_first_session(*, acting_user: Staff, context: PatientPackage, line_id
                             context=context, service_id=service_id)
 
 
+def mark_attended(appointment: Appointment) -> None:
+    """Checked in without a charge of its own: for a visit whose charge is already on file."""
+    appointment.status = AppointmentStatus.ATTENDED
+    appointment.checked_in_at = appointment.checked_in_at or now()
+    appointment.save(update_fields=["status", "checked_in_at"])
+
+
 @clinic_action
 def do_check_in_and_charge(*, acting_user: Staff, appointment_id: int, patient_id: int | None = None) -> FixResult:
     """Record the missing check-in and charge: a past visit still booked is checked in; an
@@ -198,15 +206,11 @@ def do_check_in_and_charge(*, acting_user: Staff, appointment_id: int, patient_i
     if appointment.deleted_at is not None or (patient_id is not None and appointment.patient_id != patient_id):
         raise NotFound("No such appointment for this patient.")
     if appointment.status == AppointmentStatus.BOOKED:
-        charged = InvoiceLine.objects.filter(appointment=appointment, kind=LineKind.SERVICE, removed_at__isnull=True,
-                                             invoice__voided_at__isnull=True).exists()
-        if charged:
+        if live_charges(appointment).exists():
             # Charged on a manual invoice (rule 2) but never checked in: only the check-in is
             # missing. Checking it in as usual would charge the visit, and use a session, twice.
             before = snapshot(appointment)
-            appointment.status = AppointmentStatus.ATTENDED
-            appointment.checked_in_at = now()
-            appointment.save(update_fields=["status", "checked_in_at"])
+            mark_attended(appointment)
             record("fix.check_in_and_charge", actor=acting_user, obj=appointment, patient_id=appointment.patient_id,
                    before=before, after=snapshot(appointment))
             return FixResult(True, None, "Checked in; its charge was already on file.")
@@ -257,12 +261,8 @@ def do_recreate_from_tombstone(*, acting_user: Staff, tombstone_id: int, patient
     appointment.save(update_fields=["deleted_at", "status", "no_charges"])
     record("fix.recreate_from_tombstone", actor=acting_user, obj=appointment, patient_id=appointment.patient_id,
            before=before, after=snapshot(appointment) | {"tombstone_id": tombstone.pk})
-    has_charge = InvoiceLine.objects.filter(appointment=appointment, kind=LineKind.SERVICE, removed_at__isnull=True,
-                                            invoice__voided_at__isnull=True).exists()
-    if has_charge:
-        appointment.status = AppointmentStatus.ATTENDED
-        appointment.checked_in_at = appointment.checked_in_at or now()
-        appointment.save(update_fields=["status", "checked_in_at"])
+    if live_charges(appointment).exists():
+        mark_attended(appointment)
         return FixResult(True, None, "Visit restored; its charge was still on file.")
     _, _, line = do_check_in(acting_user=acting_user, appointment=appointment)
     return FixResult(True, line.ledger_entries.order_by("-id").first() if line else None, "Visit restored and charged.")

@@ -19,11 +19,10 @@ from ..models import (
     Service,
     Staff,
 )
-from ..models.billing import LineKind
 from ..models.ledger import EntryKind
 from ..models.scheduling import AppointmentStatus, Tombstone, TombstoneKind
 from ..models.staff import Role
-from .billing import check_line_target, invoice_as_created, load_invoice, remove_line
+from .billing import check_line_target, invoice_as_created, live_charges, load_invoice, remove_line
 from .common import (
     ANY_STAFF,
     DESK,
@@ -172,11 +171,7 @@ def do_undo_check_in(*, acting_user: Staff, appointment: Appointment) -> Appoint
     check_practitioner_owns(acting_user, appointment, "undo the check-in of")
     if appointment.status != AppointmentStatus.ATTENDED:
         raise Conflict("This appointment is not checked in.")
-    lines = list(
-        InvoiceLine.objects.select_related("invoice")
-        .filter(appointment=appointment, kind=LineKind.SERVICE, removed_at__isnull=True, invoice__voided_at__isnull=True)
-        .order_by("pk")
-    )
+    lines = list(live_charges(appointment).select_related("invoice").order_by("pk"))
     first_sessions = released_first_sessions_of(appointment)
     for invoice_id in sorted({ln.invoice_id for ln in lines} | {ln.invoice_id for ln in first_sessions}):
         lock_invoice(invoice_id)
