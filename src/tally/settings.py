@@ -13,6 +13,9 @@ TALLY_SIGNIN_FAILURE_LIMIT   failed sign-ins per user name and address before a 
 TALLY_SIGNIN_COOLOFF_MINUTES how long that pause lasts (default 15)
 TALLY_OWNER_2FA_REQUIRED     owners must use two-factor sign-in (default on)
 TALLY_CONN_MAX_AGE           seconds a database connection is kept (PostgreSQL 300, SQLite 0)
+TALLY_SQLITE_QUEUE           "0" to let SQLite's writers wait in its busy handler alone, without the
+                             queue in front of it (tally.db.sqlite3; default on; for measuring, or a
+                             file system without flock)
 """
 
 from __future__ import annotations
@@ -119,8 +122,11 @@ TEMPLATES = [
 def database_from_url(url: str) -> dict:
     config = dj_database_url.parse(url)
     if config["ENGINE"] == "django.db.backends.sqlite3":
-        # Writers queue instead of failing (IMMEDIATE + busy timeout); WAL lets
+        # Writers queue instead of failing (IMMEDIATE + busy timeout), in a queue of
+        # their own that wakes the next writer at once (tally.db.sqlite3); WAL lets
         # readers run beside the writer; FULL makes a commit survive power loss.
+        if os.environ.get("TALLY_SQLITE_QUEUE", "1").strip().lower() not in {"0", "false", "off", "no"}:
+            config["ENGINE"] = "tally.db.sqlite3"
         config["OPTIONS"] = {
             "transaction_mode": "IMMEDIATE",
             "timeout": 30,

@@ -71,10 +71,11 @@ def backup_sqlite(source_name: str, target: Path, *, force: bool) -> str:
     if str(source_name) == ":memory:" or not source_path.exists():
         raise CommandError(f"no SQLite database at {source_name}; run `tally init` first")
     live = source_path.resolve()
-    # Its -wal, -shm and -journal hold committed writes and locks: replacing one under a
+    # Its -wal, -shm and -journal hold committed writes and locks, and -queue orders its
+    # writers (tally.db.sqlite3): replacing one under a
     # running server makes every new connection read a malformed database.
-    if target in {live, *(live.with_name(live.name + suffix) for suffix in ("-wal", "-shm", "-journal"))}:
-        raise CommandError("the backup cannot be the database itself or its -wal, -shm or -journal file")
+    if target in {live, *(live.with_name(live.name + suffix) for suffix in ("-wal", "-shm", "-journal", "-queue"))}:
+        raise CommandError("the backup cannot be the database itself or its -wal, -shm, -journal or -queue file")
     partial = temporary_beside(target)
     try:
         source = sqlite3.connect(source_path, timeout=30)

@@ -1,0 +1,1 @@
+"""Tally's database backends (see tally.db.sqlite3)."""

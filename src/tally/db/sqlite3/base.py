@@ -1,0 +1,167 @@
+"""SQLite with a queue in front of its one writer.
+
+SQLite lets one connection write at a time. Tally starts every transaction with
+`BEGIN IMMEDIATE`, so a second writer waits in SQLite's busy handler, which sleeps
+1, 2, 5, 10 ... 100 ms between tries: the lock is often free while every waiter sleeps.
+Under a burst of check-ins that left the write lock idle a fifth of the time and gave
+some check-ins a wait of seconds (measured in docs/reliability.md, Load).
+
+Here a writer first takes a queue, and only then runs `BEGIN IMMEDIATE`:
+
+- inside a process, a `threading.Lock`: a waiting thread blocks without the GIL and
+  wakes when the lock is released;
+- between processes (gunicorn's workers, the command line), an exclusive `flock` on a
+  file beside the database, `<database>-queue`. The kernel drops it when its holder
+  dies, so a crashed writer never leaves the queue held. Only the one thread per
+  process that holds the in-process lock waits for it, polling every 0.2 ms at first,
+  because `flock` itself cannot time out.
+
+The queue only orders writers; SQLite's own locking still guarantees correctness, and a
+connection that does not take the queue (the sqlite3 shell, a raw connection) is simply
+waited for by SQLite's busy handler as before. A writer that waits longer than the
+database's timeout gets SQLite's own error, "database is locked", which the server
+answers with a 503 (tally.unavailable). Reads never queue: only a transaction does.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+import time
+
+from django.db import OperationalError
+from django.db.backends.sqlite3 import base
+
+logger = logging.getLogger("tally.db")
+
+QUEUE_SUFFIX = "-queue"
+FIRST_POLL_SECONDS = 0.0002
+LONG_WAIT_SECONDS = 0.05
+LONG_POLL_SECONDS = 0.002
+
+_process_locks: dict[str, threading.Lock] = {}
+_process_locks_guard = threading.Lock()
+
+
+def _reset_after_fork() -> None:
+    # A lock some other thread held at fork() would stay held forever in the child.
+    global _process_locks_guard
+    _process_locks.clear()
+    _process_locks_guard = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def _process_lock(path: str) -> threading.Lock:
+    with _process_locks_guard:
+        return _process_locks.setdefault(path, threading.Lock())
+
+
+def queue_path(database_name: str) -> str:
+    return os.fspath(database_name) + QUEUE_SUFFIX
+
+
+class DatabaseWrapper(base.DatabaseWrapper):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._queue_fd: int | None = None
+        self._queue_fd_pid: int | None = None
+        self._queue_held: threading.Lock | None = None
+
+    # --- the queue ---
+
+    def _queue_timeout(self) -> float:
+        return float(self.settings_dict.get("OPTIONS", {}).get("timeout", 5))
+
+    def _open_queue_file(self) -> int | None:
+        """This connection's own descriptor of the queue file (flock locks belong to an
+        open file, so two connections of one process exclude each other too)."""
+        if self._queue_fd is not None and self._queue_fd_pid == os.getpid():
+            return self._queue_fd
+        # Opened in a parent before fork(): the child must not share its lock.
+        self._queue_fd = None
+        try:
+            fd = os.open(queue_path(self.settings_dict["NAME"]), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            # A read-only directory: SQLite's busy handler still orders the writers.
+            logger.warning("no writer queue for the SQLite database: %s", exc)
+            return None
+        self._queue_fd, self._queue_fd_pid = fd, os.getpid()
+        return fd
+
+    def _enter_queue(self) -> None:
+        if self._queue_held is not None or self.is_in_memory_db() or self.transaction_mode is None:
+            return
+        fd = self._open_queue_file()
+        if fd is None:
+            return
+        deadline = time.monotonic() + self._queue_timeout()
+        lock = _process_lock(queue_path(self.settings_dict["NAME"]))
+        if not lock.acquire(timeout=self._queue_timeout()):
+            raise OperationalError("database is locked")
+        try:
+            self._flock_until(fd, deadline)
+        except BaseException:
+            lock.release()
+            raise
+        self._queue_held = lock
+
+    @staticmethod
+    def _flock_until(fd: int, deadline: float) -> None:
+        started = time.monotonic()
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                pass
+            now = time.monotonic()
+            if now >= deadline:
+                raise OperationalError("database is locked")
+            pause = FIRST_POLL_SECONDS if now - started < LONG_WAIT_SECONDS else LONG_POLL_SECONDS
+            time.sleep(min(pause, deadline - now))
+
+    def _leave_queue(self) -> None:
+        lock, self._queue_held = self._queue_held, None
+        if lock is None:
+            return
+        try:
+            if self._queue_fd is not None:
+                fcntl.flock(self._queue_fd, fcntl.LOCK_UN)
+        finally:
+            lock.release()
+
+    # --- where a transaction starts and ends ---
+
+    def _start_transaction_under_autocommit(self):
+        self._enter_queue()
+        try:
+            super()._start_transaction_under_autocommit()
+        except BaseException:
+            self._leave_queue()
+            raise
+
+    def _commit(self):
+        try:
+            return super()._commit()
+        finally:
+            self._leave_queue()
+
+    def _rollback(self):
+        try:
+            return super()._rollback()
+        finally:
+            self._leave_queue()
+
+    def _close(self):
+        try:
+            return super()._close()
+        finally:
+            self._leave_queue()
+            if self._queue_fd is not None:
+                if self._queue_fd_pid == os.getpid():
+                    os.close(self._queue_fd)
+                self._queue_fd = None
