@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management import call_command
 from django.db import connections
+from gunicorn import util as gunicorn_util
 from gunicorn.app.base import BaseApplication
 
 from tally.clinic.management.base import check_database_ready
@@ -63,12 +65,33 @@ def collect_static(stdout=None) -> None:
     stamp.write_text(fingerprint + "\n")
 
 
+ERROR_CODES = {401: "unauthenticated", 403: "forbidden", 404: "not_found"}
+
+
+def write_error_as_json(sock, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn answers a request it cannot parse itself, before Django sees it: a request
+    line over its 4094-byte limit (a long ?q=), too many or too long headers, a malformed
+    request line or header. Its own answer is an HTML page; the contract's errors are JSON
+    in one shape, so this writes that shape with gunicorn's status and reason."""
+    code = ERROR_CODES.get(status_int, "validation_error" if status_int < 500 else "server_error")
+    message = f"{reason}: {mesg}" if mesg else reason
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+        f"Cache-Control: no-store\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    gunicorn_util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
 class TallyServer(BaseApplication):
     def __init__(self, options: dict[str, Any]):
         self.options = options
         super().__init__()
 
     def load_config(self) -> None:
+        # gunicorn's workers write their parse errors through util.write_error; forked
+        # workers inherit this replacement.
+        gunicorn_util.write_error = write_error_as_json
         for key, value in self.options.items():
             if key in self.cfg.settings and value is not None:
                 self.cfg.set(key, value)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import json
 import os
 import shutil
 import signal
+import socket
 import sqlite3
 import stat
 import subprocess
@@ -119,6 +121,17 @@ def get(port: int, path: str, headers: dict | None = None) -> http.client.HTTPRe
     return response
 
 
+def raw_exchange(port: int, request: bytes) -> tuple[bytes, bytes]:
+    """Send bytes no HTTP library would, and read the whole answer (the server closes)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return head, body
+
+
 def wait_until_serving(server: subprocess.Popen, port: int, seconds: float = 240) -> http.client.HTTPResponse:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -154,6 +167,17 @@ def test_serve_runs_gunicorn_and_answers_http(tally, free_port):
         assert login.status == 200
         css = get(free_port, "/static/admin/css/base.css")
         assert css.status == 200, "WhiteNoise serves the collected static files"
+        # gunicorn refuses these before Django sees them; the answer is still the contract's JSON.
+        for request, status in (
+            (b"GET /api/v1/patients?q=" + b"a" * 5000 + b" HTTP/1.1\r\nHost: localhost\r\n\r\n", 414),
+            (b"GET /api/v1/me HTTP/1.1\r\nHost: localhost\r\nBad Header\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: localhost\r\n" + b"X-A: b\r\n" * 200 + b"\r\n", 431),
+        ):
+            head, body = raw_exchange(free_port, request)
+            assert head.startswith(f"HTTP/1.1 {status} ".encode()), head
+            assert b"Content-Type: application/json" in head, head
+            error = json.loads(body)["error"]
+            assert error["code"] == "validation_error" and error["message"], error
     finally:
         output = stop(server)
     assert server.returncode is not None
