@@ -47,12 +47,12 @@ def end(wrapper, commit: bool = True) -> None:
     wrapper.set_autocommit(True)
 
 
-def test_the_queue_file_lies_beside_the_database():
+def test_the_queue_file_lies_beside_the_database_with_its_permissions():
     with transaction.atomic():
         pass
     name = connection.settings_dict["NAME"]
-    assert os.path.exists(queue_path(name))
     assert queue_path(name) == f"{name}-queue"
+    assert os.stat(queue_path(name)).st_mode & 0o777 == os.stat(name).st_mode & 0o666
 
 
 def test_a_second_writer_waits_for_the_first_to_commit():

@@ -43,6 +43,7 @@ LONG_POLL_SECONDS = 0.002
 
 _process_locks: dict[str, threading.Lock] = {}
 _process_locks_guard = threading.Lock()
+_warned: set[str] = set()
 
 
 def _reset_after_fork() -> None:
@@ -83,11 +84,20 @@ class DatabaseWrapper(base.DatabaseWrapper):
             return self._queue_fd
         # Opened in a parent before fork(): the child must not share its lock.
         self._queue_fd = None
+        name = self.settings_dict["NAME"]
         try:
-            fd = os.open(queue_path(self.settings_dict["NAME"]), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            # The database's own permissions, as SQLite gives its -wal and -shm: whoever may
+            # write the database may queue for it.
+            mode = os.stat(name).st_mode & 0o666
+        except OSError:
+            mode = 0o600
+        try:
+            fd = os.open(queue_path(name), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, mode)
         except OSError as exc:
             # A read-only directory: SQLite's busy handler still orders the writers.
-            logger.warning("no writer queue for the SQLite database: %s", exc)
+            if queue_path(name) not in _warned:
+                _warned.add(queue_path(name))
+                logger.warning("no writer queue for the SQLite database: %s", exc)
             return None
         self._queue_fd, self._queue_fd_pid = fd, os.getpid()
         return fd
