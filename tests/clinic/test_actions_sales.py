@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from tally.clinic.actions import billing, sales, visits
+from tally.clinic.actions import billing, catalog, sales, visits
 from tally.clinic.errors import Conflict, Forbidden, Invalid
 from tally.clinic.ledger import verify
 from tally.clinic.models import Invoice, InvoiceLine, PatientPackage
@@ -443,4 +443,77 @@ def test_the_activating_payment_never_covers_the_charge_of_a_first_session_visit
     assert line.covered_by_id is None
     first = InvoiceLine.objects.get(invoice=sale, kind=LineKind.FIRST_SESSION)
     assert first.covered_by_id == pp.pk and fresh(pp).sessions_used == 1
+    assert verify() == []
+
+
+def test_a_cancelled_packages_first_session_moves_to_its_visit_and_stays_used(desk, patient, ten_pack, acu60):
+    # Rule 11: sessions already used stay used. The sale used its first session for this visit
+    # (rule 5); the package is cancelled before the visit is checked in. Checking the visit in
+    # moves that session to the visit's own line, as for an open package: the count stays, and
+    # the visit is not billed a second time for a session the patient already used. Undoing the
+    # check-in moves it back to the sale. Neither direction is a new use of a closed package.
+    appointment = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 10, 8))
+    pp, sale = sell(desk, patient, ten_pack, first=True, appointment=appointment, sold_at=ny(2026, 6, 10, 9))
+    sales.do_cancel_package(acting_user=desk, patient_package=pp, reason="moving away",
+                            refund=(Decimal("-720.00"), "card"))
+    assert (fresh(pp).status, fresh(pp).sessions_used) == ("cancelled", 1)
+    for _ in range(2):  # and again: one session, never two, never none
+        _, _, line = visits.do_check_in(acting_user=desk, appointment=appointment)
+        assert (line.covered_by_id, line.amount) == (pp.pk, Decimal("0.00"))
+        assert (fresh(pp).status, fresh(pp).sessions_used) == ("cancelled", 1)
+        visits.do_undo_check_in(acting_user=desk, appointment=appointment)
+        assert (fresh(pp).status, fresh(pp).sessions_used) == ("cancelled", 1)
+        [first] = InvoiceLine.objects.filter(invoice=sale, kind=LineKind.FIRST_SESSION, removed_at__isnull=True)
+        assert first.covered_by_id == pp.pk
+    assert verify() == []
+
+
+def test_a_visit_moved_from_a_first_session_before_the_cancel_keeps_its_session_when_undone(
+        desk, patient, ten_pack, acu60):
+    appointment = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 10, 8))
+    pp, sale = sell(desk, patient, ten_pack, first=True, appointment=appointment, sold_at=ny(2026, 6, 10, 9))
+    visits.do_check_in(acting_user=desk, appointment=appointment)
+    sales.do_cancel_package(acting_user=desk, patient_package=pp, reason="moving away")
+    visits.do_undo_check_in(acting_user=desk, appointment=appointment)
+    assert (fresh(pp).status, fresh(pp).sessions_used) == ("cancelled", 1)
+    [first] = InvoiceLine.objects.filter(invoice=sale, kind=LineKind.FIRST_SESSION, removed_at__isnull=True)
+    assert first.covered_by_id == pp.pk
+    # A visit the sale's first session never named is still charged normally (rule 11).
+    _, _, other = visit(desk, patient, acu60, ny(2026, 6, 12))
+    assert (other.covered_by_id, other.not_covered_reason) == (None, PACKAGE_CANCELLED)
+    assert fresh(pp).sessions_used == 1
+    assert verify() == []
+
+
+def test_a_cancelled_packages_first_session_is_moved_to_its_visit_even_where_another_package_would_cover(
+        desk, patient, ten_pack, acu60):
+    # Rule 6 would pick the open package; the closed one's session was used for this visit and
+    # could never be used again if given back.
+    appointment = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 10, 8))
+    pp, _ = sell(desk, patient, ten_pack, first=True, appointment=appointment, sold_at=ny(2026, 6, 10, 9))
+    other, _ = sell(desk, patient, ten_pack, sold_at=ny(2026, 6, 10, 9, 30))
+    sales.do_cancel_package(acting_user=desk, patient_package=pp, reason="bought the wrong one")
+    _, _, line = visits.do_check_in(acting_user=desk, appointment=appointment)
+    assert line.covered_by_id == pp.pk
+    assert (fresh(pp).sessions_used, fresh(other).sessions_used) == (1, 0)
+    visits.do_undo_check_in(acting_user=desk, appointment=appointment)
+    assert (fresh(pp).sessions_used, fresh(other).sessions_used) == (1, 0)
+    assert verify() == []
+
+
+def test_a_cancelled_packages_first_session_stays_on_the_sale_when_its_visit_is_charged_another_service(
+        desk, owner, patient, ten_pack, acu60):
+    massage = catalog.do_create_service(acting_user=owner, name="Massage 60", duration_minutes=60,
+                                        price=Decimal("80.00"))
+    appointment = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 10, 8))
+    pp, sale = sell(desk, patient, ten_pack, first=True, appointment=appointment, sold_at=ny(2026, 6, 10, 9))
+    sales.do_cancel_package(acting_user=desk, patient_package=pp, reason="moving away")
+    _, _, line = visits.do_check_in(acting_user=desk, appointment=appointment, service=massage)
+    assert (line.covered_by_id, line.amount) == (None, Decimal("80.00"))
+    assert fresh(pp).sessions_used == 1
+    [first] = InvoiceLine.objects.filter(invoice=sale, kind=LineKind.FIRST_SESSION, removed_at__isnull=True)
+    assert first.covered_by_id == pp.pk
+    visits.do_undo_check_in(acting_user=desk, appointment=appointment)
+    assert fresh(pp).sessions_used == 1
+    assert InvoiceLine.objects.filter(invoice=sale, kind=LineKind.FIRST_SESSION, removed_at__isnull=True).count() == 1
     assert verify() == []

@@ -204,7 +204,7 @@ class InvariantReads:
                                      "sessions_total", "activated_at")
         self.entries = PreparedRead(
             PackageLedgerEntry.objects.order_by("patient_package_id", "seq"), "pk", "patient_package_id", "seq",
-            "kind", "change", "used_after", "invoice_line_id", "reverses_id", "reason", "appointment__status",
+            "kind", "change", "used_after", "invoice_line_id", "reverses_id", "reason", "appointment_id", "appointment__status",
             "appointment__deleted_at", "invoice_line__kind",
         )
         self.lines = PreparedRead(
@@ -293,20 +293,21 @@ class PackageTrackingMachine(RuleBasedStateMachine):
                 released[line.appointment_id].append(use.patient_package_id)
         return released
 
-    def first_sessions_given_back(self, appointment: Appointment) -> set[int]:
+    def first_sessions_given_back(self, appointment: Appointment, reversed_now: list[int]) -> set[int]:
         """The packages whose sale's first session a check-in of this visit moved onto the visit,
         or dropped because the visit was counted already: undoing the check-in gives it back to
-        the sale, unless the sale holds a live first-session line again, or it was voided, or
-        the package cancelled since."""
+        the sale, unless the sale holds a live first-session line again, or it was voided. A
+        package cancelled since gets it back only from the visit's own line (`reversed_now`):
+        the session moves back and the count stays (rule 11), never a new use."""
         moved = InvoiceLine.objects.filter(
             appointment=appointment, kind=LineKind.FIRST_SESSION, removed_at__isnull=False,
             removal_reason__in=[MOVED_TO_VISIT, NOT_NEEDED], invoice__voided_at__isnull=True,
-            patient_package__cancelled_at__isnull=True,
-        ).values_list("patient_package_id", flat=True)
+        ).values_list("patient_package_id", "patient_package__cancelled_at")
         live = InvoiceLine.objects.filter(
             kind=LineKind.FIRST_SESSION, removed_at__isnull=True, invoice__voided_at__isnull=True,
         ).values_list("patient_package_id", flat=True)
-        return set(moved) - set(live)
+        back = {pid for pid, cancelled_at in moved if cancelled_at is None or pid in reversed_now}
+        return back - set(live)
 
     def check_charges(self, since_line: int, snap: dict[int, Facts],
                       released: dict[int, list[int]]) -> list[InvoiceLine]:
@@ -317,14 +318,19 @@ class PackageTrackingMachine(RuleBasedStateMachine):
         )
         for line in lines:
             moved_from = released.pop(line.appointment_id, []) if line.appointment_id else []
+            # A cancelled package's first session stays on the sale for a service it does not
+            # cover: used before the cancellation, it stays used (rule 11).
+            moved_from = [pid for pid in moved_from
+                          if not snap[pid].cancelled or line.service_id in snap[pid].eligible]
             for package_id in moved_from:
                 snap[package_id].used -= 1
                 self.expected_used[package_id] -= 1
             day = local_day(line.invoice.issued_at)
             covered, reasons = expected_coverage(snap, line.invoice.patient_id, line.service_id, day)
             if covered is None:  # rule 5: the sale's first session for this visit moves to its line
-                covered = next((pid for pid in moved_from
-                                if line.service_id in snap[pid].eligible and not snap[pid].cancelled), None)
+                covered = next((pid for pid in moved_from if line.service_id in snap[pid].eligible), None)
+            else:  # a cancelled package's moves even so: given back, it could never be used again
+                covered = next((pid for pid in moved_from if snap[pid].cancelled), covered)
             assert line.covered_by_id == covered, (
                 f"line {line.pk} ({line.service_id} on {day}) covered by {line.covered_by_id}, "
                 f"rules 1-6 say {covered}; packages: {snap}"
@@ -496,7 +502,7 @@ class PackageTrackingMachine(RuleBasedStateMachine):
         )
         given_back = [use.patient_package_id for line in charged if (use := live_use_for_line(line))]
         underflow = reversals_underflow(given_back)
-        first_sessions_back = self.first_sessions_given_back(appointment)
+        first_sessions_back = self.first_sessions_given_back(appointment, given_back)
         _, error = attempt(visits.do_undo_check_in, acting_user=self.catalog.desk, appointment=appointment)
         if appointment.deleted_at is not None:
             assert isinstance(error, NotFound), error
@@ -760,15 +766,21 @@ class PackageTrackingMachine(RuleBasedStateMachine):
         packages = {p.pk: p for p in self.reads.packages.rows()}
         entries = self.reads.entries.rows()
         reversed_ids = {e.reverses_id for e in entries if e.reverses_id}
+        by_seq = {(e.patient_package_id, e.seq): e for e in entries}
         change_sum: dict[int, int] = defaultdict(int)
         for entry in entries:
             change_sum[entry.patient_package_id] += entry.change
             package = packages[entry.patient_package_id]
             if entry.kind == EntryKind.USE:
                 assert package.activated_at is not None, f"pending package {package.pk} used a session"
-                assert entry.seq <= self.seq_at_cancel.get(package.pk, entry.seq), (
-                    f"cancelled package {package.pk} used a session after it was closed"
-                )
+                if entry.seq > self.seq_at_cancel.get(package.pk, entry.seq):
+                    # After the cancel only a move: a sale's first session and its visit's line
+                    # trading the one session the visit used (a reversal for that visit just before).
+                    before = by_seq.get((package.pk, entry.seq - 1))
+                    assert (
+                        before is not None and before.kind == EntryKind.REVERSAL
+                        and entry.appointment_id is not None and before.appointment_id == entry.appointment_id
+                    ), f"cancelled package {package.pk} used a session after it was closed"
         for package in packages.values():
             remaining = package.sessions_total - package.sessions_used
             assert 0 <= package.sessions_used <= package.sessions_total

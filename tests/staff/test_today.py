@@ -7,7 +7,7 @@ import pytest
 from django.urls import reverse
 
 from tally.clinic.actions.catalog import do_create_package
-from tally.clinic.actions.sales import do_sell_package
+from tally.clinic.actions.sales import do_cancel_package, do_sell_package
 from tally.clinic.actions.visits import do_book, do_reschedule
 from tally.clinic.models import Appointment, AuditEvent, InvoiceLine, Tombstone
 from tally.clinic.models.scheduling import AppointmentStatus
@@ -224,3 +224,22 @@ def test_the_check_in_preview_counts_the_first_session_the_sale_used_for_this_vi
     assert response.status_code == 302
     line = InvoiceLine.objects.get(appointment=visit, kind="service", removed_at__isnull=True)
     assert line.session_number == 1 and line.covered_by.name == package.name
+
+
+def test_the_check_in_preview_of_a_cancelled_packages_first_session_visit_says_it_is_paid_via_the_package(
+        desk_client, desk, owner, patient, acu60, visit):
+    """Cancelled after the sale used its first session for this visit: the check-in moves that
+    session to the visit's line (rule 11: used stays used), so the preview must not ask to
+    charge the visit in full."""
+    package = do_create_package(acting_user=owner, name="10 x Acupuncture 60", price=Decimal("800.00"),
+                                sessions=10, service_ids=[acu60.pk])
+    sold, _ = do_sell_package(acting_user=desk, patient=patient, package=package, use_first_session=True,
+                              first_session_appointment=visit, payment=(Decimal("800.00"), "card"))
+    do_cancel_package(acting_user=desk, patient_package=sold, reason="moving away")
+    url = reverse("staff:check_in", args=[visit.pk])
+    page = desk_client.get(url).content.decode()
+    assert "will be paid via 10 x Acupuncture 60: session 1 of 10" in page
+    assert "will not cover this visit" not in page
+    assert desk_client.post(url, {"charge": "booked"}).status_code == 302
+    line = InvoiceLine.objects.get(appointment=visit, kind="service", removed_at__isnull=True)
+    assert (line.covered_by_id, line.session_number) == (sold.pk, 1)

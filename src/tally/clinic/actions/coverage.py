@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import replace
 
 from .. import rules
@@ -47,11 +47,15 @@ def preview_coverage(patient_id: int, service_id: int, invoice_date: dt.date, tz
     `given_back`: sessions per package that the charge gives back before deciding, as
     `charge_service` does for a visit's first session (`first_sessions_given_back`)."""
     packages = with_eligible_ids(list(PatientPackage.objects.filter(patient_id=patient_id).order_by("pk")))
-    given_back = given_back or {}
+    by_id = {p.pk: p for p in packages}
+    # As release_first_session_of: a cancelled package's first session stays on the sale for
+    # a service that package does not cover.
+    given_back = {pid: n for pid, n in (given_back or {}).items()
+                  if pid in by_id and not _stays_on_closed_sale(by_id[pid], service_id)}
     facts = [replace(f, sessions_remaining=f.sessions_remaining + given_back.get(p.pk, 0))
              for p in packages for f in [package_facts(p, tz)]]
     decision = rules.decide_coverage(service_id, invoice_date, facts)
-    return decision, {p.pk: p for p in packages}
+    return _moved_first_session(decision, list(given_back), by_id, service_id), by_id
 
 
 def first_sessions_given_back(appointment_id: int) -> Counter[int]:
@@ -87,7 +91,7 @@ def charge_service(
     pending_first: list[InvoiceLine] = []
     released: list[InvoiceLine] = []
     if appointment is not None:
-        released, pending_first = release_first_session_of(appointment, by=by)
+        released, pending_first = release_first_session_of(appointment, service, by=by)
     invoice_date = local_date(invoice.issued_at, tz)
     if locked_packages is not None and not released:
         packages = {p.pk: p for p in locked_packages}
@@ -95,8 +99,8 @@ def charge_service(
     else:
         decision, packages = decide_for(invoice.patient_id, service.pk, invoice_date, tz)
     moved_first = False
-    if decision.covered_by is None and released:
-        moved = _moved_first_session(decision, released, packages, service)
+    if released:
+        moved = _moved_first_session(decision, [line.patient_package_id for line in released], packages, service.pk)
         moved_first, decision = moved is not decision, moved
     line = InvoiceLine(
         invoice=invoice,
@@ -134,15 +138,23 @@ def charge_service(
     return line
 
 
-def _moved_first_session(decision: rules.Decision, released: list[InvoiceLine],
-                         packages: dict[int, PatientPackage], service: Service) -> rules.Decision:
+def _moved_first_session(decision: rules.Decision, released: list[int],
+                         packages: dict[int, PatientPackage], service_id: int) -> rules.Decision:
     """Rule 5: a first session the sale used for this visit moves to the visit's own line even
     where rules 4-6 would not cover that line now (a visit the day before the sale: "already
     was" treated), as it does when the visit was charged before the sale (`use_first_session`).
-    Otherwise checking the visit in would lose the session the sale used for it."""
-    for line in released:
-        package = packages.get(line.patient_package_id)
-        if package is not None and package.cancelled_at is None and service.pk in package.eligible_ids:
+    Otherwise checking the visit in would lose the session the sale used for it.
+
+    A cancelled package moves it too, even where rule 6 would pick another package: the
+    session was used before the cancellation, rule 11 keeps used sessions used, and a closed
+    package could never use the session given back. The move uses nothing new (a reversal and
+    a use, the count unchanged), and the visit is not billed again for a session the patient
+    already used."""
+    for package_id in released:
+        package = packages.get(package_id)
+        if package is None or service_id not in package.eligible_ids:
+            continue
+        if decision.covered_by is None or package.cancelled_at is not None:
             considered = tuple((pid, None if pid == package.pk else why) for pid, why in decision.considered)
             return rules.Decision(covered_by=package.pk, reason=None, considered=considered)
     return decision
@@ -161,11 +173,12 @@ NOT_NEEDED = "first session not needed: the visit's own charge was covered"
 
 def released_first_sessions_of(appointment: Appointment) -> list[InvoiceLine]:
     """The sale first-session lines a check-in of this visit released, one per package whose
-    sale still stands: what undoing the check-in gives back (rule 5's session was the sale's)."""
+    sale still stands: what undoing the check-in gives back (rule 5's session was the sale's).
+    A package cancelled since gets it back too: its count is as it was at the cancellation
+    (rule 11), and moving the session back onto the sale uses nothing new."""
     lines = InvoiceLine.objects.filter(
         appointment_id=appointment.pk, kind=LineKind.FIRST_SESSION, removed_at__isnull=False,
         removal_reason__in=[MOVED_TO_VISIT, NOT_NEEDED], invoice__voided_at__isnull=True,
-        patient_package__cancelled_at__isnull=True,
     ).order_by("-pk")
     latest: dict[int, InvoiceLine] = {}
     for line in lines:
@@ -173,12 +186,18 @@ def released_first_sessions_of(appointment: Appointment) -> list[InvoiceLine]:
     return sorted(latest.values(), key=lambda line: line.pk)
 
 
-def restore_first_sessions(lines: list[InvoiceLine], *, by: Staff | None) -> list[InvoiceLine]:
+def restore_first_sessions(lines: list[InvoiceLine], *, by: Staff | None,
+                           given_back: Collection[int] = ()) -> list[InvoiceLine]:
     """Undoing a check-in puts the sale's first session back on the sale, as before it: used
-    again if the package is active (rule 5), else left for the payment that activates it."""
+    again if the package is active (rule 5), else left for the payment that activates it.
+    `given_back`: the packages whose use on the visit's own line the undo just reversed. A
+    cancelled package gets its first session back only from one of those, so the session moves
+    back and its count stays as it was; anything else would be a new use of a closed package."""
     restored = []
     for old in lines:
         package = PatientPackage.objects.get(pk=old.patient_package_id)
+        if package.cancelled_at is not None and package.pk not in given_back:
+            continue
         if InvoiceLine.objects.filter(patient_package=package, kind=LineKind.FIRST_SESSION,
                                       removed_at__isnull=True, invoice__voided_at__isnull=True).exists():
             continue
@@ -195,18 +214,26 @@ def restore_first_sessions(lines: list[InvoiceLine], *, by: Staff | None) -> lis
     return restored
 
 
-def release_first_session_of(appointment: Appointment, *, by: Staff | None
+def release_first_session_of(appointment: Appointment, service: Service, *, by: Staff | None
                              ) -> tuple[list[InvoiceLine], list[InvoiceLine]]:
     """A visit whose first session was already used at the sale is charged on its own line;
     the sale's first-session line gives its session back so the visit counts once.
     Returns the lines released, and the first-session lines for this visit whose
-    sale is not paid yet (nothing used): those are left to the payment that activates it."""
+    sale is not paid yet (nothing used): those are left to the payment that activates it.
+    A cancelled package's first session stays on the sale when the visit is charged a
+    service that package does not cover: it was used before the cancellation (rule 11), and
+    the closed package could never use it again."""
     lines = _FIRST_SESSION_LINES.all(appointment.pk)
-    used = [line for line in lines if line.covered_by_id is not None]
+    used = [line for line in lines if line.covered_by_id is not None
+            and not _stays_on_closed_sale(PatientPackage.objects.get(pk=line.covered_by_id), service.pk)]
     for line in used:
         uncover_line(line, by=by, reason=MOVED_TO_VISIT)
     _remove_first_session_lines(used, MOVED_TO_VISIT)
     return used, [line for line in lines if line.covered_by_id is None]
+
+
+def _stays_on_closed_sale(package: PatientPackage, service_id: int) -> bool:
+    return package.cancelled_at is not None and not package.eligible_services.filter(pk=service_id).exists()
 
 
 def _remove_first_session_lines(lines: list[InvoiceLine], reason: str) -> None:

@@ -177,9 +177,10 @@ def do_undo_check_in(*, acting_user: Staff, appointment: Appointment) -> Appoint
         lock_invoice(invoice_id)
     lock_patient_packages(appointment.patient_id)
     before = snapshot(appointment)
+    given_back = {line.covered_by_id for line in lines if line.covered_by_id is not None}
     for line in lines:
         remove_line(line, by=acting_user, reason="check-in undone")
-    restored = restore_first_sessions(first_sessions, by=acting_user)
+    restored = restore_first_sessions(first_sessions, by=acting_user, given_back=given_back)
     for invoice_id in sorted({ln.invoice_id for ln in lines}):
         invoice = load_invoice(invoice_id)
         if not invoice.live_lines() and not invoice.payments.all():
