@@ -32,7 +32,6 @@ if in_ci; then
   fi
 fi
 
-export TALLY_TESTING=1
 PG_URL=${TALLY_TEST_POSTGRES_URL:-postgresql://postgres@127.0.0.1:5432/postgres}
 SQLITE_URL="sqlite:///$(pwd)/.test-db.sqlite3"
 

@@ -40,7 +40,10 @@ def env_bool(name: str, default: bool = False) -> bool:
 
 
 DEBUG = env_bool("TALLY_DEBUG")
-TESTING = env_bool("TALLY_TESTING") or "pytest" in sys.modules
+# The test suite's settings (a fast password hasher, a fallback secret key, per-process test
+# databases) weaken a server, so they follow from pytest running, never from the environment: a
+# TALLY_TESTING=1 once used for that, left in a server's environment, stored new passwords as MD5.
+TESTING = "pytest" in sys.modules
 
 SECRET_KEY = os.environ.get("TALLY_SECRET_KEY", "")
 if not SECRET_KEY:

@@ -104,6 +104,12 @@ def test_backup_writes_a_copy_that_opens_and_passes_integrity_check_and_never_ov
     assert refused.returncode != 0
     assert "--force" in one_line(refused.stderr)
     assert tally("backup", str(target), "--force").returncode == 0
+    # Each backup is audited in the live database once its copy is taken, so a copy holds the
+    # events of the backups before it, not its own; the refused one wrote none.
+    backups = "select after from clinic_auditevent where action = 'database.backup'"
+    with sqlite3.connect(tally.database) as live, sqlite3.connect(target) as copy:
+        assert len(live.execute(backups).fetchall()) == 2
+        assert len(copy.execute(backups).fetchall()) == 1
 
 
 def test_serve_refuses_a_database_that_is_not_set_up(tally, free_port):
@@ -185,17 +191,27 @@ def test_serve_runs_gunicorn_and_answers_http(tally, free_port):
 
 
 @pytest.mark.postgres_only
-def test_backup_on_postgresql_writes_a_pg_dump_archive(tally):
-    url = os.environ.get("TALLY_DATABASE_URL", "")
+def test_backup_on_postgresql_writes_a_pg_dump_archive_and_an_audit_event(tally, tmp_path):
+    import psycopg
+
+    from tests.e2e.conftest import scratch_database_url
+
     if shutil.which("pg_dump") is None or shutil.which("pg_restore") is None:
         pytest.skip("PostgreSQL backup: pg_dump/pg_restore are not installed")
-    tally.env["TALLY_DATABASE_URL"] = url  # read-only for the database: pg_dump takes a snapshot
-    target = tally.cwd / "clinic.dump"
-    done = tally("backup", str(target))
-    if done.returncode != 0 and "server version mismatch" in done.stderr:
-        pytest.skip("PostgreSQL backup: pg_dump is older than the server")
-    assert done.returncode == 0, done.stderr
-    assert target.read_bytes()[:5] == b"PGDMP"
-    listing = subprocess.run(["pg_restore", "--list", str(target)], capture_output=True, text=True, timeout=60)
-    assert listing.returncode == 0, listing.stderr
-    assert tally("backup", str(target)).returncode != 0
+    # A database of its own: the backup writes its audit event there.
+    with scratch_database_url(tmp_path) as url:
+        tally.env["TALLY_DATABASE_URL"] = url
+        assert tally("init").returncode == 0
+        target = tally.cwd / "clinic.dump"
+        done = tally("backup", str(target))
+        if done.returncode != 0 and "server version mismatch" in done.stderr:
+            pytest.skip("PostgreSQL backup: pg_dump is older than the server")
+        assert done.returncode == 0, done.stderr
+        assert target.read_bytes()[:5] == b"PGDMP"
+        listing = subprocess.run(["pg_restore", "--list", str(target)], capture_output=True, text=True, timeout=60)
+        assert listing.returncode == 0, listing.stderr
+        assert tally("backup", str(target)).returncode != 0
+        with psycopg.connect(url) as db:
+            events = db.execute("select action, actor_id, after->>'path' from clinic_auditevent "
+                                "where action = 'database.backup'").fetchall()
+        assert events == [("database.backup", None, str(target))], "one event: the refused second backup wrote none"

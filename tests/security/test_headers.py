@@ -121,6 +121,17 @@ def test_production_refuses_to_start_without_a_secret_key(tmp_path):
     assert done.returncode != 0 and "TALLY_SECRET_KEY must be set" in done.stderr
 
 
+def test_tally_testing_set_outside_the_test_suite_changes_nothing(tmp_path):
+    """The test settings (a fast MD5 password hasher first, so every new or re-hashed password is
+    stored as unsalted MD5, and a public fallback secret key, so anyone can sign session cookies)
+    apply inside pytest only: TALLY_TESTING=1 left in a server's environment must not weaken it."""
+    env = production_env(TALLY_TESTING="1")
+    assert setting("PASSWORD_HASHERS", env, tmp_path).startswith("['django.contrib.auth.hashers.Argon2PasswordHasher'")
+    del env["TALLY_SECRET_KEY"]
+    done = django(["check"], env, tmp_path)
+    assert done.returncode != 0 and "TALLY_SECRET_KEY must be set" in done.stderr
+
+
 def never_stored(response) -> bool:
     return "no-store" in response.get("Cache-Control", "")
 

@@ -214,3 +214,106 @@ def test_signing_out_before_the_code_step_ends_only_that_half_signed_in_session(
     assert is_signed_in(owners_browser)
     assert Client().get("/api/v1/me", headers={"Authorization": f"Bearer {raw}"}).status_code == 200
     assert not AuditEvent.objects.filter(action="token.revoke").exists()
+
+
+# --- a password change -----------------------------------------------------------------------------
+# It ends the staff member's other web sessions (Django's session auth hash) and revokes the API
+# tokens obtained with the old password (POST /auth/token); tokens from `tally createtoken` were
+# never tied to the password and keep working.
+
+NEW_PASSWORD = "a brand new passphrase 42"
+
+
+def password_token(username: str, password: str = PASSWORD) -> str:
+    response = Client().post("/api/v1/auth/token", {"username": username, "password": password},
+                             content_type="application/json")
+    assert response.status_code == 200, response.content
+    return response.json()["token"]
+
+
+def command_line_token(username: str, *args: str) -> str:
+    out = io.StringIO()
+    call_command("createtoken", username, *args, stdout=out)
+    return out.getvalue().strip()
+
+
+def answers(raw: str) -> int:
+    return Client().get("/api/v1/me", headers={"Authorization": f"Bearer {raw}"}).status_code
+
+
+def test_changing_a_password_in_the_admin_ends_sessions_and_revokes_password_tokens_only(desk, owner, clinic,
+                                                                                         settings):
+    settings.TALLY_OWNER_2FA_REQUIRED = False  # the admin's two-factor gate is tested in test_two_factor
+    owner.is_staff = owner.is_superuser = True  # as `tally createuser --role owner` makes them
+    owner.save()
+    browser, signed_in_token = password_sign_in_client(desk), password_token("frank")
+    script_token, labelled_api = command_line_token("frank"), command_line_token("frank", "--label", "api")
+    _, others = ApiToken.issue(owner, label="theirs")
+    admin = signed_in(owner)
+    response = admin.post(f"/admin/clinic/staff/{desk.pk}/password/",
+                          {"usable_password": "true", "password1": NEW_PASSWORD, "password2": NEW_PASSWORD})
+    assert response.status_code == 302, response.context["form"].errors if response.context else response
+    assert not is_signed_in(browser)
+    assert answers(signed_in_token) == 401
+    assert (answers(script_token), answers(labelled_api), answers(others)) == (200, 200, 200)
+    assert is_signed_in(admin)
+    event = AuditEvent.objects.filter(action="token.revoke").get()  # why its 401s began
+    assert (event.actor_id, event.object_id, event.after) == (None, str(desk.pk),
+                                                              {"tokens": 1, "cause": "password_change"})
+    assert answers(password_token("frank", NEW_PASSWORD)) == 200
+
+
+def test_a_password_set_anywhere_else_revokes_the_tokens_signed_in_with_the_old_one(desk, clinic):
+    """`tally changepassword`, `tally shell`, a data fix: each ends in set_password() and save()."""
+    old, script = password_token("frank"), command_line_token("frank")
+    desk.set_password(NEW_PASSWORD)
+    desk.save()
+    assert (answers(old), answers(script)) == (401, 200)
+    desk.save()  # a later save that changes no password revokes nothing more
+    assert AuditEvent.objects.filter(action="token.revoke").count() == 1
+
+
+def test_disabling_a_password_revokes_the_tokens_signed_in_with_it(desk, clinic):
+    old, script = password_token("frank"), command_line_token("frank")
+    desk.set_unusable_password()
+    desk.save()
+    assert (answers(old), answers(script)) == (401, 200)
+
+
+def test_a_password_re_hashed_at_sign_in_is_no_change(desk, clinic):
+    """Django re-hashes a password stored with an older hasher when it is next checked: the same
+    password, so the tokens signed in with it stay valid."""
+    from django.contrib.auth.hashers import make_password
+
+    Staff.objects.filter(pk=desk.pk).update(password=make_password(PASSWORD, hasher="pbkdf2_sha256"))
+    first = password_token("frank")
+    assert Staff.objects.get(pk=desk.pk).password.startswith("pbkdf2_sha256$") is False  # re-hashed
+    assert answers(first) == 200
+    assert answers(password_token("frank")) == 200
+    assert not AuditEvent.objects.filter(action="token.revoke").exists()
+
+
+def test_each_token_records_how_it_was_obtained(desk, clinic):
+    from tally.clinic.models.staff import hash_token
+
+    signed_in_token, script_token = password_token("frank"), command_line_token("frank", "--label", "api")
+    origins = {raw: ApiToken.objects.get(token_hash=hash_token(raw)).origin for raw in (signed_in_token, script_token)}
+    assert origins == {signed_in_token: "password", script_token: "command_line"}
+
+
+def test_tokens_from_before_origins_were_recorded_are_read_from_their_label(desk, clinic):
+    """Migration 0006: POST /auth/token labelled every token "api"; any other label came from the
+    command line. An "api" one stays a password token (it may be `createtoken --label api`: the
+    cautious reading, since it is revoked rather than kept)."""
+    from importlib import import_module
+
+    from django.apps import apps
+
+    migration = import_module("tally.clinic.migrations.0006_apitoken_origin")
+    labels = ["api", "command line", "tally demo", "nightly export"]
+    for label in labels:
+        ApiToken.issue(desk, label=label)  # the field's default, as every row had after AddField
+    migration.mark_command_line_tokens(apps, None)
+    assert dict(ApiToken.objects.values_list("label", "origin")) == {
+        "api": "password", "command line": "command_line", "tally demo": "command_line",
+        "nightly export": "command_line"}

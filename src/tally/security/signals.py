@@ -1,5 +1,6 @@
 """Receivers: sessions begin and end with sign-in and sign-out, a deactivated staff member
-loses every session and token, and every sign-in lockout is logged and audited."""
+loses every session and token, a changed password ends the tokens it signed in for, and every
+sign-in lockout is logged and audited."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from django.utils import timezone
 
 from tally.clinic.audit import current_ip, record, request_ip
 from tally.clinic.models import ApiToken, Staff
+from tally.clinic.models.staff import TokenOrigin
 
 from . import sessions
 from .lockout import clear_failures
@@ -57,11 +59,14 @@ def half_signed_in(user: Any) -> bool:
     return is_verified is not None and not is_verified() and second_step_for(user) is not None
 
 
-def revoke_tokens(staff: Staff, *, cause: str, by: Staff | None) -> int:
-    """Revoke every live token of `staff`, with one audit event saying how many and why: an
-    integration that suddenly gets 401s can be explained from the audit log."""
+def revoke_tokens(staff: Staff, *, cause: str, by: Staff | None, origin: str | None = None) -> int:
+    """Revoke every live token of `staff` (or only those of one `origin`), with one audit event
+    saying how many and why: an integration that suddenly gets 401s can be explained from the
+    audit log."""
     with transaction.atomic():
         live = ApiToken.objects.filter(staff=staff, revoked_at__isnull=True)
+        if origin is not None:
+            live = live.filter(origin=origin)
         count = live.update(revoked_at=timezone.now())
         if count:
             record("token.revoke", actor=by, obj=staff, object_type="staff",
@@ -77,6 +82,27 @@ def deactivated_staff_signed_out(sender: Any, instance: Staff, created: bool, **
         return
     revoke_tokens(instance, cause="deactivated", by=None)
     sessions.end_all_sessions(instance.pk)
+
+
+@receiver(post_save, sender=Staff, dispatch_uid="tally.security.password_change_revokes_password_tokens")
+def password_change_revokes_password_tokens(sender: Any, instance: Staff, created: bool, **kwargs: Any) -> None:
+    """However a password is changed or disabled (the admin, `tally changepassword`, a shell),
+    the API tokens obtained with the old one (POST /auth/token) are revoked now, as Django's
+    session auth hash ends the staff member's other web sessions. Tokens from `tally createtoken`
+    were never tied to the password and keep working; signing out still revokes them all."""
+    if created or not password_replaced(instance):
+        return
+    instance.password_disabled = False  # handled: a later save of this object revokes nothing
+    revoke_tokens(instance, cause="password_change", by=None, origin=TokenOrigin.PASSWORD)
+
+
+def password_replaced(staff: Staff) -> bool:
+    """Whether this save stores a new password or disables it. Django keeps the new raw password
+    in `_password` from set_password() until the save has run its password_changed() hooks, and
+    clears it first when it only re-hashes the same password at sign-in with a newer hasher
+    (AbstractBaseUser.check_password: "Password hash upgrades shouldn't be considered password
+    changes"), so a re-hash revokes nothing."""
+    return getattr(staff, "_password", None) is not None or staff.password_disabled
 
 
 @receiver(user_locked_out, dispatch_uid="tally.security.lockout_audited")

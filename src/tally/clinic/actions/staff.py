@@ -10,6 +10,7 @@ from django.http import HttpRequest
 from ..audit import record
 from ..errors import ClinicError
 from ..models import ApiToken, Staff
+from ..models.staff import TokenOrigin
 from .common import clinic_action
 from .two_factor import confirmed_device, must_use_two_factor, verify_code
 
@@ -67,8 +68,9 @@ def do_issue_token(*, request: HttpRequest, username: str, password: str, otp: s
 
 @clinic_action
 def _issue(*, staff: Staff, label: str) -> tuple[ApiToken, str]:
-    token, raw = ApiToken.issue(staff, label=label)
-    record("token.issue", actor=staff, obj=token, after={"label": label, "staff_id": staff.pk})
+    token, raw = ApiToken.issue(staff, label=label, origin=TokenOrigin.PASSWORD)
+    record("token.issue", actor=staff, obj=token,
+           after={"label": label, "staff_id": staff.pk, "origin": token.origin})
     return token, raw
 
 

@@ -14,7 +14,7 @@ from django.core.exceptions import ValidationError
 from ..audit import record
 from ..errors import Conflict, Invalid, NotFound
 from ..models import ApiToken, Staff
-from ..models.staff import Role
+from ..models.staff import Role, TokenOrigin
 from .common import clinic_action, optional_text
 
 # The columns' lengths: PostgreSQL refuses a longer value with a DataError (SQLite keeps it).
@@ -77,8 +77,9 @@ def do_grant_token(*, acting_user: Staff | None, username: str, label: str = "co
     if not staff.is_active:
         raise Conflict(f"{staff.username} is deactivated; reactivate them before issuing a token.")
     label = optional_text(label, "label", ApiToken._meta.get_field("label").max_length)
-    token, raw = ApiToken.issue(staff, label=label)
-    record("token.issue", actor=acting_user, obj=token, after={"label": label, "staff_id": staff.pk})
+    token, raw = ApiToken.issue(staff, label=label, origin=TokenOrigin.COMMAND_LINE)
+    record("token.issue", actor=acting_user, obj=token,
+           after={"label": label, "staff_id": staff.pk, "origin": token.origin})
     return token, raw
 
 

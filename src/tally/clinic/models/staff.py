@@ -22,6 +22,14 @@ class Staff(AbstractUser):
         verbose_name = "staff member"
         verbose_name_plural = "staff"
 
+    # Set by set_unusable_password() until the next save: like a new password, disabling the
+    # password revokes the tokens it signed in for (tally.security.signals).
+    password_disabled = False
+
+    def set_unusable_password(self) -> None:
+        super().set_unusable_password()
+        self.password_disabled = True
+
     @property
     def display_name(self) -> str:
         return self.get_full_name() or self.username
@@ -39,12 +47,22 @@ def hash_token(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
+class TokenOrigin(models.TextChoices):
+    """How a token was obtained. A password change revokes the tokens its old password signed in
+    for, and keeps the ones the command line issued, which no password was ever asked for."""
+
+    PASSWORD = "password", "signed in with a password (POST /auth/token)"
+    COMMAND_LINE = "command_line", "issued on the command line (tally createtoken)"
+
+
 class ApiToken(models.Model):
     """A bearer token. Only its SHA-256 is stored; the raw token is shown once."""
 
     staff = models.ForeignKey(Staff, on_delete=models.CASCADE, related_name="api_tokens")
     token_hash = models.CharField(max_length=64, unique=True)
     label = models.CharField(max_length=100, blank=True)
+    # By default a password token: one that a password change revokes is the safe guess.
+    origin = models.CharField(max_length=20, choices=TokenOrigin.choices, default=TokenOrigin.PASSWORD)
     created_at = models.DateTimeField(auto_now_add=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
 
@@ -52,7 +70,7 @@ class ApiToken(models.Model):
         return f"token {self.pk} of {self.staff_id}"
 
     @classmethod
-    def issue(cls, staff: Staff, label: str = "") -> tuple[ApiToken, str]:
+    def issue(cls, staff: Staff, label: str = "", origin: str = TokenOrigin.PASSWORD) -> tuple[ApiToken, str]:
         raw = "tly_" + secrets.token_urlsafe(32)  # 256 bits
-        token = cls.objects.create(staff=staff, token_hash=hash_token(raw), label=label)
+        token = cls.objects.create(staff=staff, token_hash=hash_token(raw), label=label, origin=origin)
         return token, raw

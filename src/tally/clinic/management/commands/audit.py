@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 
 from tally.clinic.audit import Shown, command_line_details, record_reads
 from tally.clinic.investigator.service import clinic_audit
 from tally.clinic.management.base import ClinicCommand
+from tally.clinic.spreadsheet import SafeWriter
 
 
 class Command(ClinicCommand):
@@ -33,7 +33,8 @@ class Command(ClinicCommand):
             self.stdout.write(json.dumps({"scanned": scanned, "items": [r.__dict__ for r in rows]}, indent=2))
             return
         if options["csv"]:
-            writer = csv.writer(self.stdout)
+            # Opened in a spreadsheet: a package named =HYPERLINK(...) must stay text.
+            writer = SafeWriter(self.stdout)
             writer.writerow(["patient_package_id", "patient_number", "package", "worst_severity", "findings", "codes"])
             for r in rows:
                 writer.writerow([r.patient_package_id, r.patient_number, r.package_name, r.worst_severity, r.findings,

@@ -3,6 +3,9 @@
 SQLite: the online backup API (a snapshot even with writers active), written to a
 temporary file beside PATH, checked with PRAGMA integrity_check, then moved into place.
 PostgreSQL: pg_dump --format=custom (restore with pg_restore), also via a temporary file.
+
+A backup is a read of every patient's data, so it is audited like `tally investigate`: one
+event naming the command line, the operating-system user and the target path (`record_backup`).
 """
 
 from __future__ import annotations
@@ -12,10 +15,14 @@ import shutil
 import sqlite3
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db import connection
+from django.db import DatabaseError, connection
+
+from tally.clinic.audit import Shown, command_line_details, record_reads
+from tally.unavailable import first_line
 
 
 class Command(BaseCommand):
@@ -34,17 +41,38 @@ class Command(BaseCommand):
             raise CommandError(f"{target} is a directory; give a file name")
         if not target.parent.is_dir():
             raise CommandError(f"no such directory: {target.parent}")
+        # The event is written after the copy is taken and checked, and before it is moved to PATH.
+        # After: the copy is a snapshot (SQLite's online backup, pg_dump's one transaction) taken
+        # first, so the event, a transaction of its own on the live database, cannot make it
+        # inconsistent (the copy simply does not hold its own event; the live log does), and a
+        # copy that failed (pg_dump, the integrity check) leaves no event claiming a backup.
+        # Before PATH: no copy of every patient's data lands where others may read it without its
+        # event; if the event cannot be written, the temporary file is deleted and nothing is kept.
+        def audited() -> None:
+            record_backup(target, force=force)
+
         try:
             if connection.vendor == "sqlite":
-                detail = backup_sqlite(connection.settings_dict["NAME"], target, force=force)
+                detail = backup_sqlite(connection.settings_dict["NAME"], target, force=force, audited=audited)
             elif connection.vendor == "postgresql":
-                detail = backup_postgresql(connection.settings_dict, target, force=force)
+                detail = backup_postgresql(connection.settings_dict, target, force=force, audited=audited)
             else:
                 raise CommandError(f"no backup method for {connection.vendor}")
         except OSError as exc:  # a directory we may not write to, a full disk
             raise CommandError(f"cannot write {target}: {exc.strerror or exc}") from exc
         size = target.stat().st_size
         self.stdout.write(f"Backed up to {target} ({size / 1_000_000:.1f} MB, {detail}).")
+
+
+def record_backup(target: Path, *, force: bool) -> None:
+    """The audit event of a backup: no staff member signs in to `tally`, so it names the command
+    and the operating-system user; the event's time is UTC, as every event's."""
+    try:
+        record_reads(None, "database.backup", [Shown(None, "database", connection.vendor)],
+                     details=command_line_details("tally backup", path=str(target), force=force))
+    except DatabaseError as exc:
+        raise CommandError(f"cannot record the backup in the audit log, so no copy was kept: {first_line(exc)}") \
+            from exc
 
 
 def temporary_beside(target: Path) -> Path:
@@ -66,7 +94,7 @@ def move_into_place(partial: Path, target: Path, *, force: bool) -> None:
         partial.unlink(missing_ok=True)
 
 
-def backup_sqlite(source_name: str, target: Path, *, force: bool) -> str:
+def backup_sqlite(source_name: str, target: Path, *, force: bool, audited: Callable[[], None]) -> str:
     source_path = Path(str(source_name))
     if str(source_name) == ":memory:" or not source_path.exists():
         raise CommandError(f"no SQLite database at {source_name}; run `tally init` first")
@@ -90,6 +118,7 @@ def backup_sqlite(source_name: str, target: Path, *, force: bool) -> str:
             source.close()
         if result != "ok":
             raise CommandError(f"the copy failed its integrity check: {result}")
+        audited()
         move_into_place(partial, target, force=force)
     except sqlite3.Error as exc:
         raise CommandError(f"SQLite backup failed: {exc}") from exc
@@ -98,7 +127,7 @@ def backup_sqlite(source_name: str, target: Path, *, force: bool) -> str:
     return "SQLite, integrity ok"
 
 
-def backup_postgresql(settings: dict, target: Path, *, force: bool) -> str:
+def backup_postgresql(settings: dict, target: Path, *, force: bool, audited: Callable[[], None]) -> str:
     pg_dump = shutil.which("pg_dump")
     if pg_dump is None:
         raise CommandError("pg_dump is not installed (Debian: apt-get install postgresql-client)")
@@ -118,6 +147,7 @@ def backup_postgresql(settings: dict, target: Path, *, force: bool) -> str:
         if done.returncode != 0:
             message = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
             raise CommandError(f"pg_dump failed: {message}")
+        audited()
         move_into_place(partial, target, force=force)
     finally:
         partial.unlink(missing_ok=True)
