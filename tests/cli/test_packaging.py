@@ -4,6 +4,7 @@ leaves out would pass every other test and break only real installs."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -44,3 +45,13 @@ def test_the_wheel_holds_every_file_of_the_package(tmp_path: Path):
     assert expected - in_wheel == set()
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in in_wheel if n.endswith("entry_points.txt")))
     assert b"tally = tally.cli:main" in entry_points
+
+
+@pytest.mark.skipif(not (PROJECT / "README.md").exists(), reason="tally is installed, not a checkout")
+def test_tally_help_lists_every_command_of_the_readme(tally):
+    """`tally --help` is where an installed user looks; the README's command table is the list."""
+    readme = (PROJECT / "README.md").read_text()
+    commands = set(re.findall(r"^\| `tally ([a-z-]+)", readme, flags=re.MULTILINE))
+    assert {"init", "demo", "verify", "verify-audit"} <= commands  # the table was found
+    listed = set(re.findall(r"^  ([a-z-]+) ", tally("--help").stdout, flags=re.MULTILINE))
+    assert commands - listed == set()
