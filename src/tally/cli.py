@@ -31,6 +31,7 @@ Usage: tally COMMAND [options]     (tally COMMAND --help for its options)
   backup        a consistent copy of the database while it serves: PATH [--force]
   investigate   why a patient's package counts are what they are: P-000123 [--json]
   audit         every package through the investigator: [--json|--csv] [--min-severity warning]
+  verify        re-derive every package from its ledger, check no invoice is half-written; exit 1 on any problem
   verify-audit  check the audit log's hash chain; exit 1 naming the first tampered event [--head HASH]
 
 Every Django management command works too (tally migrate, tally shell, tally check, ...).

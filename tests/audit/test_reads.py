@@ -79,6 +79,27 @@ def test_every_api_url_is_classified():
         "classify every GET of the API: API_PATIENT_READS (audited) or API_OTHER_READS"
 
 
+# ------------------------------------------------------------------ the site's root
+
+# The walks below cover the API and the staff app; the admin is kept free of patient data.
+ADMIN_MODELS = {"auth.Group", "axes.AccessAttempt", "axes.AccessFailureLog", "axes.AccessLog", "clinic.Package",
+                "clinic.Service", "clinic.Staff", "otp_totp.TOTPDevice"}
+
+
+def test_every_url_of_the_site_is_in_a_walked_or_patient_free_part():
+    """A URL mounted beside these three would escape both walks unclassified."""
+    roots = {(str(entry.pattern), getattr(entry, "namespace", None)) for entry in get_resolver().url_patterns}
+    assert roots == {("admin/", "admin"), ("api/v1/", "api-v1"), ("", "staff")}
+
+
+def test_the_admin_shows_no_patient_data():
+    """Its pages are not audited as reads: a patient, visit, invoice or package of a patient
+    registered there would be read without a trace."""
+    from django.contrib import admin
+
+    assert {model._meta.label for model in admin.site._registry} == ADMIN_MODELS
+
+
 def api_url(name: str, h) -> str:
     path, _ = api_operations()[name]
     ids = {"patient_id": h.patient.pk, "patient_package_id": h.package.pk, "appointment_id": h.visit.pk,

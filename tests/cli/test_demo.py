@@ -102,6 +102,20 @@ def test_the_demo_command_loads_once_and_prints_working_logins(monkeypatch):
 
 
 @pytest.mark.django_db
+def test_the_demo_over_a_clinic_of_its_own_does_not_promise_logins_it_cannot_print():
+    # `tally init; tally createuser ...; tally demo`: the database has data, so no demo
+    # clinic and no demo logins; the user signs in with the account they made.
+    call_command("createuser", "ana", "--role", "owner", "--password", "correct horse battery staple",
+                 stdout=io.StringIO())
+    out = io.StringIO()
+    call_command("demo", "--no-serve", stdout=out)
+    text = out.getvalue()
+    assert "not loaded again" in text
+    assert "a login below" not in text and "API token" not in text
+    assert "sign in with your own login" in text
+
+
+@pytest.mark.django_db
 def test_a_token_from_createtoken_signs_in_to_the_api(client):
     call_command("createuser", "ana", role="front_desk", password="correct horse battery staple")
     out = io.StringIO()

@@ -67,6 +67,8 @@ def test_backup_during_load_opens_verifies_and_serves(tmp_path, static_root):
         copy_env = tally_env(copy_url, tmp_path) | {"TALLY_STATIC_ROOT": str(static_root)}
         verified = run_tally(copy_env, "verify", check=False)
         assert verified.returncode == 0, verified.stdout + verified.stderr
+        chained = run_tally(copy_env, "verify-audit", check=False)  # the copy's audit log is whole
+        assert chained.returncode == 0 and "chain intact" in chained.stdout, chained.stdout + chained.stderr
         copy_counts = db_counts(copy_env)
         assert 0 < copy_counts["appointments"] <= live_counts["appointments"]
         # Serves as it is: no `tally init` (serve refuses a database that is not fully migrated).

@@ -110,6 +110,9 @@ def test_kill_9_mid_stream_loses_nothing_and_retries_apply_once(tmp_path, static
 
             verified = run_tally(env, "verify", check=False)
             assert verified.returncode == 0, verified.stdout + verified.stderr
+            # The audit log too: no event of a request cut off by the kill breaks the hash chain.
+            chained = run_tally(env, "verify-audit", check=False)
+            assert chained.returncode == 0 and "chain intact" in chained.stdout, chained.stdout + chained.stderr
             kinds = {k: sum(1 for s in ok if s.kind == k) for k in ("book", "check_in", "add_line", "payment", "void")}
             print(f"\n[crash] {len(ok)} answered before kill -9 {kinds}; {len(unanswered)} in flight "
                   f"({len(unanswered) - len(performed)} had committed, {len(performed)} done on retry); "

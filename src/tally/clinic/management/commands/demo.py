@@ -42,12 +42,14 @@ class Command(BaseCommand):
         else:
             out.write("The database already has data, so the demo clinic was not loaded again.")
         base = f"http://{host_for_url(options['host'])}:{options['port']}"
+        owner = Staff.objects.filter(username=DEMO_OWNER[0]).first()
+        # A database that was not the demo's (tally createuser first) has no demo logins.
+        demo_logins = owner is not None and owner.check_password(DEMO_OWNER[1])
         out.write("")
-        out.write(f"  Open        {base}/  (sign in with a login below)")
+        out.write(f"  Open        {base}/  (sign in with {'a login below' if demo_logins else 'your own login'})")
         out.write(f"  API docs    {base}/api/v1/docs")
         out.write(f"  Admin       {base}/admin/")
-        owner = Staff.objects.filter(username=DEMO_OWNER[0]).first()
-        if owner is not None and owner.check_password(DEMO_OWNER[1]):
+        if demo_logins:
             out.write(f"  Owner       {DEMO_OWNER[0]} / {DEMO_OWNER[1]}  then a two-factor code (owners must use one):")
             device = confirmed_device(owner)
             if device is not None and device.key == DEMO_OWNER_TOTP_KEY:
