@@ -25,6 +25,7 @@ def package_files() -> set[str]:
             if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"}
 
 
+@pytest.mark.sqlite_only  # no database in it: once per CI run is enough
 @pytest.mark.skipif(not (PROJECT / "pyproject.toml").exists(), reason="tally is installed, not a checkout")
 def test_the_wheel_holds_every_file_of_the_package(tmp_path: Path):
     # Built from a clean copy: an in-tree build/ left by an earlier build would be packed
