@@ -151,6 +151,36 @@ def test_checking_in_twice_is_a_conflict(desk_api, visit):
     assert_error(desk_api.post(f"/appointments/{visit.pk}/check-in"), 409, "conflict")
 
 
+def test_checking_in_a_visit_charged_on_a_manual_invoice_answers_with_that_charge(desk_api, visit, paid_pack,
+                                                                                  acu60):
+    """Rule 2: the manual invoice charged the visit and used its session; the check-in does not
+    charge it again, and shows the client where it is charged."""
+    invoice = desk_api.post("/invoices", {"patient_id": visit.patient_id,
+                                          "lines": [{"service_id": acu60.pk, "appointment_id": visit.pk}]}).json()
+    line = invoice["lines"][0]
+    assert line["covered_by"] == paid_pack.pk and line["session_number"] == 1
+    response = desk_api.post(f"/appointments/{visit.pk}/check-in")
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["appointment"]["status"] == "attended"
+    assert body["invoice"]["id"] == invoice["id"] and body["line"] == line
+    package = desk_api.get(f"/patient-packages/{paid_pack.pk}").json()
+    assert package["sessions_used"] == 1
+    findings = desk_api.get(f"/patient-packages/{paid_pack.pk}/investigation").json()["findings"]
+    assert "POSSIBLE_DOUBLE_USE" not in {f["code"] for f in findings}
+
+
+def test_checking_in_a_charged_visit_with_another_service_is_a_conflict_naming_its_invoice(
+        desk_api, visit, paid_pack, acu60, acu90):
+    invoice = desk_api.post("/invoices", {"patient_id": visit.patient_id,
+                                          "lines": [{"service_id": acu60.pk, "appointment_id": visit.pk}]}).json()
+    for body in ({"service_id": acu90.pk}, {"no_charges": True}):
+        error = assert_error(desk_api.post(f"/appointments/{visit.pk}/check-in", body), 409, "conflict")
+        assert invoice["number"] in error["message"] and "remove that line first" in error["message"]
+    assert desk_api.get(f"/appointments/{visit.pk}").json()["status"] == "booked"
+    assert desk_api.get(f"/patient-packages/{paid_pack.pk}").json()["sessions_used"] == 1
+
+
 def test_a_repeated_check_in_with_the_same_key_is_replayed(desk_api, visit):
     first = desk_api.post(f"/appointments/{visit.pk}/check-in", {}, key="checkin-1")
     again = desk_api.post(f"/appointments/{visit.pk}/check-in", {}, key="checkin-1")

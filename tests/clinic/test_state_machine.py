@@ -459,16 +459,34 @@ class PackageTrackingMachine(RuleBasedStateMachine):
             )
         snap, released, since = snapshot(), self.releases_for([visit]), last_id(InvoiceLine.objects)
         underflow = reversals_underflow([p for ps in released.values() for p in ps])
-        _, error = attempt(
+        charged = list(InvoiceLine.objects.filter(
+            appointment=appointment, kind=LineKind.SERVICE, removed_at__isnull=True, invoice__voided_at__isnull=True,
+        ).order_by("pk"))
+        entries = last_id(PackageLedgerEntry.objects)
+        service = self.catalog.services[other] if how == "other" else None
+        result, error = attempt(
             visits.do_check_in, acting_user=self.catalog.desk, appointment=appointment,
-            service=self.catalog.services[other] if how == "other" else None,
-            no_charges=how == "no_charges", invoice=invoice,
+            service=service, no_charges=how == "no_charges", invoice=invoice,
         )
         if appointment.deleted_at is not None:
             assert isinstance(error, NotFound), error
             return
         if appointment.status != AppointmentStatus.BOOKED:
             assert isinstance(error, Conflict), error
+            return
+        if charged:
+            # Rule 2: a visit charged on a manual invoice has used its session already: the
+            # check-in keeps that charge, or refuses to charge the visit otherwise; never twice.
+            keepable = {line.pk for line in charged if (service is None or line.service_id == service.pk)
+                        and (invoice is None or line.invoice_id == invoice.pk)}
+            if how == "no_charges" or not keepable:
+                assert isinstance(error, Conflict) and "already charged on" in error.message, error
+            else:
+                assert error is None, error
+                assert result[2].pk in keepable and result[1].pk == result[2].invoice_id
+                assert Appointment.objects.get(pk=visit).status == AppointmentStatus.ATTENDED
+            assert last_id(InvoiceLine.objects) == since, "the check-in charged a charged visit again"
+            assert last_id(PackageLedgerEntry.objects) == entries, "the check-in moved a count"
             return
         if how != "no_charges" and underflow:
             assert isinstance(error, Invalid), error
@@ -483,6 +501,22 @@ class PackageTrackingMachine(RuleBasedStateMachine):
         """Booked and checked in at once: the most common visit, so charges meet packages often."""
         visit = self.book(who, service, hours)
         self.check_in(visit, charge, other, on_open_invoice=False, data=None)
+        return visit
+
+    @rule(target=appointments, who=PATIENT, service=SERVICE, charged=SERVICE,
+          how=st.sampled_from(["booked", "booked", "other", "no_charges"]), other=SERVICE, hours=CLOCK_STEP)
+    def charged_on_a_manual_invoice_then_checked_in(self, who: int, service: int, charged: int, how: str,
+                                                    other: int, hours: int) -> int:
+        """Rule 2: staff charge a booked visit's service on a manual invoice (it uses the
+        session), then check the visit in as usual: the check-in must not charge it again."""
+        visit = self.book(who, service, hours)
+        appointment = Appointment.objects.get(pk=visit)
+        snap, since = snapshot(), last_id(InvoiceLine.objects)
+        _, error = attempt(billing.do_create_invoice, acting_user=self.catalog.desk, patient=self.patients[who],
+                           lines=[(self.catalog.services[charged], appointment)], issued_at=appointment.starts_at)
+        assert error is None, error
+        assert len(self.check_charges(since, snap, {})) == 1
+        self.check_in(visit, how, other, on_open_invoice=False, data=None)
         return visit
 
     @rule(data=st.data())

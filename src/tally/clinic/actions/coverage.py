@@ -58,7 +58,7 @@ def first_sessions_given_back(appointment_id: int) -> Counter[int]:
     """Per package, the sessions a sale used as this visit's first session: checking the
     visit in moves each to the visit's own line (`release_first_session_of`), so the visit
     counts once."""
-    return Counter(line.covered_by_id for line in _FIRST_SESSION_LINES.all(appointment_id)
+    return Counter(line.covered_by_id for line in _first_sessions(visit_lines_on_file(appointment_id))
                    if line.covered_by_id is not None)
 
 
@@ -77,17 +77,20 @@ def charge_service(
     by: Staff | None,
     appointment: Appointment | None = None,
     locked_packages: list[PatientPackage] | None = None,
+    on_file: list[InvoiceLine] | None = None,
 ) -> InvoiceLine:
     """Add a service line to an invoice and let rules 1-6 decide whether a package covers it.
 
     `locked_packages`: the patient's packages as the caller just locked them in this
     transaction (`lock_patient_packages`), so they are not locked and read a second time.
-    They are read again anyway when releasing a first session moved a count."""
+    They are read again anyway when releasing a first session moved a count.
+    `on_file`: the visit's lines as the caller just read them (`visit_lines_on_file`), under
+    the appointment's lock, so they are not read a second time."""
     tz = clinic_tz()
     pending_first: list[InvoiceLine] = []
     released: list[InvoiceLine] = []
     if appointment is not None:
-        released, pending_first = release_first_session_of(appointment, by=by)
+        released, pending_first = release_first_session_of(appointment, by=by, on_file=on_file)
     invoice_date = local_date(invoice.issued_at, tz)
     if locked_packages is not None and not released:
         packages = {p.pk: p for p in locked_packages}
@@ -149,10 +152,21 @@ def _moved_first_session(decision: rules.Decision, released: list[InvoiceLine],
 
 
 # Every check-in asks it: compiled once per connection (compiled.py).
-_FIRST_SESSION_LINES = Compiled(lambda appointment_id: InvoiceLine.objects.filter(
-    appointment_id=appointment_id, kind=LineKind.FIRST_SESSION, removed_at__isnull=True,
+_VISIT_LINES = Compiled(lambda appointment_id: InvoiceLine.objects.filter(
+    appointment_id=appointment_id, kind__in=[LineKind.SERVICE, LineKind.FIRST_SESSION], removed_at__isnull=True,
     invoice__voided_at__isnull=True,
-), int)
+).order_by("pk"), int)
+
+
+def visit_lines_on_file(appointment_id: int) -> list[InvoiceLine]:
+    """The visit's live service lines (its charges) and sale first-session lines, oldest first:
+    one read for what a check-in needs to know, whether the visit is charged already (rule 2)
+    and which first session its charge takes over (rule 5)."""
+    return _VISIT_LINES.all(appointment_id)
+
+
+def _first_sessions(lines: list[InvoiceLine]) -> list[InvoiceLine]:
+    return [line for line in lines if line.kind == LineKind.FIRST_SESSION]
 
 
 MOVED_TO_VISIT = "first session moved to the visit's own line"
@@ -195,13 +209,14 @@ def restore_first_sessions(lines: list[InvoiceLine], *, by: Staff | None) -> lis
     return restored
 
 
-def release_first_session_of(appointment: Appointment, *, by: Staff | None
+def release_first_session_of(appointment: Appointment, *, by: Staff | None,
+                             on_file: list[InvoiceLine] | None = None
                              ) -> tuple[list[InvoiceLine], list[InvoiceLine]]:
     """A visit whose first session was already used at the sale is charged on its own line;
     the sale's first-session line gives its session back so the visit counts once.
     Returns the lines released, and the first-session lines for this visit whose
     sale is not paid yet (nothing used): those are left to the payment that activates it."""
-    lines = _FIRST_SESSION_LINES.all(appointment.pk)
+    lines = _first_sessions(on_file if on_file is not None else visit_lines_on_file(appointment.pk))
     used = [line for line in lines if line.covered_by_id is not None]
     for line in used:
         uncover_line(line, by=by, reason=MOVED_TO_VISIT)
