@@ -24,7 +24,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from django.db import connection, transaction
-from django.db.models import Max, QuerySet
+from django.db.models import F, Max, QuerySet, Sum
+from django.db.models.functions import Coalesce
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -409,6 +410,10 @@ class PackageTrackingMachine(RuleBasedStateMachine):
         valid = current.voided_at is None and not backdated and (
             (ZERO < amount <= current.balance) or (amount < ZERO and -amount <= current.paid)
         )
+        # Rules 1 and 11: a plain refund may not leave the sale of a package that was activated
+        # and is not cancelled unpaid (the package is refunded by cancelling it).
+        unpays_a_sale = amount < ZERO and current.balance - amount > ZERO and PatientPackage.objects.filter(
+            sale_invoice=invoice, activated_at__isnull=False, cancelled_at__isnull=True).exists()
         completes = valid and amount > ZERO and current.balance - amount <= ZERO
         pending = list(PatientPackage.objects.filter(
             sale_invoice=invoice, activated_at__isnull=True, cancelled_at__isnull=True
@@ -423,6 +428,9 @@ class PackageTrackingMachine(RuleBasedStateMachine):
                            amount=amount, method="card", received_at=received_at, reason="patient asked")
         if not valid:
             assert isinstance(error, Invalid | Conflict), (amount, current.balance, current.paid, error)
+            return
+        if unpays_a_sale:
+            assert isinstance(error, Conflict) and "cancel it with a refund" in error.message, error
             return
         if error is not None:
             # The only refusal of a valid payment: the first session it would use has no room
@@ -787,6 +795,14 @@ class PackageTrackingMachine(RuleBasedStateMachine):
             "pk", "covered_by_id", "amount", "removed_at")) == lines, (finding.code, "the repeat changed a line")
 
     # the invariants, after every step
+
+    @invariant()
+    def a_usable_package_is_paid_for(self) -> None:
+        """Rule 1, kept by rule 11: a package activated and not cancelled has its sale fully paid
+        (a plain refund cannot take that money back; cancelling the package can)."""
+        unpaid = PatientPackage.objects.filter(activated_at__isnull=False, cancelled_at__isnull=True).annotate(
+            paid=Coalesce(Sum("sale_invoice__payments__amount"), Decimal("0.00"))).filter(paid__lt=F("price"))
+        assert not unpaid.exists(), list(unpaid.values("pk", "price", "paid"))
 
     @invariant()
     def every_count_adds_up(self) -> None:

@@ -97,6 +97,17 @@ def test_refund_needs_a_reason_and_is_a_negative_payment(desk_client, patient, a
     assert refund.amount == Decimal("-30.00") and refund.reason == "goodwill"
 
 
+def test_the_refund_page_of_an_active_packages_sale_says_to_cancel_the_package(desk_client, sold_pack):
+    invoice = sold_pack.sale_invoice
+    url = reverse("staff:refund", args=[invoice.pk])
+    page = desk_client.get(url).content.decode()
+    assert "cancel the package with a refund" in page
+    assert reverse("staff:cancel_package", args=[sold_pack.pk]) in page
+    refused = desk_client.post(url, {"amount": "100.00", "method": "card", "reason": "goodwill"})
+    assert refused.status_code == 422 and b"cancel it with a refund" in refused.content
+    assert not Payment.objects.filter(invoice=invoice, amount__lt=0).exists()
+
+
 def test_void_needs_a_reason_and_refuses_a_paid_invoice(desk_client, patient, acu90):
     invoice = manual_invoice(desk_client, patient, acu90)
     url = reverse("staff:void", args=[invoice.pk])

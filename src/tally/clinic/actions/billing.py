@@ -233,6 +233,33 @@ def use_first_session(package: PatientPackage, first_line: InvoiceLine, *, by: S
     first_line.save(update_fields=["removed_at", "removal_reason"])
 
 
+def live_package_sold_on(invoice: Invoice) -> PatientPackage | None:
+    """The package this invoice sold, if it was activated and is not cancelled (active,
+    exhausted or expired): its money comes back only by cancelling it (rule 11)."""
+    return PatientPackage.objects.filter(sale_invoice=invoice, activated_at__isnull=False,
+                                         cancelled_at__isnull=True).first()
+
+
+def check_refund_keeps_sales_paid(invoice: Invoice, amount: Decimal) -> None:
+    """Rules 1 and 11: a package is usable only while its sale is fully paid (the invoice's
+    balance, as for its activation), and a package's money comes back by cancelling it with a
+    refund (a credit line and a negative payment, so the invoice stays balanced). A plain
+    refund that would leave a balance on the sale of a package that was activated and is not
+    cancelled (active, exhausted or expired) would leave it active and unpaid: refused. Before
+    activation (a partial payment returned) or after cancellation, a plain refund is fine, as
+    is one of an overpayment (a line removed from the sale invoice after it was paid)."""
+    if invoice.balance - amount <= ZERO:
+        return
+    live = live_package_sold_on(invoice)
+    if live is not None:
+        raise Conflict(
+            f"{invoice.number} is the sale of {live.name}, which is {live.status.replace('_', ' ')}: this refund "
+            "would leave the sale not fully paid. To refund the package, cancel it with a refund; to refund "
+            "another line of this invoice, remove that line first.",
+            fields={"amount": "cancel the package with a refund"},
+        )
+
+
 @clinic_action
 def do_record_payment(
     *,
@@ -272,6 +299,7 @@ def do_record_payment(
                 f"A refund of {-amount} is more than the {current.paid} paid on {current.number}.",
                 fields={"amount": f"a refund may be at most {current.paid}"},
             )
+        check_refund_keeps_sales_paid(current, amount)
     payment = Payment.objects.create(
         invoice=invoice,
         amount=amount,
@@ -331,6 +359,7 @@ __all__ = [
     "do_remove_line",
     "do_void_invoice",
     "invoice_as_created",
+    "live_package_sold_on",
     "load_invoice",
     "remove_line",
 ]
