@@ -283,7 +283,9 @@ def test_a_covered_check_in_takes_a_fixed_number_of_statements_and_chains_its_au
     """What one check-in costs (bench/checkin_cost.py profiles it; docs/reliability.md "Load"):
     the token, the idempotency record looked up and written, the clinic settings once, the
     appointment locked and updated, the packages locked with their services once, the invoice,
-    the first-session check, the line written covered, the ledger entry with its count, and
+    the visit's lines on file (its charge, its first session), the session numbers the package's
+    live lines show (a removed line's session is reused, not shown twice), the line written
+    covered, the ledger entry with its count, and
     the audit event; no savepoint (the request's transaction ends on any error). The audit
     chain's lock (PostgreSQL) and its last hash come last, just before the commit, so the one
     lock every write shares is held for the commit only."""
@@ -298,7 +300,7 @@ def test_a_covered_check_in_takes_a_fixed_number_of_statements_and_chains_its_au
     postgresql = connection.vendor == "postgresql"
     # + SET LOCAL lock_timeout, the key's lock (a resent request waits for this one) and the
     # chain's pg_advisory_xact_lock on PostgreSQL
-    assert len(statements) == (21 if postgresql else 18), "\n".join(statements)
+    assert len(statements) == (22 if postgresql else 19), "\n".join(statements)
     # The action runs in the request's transaction, which any error rolls back: no savepoint
     # of its own. (The one seen is the request's block, nested here in the test's transaction.)
     assert [sql.split()[0] for sql in statements].count("SAVEPOINT") == 1

@@ -211,7 +211,8 @@ class InvariantReads:
         self.lines = PreparedRead(
             InvoiceLine.objects.order_by("pk"), "pk", "kind", "invoice__patient_id", "invoice__voided_at",
             "removed_at", "covered_by_id", "covered_by__patient_id", "patient_package_id", "not_covered_reason",
-            "coverage_decision", "amount", "list_price", "session_number",
+            "coverage_decision", "amount", "list_price", "session_number", "sessions_left",
+            "covered_by__sessions_total",
         )
 
 
@@ -839,6 +840,7 @@ class PackageTrackingMachine(RuleBasedStateMachine):
             else:  # only the no-show policy uses a session without a line
                 assert entry.appointment_status == AppointmentStatus.NO_SHOW and "no-show" in entry.reason
 
+        shown: dict[int, list[int]] = defaultdict(list)
         for line in self.reads.lines.rows():
             live = line.removed_at is None and line.invoice_voided_at is None
             uses = live_uses.pop(line.pk, [])
@@ -850,7 +852,11 @@ class PackageTrackingMachine(RuleBasedStateMachine):
                 assert [u.patient_package_id for u in uses] == [line.covered_by_id], (
                     f"live covered line {line.pk} has uses {uses}"
                 )
-                assert line.session_number == uses[0].used_after  # "Session 3 of 10"
+                # "Session 3 of 10 · 7 left": what the ledger left after the use, and a session
+                # no other live line of the package shows (one a removed line gave back, or the count)
+                assert line.sessions_left == line.covered_by_sessions_total - uses[0].used_after
+                assert 1 <= line.session_number <= uses[0].used_after
+                shown[line.covered_by_id].append(line.session_number)
             else:
                 assert uses == [], f"line {line.pk} (live={live}, covered={line.covered_by_id}) has uses {uses}"
             if line.kind == LineKind.FIRST_SESSION and live:
@@ -878,6 +884,8 @@ class PackageTrackingMachine(RuleBasedStateMachine):
                 assert line.not_covered_reason == decision["reason"]
                 assert line.amount == line.list_price
         assert not live_uses, f"live uses of unknown lines: {live_uses}"
+        for package_id, numbers in shown.items():
+            assert len(numbers) == len(set(numbers)), f"package {package_id}'s live lines show sessions {numbers}"
 
 
 @pytest.mark.slow

@@ -127,3 +127,15 @@ def test_practitioners_see_invoices_read_only(practitioner_client, charged_visit
     assert "Session 1 of 10 · 9 left" in page
     assert "Record payment" not in page and ">Edit<" not in page
     assert practitioner_client.post(reverse("staff:remove_line", args=[invoice.pk, line.pk])).status_code == 403
+
+
+def test_a_line_that_took_a_removed_lines_session_shows_it_and_the_sessions_left(desk_client, desk, patient,
+                                                                                sold_pack, acu60):
+    from tally.clinic.actions.billing import do_add_line, do_create_invoice, do_remove_line
+
+    invoice = do_create_invoice(acting_user=desk, patient=patient, lines=[(acu60, None)] * 3)
+    do_remove_line(acting_user=desk, invoice=invoice, line_id=invoice.live_lines()[1].pk)
+    do_add_line(acting_user=desk, invoice=invoice, service=acu60)
+    page = desk_client.get(reverse("staff:invoice", args=[invoice.pk])).content.decode()
+    assert page.count("Session 2 of 10") == 1 and "Session 2 of 10 · 7 left" in page
+    assert "Session 3 of 10 · 7 left" in page and "Session 1 of 10 · 9 left" in page

@@ -10,11 +10,13 @@ from tally.clinic import rules
 from tally.clinic.actions.coverage import (
     first_sessions_given_back,
     preview_coverage,
+    session_number_for,
     visit_lines_on_file,
 )
 from tally.clinic.actions.visits import charge_kept_at_check_in
 from tally.clinic.errors import ClinicError
 from tally.clinic.models import Appointment, ClinicSettings, Invoice, InvoiceLine, Service
+from tally.clinic.models.billing import LineKind
 
 from .templatetags.staff_tags import format_money
 
@@ -77,11 +79,13 @@ def preview_check_in(appointment: Appointment, service: Service, clinic: ClinicS
         return None
     if decision.covered_by is not None:
         package = packages[decision.covered_by]
-        number = package.sessions_used - given_back[package.pk] + 1
+        used_after = package.sessions_used - given_back[package.pk] + 1
+        moving = [line.pk for line in visit_lines_on_file(appointment.pk) if line.kind == LineKind.FIRST_SESSION]
+        number = session_number_for(package, used_after, ignoring=moving)
         return CoveragePreview(
             covered=True,
             headline=(f"{service.name} will be paid via {package.name}: session {number} of "
-                      f"{package.sessions_total} · {package.sessions_total - number} left."),
+                      f"{package.sessions_total} · {package.sessions_total - used_after} left."),
         )
     eligible_ids = set().union(*(p.eligible_ids for p in packages.values()))
     names = dict(Service.objects.filter(pk__in=eligible_ids).values_list("pk", "name"))

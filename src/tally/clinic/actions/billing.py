@@ -37,7 +37,7 @@ from .common import (
     require_role,
     require_text,
 )
-from .coverage import NOT_NEEDED, charge_service, cover_line, uncover_line
+from .coverage import COVER_FIELDS, NOT_NEEDED, charge_service, cover_line, uncover_line
 
 # The column holds 40 characters; the API accepts more text, and PostgreSQL refuses a longer value.
 METHOD_MAX_LENGTH = Payment._meta.get_field("method").max_length
@@ -218,7 +218,7 @@ def use_first_session(package: PatientPackage, first_line: InvoiceLine, *, by: S
                 break
     if visit_line is None:
         cover_line(first_line, package, by=by, reason="first session, used at the sale")
-        first_line.save(update_fields=["covered_by", "session_number", "amount", "not_covered_reason"])
+        first_line.save(update_fields=COVER_FIELDS)
         return
     cover_line(visit_line, package, by=by, reason="first session of the sale, used on this visit's charge")
     visit_line.coverage_decision = {
@@ -226,8 +226,7 @@ def use_first_session(package: PatientPackage, first_line: InvoiceLine, *, by: S
         "considered": [{"patient_package_id": package.pk, "reason": None}],
         "before": visit_line.coverage_decision,
     }
-    visit_line.save(update_fields=["covered_by", "session_number", "amount", "not_covered_reason",
-                                   "coverage_decision"])
+    visit_line.save(update_fields=[*COVER_FIELDS, "coverage_decision"])
     first_line.removed_at = now()
     first_line.removal_reason = "first session used on the visit's own charge"
     first_line.save(update_fields=["removed_at", "removal_reason"])

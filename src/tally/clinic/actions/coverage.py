@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import replace
 
 from .. import rules
@@ -62,10 +62,30 @@ def first_sessions_given_back(appointment_id: int) -> Counter[int]:
                    if line.covered_by_id is not None)
 
 
+def session_number_for(package: PatientPackage, used_after: int, ignoring: Collection[int] = ()) -> int:
+    """Which session a charge that leaves `used_after` used takes ("Session 3 of 10"): that
+    count, unless a live line of the package already shows it (a covered line removed since
+    gave its session back, rule 7, and the count came down), then the highest number at or
+    below it that no live line shows: the session given back. No line already charged is
+    renumbered (its invoice may have been printed). One exists: the package's live covered
+    lines hold at most used_after - 1 sessions besides this one (a use without a line, an
+    adjustment or a no-show, takes a number from none). `ignoring`: lines about to give theirs back."""
+    taken = set(InvoiceLine.objects.filter(
+        covered_by=package, removed_at__isnull=True, invoice__voided_at__isnull=True,
+        session_number__lte=used_after,
+    ).exclude(pk__in=list(ignoring)).values_list("session_number", flat=True))
+    return next((n for n in range(used_after, 0, -1) if n not in taken), used_after)
+
+
+# What covering a line writes on it (`cover_line`), for its callers' save(update_fields=...).
+COVER_FIELDS = ["covered_by", "session_number", "sessions_left", "amount", "not_covered_reason"]
+
+
 def cover_line(line: InvoiceLine, package: PatientPackage, *, by: Staff | None, reason: str = "") -> None:
     entry = use_session(package, by=by, invoice_line=line, reason=reason)
     line.covered_by = package
-    line.session_number = entry.used_after
+    line.session_number = session_number_for(package, entry.used_after, ignoring=[line.pk] if line.pk else [])
+    line.sessions_left = entry.sessions_total - entry.used_after
     line.amount = ZERO
     line.not_covered_reason = None
 
@@ -126,13 +146,15 @@ def charge_service(
     # is used; the entry points at the line, so the line comes first. The package is locked
     # and was read under the lock, so the session the ledger gives is the next one.
     package = packages[decision.covered_by]
+    used_after = package.sessions_used + 1
     line.covered_by = package
-    line.session_number = package.sessions_used + 1
+    line.session_number = session_number_for(package, used_after)
+    line.sessions_left = package.sessions_total - used_after
     line.amount = ZERO
     line.not_covered_reason = None
     insert(line)
     entry = use_session(package, by=by, invoice_line=line)
-    if entry.used_after != line.session_number:  # never expected: the count moved under the lock
+    if entry.used_after != used_after:  # never expected: the count moved under the lock
         raise Conflict("The package changed while this was being saved; please try again.")
     return line
 
@@ -204,7 +226,7 @@ def restore_first_sessions(lines: list[InvoiceLine], *, by: Staff | None) -> lis
         insert(line)
         if package.activated_at is not None and package.sessions_remaining > 0:
             cover_line(line, package, by=by, reason="check-in undone: the first session is the sale's again")
-            line.save(update_fields=["covered_by", "session_number", "amount", "not_covered_reason"])
+            line.save(update_fields=COVER_FIELDS)
         restored.append(line)
     return restored
 

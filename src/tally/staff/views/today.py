@@ -32,6 +32,7 @@ from tally.clinic.rules import YEARS
 
 from ..coverage_text import preview_charged_visit, preview_check_in
 from ..forms import BookForm, CheckInForm, ReasonForm, RescheduleForm, combine
+from ..templatetags.staff_tags import session_left_after
 from .auth import safe_next
 from .common import (
     ANY_STAFF,
@@ -330,7 +331,7 @@ def check_in(request: StaffRequest, appointment_id: int) -> HttpResponse:
         package = line.covered_by
         messages.success(request, f"Checked in {appointment.patient.full_name}: {line.description} paid via "
                                   f"{package.name}, session {line.session_number} of {package.sessions_total} · "
-                                  f"{package.sessions_total - line.session_number} left.")
+                                  f"{session_left_after(line, package.sessions_total)} left.")
     else:
         number = invoice.number if invoice is not None else "an invoice"
         messages.success(request, f"Checked in {appointment.patient.full_name}: {line.description} charged on "
