@@ -262,6 +262,7 @@ class PatientSim:
         held.entries.append({"kind": "use", "change": -1, "at": when, "line": line,
                              "appointment": line.appointment, "reason": reason})
         line.covered_by, line.session_number, line.amount, line.not_covered_reason = held.obj, held.used, ZERO, None
+        line.sessions_left = held.obj.sessions_total - held.used
 
     def remove_line(self, line: InvoiceLine, when: dt.datetime, reason: str) -> None:
         """billing.remove_line: a covered line gives its session back and leaves a tombstone."""

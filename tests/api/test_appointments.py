@@ -151,6 +151,36 @@ def test_checking_in_twice_is_a_conflict(desk_api, visit):
     assert_error(desk_api.post(f"/appointments/{visit.pk}/check-in"), 409, "conflict")
 
 
+def test_checking_in_a_visit_charged_on_a_manual_invoice_answers_with_that_charge(desk_api, visit, paid_pack,
+                                                                                  acu60):
+    """Rule 2: the manual invoice charged the visit and used its session; the check-in does not
+    charge it again, and shows the client where it is charged."""
+    invoice = desk_api.post("/invoices", {"patient_id": visit.patient_id,
+                                          "lines": [{"service_id": acu60.pk, "appointment_id": visit.pk}]}).json()
+    line = invoice["lines"][0]
+    assert line["covered_by"] == paid_pack.pk and line["session_number"] == 1
+    response = desk_api.post(f"/appointments/{visit.pk}/check-in")
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["appointment"]["status"] == "attended"
+    assert body["invoice"]["id"] == invoice["id"] and body["line"] == line
+    package = desk_api.get(f"/patient-packages/{paid_pack.pk}").json()
+    assert package["sessions_used"] == 1
+    findings = desk_api.get(f"/patient-packages/{paid_pack.pk}/investigation").json()["findings"]
+    assert "POSSIBLE_DOUBLE_USE" not in {f["code"] for f in findings}
+
+
+def test_checking_in_a_charged_visit_with_another_service_is_a_conflict_naming_its_invoice(
+        desk_api, visit, paid_pack, acu60, acu90):
+    invoice = desk_api.post("/invoices", {"patient_id": visit.patient_id,
+                                          "lines": [{"service_id": acu60.pk, "appointment_id": visit.pk}]}).json()
+    for body in ({"service_id": acu90.pk}, {"no_charges": True}):
+        error = assert_error(desk_api.post(f"/appointments/{visit.pk}/check-in", body), 409, "conflict")
+        assert invoice["number"] in error["message"] and "remove that line first" in error["message"]
+    assert desk_api.get(f"/appointments/{visit.pk}").json()["status"] == "booked"
+    assert desk_api.get(f"/patient-packages/{paid_pack.pk}").json()["sessions_used"] == 1
+
+
 def test_a_repeated_check_in_with_the_same_key_is_replayed(desk_api, visit):
     first = desk_api.post(f"/appointments/{visit.pk}/check-in", {}, key="checkin-1")
     again = desk_api.post(f"/appointments/{visit.pk}/check-in", {}, key="checkin-1")
@@ -253,7 +283,9 @@ def test_a_covered_check_in_takes_a_fixed_number_of_statements_and_chains_its_au
     """What one check-in costs (bench/checkin_cost.py profiles it; docs/reliability.md "Load"):
     the token, the idempotency record looked up and written, the clinic settings once, the
     appointment locked and updated, the packages locked with their services once, the invoice,
-    the first-session check, the line written covered, the ledger entry with its count, and
+    the visit's lines on file (its charge, its first session), the session numbers the package's
+    live lines show (a removed line's session is reused, not shown twice), the line written
+    covered, the ledger entry with its count, and
     the audit event; no savepoint (the request's transaction ends on any error). The audit
     chain's lock (PostgreSQL) and its last hash come last, just before the commit, so the one
     lock every write shares is held for the commit only."""
@@ -268,7 +300,7 @@ def test_a_covered_check_in_takes_a_fixed_number_of_statements_and_chains_its_au
     postgresql = connection.vendor == "postgresql"
     # + SET LOCAL lock_timeout, the key's lock (a resent request waits for this one) and the
     # chain's pg_advisory_xact_lock on PostgreSQL
-    assert len(statements) == (21 if postgresql else 18), "\n".join(statements)
+    assert len(statements) == (22 if postgresql else 19), "\n".join(statements)
     # The action runs in the request's transaction, which any error rolls back: no savepoint
     # of its own. (The one seen is the request's block, nested here in the test's transaction.)
     assert [sql.split()[0] for sql in statements].count("SAVEPOINT") == 1

@@ -102,6 +102,29 @@ def test_a_refund_needs_a_reason(desk_api, desk, invoice):
     assert response.status_code == 201 and response.json()["amount"] == "-10.00"
 
 
+def test_a_line_that_takes_a_removed_lines_session_says_which_and_how_many_are_left(desk_api, desk, patient,
+                                                                                    ten_pack, acu60):
+    pp, _ = sales.do_sell_package(acting_user=desk, patient=patient, package=ten_pack, use_first_session=False,
+                                  payment=(Decimal("800"), "card"))
+    invoice = desk_api.post("/invoices", {"patient_id": patient.pk, "lines": [{"service_id": acu60.pk}] * 3}).json()
+    assert [(ln["session_number"], ln["sessions_left"]) for ln in invoice["lines"]] == [(1, 9), (2, 8), (3, 7)]
+    assert desk_api.delete(f"/invoices/{invoice['id']}/lines/{invoice['lines'][1]['id']}").status_code == 204
+    line = desk_api.post(f"/invoices/{invoice['id']}/lines", {"service_id": acu60.pk}).json()
+    assert (line["covered_by"], line["session_number"], line["sessions_left"]) == (pp.pk, 2, 7)
+
+
+def test_a_plain_refund_on_an_active_packages_sale_is_a_conflict_saying_to_cancel_it(desk_api, desk, patient,
+                                                                                     ten_pack):
+    """Rules 1 and 11: the package would stay active while its sale is no longer paid."""
+    pp, sale = sales.do_sell_package(acting_user=desk, patient=patient, package=ten_pack, use_first_session=False,
+                                     payment=(Decimal("800"), "card"))
+    error = assert_error(desk_api.post(f"/invoices/{sale.pk}/payments", {"amount": "-800.00", "method": "card",
+                                                                        "reason": "moving away"}), 409, "conflict")
+    assert "cancel it with a refund" in error["message"]
+    assert desk_api.get(f"/invoices/{sale.pk}").json()["paid"] == "800.00"
+    assert desk_api.get(f"/patient-packages/{pp.pk}").json()["status"] == "active"
+
+
 @pytest.mark.parametrize("amount", ["NaN", "-Infinity", "0.001", None, [], "1e999999"])
 def test_it_refuses_bad_amounts(desk_api, invoice, amount):
     assert_error(desk_api.post(f"/invoices/{invoice.pk}/payments", {"amount": amount, "method": "cash"}), 422,

@@ -109,6 +109,57 @@ def test_re_adding_a_removed_line_re_runs_the_rules(desk, patient, ten_pack, acu
     assert verify() == []
 
 
+def live_session_numbers(package) -> list[int]:
+    return sorted(InvoiceLine.objects.filter(covered_by=package, removed_at__isnull=True,
+                                             invoice__voided_at__isnull=True).values_list("session_number", flat=True))
+
+
+def test_a_line_charged_after_a_covered_line_was_removed_takes_its_freed_session_number(desk, patient, ten_pack,
+                                                                                          acu60):
+    """"Session 3 of 10" names one session: a line removed gives its session back (rule 7),
+    and the next charge takes that session, not the number a live line already shows. No
+    line already charged is renumbered (its invoice may have been printed); "left" is what
+    the ledger left after the charge."""
+    pp, _ = sell(desk, patient, ten_pack)
+    lines = [visit(desk, patient, acu60, ny(2026, 6, 11 + day))[2] for day in range(3)]
+    billing.do_remove_line(acting_user=desk, invoice=lines[1].invoice, line_id=lines[1].pk)
+    _, _, fourth = visit(desk, patient, acu60, ny(2026, 6, 15))
+    assert fourth.session_number == 2 and fourth.sessions_left == 7
+    assert live_session_numbers(pp) == [1, 2, 3]
+    _, _, fifth = visit(desk, patient, acu60, ny(2026, 6, 16))
+    assert (fifth.session_number, fifth.sessions_left) == (4, 6)
+    assert [(ln.session_number, ln.sessions_left) for ln in InvoiceLine.objects.filter(pk__in=[
+        lines[0].pk, lines[2].pk]).order_by("pk")] == [(1, 9), (3, 7)]
+
+
+def test_sessions_used_before_any_line_keep_their_numbers(owner, desk, patient, ten_pack, acu60):
+    """An owner's adjustment (sessions used before Tally) has no line: the next line is the
+    session after them, not the first free number."""
+    pp, _ = sell(desk, patient, ten_pack)
+    sales.do_adjust(acting_user=owner, patient_package=pp, change=-3, reason="used before the import")
+    _, _, line = visit(desk, patient, acu60, ny(2026, 6, 11))
+    assert (line.session_number, line.sessions_left) == (4, 6)
+
+
+def test_lines_charged_before_sessions_left_was_kept_get_what_their_invoices_showed(desk, patient, ten_pack, acu60,
+                                                                                   acu90):
+    """Migration 0006: until then a line's number was the count after its charge."""
+    import importlib
+
+    from django.apps import apps
+
+    migration = importlib.import_module("tally.clinic.migrations.0007_invoice_line_sessions_left")
+    sell(desk, patient, ten_pack)
+    lines = [visit(desk, patient, acu60, ny(2026, 6, 11 + day))[2] for day in range(2)]
+    visit(desk, patient, acu90, ny(2026, 6, 14))  # not covered: nothing to keep
+    InvoiceLine.objects.update(sessions_left=None)
+    migration.fill_sessions_left(apps, None)
+    assert list(InvoiceLine.objects.filter(kind=LineKind.SERVICE).order_by("pk").values_list(
+        "session_number", "sessions_left")) == [(1, 9), (2, 8), (None, None)]
+    assert [ln.pk for ln in lines] == list(InvoiceLine.objects.filter(sessions_left__isnull=False).values_list(
+        "pk", flat=True))
+
+
 def test_voiding_an_invoice_gives_back_every_session_its_lines_used(desk, patient, ten_pack, acu60):
     pp, _ = sell(desk, patient, ten_pack)
     _, invoice, _ = visit(desk, patient, acu60, ny(2026, 6, 11))

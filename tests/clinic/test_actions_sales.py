@@ -253,6 +253,55 @@ def test_a_refund_is_a_credit_line_and_a_negative_payment_and_the_invoice_stays_
     assert invoice.status == "paid"
 
 
+def refund(desk, invoice, amount: str):
+    return billing.do_record_payment(acting_user=desk, invoice=invoice, amount=Decimal(amount), method="card",
+                                     reason="patient asked")
+
+
+@pytest.mark.parametrize("state", ["active", "exhausted", "expired"])
+def test_a_plain_refund_that_unpays_a_live_packages_sale_is_refused(owner, desk, patient, acu60, state):
+    """Rules 1 and 11: a package is active only while its sale is fully paid, and a package's
+    money comes back by cancelling it with a refund. A plain negative payment on the sale
+    left the package usable while its sale was no longer paid for."""
+    package = make_package(owner, [acu60], sessions=1 if state == "exhausted" else 10, price="100.00",
+                           valid_days=5 if state == "expired" else None)
+    pp, invoice = sell(desk, patient, package, sold_at=ny(2026, 6, 10, 9))
+    if state == "exhausted":
+        visit(desk, patient, acu60, ny(2026, 6, 11))
+    assert fresh(pp).status_at(ny(2026, 6, 20) if state == "expired" else None) == state
+    with writes_nothing(), pytest.raises(Conflict, match="cancel it with a refund"):
+        refund(desk, invoice, "-40.00")
+    current = billing.load_invoice(invoice.pk)
+    assert (current.paid, current.balance, fresh(pp).cancelled_at) == (Decimal("100.00"), Decimal("0.00"), None)
+
+
+def test_a_partial_payment_returned_before_activation_is_a_plain_refund(desk, patient, ten_pack):
+    pp, invoice = sell(desk, patient, ten_pack, paid="300.00")
+    refund(desk, invoice, "-300.00")
+    assert billing.load_invoice(invoice.pk).paid == Decimal("0.00") and fresh(pp).status == "pending_payment"
+
+
+def test_a_cancelled_packages_sale_takes_a_plain_refund(desk, patient, ten_pack):
+    pp, invoice = sell(desk, patient, ten_pack)
+    sales.do_cancel_package(acting_user=desk, patient_package=pp, reason="moving away")
+    refund(desk, invoice, "-800.00")  # the owner settled the refund outside Tally's cancel flow
+    assert billing.load_invoice(invoice.pk).balance == Decimal("800.00")
+
+
+def test_an_overpayment_on_a_sale_invoice_is_refunded_while_the_package_stays_paid(desk, patient, ten_pack, acu90):
+    """The sale invoice can carry other lines (a visit charged on it): once that line is
+    removed the invoice is overpaid, and refunding the difference leaves the sale fully paid."""
+    pp, invoice = sell(desk, patient, ten_pack)
+    line = billing.do_add_line(acting_user=desk, invoice=invoice, service=acu90)
+    pay(desk, invoice, "130.00")
+    billing.do_remove_line(acting_user=desk, invoice=invoice, line_id=line.pk, reason="charged in error")
+    with pytest.raises(Conflict):
+        refund(desk, invoice, "-130.01")
+    refund(desk, invoice, "-130.00")
+    current = billing.load_invoice(invoice.pk)
+    assert (current.paid, current.balance, fresh(pp).status) == (Decimal("800.00"), Decimal("0.00"), "active")
+
+
 def test_it_refuses_a_refund_larger_than_what_was_paid(desk, patient, ten_pack):
     pp, _ = sell(desk, patient, ten_pack, paid="300.00")
     with writes_nothing(), pytest.raises(Invalid):

@@ -19,7 +19,18 @@ from tally.clinic.rules import (
     SERVICE_NOT_IN_PACKAGE,
 )
 
-from .helpers import fresh, ledger_of, make_package, ny, pay, sell, utc, visit, writes_nothing
+from .helpers import (
+    fresh,
+    ledger_of,
+    make_package,
+    ny,
+    pay,
+    sell,
+    utc,
+    visit,
+    writes_nothing,
+    writes_one_audit_event,
+)
 
 # --- rule 2: when a session is used ---
 
@@ -134,6 +145,89 @@ def test_the_check_in_and_its_audit_event_commit_or_roll_back_together(desk, pat
     assert Invoice.objects.count() == invoices_before
     assert Appointment.objects.get(pk=appointment.pk).status == "booked"
     assert fresh(pp).sessions_used == 0
+
+
+
+# --- rule 2: a visit charged on a manual invoice, then checked in ---
+
+
+def charged_on_a_manual_invoice(desk, patient, service, starts_at):
+    """A booked visit whose service staff charged on a manual invoice before checking it in."""
+    appointment = visits.do_book(acting_user=desk, patient=patient, service=service, starts_at=starts_at)
+    invoice = billing.do_create_invoice(acting_user=desk, patient=patient, lines=[(service, appointment)],
+                                        issued_at=starts_at)
+    return appointment, invoice, invoice.live_lines()[0]
+
+
+def test_checking_in_a_visit_charged_on_a_manual_invoice_charges_it_once(desk, patient, ten_pack, acu60):
+    """Rule 2: the manual invoice used the visit's session; the check-in records the visit and
+    answers with that charge, instead of charging it (and using a session) a second time."""
+    pp, _ = sell(desk, patient, ten_pack)
+    appointment, invoice, line = charged_on_a_manual_invoice(desk, patient, acu60, ny(2026, 6, 11))
+    assert (line.covered_by_id, fresh(pp).sessions_used) == (pp.pk, 1)
+    entries, invoices = len(ledger_of(pp)), Invoice.objects.count()
+    with writes_one_audit_event("appointment.check_in"):
+        checked_in, on_file, same = visits.do_check_in(acting_user=desk, appointment=appointment)
+    assert checked_in.status == "attended" and checked_in.checked_in_at is not None
+    assert (on_file.pk, same.pk, same.session_number) == (invoice.pk, line.pk, 1)
+    assert len(ledger_of(pp)) == entries and fresh(pp).sessions_used == 1
+    assert Invoice.objects.count() == invoices
+    assert list(billing.live_charges(appointment)) == [line]
+    event = AuditEvent.objects.order_by("-id").first()
+    assert event.after["line_id"] == line.pk and event.after["already_charged_on"] == invoice.number
+
+
+def test_checking_in_a_visit_whose_line_was_added_to_an_invoice_charges_it_once(desk, patient, ten_pack, acu60):
+    pp, _ = sell(desk, patient, ten_pack)
+    invoice = billing.do_create_invoice(acting_user=desk, patient=patient, lines=[(acu60, None)],
+                                        issued_at=ny(2026, 6, 11))
+    appointment = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 11, 15))
+    line = billing.do_add_line(acting_user=desk, invoice=invoice, service=acu60, appointment=appointment)
+    _, on_file, same = visits.do_check_in(acting_user=desk, appointment=appointment, service=acu60,
+                                          invoice=invoice)
+    assert (on_file.pk, same.pk) == (invoice.pk, line.pk)
+    assert fresh(pp).sessions_used == 2  # the invoice's two lines, and no third for the check-in
+
+
+def test_an_uncovered_manual_charge_is_not_charged_again_at_check_in(desk, patient, acu60):
+    appointment, invoice, line = charged_on_a_manual_invoice(desk, patient, acu60, ny(2026, 6, 11))
+    _, on_file, same = visits.do_check_in(acting_user=desk, appointment=appointment)
+    assert (on_file.pk, same.pk, on_file.balance) == (invoice.pk, line.pk, Decimal("95.00"))
+    assert Invoice.objects.filter(patient=patient).count() == 1
+
+
+def test_a_visit_charged_with_a_service_other_than_the_booked_one_keeps_that_charge(desk, patient, acu60, acu90):
+    appointment = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 11))
+    invoice = billing.do_create_invoice(acting_user=desk, patient=patient, lines=[(acu90, appointment)])
+    _, on_file, line = visits.do_check_in(acting_user=desk, appointment=appointment)
+    assert (on_file.pk, line.service_id) == (invoice.pk, acu90.pk)
+
+
+@pytest.mark.parametrize("asked", ["another service", "another invoice", "no charges"])
+def test_check_in_refuses_to_charge_an_already_charged_visit_otherwise(desk, patient, ten_pack, acu60, acu90,
+                                                                        asked):
+    """Asked to charge the visit differently from the charge on file, the check-in says where it
+    is charged (remove that line first) rather than charge it twice or leave the charge
+    contradicting the request. No Charges with a charge on file would say "nothing charged"
+    while the visit is charged, and maybe counted: refused too."""
+    pp, _ = sell(desk, patient, ten_pack)
+    appointment, invoice, _ = charged_on_a_manual_invoice(desk, patient, acu60, ny(2026, 6, 11))
+    other_invoice = billing.do_create_invoice(acting_user=desk, patient=patient, lines=[(acu90, None)])
+    request = {"another service": {"service": acu90}, "another invoice": {"invoice": other_invoice},
+               "no charges": {"no_charges": True}}[asked]
+    with writes_nothing(), pytest.raises(Conflict, match=f"already charged on {invoice.number}"):
+        visits.do_check_in(acting_user=desk, appointment=appointment, **request)
+    assert Appointment.objects.get(pk=appointment.pk).status == "booked"
+    assert fresh(pp).sessions_used == 1 and billing.live_charges(appointment).count() == 1
+
+
+def test_a_visit_whose_manual_charge_was_removed_is_charged_at_check_in(desk, patient, ten_pack, acu60):
+    pp, _ = sell(desk, patient, ten_pack)
+    appointment, invoice, line = charged_on_a_manual_invoice(desk, patient, acu60, ny(2026, 6, 11))
+    billing.do_remove_line(acting_user=desk, invoice=invoice, line_id=line.pk)
+    _, new_invoice, new_line = visits.do_check_in(acting_user=desk, appointment=appointment)
+    assert new_invoice.pk != invoice.pk and new_line.covered_by_id == pp.pk
+    assert fresh(pp).sessions_used == 1
 
 
 # --- rule 3: matching ---

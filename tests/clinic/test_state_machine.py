@@ -24,7 +24,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from django.db import connection, transaction
-from django.db.models import Max, QuerySet
+from django.db.models import F, Max, QuerySet, Sum
+from django.db.models.functions import Coalesce
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -210,7 +211,8 @@ class InvariantReads:
         self.lines = PreparedRead(
             InvoiceLine.objects.order_by("pk"), "pk", "kind", "invoice__patient_id", "invoice__voided_at",
             "removed_at", "covered_by_id", "covered_by__patient_id", "patient_package_id", "not_covered_reason",
-            "coverage_decision", "amount", "list_price", "session_number",
+            "coverage_decision", "amount", "list_price", "session_number", "sessions_left",
+            "covered_by__sessions_total",
         )
 
 
@@ -415,6 +417,10 @@ class PackageTrackingMachine(RuleBasedStateMachine):
         valid = current.voided_at is None and not backdated and (
             (ZERO < amount <= current.balance) or (amount < ZERO and -amount <= current.paid)
         )
+        # Rules 1 and 11: a plain refund may not leave the sale of a package that was activated
+        # and is not cancelled unpaid (the package is refunded by cancelling it).
+        unpays_a_sale = amount < ZERO and current.balance - amount > ZERO and PatientPackage.objects.filter(
+            sale_invoice=invoice, activated_at__isnull=False, cancelled_at__isnull=True).exists()
         completes = valid and amount > ZERO and current.balance - amount <= ZERO
         pending = list(PatientPackage.objects.filter(
             sale_invoice=invoice, activated_at__isnull=True, cancelled_at__isnull=True
@@ -429,6 +435,9 @@ class PackageTrackingMachine(RuleBasedStateMachine):
                            amount=amount, method="card", received_at=received_at, reason="patient asked")
         if not valid:
             assert isinstance(error, Invalid | Conflict), (amount, current.balance, current.paid, error)
+            return
+        if unpays_a_sale:
+            assert isinstance(error, Conflict) and "cancel it with a refund" in error.message, error
             return
         if error is not None:
             # The only refusal of a valid payment: the first session it would use has no room
@@ -465,16 +474,34 @@ class PackageTrackingMachine(RuleBasedStateMachine):
             )
         snap, released, since = snapshot(), self.releases_for([visit]), last_id(InvoiceLine.objects)
         underflow = reversals_underflow([p for ps in released.values() for p in ps])
-        _, error = attempt(
+        charged = list(InvoiceLine.objects.filter(
+            appointment=appointment, kind=LineKind.SERVICE, removed_at__isnull=True, invoice__voided_at__isnull=True,
+        ).order_by("pk"))
+        entries = last_id(PackageLedgerEntry.objects)
+        service = self.catalog.services[other] if how == "other" else None
+        result, error = attempt(
             visits.do_check_in, acting_user=self.catalog.desk, appointment=appointment,
-            service=self.catalog.services[other] if how == "other" else None,
-            no_charges=how == "no_charges", invoice=invoice,
+            service=service, no_charges=how == "no_charges", invoice=invoice,
         )
         if appointment.deleted_at is not None:
             assert isinstance(error, NotFound), error
             return
         if appointment.status != AppointmentStatus.BOOKED:
             assert isinstance(error, Conflict), error
+            return
+        if charged:
+            # Rule 2: a visit charged on a manual invoice has used its session already: the
+            # check-in keeps that charge, or refuses to charge the visit otherwise; never twice.
+            keepable = {line.pk for line in charged if (service is None or line.service_id == service.pk)
+                        and (invoice is None or line.invoice_id == invoice.pk)}
+            if how == "no_charges" or not keepable:
+                assert isinstance(error, Conflict) and "already charged on" in error.message, error
+            else:
+                assert error is None, error
+                assert result[2].pk in keepable and result[1].pk == result[2].invoice_id
+                assert Appointment.objects.get(pk=visit).status == AppointmentStatus.ATTENDED
+            assert last_id(InvoiceLine.objects) == since, "the check-in charged a charged visit again"
+            assert last_id(PackageLedgerEntry.objects) == entries, "the check-in moved a count"
             return
         if how != "no_charges" and underflow:
             assert isinstance(error, Invalid), error
@@ -489,6 +516,22 @@ class PackageTrackingMachine(RuleBasedStateMachine):
         """Booked and checked in at once: the most common visit, so charges meet packages often."""
         visit = self.book(who, service, hours)
         self.check_in(visit, charge, other, on_open_invoice=False, data=None)
+        return visit
+
+    @rule(target=appointments, who=PATIENT, service=SERVICE, charged=SERVICE,
+          how=st.sampled_from(["booked", "booked", "other", "no_charges"]), other=SERVICE, hours=CLOCK_STEP)
+    def charged_on_a_manual_invoice_then_checked_in(self, who: int, service: int, charged: int, how: str,
+                                                    other: int, hours: int) -> int:
+        """Rule 2: staff charge a booked visit's service on a manual invoice (it uses the
+        session), then check the visit in as usual: the check-in must not charge it again."""
+        visit = self.book(who, service, hours)
+        appointment = Appointment.objects.get(pk=visit)
+        snap, since = snapshot(), last_id(InvoiceLine.objects)
+        _, error = attempt(billing.do_create_invoice, acting_user=self.catalog.desk, patient=self.patients[who],
+                           lines=[(self.catalog.services[charged], appointment)], issued_at=appointment.starts_at)
+        assert error is None, error
+        assert len(self.check_charges(since, snap, {})) == 1
+        self.check_in(visit, how, other, on_open_invoice=False, data=None)
         return visit
 
     @rule(data=st.data())
@@ -761,6 +804,14 @@ class PackageTrackingMachine(RuleBasedStateMachine):
     # the invariants, after every step
 
     @invariant()
+    def a_usable_package_is_paid_for(self) -> None:
+        """Rule 1, kept by rule 11: a package activated and not cancelled has its sale fully paid
+        (a plain refund cannot take that money back; cancelling the package can)."""
+        unpaid = PatientPackage.objects.filter(activated_at__isnull=False, cancelled_at__isnull=True).annotate(
+            paid=Coalesce(Sum("sale_invoice__payments__amount"), Decimal("0.00"))).filter(paid__lt=F("price"))
+        assert not unpaid.exists(), list(unpaid.values("pk", "price", "paid"))
+
+    @invariant()
     def every_count_adds_up(self) -> None:
         assert verify() == []
         packages = {p.pk: p for p in self.reads.packages.rows()}
@@ -801,6 +852,7 @@ class PackageTrackingMachine(RuleBasedStateMachine):
             else:  # only the no-show policy uses a session without a line
                 assert entry.appointment_status == AppointmentStatus.NO_SHOW and "no-show" in entry.reason
 
+        shown: dict[int, list[int]] = defaultdict(list)
         for line in self.reads.lines.rows():
             live = line.removed_at is None and line.invoice_voided_at is None
             uses = live_uses.pop(line.pk, [])
@@ -812,7 +864,11 @@ class PackageTrackingMachine(RuleBasedStateMachine):
                 assert [u.patient_package_id for u in uses] == [line.covered_by_id], (
                     f"live covered line {line.pk} has uses {uses}"
                 )
-                assert line.session_number == uses[0].used_after  # "Session 3 of 10"
+                # "Session 3 of 10 · 7 left": what the ledger left after the use, and a session
+                # no other live line of the package shows (one a removed line gave back, or the count)
+                assert line.sessions_left == line.covered_by_sessions_total - uses[0].used_after
+                assert 1 <= line.session_number <= uses[0].used_after
+                shown[line.covered_by_id].append(line.session_number)
             else:
                 assert uses == [], f"line {line.pk} (live={live}, covered={line.covered_by_id}) has uses {uses}"
             if line.kind == LineKind.FIRST_SESSION and live:
@@ -840,6 +896,8 @@ class PackageTrackingMachine(RuleBasedStateMachine):
                 assert line.not_covered_reason == decision["reason"]
                 assert line.amount == line.list_price
         assert not live_uses, f"live uses of unknown lines: {live_uses}"
+        for package_id, numbers in shown.items():
+            assert len(numbers) == len(set(numbers)), f"package {package_id}'s live lines show sessions {numbers}"
 
 
 @pytest.mark.slow

@@ -97,6 +97,17 @@ def test_refund_needs_a_reason_and_is_a_negative_payment(desk_client, patient, a
     assert refund.amount == Decimal("-30.00") and refund.reason == "goodwill"
 
 
+def test_the_refund_page_of_an_active_packages_sale_says_to_cancel_the_package(desk_client, sold_pack):
+    invoice = sold_pack.sale_invoice
+    url = reverse("staff:refund", args=[invoice.pk])
+    page = desk_client.get(url).content.decode()
+    assert "cancel the package with a refund" in page
+    assert reverse("staff:cancel_package", args=[sold_pack.pk]) in page
+    refused = desk_client.post(url, {"amount": "100.00", "method": "card", "reason": "goodwill"})
+    assert refused.status_code == 422 and b"cancel it with a refund" in refused.content
+    assert not Payment.objects.filter(invoice=invoice, amount__lt=0).exists()
+
+
 def test_void_needs_a_reason_and_refuses_a_paid_invoice(desk_client, patient, acu90):
     invoice = manual_invoice(desk_client, patient, acu90)
     url = reverse("staff:void", args=[invoice.pk])
@@ -116,3 +127,15 @@ def test_practitioners_see_invoices_read_only(practitioner_client, charged_visit
     assert "Session 1 of 10 · 9 left" in page
     assert "Record payment" not in page and ">Edit<" not in page
     assert practitioner_client.post(reverse("staff:remove_line", args=[invoice.pk, line.pk])).status_code == 403
+
+
+def test_a_line_that_took_a_removed_lines_session_shows_it_and_the_sessions_left(desk_client, desk, patient,
+                                                                                sold_pack, acu60):
+    from tally.clinic.actions.billing import do_add_line, do_create_invoice, do_remove_line
+
+    invoice = do_create_invoice(acting_user=desk, patient=patient, lines=[(acu60, None)] * 3)
+    do_remove_line(acting_user=desk, invoice=invoice, line_id=invoice.live_lines()[1].pk)
+    do_add_line(acting_user=desk, invoice=invoice, service=acu60)
+    page = desk_client.get(reverse("staff:invoice", args=[invoice.pk])).content.decode()
+    assert page.count("Session 2 of 10") == 1 and "Session 2 of 10 · 7 left" in page
+    assert "Session 3 of 10 · 7 left" in page and "Session 1 of 10 · 9 left" in page

@@ -243,3 +243,40 @@ def test_the_check_in_preview_of_a_cancelled_packages_first_session_visit_says_i
     assert desk_client.post(url, {"charge": "booked"}).status_code == 302
     line = InvoiceLine.objects.get(appointment=visit, kind="service", removed_at__isnull=True)
     assert (line.covered_by_id, line.session_number) == (sold.pk, 1)
+
+
+def test_the_check_in_page_says_a_visit_is_already_charged_and_does_not_charge_it_again(
+        desk_client, desk, patient, acu60, acu90, visit, sold_pack):
+    """Rule 2: staff charged the visit on a manual invoice (its session used); the check-in page
+    says where, and checking in keeps that charge rather than charging the visit twice."""
+    from tally.clinic.actions.billing import do_create_invoice
+
+    invoice = do_create_invoice(acting_user=desk, patient=patient, lines=[(acu60, visit)])
+    url = reverse("staff:check_in", args=[visit.pk])
+    page = desk_client.get(url).content.decode()
+    assert (f"This visit is already charged on {invoice.number}: Acupuncture 60 min, paid via 10 x Acupuncture 60 "
+            "(session 1 of 10). Checking in will not charge it again.") in page
+    assert "will be paid via" not in page
+
+    other = desk_client.get(reverse("staff:check_in_preview", args=[visit.pk]),
+                            {"charge": "other", "service": acu90.pk}, HTTP_HX_REQUEST="true").content.decode()
+    assert f"already charged on {invoice.number}" in other and "remove that line first" in other
+    refused = desk_client.post(url, {"charge": "none"})
+    assert refused.status_code == 422 and b"remove that line first" in refused.content
+
+    response = desk_client.post(url, {"charge": "booked"}, follow=True)
+    assert f"Acupuncture 60 min was already charged on {invoice.number}; it was not charged again." in \
+        response.content.decode()
+    visit.refresh_from_db()
+    sold_pack.refresh_from_db()
+    assert visit.status == AppointmentStatus.ATTENDED and sold_pack.sessions_used == 1
+    assert list(InvoiceLine.objects.filter(appointment=visit).values_list("invoice_id", flat=True)) == [invoice.pk]
+
+
+def test_checking_in_keeps_a_manual_charge_of_a_service_other_than_the_booked_one(desk_client, desk, patient, acu90,
+                                                                                 visit):
+    from tally.clinic.actions.billing import do_create_invoice
+
+    invoice = do_create_invoice(acting_user=desk, patient=patient, lines=[(acu90, visit)])
+    assert desk_client.post(reverse("staff:check_in", args=[visit.pk]), {"charge": "booked"}).status_code == 302
+    assert list(InvoiceLine.objects.filter(appointment=visit).values_list("invoice_id", flat=True)) == [invoice.pk]

@@ -133,6 +133,7 @@ def invoice_line(line: InvoiceLine) -> Json:
         "amount": money(line.amount),
         "covered_by": line.covered_by_id,
         "session_number": line.session_number,
+        "sessions_left": line.sessions_left,
         "not_covered_reason": line.not_covered_reason,
     }
 

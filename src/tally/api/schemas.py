@@ -204,6 +204,9 @@ class InvoiceLineOut(Schema):
     amount: MoneyOut
     covered_by: int | None
     session_number: int | None
+    sessions_left: int | None = Field(
+        None, description="Sessions of the package left after this line's charge (\"Session 3 of 10 · 7 left\"). "
+        "Not always sessions_total - session_number: a line may take the session a removed line gave back.")
     not_covered_reason: str | None
 
 

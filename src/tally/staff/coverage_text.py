@@ -7,8 +7,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tally.clinic import rules
-from tally.clinic.actions.coverage import first_sessions_given_back, preview_coverage
-from tally.clinic.models import Appointment, ClinicSettings, Service
+from tally.clinic.actions.coverage import (
+    first_sessions_given_back,
+    preview_coverage,
+    session_number_for,
+    visit_lines_on_file,
+)
+from tally.clinic.actions.visits import charge_kept_at_check_in
+from tally.clinic.errors import ClinicError
+from tally.clinic.models import Appointment, ClinicSettings, Invoice, InvoiceLine, Service
+from tally.clinic.models.billing import LineKind
 
 from .templatetags.staff_tags import format_money
 
@@ -26,10 +34,38 @@ class CoveragePreview:
     covered: bool
     headline: str
     reasons: list[str] = field(default_factory=list)
+    # The visit is charged already (a manual invoice): the charge the check-in keeps, or
+    # `refused` when the choice asks for another charge, which the check-in refuses.
+    charged_on: InvoiceLine | None = None
+    refused: bool = False
 
     @property
     def warns(self) -> bool:
-        return not self.covered
+        """Asks staff to confirm before saving; a refused choice is not worth confirming."""
+        return not self.covered and not self.refused
+
+
+def preview_charged_visit(appointment: Appointment, charge: str, service: Service | None,
+                          clinic: ClinicSettings) -> CoveragePreview | None:
+    """For a visit already charged on a manual invoice (rule 2: its session is used), what the
+    check-in does with that charge: keeps it, or refuses the choice. None when it has none."""
+    try:
+        kept = charge_kept_at_check_in(appointment, visit_lines_on_file(appointment.pk),
+                                       service=service if charge == "other" else None, no_charges=charge == "none")
+    except ClinicError as refusal:
+        return CoveragePreview(covered=False, headline=refusal.message, refused=True)
+    if kept is None:
+        return None
+    if kept.covered_by_id is not None:
+        package = kept.covered_by
+        how = f"paid via {package.name} (session {kept.session_number} of {package.sessions_total})"
+    else:
+        how = format_money(kept.amount, clinic.currency)
+    return CoveragePreview(
+        covered=True, charged_on=kept,
+        headline=(f"This visit is already charged on {Invoice(pk=kept.invoice_id).number}: {kept.description}, "
+                  f"{how}. Checking in will not charge it again."),
+    )
 
 
 def preview_check_in(appointment: Appointment, service: Service, clinic: ClinicSettings) -> CoveragePreview | None:
@@ -43,11 +79,13 @@ def preview_check_in(appointment: Appointment, service: Service, clinic: ClinicS
         return None
     if decision.covered_by is not None:
         package = packages[decision.covered_by]
-        number = package.sessions_used - given_back[package.pk] + 1
+        used_after = package.sessions_used - given_back[package.pk] + 1
+        moving = [line.pk for line in visit_lines_on_file(appointment.pk) if line.kind == LineKind.FIRST_SESSION]
+        number = session_number_for(package, used_after, ignoring=moving)
         return CoveragePreview(
             covered=True,
             headline=(f"{service.name} will be paid via {package.name}: session {number} of "
-                      f"{package.sessions_total} · {package.sessions_total - number} left."),
+                      f"{package.sessions_total} · {package.sessions_total - used_after} left."),
         )
     eligible_ids = set().union(*(p.eligible_ids for p in packages.values()))
     names = dict(Service.objects.filter(pk__in=eligible_ids).values_list("pk", "name"))

@@ -37,7 +37,7 @@ from .common import (
     require_role,
     require_text,
 )
-from .coverage import NOT_NEEDED, charge_service, cover_line, uncover_line
+from .coverage import COVER_FIELDS, NOT_NEEDED, charge_service, cover_line, uncover_line
 
 # The column holds 40 characters; the API accepts more text, and PostgreSQL refuses a longer value.
 METHOD_MAX_LENGTH = Payment._meta.get_field("method").max_length
@@ -218,7 +218,7 @@ def use_first_session(package: PatientPackage, first_line: InvoiceLine, *, by: S
                 break
     if visit_line is None:
         cover_line(first_line, package, by=by, reason="first session, used at the sale")
-        first_line.save(update_fields=["covered_by", "session_number", "amount", "not_covered_reason"])
+        first_line.save(update_fields=COVER_FIELDS)
         return
     cover_line(visit_line, package, by=by, reason="first session of the sale, used on this visit's charge")
     visit_line.coverage_decision = {
@@ -226,11 +226,37 @@ def use_first_session(package: PatientPackage, first_line: InvoiceLine, *, by: S
         "considered": [{"patient_package_id": package.pk, "reason": None}],
         "before": visit_line.coverage_decision,
     }
-    visit_line.save(update_fields=["covered_by", "session_number", "amount", "not_covered_reason",
-                                   "coverage_decision"])
+    visit_line.save(update_fields=[*COVER_FIELDS, "coverage_decision"])
     first_line.removed_at = now()
     first_line.removal_reason = "first session used on the visit's own charge"
     first_line.save(update_fields=["removed_at", "removal_reason"])
+
+
+def live_package_sold_on(invoice: Invoice) -> PatientPackage | None:
+    """The package this invoice sold, if it was activated and is not cancelled (active,
+    exhausted or expired): its money comes back only by cancelling it (rule 11)."""
+    return PatientPackage.objects.filter(sale_invoice=invoice, activated_at__isnull=False,
+                                         cancelled_at__isnull=True).first()
+
+
+def check_refund_keeps_sales_paid(invoice: Invoice, amount: Decimal) -> None:
+    """Rules 1 and 11: a package is usable only while its sale is fully paid (the invoice's
+    balance, as for its activation), and a package's money comes back by cancelling it with a
+    refund (a credit line and a negative payment, so the invoice stays balanced). A plain
+    refund that would leave a balance on the sale of a package that was activated and is not
+    cancelled (active, exhausted or expired) would leave it active and unpaid: refused. Before
+    activation (a partial payment returned) or after cancellation, a plain refund is fine, as
+    is one of an overpayment (a line removed from the sale invoice after it was paid)."""
+    if invoice.balance - amount <= ZERO:
+        return
+    live = live_package_sold_on(invoice)
+    if live is not None:
+        raise Conflict(
+            f"{invoice.number} is the sale of {live.name}, which is {live.status.replace('_', ' ')}: this refund "
+            "would leave the sale not fully paid. To refund the package, cancel it with a refund; to refund "
+            "another line of this invoice, remove that line first.",
+            fields={"amount": "cancel the package with a refund"},
+        )
 
 
 @clinic_action
@@ -272,6 +298,7 @@ def do_record_payment(
                 f"A refund of {-amount} is more than the {current.paid} paid on {current.number}.",
                 fields={"amount": f"a refund may be at most {current.paid}"},
             )
+        check_refund_keeps_sales_paid(current, amount)
     payment = Payment.objects.create(
         invoice=invoice,
         amount=amount,
@@ -331,6 +358,7 @@ __all__ = [
     "do_remove_line",
     "do_void_invoice",
     "invoice_as_created",
+    "live_package_sold_on",
     "load_invoice",
     "remove_line",
 ]

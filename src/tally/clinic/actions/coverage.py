@@ -62,14 +62,34 @@ def first_sessions_given_back(appointment_id: int) -> Counter[int]:
     """Per package, the sessions a sale used as this visit's first session: checking the
     visit in moves each to the visit's own line (`release_first_session_of`), so the visit
     counts once."""
-    return Counter(line.covered_by_id for line in _FIRST_SESSION_LINES.all(appointment_id)
+    return Counter(line.covered_by_id for line in _first_sessions(visit_lines_on_file(appointment_id))
                    if line.covered_by_id is not None)
+
+
+def session_number_for(package: PatientPackage, used_after: int, ignoring: Collection[int] = ()) -> int:
+    """Which session a charge that leaves `used_after` used takes ("Session 3 of 10"): that
+    count, unless a live line of the package already shows it (a covered line removed since
+    gave its session back, rule 7, and the count came down), then the highest number at or
+    below it that no live line shows: the session given back. No line already charged is
+    renumbered (its invoice may have been printed). One exists: the package's live covered
+    lines hold at most used_after - 1 sessions besides this one (a use without a line, an
+    adjustment or a no-show, takes a number from none). `ignoring`: lines about to give theirs back."""
+    taken = set(InvoiceLine.objects.filter(
+        covered_by=package, removed_at__isnull=True, invoice__voided_at__isnull=True,
+        session_number__lte=used_after,
+    ).exclude(pk__in=list(ignoring)).values_list("session_number", flat=True))
+    return next((n for n in range(used_after, 0, -1) if n not in taken), used_after)
+
+
+# What covering a line writes on it (`cover_line`), for its callers' save(update_fields=...).
+COVER_FIELDS = ["covered_by", "session_number", "sessions_left", "amount", "not_covered_reason"]
 
 
 def cover_line(line: InvoiceLine, package: PatientPackage, *, by: Staff | None, reason: str = "") -> None:
     entry = use_session(package, by=by, invoice_line=line, reason=reason)
     line.covered_by = package
-    line.session_number = entry.used_after
+    line.session_number = session_number_for(package, entry.used_after, ignoring=[line.pk] if line.pk else [])
+    line.sessions_left = entry.sessions_total - entry.used_after
     line.amount = ZERO
     line.not_covered_reason = None
 
@@ -81,17 +101,20 @@ def charge_service(
     by: Staff | None,
     appointment: Appointment | None = None,
     locked_packages: list[PatientPackage] | None = None,
+    on_file: list[InvoiceLine] | None = None,
 ) -> InvoiceLine:
     """Add a service line to an invoice and let rules 1-6 decide whether a package covers it.
 
     `locked_packages`: the patient's packages as the caller just locked them in this
     transaction (`lock_patient_packages`), so they are not locked and read a second time.
-    They are read again anyway when releasing a first session moved a count."""
+    They are read again anyway when releasing a first session moved a count.
+    `on_file`: the visit's lines as the caller just read them (`visit_lines_on_file`), under
+    the appointment's lock, so they are not read a second time."""
     tz = clinic_tz()
     pending_first: list[InvoiceLine] = []
     released: list[InvoiceLine] = []
     if appointment is not None:
-        released, pending_first = release_first_session_of(appointment, service, by=by)
+        released, pending_first = release_first_session_of(appointment, service, by=by, on_file=on_file)
     invoice_date = local_date(invoice.issued_at, tz)
     if locked_packages is not None and not released:
         packages = {p.pk: p for p in locked_packages}
@@ -127,13 +150,15 @@ def charge_service(
     # is used; the entry points at the line, so the line comes first. The package is locked
     # and was read under the lock, so the session the ledger gives is the next one.
     package = packages[decision.covered_by]
+    used_after = package.sessions_used + 1
     line.covered_by = package
-    line.session_number = package.sessions_used + 1
+    line.session_number = session_number_for(package, used_after)
+    line.sessions_left = package.sessions_total - used_after
     line.amount = ZERO
     line.not_covered_reason = None
     insert(line)
     entry = use_session(package, by=by, invoice_line=line)
-    if entry.used_after != line.session_number:  # never expected: the count moved under the lock
+    if entry.used_after != used_after:  # never expected: the count moved under the lock
         raise Conflict("The package changed while this was being saved; please try again.")
     return line
 
@@ -161,10 +186,21 @@ def _moved_first_session(decision: rules.Decision, released: list[int],
 
 
 # Every check-in asks it: compiled once per connection (compiled.py).
-_FIRST_SESSION_LINES = Compiled(lambda appointment_id: InvoiceLine.objects.filter(
-    appointment_id=appointment_id, kind=LineKind.FIRST_SESSION, removed_at__isnull=True,
+_VISIT_LINES = Compiled(lambda appointment_id: InvoiceLine.objects.filter(
+    appointment_id=appointment_id, kind__in=[LineKind.SERVICE, LineKind.FIRST_SESSION], removed_at__isnull=True,
     invoice__voided_at__isnull=True,
-), int)
+).order_by("pk"), int)
+
+
+def visit_lines_on_file(appointment_id: int) -> list[InvoiceLine]:
+    """The visit's live service lines (its charges) and sale first-session lines, oldest first:
+    one read for what a check-in needs to know, whether the visit is charged already (rule 2)
+    and which first session its charge takes over (rule 5)."""
+    return _VISIT_LINES.all(appointment_id)
+
+
+def _first_sessions(lines: list[InvoiceLine]) -> list[InvoiceLine]:
+    return [line for line in lines if line.kind == LineKind.FIRST_SESSION]
 
 
 MOVED_TO_VISIT = "first session moved to the visit's own line"
@@ -209,12 +245,13 @@ def restore_first_sessions(lines: list[InvoiceLine], *, by: Staff | None,
         insert(line)
         if package.activated_at is not None and package.sessions_remaining > 0:
             cover_line(line, package, by=by, reason="check-in undone: the first session is the sale's again")
-            line.save(update_fields=["covered_by", "session_number", "amount", "not_covered_reason"])
+            line.save(update_fields=COVER_FIELDS)
         restored.append(line)
     return restored
 
 
-def release_first_session_of(appointment: Appointment, service: Service, *, by: Staff | None
+def release_first_session_of(appointment: Appointment, service: Service, *, by: Staff | None,
+                             on_file: list[InvoiceLine] | None = None
                              ) -> tuple[list[InvoiceLine], list[InvoiceLine]]:
     """A visit whose first session was already used at the sale is charged on its own line;
     the sale's first-session line gives its session back so the visit counts once.
@@ -223,7 +260,7 @@ def release_first_session_of(appointment: Appointment, service: Service, *, by: 
     A cancelled package's first session stays on the sale when the visit is charged a
     service that package does not cover: it was used before the cancellation (rule 11), and
     the closed package could never use it again."""
-    lines = _FIRST_SESSION_LINES.all(appointment.pk)
+    lines = _first_sessions(on_file if on_file is not None else visit_lines_on_file(appointment.pk))
     used = [line for line in lines if line.covered_by_id is not None
             and not _stays_on_closed_sale(PatientPackage.objects.get(pk=line.covered_by_id), service.pk)]
     for line in used:

@@ -125,6 +125,7 @@ def do_apply_to_line(
             uncover_line(line, by=acting_user, reason=f"service changed to {new_service.name}")
             line.covered_by = None
             line.session_number = None
+            line.sessions_left = None
         line.service = new_service
         line.description = new_service.name
         line.list_price = new_service.price

@@ -19,6 +19,7 @@ from ..models import (
     Service,
     Staff,
 )
+from ..models.billing import LineKind
 from ..models.ledger import EntryKind
 from ..models.scheduling import AppointmentStatus, Tombstone, TombstoneKind
 from ..models.staff import Role
@@ -34,7 +35,13 @@ from .common import (
     require_role,
     require_text,
 )
-from .coverage import charge_service, decide_for, released_first_sessions_of, restore_first_sessions
+from .coverage import (
+    charge_service,
+    decide_for,
+    released_first_sessions_of,
+    restore_first_sessions,
+    visit_lines_on_file,
+)
 
 
 def check_practitioner_owns(user: Staff, appointment: Appointment, doing: str) -> None:
@@ -112,6 +119,31 @@ def do_reschedule(
     return appointment
 
 
+def charge_kept_at_check_in(appointment: Appointment, on_file: list[InvoiceLine], *, service: Service | None = None,
+                            invoice: Invoice | None = None, no_charges: bool = False) -> InvoiceLine | None:
+    """Rule 2: staff who charged a visit's service on a manual invoice have used its session
+    already, so checking the visit in keeps that charge instead of charging it a second time.
+    Returns the live charge the check-in keeps (the booked service's first, else the oldest),
+    or None when the visit has none. A request for another charge (another service, another
+    invoice, or No Charges, which would say "nothing charged" beside a charge and maybe a
+    session used) is refused, naming where the visit is charged: remove that line first."""
+    charges = [line for line in on_file if line.kind == LineKind.SERVICE]
+    if not charges:
+        return None
+    where = " and ".join(dict.fromkeys(Invoice(pk=line.invoice_id).number for line in charges))
+    if no_charges:
+        raise Conflict(f"This visit is already charged on {where}: remove that line first to check it in "
+                       "with No Charges.")
+    kept = [line for line in charges if (service is None or line.service_id == service.pk)
+            and (invoice is None or line.invoice_id == invoice.pk)]
+    if not kept:
+        charged = ", ".join(line.description for line in charges)
+        raise Conflict(f"This visit is already charged on {where} ({charged}): remove that line first to charge "
+                       "it otherwise, or check it in without a service or invoice to keep that charge.")
+    booked = [line for line in kept if line.service_id == appointment.service_id]
+    return (booked or kept)[0]
+
+
 @clinic_action
 def do_check_in(
     *,
@@ -122,7 +154,9 @@ def do_check_in(
     invoice: Invoice | None = None,
 ) -> tuple[Appointment, Invoice | None, InvoiceLine | None]:
     """Check a visit in and charge it (rule 2) on a new invoice dated at its start, or on
-    `invoice`; rules 1-6 decide coverage. No Charges charges nothing and uses nothing."""
+    `invoice`; rules 1-6 decide coverage. No Charges charges nothing and uses nothing.
+    A visit already charged on a manual invoice is checked in with that charge, not charged
+    again (`charge_kept_at_check_in`)."""
     require_role(acting_user, *ANY_STAFF, doing="check in visits")
     appointment = lock_appointment(appointment.pk)
     check_practitioner_owns(acting_user, appointment, "check in")
@@ -135,16 +169,22 @@ def do_check_in(
     appointment.no_charges = bool(no_charges)
     appointment.checked_in_at = now()
     update_fields(appointment, ["status", "no_charges", "checked_in_at"])
+    if invoice is not None:
+        invoice = lock_invoice(invoice.pk)
+        if invoice.patient_id != appointment.patient_id:
+            raise Invalid("That invoice belongs to another patient.", fields={"invoice_id": "another patient's"})
+        if invoice.voided_at is not None:
+            raise Conflict(f"Invoice {invoice.number} is void.")
+    # Read under the appointment's lock, which every charge of a visit takes first: no charge
+    # for it can be added meanwhile.
+    on_file = visit_lines_on_file(appointment.pk)
+    kept = charge_kept_at_check_in(appointment, on_file, service=service, invoice=invoice, no_charges=no_charges)
+    if kept is not None:
+        return _checked_in_with_charge_on_file(appointment, kept, before, acting_user)
     line = None
     created = False
     if not no_charges:
         service = service or appointment.service
-        if invoice is not None:
-            invoice = lock_invoice(invoice.pk)
-            if invoice.patient_id != appointment.patient_id:
-                raise Invalid("That invoice belongs to another patient.", fields={"invoice_id": "another patient's"})
-            if invoice.voided_at is not None:
-                raise Conflict(f"Invoice {invoice.number} is void.")
         check_line_target(appointment.patient, service, appointment)
         packages = lock_patient_packages(appointment.patient_id)
         created = invoice is None
@@ -152,7 +192,8 @@ def do_check_in(
             invoice = Invoice(patient_id=appointment.patient_id, issued_at=appointment.starts_at,
                               created_by=acting_user)
             insert(invoice)
-        line = charge_service(invoice, service, by=acting_user, appointment=appointment, locked_packages=packages)
+        line = charge_service(invoice, service, by=acting_user, appointment=appointment, locked_packages=packages,
+                              on_file=on_file)
     record("appointment.check_in", actor=acting_user, obj=appointment, patient_id=appointment.patient_id,
            before=before, after=snapshot(appointment) | {"line_id": line.pk if line else None})
     if invoice is None:
@@ -160,6 +201,21 @@ def do_check_in(
     if created:  # its one line is `line` and nothing is paid on it yet: no need to read it back
         return appointment, invoice_as_created(invoice, [line] if line else []), line
     return appointment, load_invoice(invoice.pk), line
+
+
+def _checked_in_with_charge_on_file(appointment: Appointment, kept: InvoiceLine, before: dict,
+                                    acting_user: Staff) -> tuple[Appointment, Invoice, InvoiceLine]:
+    """The check-in of a visit charged already: nothing is charged or used, the answer is the
+    charge on file. Its invoice is locked (the lock order's next step) and the line read
+    again: a removal or void that landed meanwhile would leave the visit attended, uncharged."""
+    lock_invoice(kept.invoice_id)
+    kept.refresh_from_db(fields=["removed_at"])
+    invoice = load_invoice(kept.invoice_id)
+    if kept.removed_at is not None or invoice.voided_at is not None:
+        raise Conflict("The visit's charge was removed while this was being saved; please try again.")
+    record("appointment.check_in", actor=acting_user, obj=appointment, patient_id=appointment.patient_id,
+           before=before, after=snapshot(appointment) | {"line_id": kept.pk, "already_charged_on": invoice.number})
+    return appointment, invoice, kept
 
 
 @clinic_action

@@ -91,7 +91,11 @@ class InvoiceLine(models.Model):
     covered_by = models.ForeignKey(
         "clinic.PatientPackage", on_delete=models.PROTECT, null=True, blank=True, related_name="covered_lines"
     )
+    # Which session of the package the line used ("Session 3 of 10"), distinct among the
+    # package's live covered lines (a removed line's session is taken by the next charge), and
+    # the sessions left after the charge ("7 left"): with such a reuse, not total - number.
     session_number = models.PositiveIntegerField(null=True, blank=True)
+    sessions_left = models.PositiveIntegerField(null=True, blank=True)
     not_covered_reason = models.CharField(max_length=40, null=True, blank=True)
     # What rules 1-6 decided when the line was charged (SPEC.md "Coverage decision").
     coverage_decision = models.JSONField(null=True, blank=True)

@@ -36,8 +36,15 @@ def session_label(line: Any) -> str:
     package = getattr(line, "covered_by", None)
     if package is None or line.session_number is None:
         return ""
-    left = package.sessions_total - line.session_number
+    left = session_left_after(line, package.sessions_total)
     return f"Session {line.session_number} of {package.sessions_total} · {left} left"
+
+
+def session_left_after(line: Any, sessions_total: int) -> int:
+    """The sessions left after the line's charge. A line charged before they were kept has
+    the number of the count it reached (total - number); a later one may have taken a session
+    a removed line gave back, a lower number than the count."""
+    return line.sessions_left if line.sessions_left is not None else sessions_total - line.session_number
 
 
 @register.filter

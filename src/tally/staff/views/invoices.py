@@ -19,6 +19,7 @@ from tally.clinic.actions.billing import (
     do_record_payment,
     do_remove_line,
     do_void_invoice,
+    live_package_sold_on,
 )
 from tally.clinic.audit import Shown
 from tally.clinic.errors import ClinicError
@@ -133,10 +134,10 @@ def remove_line(request: StaffRequest, invoice_id: int, line_id: int) -> HttpRes
 
 
 def money_form_page(request: StaffRequest, invoice: Invoice, form: Any, *, title: str, submit: str,
-                    intro: str = "", danger: bool = False) -> HttpResponse:
+                    intro: str = "", danger: bool = False, intro_link: dict[str, str] | None = None) -> HttpResponse:
     return render(request, "staff/form_page.html", {
         "form": form, "title": title, "intro": intro, "submit": submit, "back_url": invoice_url(invoice),
-        "danger": danger, "invoice": invoice,
+        "danger": danger, "invoice": invoice, "intro_link": intro_link,
     }, status=422 if form.is_bound else 200)
 
 
@@ -174,8 +175,15 @@ def refund(request: StaffRequest, invoice_id: int) -> HttpResponse:
         else:
             messages.success(request, f"Refunded {data['amount']} on {invoice.number}.")
             return redirect(invoice_url(invoice))
+    intro, link = "A refund is recorded as a negative payment with its reason.", None
+    if (package := live_package_sold_on(invoice)) is not None:
+        # Rule 11: the refund of a package is its cancellation; a plain refund here is refused
+        # when it would leave the sale unpaid (an overpayment can still be given back).
+        intro += (f" This invoice sold {package.name}: to give its money back, cancel the package with a refund, "
+                  "so that it cannot be used unpaid.")
+        link = {"url": reverse("staff:cancel_package", args=[package.pk]), "label": f"Cancel {package.name}"}
     return money_form_page(request, invoice, form, title=f"Refund on {invoice.number}", submit="Record refund",
-                           intro="A refund is recorded as a negative payment with its reason.", danger=True)
+                           intro=intro, danger=True, intro_link=link)
 
 
 @staff_view(*DESK)

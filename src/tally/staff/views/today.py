@@ -30,8 +30,9 @@ from tally.clinic.models.billing import LineKind
 from tally.clinic.queries import schedule_for_day, visible_appointment
 from tally.clinic.rules import YEARS
 
-from ..coverage_text import preview_check_in
+from ..coverage_text import preview_charged_visit, preview_check_in
 from ..forms import BookForm, CheckInForm, ReasonForm, RescheduleForm, combine
+from ..templatetags.staff_tags import session_left_after
 from .auth import safe_next
 from .common import (
     ANY_STAFF,
@@ -279,7 +280,8 @@ def check_in_context(request: StaffRequest, appointment: Appointment, form: Chec
     preview = None
     if form.is_bound and form.is_valid():
         service = form.service_to_charge(appointment)
-        if service is not None:
+        preview = preview_charged_visit(appointment, form.cleaned_data["charge"], service, request.clinic)
+        if preview is None and service is not None:
             preview = preview_check_in(appointment, service, request.clinic)
     return {"form": form, "appointment": appointment, "preview": preview,
             "back_url": day_url(appointment.starts_at.astimezone(request.clinic.tz).date())}
@@ -308,10 +310,13 @@ def check_in(request: StaffRequest, appointment_id: int) -> HttpResponse:
         context["form"].is_valid()
         context["needs_confirmation"] = True
         return render(request, "staff/today/check_in.html", context)
-    service = form.service_to_charge(appointment)
+    charge = form.cleaned_data["charge"]
     try:
-        _, invoice, line = do_check_in(acting_user=request.user, appointment=appointment, service=service,
-                                       no_charges=service is None)
+        # The booked service is the action's default: named explicitly, a visit already charged
+        # with another service (a manual invoice) would be refused instead of keeping that charge.
+        _, invoice, line = do_check_in(acting_user=request.user, appointment=appointment,
+                                       service=form.cleaned_data["service"] if charge == "other" else None,
+                                       no_charges=charge == "none")
     except ClinicError as exc:
         if (page := refuse_or_raise(request, exc)) is not None:
             return page
@@ -319,11 +324,14 @@ def check_in(request: StaffRequest, appointment_id: int) -> HttpResponse:
         return render(request, "staff/today/check_in.html", context, status=422)
     if line is None:
         messages.success(request, f"Checked in {appointment.patient.full_name}: No Charges.")
+    elif preview is not None and preview.charged_on is not None and line.pk == preview.charged_on.pk:
+        messages.success(request, f"Checked in {appointment.patient.full_name}: {line.description} was already "
+                                  f"charged on {invoice.number}; it was not charged again.")
     elif line.covered_by_id:
         package = line.covered_by
         messages.success(request, f"Checked in {appointment.patient.full_name}: {line.description} paid via "
                                   f"{package.name}, session {line.session_number} of {package.sessions_total} · "
-                                  f"{package.sessions_total - line.session_number} left.")
+                                  f"{session_left_after(line, package.sessions_total)} left.")
     else:
         number = invoice.number if invoice is not None else "an invoice"
         messages.success(request, f"Checked in {appointment.patient.full_name}: {line.description} charged on "
