@@ -533,3 +533,32 @@ def test_a_fix_never_applies_a_package_to_the_charge_of_a_deleted_visit(history)
     with pytest.raises(Conflict):
         apply_fix(acting_user=history.desk, context=pp, action="apply_to_line", params={"line_id": line.pk})
     assert fresh(pp).sessions_used == 0
+
+
+def test_a_second_service_on_a_visit_already_counted_is_no_wrong_service_and_cannot_be_applied(history):
+    """An add-on charged on a visit whose session is already used (acupuncture covered, then a
+    90-minute treatment added to the same visit) is not a wrong service: offering to turn it into
+    the eligible service and apply the package counted the visit twice (found by the state machine)."""
+    pp, _ = history.sell(3, 1)
+    appointment, invoice, covered = history.visit(3, 4)
+    extra = billing.do_add_line(acting_user=history.desk, invoice=invoice, service=history.acu90,
+                                appointment=appointment)
+    assert extra.covered_by_id is None and fresh(pp).sessions_used == 1
+    assert "SERVICE_NOT_IN_PACKAGE" not in codes(history.investigate(pp)[0])
+    with pytest.raises(Conflict, match="already counted"):
+        apply_fix(acting_user=history.desk, context=pp, action="apply_to_line",
+                  params={"line_id": extra.pk, "service_id": history.acu60.pk})
+    extra.refresh_from_db()
+    assert (extra.service_id, extra.covered_by_id, fresh(pp).sessions_used) == (history.acu90.pk, None, 1)
+
+
+def test_a_visit_charged_while_unpaid_and_counted_since_offers_no_fix(history):
+    """The visit's charge while the sale was unpaid stays uncovered, and a later line of the same
+    visit used the session: applying the package to the first as well would count it twice."""
+    pp, sale = history.sell(3, 1, paid="300.00")
+    appointment, invoice, unpaid_line = history.visit(3, 4)
+    history.pay(sale, "500.00", 3, 10)
+    billing.do_add_line(acting_user=history.desk, invoice=invoice, service=history.acu60, appointment=appointment)
+    assert fresh(pp).sessions_used == 1
+    finding = only(investigate_package(pp.pk), "PACKAGE_NOT_PAID")
+    assert finding.line_id == unpaid_line.pk and finding.fix is None

@@ -25,6 +25,7 @@ from ..models import (
     Tombstone,
 )
 from ..models.billing import ZERO, LineKind
+from ..models.ledger import EntryKind
 from ..models.scheduling import AppointmentStatus, TombstoneKind
 from .billing import live_charges, load_invoice
 from .common import (
@@ -115,6 +116,9 @@ def do_apply_to_line(
                           fields={"service_id": "not an eligible service"})
     if line.covered_by_id is not None and not override:
         return FixResult(False, None, "This line is already paid via a package.")
+    if not override and line.appointment_id is not None and _visit_counted_elsewhere(line):
+        raise Conflict("This visit is already counted: another of its charges, or the sale's first session, "
+                       "used a session for it. One visit uses one session; an owner may adjust the count.")
     current = load_invoice(invoice.pk)
     if current.paid > ZERO and current.paid > current.total - line.amount:
         raise Conflict(f"{current.number} is already paid: refund that payment first, then apply the package.")
@@ -159,6 +163,14 @@ def do_apply_to_line(
            after=snapshot(line) | {"override": override, "reason": reason})
     entry = _latest_entry(list(packages))
     return FixResult(True, entry, "Package applied.")
+
+
+def _visit_counted_elsewhere(line: InvoiceLine) -> bool:
+    """A live use for the line's visit that is not this line's own (the ledger names the visit
+    of every use: its line's, or the no-show's)."""
+    return PackageLedgerEntry.objects.filter(
+        appointment_id=line.appointment_id, kind=EntryKind.USE, reversed_by__isnull=True,
+    ).exclude(invoice_line_id=line.pk).exists()
 
 
 def _why_sentence(reason: str | None) -> str:

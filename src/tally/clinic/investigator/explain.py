@@ -374,8 +374,13 @@ def line_findings(w: Walk, p: PackageFact) -> list[Finding]:
         if p.id not in considered:
             continue  # charged before this package existed: not its business
         reason = considered[p.id]
+        # The visit used a session already (another of its lines, or the sale's first session):
+        # applying a package to this line too would count it twice.
+        counted = bool(line.appointment_id and w.live_uses_by_visit.get(line.appointment_id))
         if reason == SERVICE_NOT_IN_PACKAGE:
-            if w.in_window(p, day) and not p.cancelled_at and looks_like_wrong_service(w, p, line):
+            # An add-on beside the visit's counted service is no wrong service.
+            if (w.in_window(p, day) and not p.cancelled_at and not counted
+                    and looks_like_wrong_service(w, p, line)):
                 target = nearest_eligible(w, p, line.service_id)
                 nearest = f" (the nearest is {w.service(target)})" if len(p.eligible_service_ids) > 1 else ""
                 findings.append(Finding(
@@ -397,7 +402,8 @@ def line_findings(w: Walk, p: PackageFact) -> list[Finding]:
                 f"{what} while {p.name} was not fully paid ({w.money(paid_then)} of {w.money(sale.total)} paid "
                 f"on {sale.number}); {when_paid}.",
                 fix={"action": "apply_to_line", "params": {"line_id": line.id}}
-                if w.could_cover_now(p, line.service_id, day) and not w.on_deleted_visit(line) else None, **base))
+                if w.could_cover_now(p, line.service_id, day) and not w.on_deleted_visit(line) and not counted
+                else None, **base))
         elif reason == CHARGED_BEFORE_PURCHASE:
             findings.append(Finding(
                 CHARGED_BEFORE_PURCHASE, "info",
