@@ -156,3 +156,11 @@ def test_pages_and_answers_with_patient_data_are_never_stored_by_the_browser(des
 def test_static_files_stay_cacheable(client):
     response = client.get("/static/staff/behaviour.js")
     assert response.status_code == 200 and not never_stored(response)
+
+
+def test_a_production_server_answers_only_the_host_names_the_readme_lists(tmp_path):
+    """`testserver` is the Django test client's name; the test runner allows it by itself, and a
+    production default that allowed it too answered a Host header nobody serves."""
+    env = production_env()
+    env.pop("TALLY_ALLOWED_HOSTS", None)
+    assert setting("ALLOWED_HOSTS", env, tmp_path) == "['localhost', '127.0.0.1', '[::1]']"
