@@ -73,14 +73,15 @@ def preview_check_in(appointment: Appointment, service: Service, clinic: ClinicS
     tz = clinic.tz
     visit_day = appointment.starts_at.astimezone(tz).date()
     # Checking in moves a first session the sale used for this visit to the visit's own line.
-    given_back = first_sessions_given_back(appointment.pk)
+    on_file = visit_lines_on_file(appointment.pk)
+    given_back = first_sessions_given_back(on_file)
     decision, packages = preview_coverage(appointment.patient_id, service.pk, visit_day, tz, given_back)
     if not packages:
         return None
     if decision.covered_by is not None:
         package = packages[decision.covered_by]
         used_after = package.sessions_used - given_back[package.pk] + 1
-        moving = [line.pk for line in visit_lines_on_file(appointment.pk) if line.kind == LineKind.FIRST_SESSION]
+        moving = [line.pk for line in on_file if line.kind == LineKind.FIRST_SESSION]
         number = session_number_for(package, used_after, ignoring=moving)
         return CoveragePreview(
             covered=True,

@@ -58,12 +58,11 @@ def preview_coverage(patient_id: int, service_id: int, invoice_date: dt.date, tz
     return _moved_first_session(decision, list(given_back), by_id, service_id), by_id
 
 
-def first_sessions_given_back(appointment_id: int) -> Counter[int]:
-    """Per package, the sessions a sale used as this visit's first session: checking the
-    visit in moves each to the visit's own line (`release_first_session_of`), so the visit
-    counts once."""
-    return Counter(line.covered_by_id for line in _first_sessions(visit_lines_on_file(appointment_id))
-                   if line.covered_by_id is not None)
+def first_sessions_given_back(on_file: list[InvoiceLine]) -> Counter[int]:
+    """Per package, the sessions a sale used as this visit's first session (`on_file`: the
+    visit's lines, `visit_lines_on_file`): checking the visit in moves each to the visit's own
+    line (`release_first_session_of`), so the visit counts once."""
+    return Counter(line.covered_by_id for line in _first_sessions(on_file) if line.covered_by_id is not None)
 
 
 def session_number_for(package: PatientPackage, used_after: int, ignoring: Collection[int] = ()) -> int:
