@@ -190,3 +190,16 @@ def test_the_queue_is_on_by_default_and_tally_sqlite_queue_0_turns_it_off(monkey
     assert config["ENGINE"] == engine
     assert config["OPTIONS"]["transaction_mode"] == "IMMEDIATE"
     assert database_from_url("postgresql://postgres@127.0.0.1:5432/x")["ENGINE"] == "django.db.backends.postgresql"
+
+
+def test_a_test_database_takes_its_queue_file_with_it_when_destroyed(tmp_path, other):
+    """Each test run makes a database named for its process; its queue file must not be left behind."""
+    name = str(tmp_path / "run.sqlite3")
+    other.settings_dict = {**other.settings_dict, "NAME": name}
+    other.close()
+    begin(other)
+    end(other)
+    other.close()
+    assert os.path.exists(queue_path(name))
+    other.creation._destroy_test_db(name, verbosity=0)
+    assert not os.path.exists(name) and not os.path.exists(queue_path(name))

@@ -25,6 +25,7 @@ answers with a 503 (tally.unavailable). Reads never queue: only a transaction do
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -32,7 +33,7 @@ import threading
 import time
 
 from django.db import OperationalError
-from django.db.backends.sqlite3 import base
+from django.db.backends.sqlite3 import base, creation
 
 logger = logging.getLogger("tally.db")
 
@@ -65,7 +66,18 @@ def queue_path(database_name: str) -> str:
     return os.fspath(database_name) + QUEUE_SUFFIX
 
 
+class DatabaseCreation(creation.DatabaseCreation):
+    def _destroy_test_db(self, test_database_name, verbosity):
+        """A test database's queue file goes with it (SQLite removes its own -wal and -shm)."""
+        super()._destroy_test_db(test_database_name, verbosity)
+        if test_database_name and not self.is_in_memory_db(test_database_name):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(queue_path(test_database_name))
+
+
 class DatabaseWrapper(base.DatabaseWrapper):
+    creation_class = DatabaseCreation
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._queue_fd: int | None = None
