@@ -321,6 +321,9 @@ def timed(results: Results, kind: str, op, conn: Connection, seed: Seed, rng: ra
     results.add(kind, time.monotonic() - begin, error or None)
 
 
+RECONNECT_EVERY = 50
+
+
 def closed_loop(name: str, port: int, seed: Seed, clients: int, duration: float,
                 choose, base_seed: int, server_pgid: int | None = None) -> dict[str, Any]:
     results = Results()
@@ -329,9 +332,18 @@ def closed_loop(name: str, port: int, seed: Seed, clients: int, duration: float,
     def client(index: int) -> None:
         rng = random.Random(base_seed * 100 + index)
         conn = Connection(port, seed.token)
+        done = 0
         while time.monotonic() < deadline:
             kind, op = choose(rng)
             timed(results, kind, op, conn, seed, rng)
+            done += 1
+            if done % RECONNECT_EVERY == 0:
+                # Kept for a whole phase, the 16 connections stayed with whichever gunicorn
+                # worker accepted them: in about a third of the runs one worker got most of
+                # them and the other idled. Reconnecting now and then lets the idle one take
+                # its share, as a real front desk's browsers and scripts do over a day.
+                conn.close()
+                conn = Connection(port, seed.token)
         conn.close()
 
     cpu_before = cpu_seconds(server_pgid)
