@@ -91,9 +91,14 @@ COVER_FIELDS = ["covered_by", "session_number", "sessions_left", "amount", "not_
 
 def cover_line(line: InvoiceLine, package: PatientPackage, *, by: Staff | None, reason: str = "") -> None:
     entry = use_session(package, by=by, invoice_line=line, reason=reason)
+    _mark_covered(line, package, entry.used_after, ignoring=[line.pk] if line.pk else [])
+
+
+def _mark_covered(line: InvoiceLine, package: PatientPackage, used_after: int, ignoring: Collection[int] = ()) -> None:
+    """Write COVER_FIELDS on the line: paid via `package`, the charge leaving `used_after` used."""
     line.covered_by = package
-    line.session_number = session_number_for(package, entry.used_after, ignoring=[line.pk] if line.pk else [])
-    line.sessions_left = entry.sessions_total - entry.used_after
+    line.session_number = session_number_for(package, used_after, ignoring=ignoring)
+    line.sessions_left = package.sessions_total - used_after
     line.amount = ZERO
     line.not_covered_reason = None
 
@@ -155,11 +160,7 @@ def charge_service(
     # and was read under the lock, so the session the ledger gives is the next one.
     package = packages[decision.covered_by]
     used_after = package.sessions_used + 1
-    line.covered_by = package
-    line.session_number = session_number_for(package, used_after)
-    line.sessions_left = package.sessions_total - used_after
-    line.amount = ZERO
-    line.not_covered_reason = None
+    _mark_covered(line, package, used_after)
     insert(line)
     entry = use_session(package, by=by, invoice_line=line)
     if entry.used_after != used_after:  # never expected: the count moved under the lock
