@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from .compiled import Compiled, CompiledUpdate, insert
@@ -98,6 +98,13 @@ def live_use_for_line(line: InvoiceLine) -> PackageLedgerEntry | None:
         .order_by("-id")
         .first()
     )
+
+
+def live_uses_for_visit(appointment_id: int) -> QuerySet[PackageLedgerEntry]:
+    """The uses not reversed that count this visit: its lines' (an entry names its line's
+    visit) and a no-show's under the no-show policy."""
+    return PackageLedgerEntry.objects.filter(appointment_id=appointment_id, kind=EntryKind.USE,
+                                             reversed_by__isnull=True)
 
 
 def reverse_entry(entry: PackageLedgerEntry, *, by: Staff | None, reason: str,

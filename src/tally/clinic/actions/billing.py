@@ -10,12 +10,12 @@ from django.db.models import Prefetch, QuerySet
 
 from ..audit import record, snapshot
 from ..errors import Conflict, Invalid, NotFound
+from ..ledger import live_uses_for_visit
 from ..locking import lock_appointment, lock_invoice, lock_patient_packages
 from ..models import (
     Appointment,
     Invoice,
     InvoiceLine,
-    PackageLedgerEntry,
     Patient,
     PatientPackage,
     Payment,
@@ -23,7 +23,6 @@ from ..models import (
     Staff,
 )
 from ..models.billing import ZERO, LineKind
-from ..models.ledger import EntryKind
 from ..models.scheduling import Tombstone, TombstoneKind
 from ..rules import end_of_day, last_valid_day
 from .common import (
@@ -195,8 +194,7 @@ def use_first_session(package: PatientPackage, first_line: InvoiceLine, *, by: S
     otherwise the sale's own first-session line uses it."""
     visit_line = None
     if package.first_session_appointment_id is not None:
-        if PackageLedgerEntry.objects.filter(appointment_id=package.first_session_appointment_id,
-                                             kind=EntryKind.USE, reversed_by__isnull=True).exists():
+        if live_uses_for_visit(package.first_session_appointment_id).exists():
             # The visit is counted already (another package covered its charge): using the first
             # session too would count it twice. Dropped as when that charge comes after the sale.
             first_line.removed_at = now()

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from .. import rules
 from ..audit import record, snapshot
 from ..errors import Conflict, Invalid, NotFound
+from ..ledger import live_uses_for_visit
 from ..locking import lock_appointment, lock_invoice, lock_patient_packages
 from ..models import (
     Appointment,
@@ -25,7 +26,6 @@ from ..models import (
     Tombstone,
 )
 from ..models.billing import ZERO, LineKind
-from ..models.ledger import EntryKind
 from ..models.scheduling import AppointmentStatus, TombstoneKind
 from .billing import live_charges, load_invoice
 from .common import (
@@ -168,9 +168,7 @@ def do_apply_to_line(
 def _visit_counted_elsewhere(line: InvoiceLine) -> bool:
     """A live use for the line's visit that is not this line's own (the ledger names the visit
     of every use: its line's, or the no-show's)."""
-    return PackageLedgerEntry.objects.filter(
-        appointment_id=line.appointment_id, kind=EntryKind.USE, reversed_by__isnull=True,
-    ).exclude(invoice_line_id=line.pk).exists()
+    return live_uses_for_visit(line.appointment_id).exclude(invoice_line_id=line.pk).exists()
 
 
 def _why_sentence(reason: str | None) -> str:

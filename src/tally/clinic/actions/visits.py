@@ -7,20 +7,18 @@ import datetime as dt
 from ..audit import record, snapshot
 from ..compiled import insert, update_fields
 from ..errors import Conflict, Forbidden, Invalid
-from ..ledger import reverse_entry, use_session
+from ..ledger import live_uses_for_visit, reverse_entry, use_session
 from ..locking import lock_appointment, lock_invoice, lock_patient_packages
 from ..models import (
     Appointment,
     ClinicSettings,
     Invoice,
     InvoiceLine,
-    PackageLedgerEntry,
     Patient,
     Service,
     Staff,
 )
 from ..models.billing import LineKind
-from ..models.ledger import EntryKind
 from ..models.scheduling import AppointmentStatus, Tombstone, TombstoneKind
 from ..models.staff import Role
 from .billing import check_line_target, invoice_as_created, live_charges, load_invoice, remove_line
@@ -323,9 +321,7 @@ def do_undo_no_show(*, acting_user: Staff, appointment: Appointment) -> Appointm
         raise Conflict(f"This appointment is {appointment.status.replace('_', ' ')}, not a no-show.")
     lock_patient_packages(appointment.patient_id)
     before = snapshot(appointment)
-    uses = list(PackageLedgerEntry.objects.filter(
-        appointment=appointment, kind=EntryKind.USE, invoice_line__isnull=True, reversed_by__isnull=True,
-    ).order_by("pk"))
+    uses = list(live_uses_for_visit(appointment.pk).filter(invoice_line__isnull=True).order_by("pk"))
     reversals = [reverse_entry(use, by=acting_user, reason="no-show undone") for use in uses]
     appointment.status = AppointmentStatus.BOOKED
     appointment.status_reason = ""
@@ -343,9 +339,7 @@ def do_delete_appointment(*, acting_user: Staff, appointment: Appointment, reaso
     reason = require_text(reason, "reason", "reason for deleting")
     appointment = lock_appointment(appointment.pk)
     lock_patient_packages(appointment.patient_id)
-    live_uses = PackageLedgerEntry.objects.filter(
-        appointment=appointment, kind=EntryKind.USE, reversed_by__isnull=True
-    ).exists()
+    live_uses = live_uses_for_visit(appointment.pk).exists()
     if live_uses:
         if appointment.status == AppointmentStatus.NO_SHOW:
             raise Conflict("This no-show used a package session under the clinic's no-show policy: "
