@@ -120,9 +120,10 @@ class DatabaseWrapper(base.DatabaseWrapper):
         fd = self._open_queue_file()
         if fd is None:
             return
-        deadline = time.monotonic() + self._queue_timeout()
+        timeout = self._queue_timeout()
+        deadline = time.monotonic() + timeout
         lock = _process_lock(queue_path(self.settings_dict["NAME"]))
-        if not lock.acquire(timeout=self._queue_timeout()):
+        if not lock.acquire(timeout=timeout):
             raise OperationalError("database is locked")
         try:
             self._flock_until(fd, deadline)
