@@ -24,6 +24,7 @@ import datetime as dt
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from csp.constants import NONCE, NONE, SELF
@@ -122,7 +123,7 @@ TEMPLATES = [
 ]
 
 
-def database_from_url(url: str) -> dict:
+def database_from_url(url: str) -> dict[str, Any]:
     config = dj_database_url.parse(url)
     if config["ENGINE"] == "django.db.backends.sqlite3":
         # Writers queue instead of failing (IMMEDIATE + busy timeout), in a queue of
@@ -159,7 +160,7 @@ def database_from_url(url: str) -> dict:
             config["TEST"] = {"NAME": f"test_{config['NAME']}_{os.getpid()}"}
         config.setdefault("OPTIONS", {})
         config["OPTIONS"].setdefault("connect_timeout", 5)
-    return config
+    return dict(config)
 
 
 # Empty counts as unset, as in tally.cli.database_url().

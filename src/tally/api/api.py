@@ -138,8 +138,8 @@ def too_many_fields(request: HttpRequest, exc: TooManyFieldsSent) -> HttpRespons
 
 # The database cannot be reached: 503 `unavailable` (declared on every endpoint, see
 # schemas.READ_ERRORS); any other OperationalError is re-raised, a 500 as before.
-api.add_exception_handler(OperationalError, unavailable_api_response)
-api.add_exception_handler(InterfaceError, unavailable_api_response)
+api.add_exception_handler(OperationalError, unavailable_api_response)  # type: ignore[arg-type]
+api.add_exception_handler(InterfaceError, unavailable_api_response)  # type: ignore[arg-type]
 
 
 @api.exception_handler(Http404)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import TypeVar
+from typing import TypeVar, overload
 
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
@@ -22,6 +22,10 @@ def get_or_404(rows: QuerySet[M], pk: int, what: str) -> M:
     return found
 
 
+@overload
+def get_referenced(rows: QuerySet[M], pk: int, field: str, what: str) -> M: ...
+@overload
+def get_referenced(rows: QuerySet[M], pk: int | None, field: str, what: str) -> M | None: ...
 def get_referenced(rows: QuerySet[M], pk: int | None, field: str, what: str) -> M | None:
     """The object a request body names (None when it names none), or 422 on that field."""
     if pk is None:
@@ -33,7 +37,7 @@ def get_referenced(rows: QuerySet[M], pk: int | None, field: str, what: str) -> 
 
 
 def viewer(request: HttpRequest) -> Staff:
-    return request.auth  # type: ignore[attr-defined,no-any-return]
+    return request.auth  # type: ignore[attr-defined]
 
 
 def clinic_tz() -> dt.tzinfo:

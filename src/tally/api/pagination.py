@@ -16,7 +16,7 @@ from functools import reduce
 from typing import Any, TypeVar
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db.models import Model, Q, QuerySet
+from django.db.models import Field, Model, Q, QuerySet
 
 from tally.clinic.errors import Invalid
 
@@ -54,8 +54,11 @@ def decode_cursor(cursor: str, model: type[Model], keys: Sequence[str]) -> list[
             raise _bad_cursor()
         if isinstance(value, str) and ("\x00" in value or len(value) > 300):
             raise _bad_cursor()
+        field = model._meta.get_field(key)
+        if not isinstance(field, Field):  # the keys are a list's own columns, never a relation's reverse
+            raise _bad_cursor()
         try:
-            converted = model._meta.get_field(key).to_python(value)
+            converted = field.to_python(value)
         except (DjangoValidationError, ValueError, TypeError):
             raise _bad_cursor() from None
         if converted is None or (isinstance(converted, dt.datetime) and converted.tzinfo is None):

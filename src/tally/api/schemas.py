@@ -10,15 +10,15 @@ from pydantic import ConfigDict, Field, WithJsonSchema, create_model
 
 from tally.clinic.errors import Invalid
 
-from .types import Day, Id, Int32, LongText, Moment, Money, Name, ShortText, text
+from .types import STORABLE, Day, Id, Int32, LongText, Moment, Money, Name, ShortText
 
-Username = text(150, 1)
-Password = text(1000, 1)
-Otp = text(20)
-TimeZoneName = text(64)
-CurrencyCode = text(3)
-Email = text(254)
-Phone = text(40)
+Username = Annotated[str, Field(min_length=1, max_length=150), STORABLE]
+Password = Annotated[str, Field(min_length=1, max_length=1000), STORABLE]
+Otp = Annotated[str, Field(max_length=20), STORABLE]
+TimeZoneName = Annotated[str, Field(max_length=64), STORABLE]
+CurrencyCode = Annotated[str, Field(max_length=3), STORABLE]
+Email = Annotated[str, Field(max_length=254), STORABLE]
+Phone = Annotated[str, Field(max_length=40), STORABLE]
 
 MoneyOut = Annotated[str, WithJsonSchema({"type": "string", "pattern": r"^-?\d+\.\d{2}$", "examples": ["95.00"]})]
 DateTimeOut = Annotated[str, WithJsonSchema({"type": "string", "format": "date-time"})]
@@ -65,7 +65,8 @@ class PageParams(Schema):
 
 def page_of(item: type[Schema], name: str) -> type[Schema]:
     """`{items: [item], next: cursor-or-null}`."""
-    return create_model(name, __base__=Schema, items=(list[item], ...), next=(str | None, ...))
+    # A model made at import, per item type: the checker cannot see `item` as a type.
+    return create_model(name, __base__=Schema, items=(list[item], ...), next=(str | None, ...))  # type: ignore[valid-type]
 
 
 # --- staff, clinic, auth ---

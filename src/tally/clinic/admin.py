@@ -6,7 +6,7 @@ Django's LogEntry. The events are `admin.<model>.add|change`. Nothing is deleted
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin
@@ -47,7 +47,7 @@ class AuditedAdmin(admin.ModelAdmin):
 
     def _record(self, request: HttpRequest, verb: str, obj: models.Model, **change: Any) -> None:
         with request_ip(request):
-            record(f"admin.{self.model._meta.model_name}.{verb}", actor=request.user, obj=obj, **change)
+            record(f"admin.{self.model._meta.model_name}.{verb}", actor=cast(Staff, request.user), obj=obj, **change)
 
 
 @admin.register(Service)
@@ -69,5 +69,5 @@ class PackageAdmin(AuditedAdmin):
 class StaffAdmin(AuditedAdmin, UserAdmin):
     list_display = ("username", "first_name", "last_name", "role", "is_active")
     list_filter = ("role", "is_active")
-    fieldsets = (*UserAdmin.fieldsets, ("Clinic", {"fields": ("role",)}))
+    fieldsets = (*(UserAdmin.fieldsets or ()), ("Clinic", {"fields": ("role",)}))
     add_fieldsets = (*UserAdmin.add_fieldsets, ("Clinic", {"fields": ("role",)}))

@@ -28,7 +28,7 @@ import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
@@ -79,6 +79,10 @@ HASHED_FIELDS = ("at", "actor_id", "role", "action", "object_type", "object_id",
                  "after", "ip")
 
 
+@overload
+def snapshot(obj: models.Model, exclude: tuple[str, ...] = ()) -> dict[str, Any]: ...
+@overload
+def snapshot(obj: None, exclude: tuple[str, ...] = ()) -> None: ...
 def snapshot(obj: models.Model | None, exclude: tuple[str, ...] = ()) -> dict[str, Any] | None:
     if obj is None:
         return None
@@ -262,7 +266,7 @@ def record(
         actor=actor,
         role=getattr(actor, "role", "") or "",
         action=action,
-        object_type=object_type or (obj._meta.model_name if obj is not None else ""),
+        object_type=object_type or (obj._meta.model_name or "" if obj is not None else ""),
         object_id=str(obj.pk) if obj is not None else "",
         patient_id=patient_id,
         before=before,
@@ -281,7 +285,7 @@ class Shown:
     object_id: str | int = ""
 
 
-def record_reads(actor: Staff, action: str, shown: Iterable[Shown], *, ip: str | None = None,
+def record_reads(actor: Staff | None, action: str, shown: Iterable[Shown], *, ip: str | None = None,
                  details: dict[str, Any] | None = None, nothing: Shown | None = None) -> list[AuditEvent]:
     """One read request: an event per object shown (one INSERT for all), or, when it showed
     none, one event for `nothing` (say, a search with no results), so every read leaves a row.

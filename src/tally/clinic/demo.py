@@ -573,8 +573,8 @@ class DemoBuilder:
             else:
                 if buyer and this_service == service and self.needs_package(package, day):
                     package = self.buy_regular(patient, rng.choice(choices), appointment, day, package)
-                for invoice in owed:  # "and last time's balance, please"
-                    current = billing.load_invoice(invoice.pk)
+                for unpaid in owed:  # "and last time's balance, please"
+                    current = billing.load_invoice(unpaid.pk)
                     if current.balance > 0:
                         self.pay(current, current.balance, starts - dt.timedelta(minutes=5))
                 owed = []

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -203,7 +203,7 @@ def _check_replay(package_id: int, rows: list[dict], total: int,
     reversed_seqs: set[int] = set()
     for expected_seq, row in enumerate(rows, start=1):
         seq, kind, change = row["seq"], row["kind"], row["change"]
-        refuse = functools.partial(_refuse, package_id, seq)
+        refuse: Callable[[str], NoReturn] = functools.partial(_refuse, package_id, seq)
         if seq != expected_seq:
             refuse(f"expected seq {expected_seq}: entries are numbered 1..n without gaps")
         if kind == EntryKind.USE and change != -1:
@@ -212,7 +212,7 @@ def _check_replay(package_id: int, rows: list[dict], total: int,
             target = row.get("reverses_seq")
             if change != 1:
                 refuse("a reversal changes the count by +1")
-            if kinds.get(target) != EntryKind.USE:
+            if target is None or kinds.get(target) != EntryKind.USE:
                 refuse("a reversal must point at an earlier use of the same package")
             if target in reversed_seqs:
                 refuse(f"use {target} is already reversed")
@@ -230,10 +230,10 @@ def _check_replay(package_id: int, rows: list[dict], total: int,
             refuse(f"used_after says {row['used_after']}, the replay gives {used}")
         row["used_after"] = used
         kinds[seq], lines[seq] = kind, row.get("invoice_line_id")
-        if kind == EntryKind.REVERSAL and lines[row["reverses_seq"]] is not None:
-            live_uses_of_line[lines[row["reverses_seq"]]].discard((package_id, row["reverses_seq"]))
-        elif kind == EntryKind.USE and lines[seq] is not None:
-            live_uses_of_line[lines[seq]].add((package_id, seq))
+        if kind == EntryKind.REVERSAL and (reversed_line := lines[row["reverses_seq"]]) is not None:
+            live_uses_of_line[reversed_line].discard((package_id, row["reverses_seq"]))
+        elif kind == EntryKind.USE and (used_line := lines[seq]) is not None:
+            live_uses_of_line[used_line].add((package_id, seq))
 
 
 # --- verify: re-derive every package from its entries (beancount's balance assertions) ---

@@ -63,7 +63,7 @@ class UnicodeLower(Func):
     function = "LOWER"
     output_field = CharField()
 
-    def as_sqlite(self, compiler, connection, **extra):  # type: ignore[no-untyped-def]
+    def as_sqlite(self, compiler, connection, **extra):
         return super().as_sql(compiler, connection, function="tally_lower", **extra)
 
 
@@ -86,11 +86,14 @@ def search_patients(text: str | None) -> QuerySet[Patient]:
         return patients.none()
     match = reduce(lambda a, b: a & b, words)
     digits = reduce(lambda t, mark: t.replace(mark, ""), PHONE_PUNCTUATION, text)
+    number: int | None
     if digits.isascii() and digits.isdigit():
         number = int(digits)
         if len(digits) >= PHONE_DIGITS_AT_LEAST:
-            patients = patients.annotate(phone_digits=reduce(
-                lambda expr, mark: Replace(expr, Value(mark), Value("")), PHONE_PUNCTUATION, F("phone")))
+            phone: Func | F = F("phone")
+            for mark in PHONE_PUNCTUATION:
+                phone = Replace(phone, Value(mark), Value(""))
+            patients = patients.annotate(phone_digits=phone)
             match |= Q(phone_digits__contains=digits)
     else:
         number = parse_patient_number(text)

@@ -69,7 +69,7 @@ class Decision:
         }
 
 
-def why_not(package: PackageFacts, service_id: int, invoice_date: dt.date) -> str | None:
+def why_not(package: PackageFacts, service_id: int | None, invoice_date: dt.date) -> str | None:
     """The reason this package cannot cover the service on that date, or None if it can."""
     if service_id not in package.eligible_service_ids:
         return SERVICE_NOT_IN_PACKAGE
@@ -87,7 +87,7 @@ def why_not(package: PackageFacts, service_id: int, invoice_date: dt.date) -> st
 
 
 def decide_coverage(
-    service_id: int, invoice_date: dt.date, packages: Iterable[PackageFacts]
+    service_id: int | None, invoice_date: dt.date, packages: Iterable[PackageFacts]
 ) -> Decision:
     """Rule 6: of the packages that can cover, the one that expires first, then the oldest."""
     held = list(packages)
@@ -100,7 +100,7 @@ def decide_coverage(
 
 
 def not_covered_reason(
-    service_id: int, held: list[PackageFacts], considered: tuple[tuple[int, str | None], ...]
+    service_id: int | None, held: list[PackageFacts], considered: tuple[tuple[int, str | None], ...]
 ) -> str | None:
     if not held:
         return None

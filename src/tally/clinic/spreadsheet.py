@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterable
-from typing import IO, Any
+from typing import Any, Protocol
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -23,10 +23,14 @@ def safe_cell(value: Any) -> Any:
     return value
 
 
+class TextSink(Protocol):
+    def write(self, text: str, /) -> Any: ...
+
+
 class SafeWriter:
     """csv.writer whose text cells are made safe with `safe_cell`."""
 
-    def __init__(self, stream: IO[str], **kwargs: Any):
+    def __init__(self, stream: TextSink, **kwargs: Any):
         self._writer = csv.writer(stream, **kwargs)
 
     def writerow(self, row: Iterable[Any]) -> Any:

@@ -74,7 +74,7 @@ class TwoFactorGateMiddleware:
         if exempt(request.path):
             return None
         user = request.user
-        if not user.is_authenticated or user.is_verified():  # type: ignore[union-attr,attr-defined]  # django-otp adds it
+        if not user.is_authenticated or user.is_verified():  # type: ignore[attr-defined]  # django-otp adds it
             return None
         step = second_step_for(user)
         if step is None or request.path in {step, reverse("staff:logout"), reverse("admin:logout")}:

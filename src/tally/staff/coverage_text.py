@@ -56,8 +56,7 @@ def preview_charged_visit(appointment: Appointment, charge: str, service: Servic
         return CoveragePreview(covered=False, headline=refusal.message, refused=True)
     if kept is None:
         return None
-    if kept.covered_by_id is not None:
-        package = kept.covered_by
+    if (package := kept.covered_by) is not None:
         how = f"paid via {package.name} (session {kept.session_number} of {package.sessions_total})"
     else:
         how = format_money(kept.amount, clinic.currency)

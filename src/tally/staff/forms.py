@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from django import forms
 from django.contrib.auth.forms import AuthenticationForm
@@ -38,13 +38,28 @@ class ServiceChoiceField(forms.ModelChoiceField):
         return f"{obj.name} ({obj.duration_minutes} min, {obj.price})"
 
 
+F = TypeVar("F", bound=forms.Field)
+
+
+def typed_field(form: forms.BaseForm, name: str, kind: type[F]) -> F:
+    """A form's field as the kind it was declared (for setting its choices at run time)."""
+    field = form.fields[name]
+    if not isinstance(field, kind):
+        raise TypeError(f"{name} is a {type(field).__name__}, not a {kind.__name__}")
+    return field
+
+
+def model_field(form: forms.BaseForm, name: str) -> forms.ModelChoiceField:
+    return typed_field(form, name, forms.ModelChoiceField)
+
+
 class ClinicDateField(forms.DateField):
     """A date in the years a clinic deals with (rules.YEARS): 9999-12-31 is a valid date, but
     the day after it, or its midnight in UTC, is not one."""
 
     widget = forms.DateInput(attrs={"type": "date"})
 
-    def to_python(self, value: object) -> dt.date | None:
+    def to_python(self, value: Any) -> dt.date | None:
         day = super().to_python(value)
         if day is not None and day.year not in YEARS:
             raise forms.ValidationError(f"Enter a date between {YEARS[0]} and {YEARS[-1]}.", code="invalid")
@@ -61,7 +76,7 @@ class IdsChoiceField(forms.ModelMultipleChoiceField):
             if not text.isdecimal() or not 0 < int(text) < 2**63:
                 raise forms.ValidationError(self.error_messages["invalid_choice"], code="invalid_choice",
                                             params={"value": pk})
-        return super()._check_values(value)
+        return super()._check_values(value)  # type: ignore[misc]
 
 
 def combine(day: dt.date, time: dt.time, tz: dt.tzinfo) -> dt.datetime:
@@ -88,7 +103,8 @@ class SignInForm(AuthenticationForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["username"].validators.append(MaxLengthValidator(self.fields["username"].max_length or 150))
+        self.fields["username"].validators.append(
+            MaxLengthValidator(typed_field(self, "username", forms.CharField).max_length or 150))
 
 
 class BookForm(forms.Form):
@@ -102,8 +118,8 @@ class BookForm(forms.Form):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["service"].queryset = active_services()
-        self.fields["practitioner"].queryset = practitioners()
+        model_field(self, "service").queryset = active_services()
+        model_field(self, "practitioner").queryset = practitioners()
 
 
 class RescheduleForm(forms.Form):
@@ -114,7 +130,7 @@ class RescheduleForm(forms.Form):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["practitioner"].queryset = practitioners()
+        model_field(self, "practitioner").queryset = practitioners()
 
 
 CHARGE_CHOICES = [
@@ -133,10 +149,11 @@ class CheckInForm(forms.Form):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["service"].queryset = active_services()
+        model_field(self, "service").queryset = active_services()
 
     def clean(self):
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         if data.get("charge") == "other" and not data.get("service"):
             self.add_error("service", "Pick the service to charge.")
         return data
@@ -197,12 +214,13 @@ class ChartFilterForm(forms.Form):
 
     def __init__(self, *args, status_choices: list[tuple[str, str]], **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["status"].choices = [("", "Any status"), *status_choices]
-        self.fields["practitioner"].queryset = practitioners()
-        self.fields["service"].queryset = Service.objects.order_by("name")
+        typed_field(self, "status", forms.ChoiceField).choices = [("", "Any status"), *status_choices]
+        model_field(self, "practitioner").queryset = practitioners()
+        model_field(self, "service").queryset = Service.objects.order_by("name")
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         start, end = data.get("start"), data.get("end")
         if data.get("range") == "custom" and start and end and end < start:
             # Not a filter that hides every row: a mistake, said on the field (the rows stay shown).
@@ -267,12 +285,12 @@ class SellPackageForm(forms.Form):
 
     def __init__(self, *args, todays_visits=None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["package"].queryset = Package.objects.filter(active=True).order_by("name")
-        self.fields["first_session_appointment"].queryset = todays_visits if todays_visits is not None \
+        model_field(self, "package").queryset = Package.objects.filter(active=True).order_by("name")
+        model_field(self, "first_session_appointment").queryset = todays_visits if todays_visits is not None \
             else Appointment.objects.none()
         # Rendered while the view has the clinic's time zone active.
-        self.fields["first_session_appointment"].label_from_instance = (
-            lambda a: f"{timezone.localtime(a.starts_at):%H:%M} {a.service.name} ({a.get_status_display()})"
+        model_field(self, "first_session_appointment").label_from_instance = (  # type: ignore[method-assign]
+            lambda obj: f"{timezone.localtime(obj.starts_at):%H:%M} {obj.service.name} ({obj.get_status_display()})"
         )
 
 
@@ -294,7 +312,7 @@ class AddLineForm(forms.Form):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["service"].queryset = active_services()
+        model_field(self, "service").queryset = active_services()
 
 
 class PaymentForm(forms.Form):
@@ -328,7 +346,7 @@ class PackageTemplateForm(forms.Form):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["services"].queryset = Service.objects.order_by("name")
+        model_field(self, "services").queryset = Service.objects.order_by("name")
 
 
 class TwoFactorCodeForm(forms.Form):

@@ -132,7 +132,7 @@ def render_timeline(investigation: Investigation, tz: dt.tzinfo, *, now: dt.date
 def _month_ticks(start: dt.datetime, end: dt.datetime) -> list[dt.datetime]:
     months = (end.year - start.year) * 12 + end.month - start.month
     step = max(1, months // 8 + 1)
-    ticks = []
+    ticks: list[dt.datetime] = []
     year, month = start.year, start.month
     while True:
         month += step

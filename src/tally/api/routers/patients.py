@@ -1,9 +1,10 @@
 """Patients: register, search by name or number, read a chart."""
 
-from typing import Any
+from typing import Annotated, Any
 
 from django.http import HttpRequest
 from ninja import Query, Router, Status
+from pydantic import Field
 
 from tally.clinic.actions.catalog import do_create_patient
 from tally.clinic.models import Patient
@@ -15,12 +16,12 @@ from ..lookups import get_or_404, viewer
 from ..pagination import paginate
 from ..reads import Shown, audit_page, audit_read
 from ..schemas import READ_ERRORS, WRITE_ERRORS, PageParams, PatientIn, PatientOut, PatientPage
-from ..types import Id, text
+from ..types import STORABLE, Id
 
 router = Router(tags=["patients"])
 
 # Validated like every text field (no NUL, valid Unicode), so a bad query is a 422.
-SearchText = text(200)
+SearchText = Annotated[str, Field(max_length=200), STORABLE]
 
 
 @router.post("/patients", response={201: PatientOut, **WRITE_ERRORS})

@@ -30,6 +30,7 @@ from .common import (
     clinic_action,
     clinic_tz,
     local_date,
+    max_length_of,
     money,
     now,
     optional_text,
@@ -39,7 +40,7 @@ from .common import (
 from .coverage import COVER_FIELDS, NOT_NEEDED, charge_service, cover_line, uncover_line
 
 # The column holds 40 characters; the API accepts more text, and PostgreSQL refuses a longer value.
-METHOD_MAX_LENGTH = Payment._meta.get_field("method").max_length
+METHOD_MAX_LENGTH = max_length_of(Payment, "method")
 
 
 def live_charges(appointment: Appointment) -> QuerySet[InvoiceLine]:

@@ -19,6 +19,7 @@ from .common import (
     OWNER,
     clinic_action,
     local_date,
+    max_length_of,
     money,
     now,
     optional_text,
@@ -30,8 +31,8 @@ SERVICE_FIELDS = {"name", "duration_minutes", "price", "active"}
 PACKAGE_FIELDS = {"name", "price", "sessions", "service_ids", "valid_days", "active"}
 # Column lengths, checked after composing (optional_text): Service, Package and the clinic's
 # names are all 200, a patient's names 100.
-NAME_MAX_LENGTH = Service._meta.get_field("name").max_length
-PATIENT_NAME_MAX_LENGTH = Patient._meta.get_field("first_name").max_length
+NAME_MAX_LENGTH = max_length_of(Service, "name")
+PATIENT_NAME_MAX_LENGTH = max_length_of(Patient, "first_name")
 
 
 def _clean_service(values: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from decimal import Decimal
 from typing import ParamSpec, TypeVar
 
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
@@ -106,6 +106,14 @@ def local_date(moment: dt.datetime, tz: dt.tzinfo | None = None) -> dt.date:
 
 def now() -> dt.datetime:
     return timezone.now()
+
+
+def max_length_of(model: type[models.Model], name: str) -> int:
+    """A CharField's max_length, the bound `optional_text` and `require_text` check."""
+    length = getattr(model._meta.get_field(name), "max_length", None)
+    if not isinstance(length, int):
+        raise TypeError(f"{model.__name__}.{name} has no max_length")
+    return length
 
 
 def optional_text(value: str | None, field: str, max_length: int = 2000) -> str:

@@ -9,6 +9,7 @@ import datetime as dt
 from collections import Counter
 from collections.abc import Collection, Mapping
 from dataclasses import replace
+from typing import cast
 
 from .. import rules
 from ..compiled import Compiled, insert
@@ -132,7 +133,8 @@ def charge_service(
         decision, packages = decide_for(invoice.patient_id, service.pk, invoice_date, tz)
     moved_first = False
     if released:
-        moved = _moved_first_session(decision, [line.patient_package_id for line in released], packages, service.pk)
+        moved = _moved_first_session(decision, [line.patient_package_id for line in released
+                                                if line.patient_package_id is not None], packages, service.pk)
         moved_first, decision = moved is not decision, moved
     line = InvoiceLine(
         invoice=invoice,
@@ -221,7 +223,7 @@ def released_first_sessions_of(appointment: Appointment) -> list[InvoiceLine]:
         appointment_id=appointment.pk, kind=LineKind.FIRST_SESSION, removed_at__isnull=False,
         removal_reason__in=[MOVED_TO_VISIT, NOT_NEEDED], invoice__voided_at__isnull=True,
     ).order_by("-pk")
-    latest: dict[int, InvoiceLine] = {}
+    latest: dict[int | None, InvoiceLine] = {}
     for line in lines:
         latest.setdefault(line.patient_package_id, line)
     return sorted(latest.values(), key=lambda line: line.pk)
@@ -236,7 +238,7 @@ def restore_first_sessions(lines: list[InvoiceLine], *, by: Staff | None,
     back and its count stays as it was; anything else would be a new use of a closed package."""
     restored = []
     for old in lines:
-        package = PatientPackage.objects.get(pk=old.patient_package_id)
+        package = PatientPackage.objects.get(pk=cast(int, old.patient_package_id))  # a first session names its package
         if package.cancelled_at is not None and package.pk not in given_back:
             continue
         if InvoiceLine.objects.filter(patient_package=package, kind=LineKind.FIRST_SESSION,

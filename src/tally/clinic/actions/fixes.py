@@ -116,7 +116,7 @@ def do_apply_to_line(
                           fields={"service_id": "not an eligible service"})
     if line.covered_by_id is not None and not override:
         return FixResult(False, None, "This line is already paid via a package.")
-    if not override and line.appointment_id is not None and _visit_counted_elsewhere(line):
+    if not override and line.appointment_id is not None and _visit_counted_elsewhere(line, line.appointment_id):
         raise Conflict("This visit is already counted: another of its charges, or the sale's first session, "
                        "used a session for it. One visit uses one session; an owner may adjust the count.")
     current = load_invoice(invoice.pk)
@@ -136,6 +136,7 @@ def do_apply_to_line(
         line.amount = new_service.price
     packages = {p.pk: p for p in lock_patient_packages(invoice.patient_id)}
     if override:
+        assert context is not None  # an override names its package (checked first)
         target = packages[context.pk]
         why = rules.why_not(package_facts(target, tz), line.service_id, invoice_date)
         if why in NOT_BY_OVERRIDE:
@@ -165,10 +166,10 @@ def do_apply_to_line(
     return FixResult(True, entry, "Package applied.")
 
 
-def _visit_counted_elsewhere(line: InvoiceLine) -> bool:
-    """A live use for the line's visit that is not this line's own (the ledger names the visit
-    of every use: its line's, or the no-show's)."""
-    return live_uses_for_visit(line.appointment_id).exclude(invoice_line_id=line.pk).exists()
+def _visit_counted_elsewhere(line: InvoiceLine, appointment_id: int) -> bool:
+    """A live use for the line's visit (`appointment_id`) that is not this line's own (the
+    ledger names the visit of every use: its line's, or the no-show's)."""
+    return live_uses_for_visit(appointment_id).exclude(invoice_line_id=line.pk).exists()
 
 
 def _why_sentence(reason: str | None) -> str:
@@ -254,6 +255,8 @@ def do_recreate_from_tombstone(*, acting_user: Staff, tombstone_id: int, patient
     require_role(acting_user, *DESK, doing="apply fixes")
     tombstone = Tombstone.objects.filter(pk=tombstone_id, kind=TombstoneKind.APPOINTMENT).first()
     if tombstone is None or (patient_id is not None and tombstone.patient_id != patient_id):
+        raise NotFound("No such deleted visit for this patient.")
+    if tombstone.appointment_id is None:  # a visit's tombstone always names it; an old row might not
         raise NotFound("No such deleted visit for this patient.")
     appointment = lock_appointment(tombstone.appointment_id, include_deleted=True)
     if appointment.deleted_at is None:

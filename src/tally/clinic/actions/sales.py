@@ -69,7 +69,7 @@ def do_sell_package(
             raise Invalid("A first-session visit only makes sense with use_first_session.",
                           fields={"first_session_appointment_id": "needs use_first_session: true"})
     pay_amount = money(payment[0]) if payment else None
-    if pay_amount is not None:
+    if payment is not None and pay_amount is not None:
         if pay_amount <= ZERO:
             raise Invalid("A payment at the sale must be positive.", fields={"payment.amount": "must be > 0"})
         if pay_amount > package.price:

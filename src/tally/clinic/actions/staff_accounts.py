@@ -15,11 +15,11 @@ from ..audit import record
 from ..errors import Conflict, Invalid, NotFound
 from ..models import ApiToken, Staff
 from ..models.staff import Role, TokenOrigin
-from .common import clinic_action, optional_text
+from .common import clinic_action, max_length_of, optional_text
 
 # The columns' lengths: PostgreSQL refuses a longer value with a DataError (SQLite keeps it).
-USERNAME_MAX_LENGTH = Staff._meta.get_field("username").max_length
-NAME_MAX_LENGTH = Staff._meta.get_field("first_name").max_length
+USERNAME_MAX_LENGTH = max_length_of(Staff, "username")
+NAME_MAX_LENGTH = max_length_of(Staff, "first_name")
 
 
 @clinic_action
@@ -76,7 +76,7 @@ def do_grant_token(*, acting_user: Staff | None, username: str, label: str = "co
         raise NotFound(f"No staff member named {username!r}.")
     if not staff.is_active:
         raise Conflict(f"{staff.username} is deactivated; reactivate them before issuing a token.")
-    label = optional_text(label, "label", ApiToken._meta.get_field("label").max_length)
+    label = optional_text(label, "label", max_length_of(ApiToken, "label"))
     token, raw = ApiToken.issue(staff, label=label, origin=TokenOrigin.COMMAND_LINE)
     record("token.issue", actor=acting_user, obj=token,
            after={"label": label, "staff_id": staff.pk, "origin": token.origin})

@@ -11,6 +11,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
+from typing import Any
 
 from .. import rules
 from .facts import EntryFact, History, InvoiceFact, LineFact, PackageFact, VisitFact
@@ -359,7 +360,7 @@ def line_findings(w: Walk, p: PackageFact) -> list[Finding]:
         day = w.line_date(line)
         considered = w.considered_by(line)
         what = f"Visit on {fmt_date(day)} was charged {w.service(line.service_id)}"
-        base = dict(date=day, appointment_id=line.appointment_id, invoice_id=line.invoice_id, line_id=line.id,
+        base: dict[str, Any] = dict(date=day, appointment_id=line.appointment_id, invoice_id=line.invoice_id, line_id=line.id,
                     patient_package_id=p.id)
         if line.covered_by is not None:
             other = w.packages.get(line.covered_by)
@@ -438,7 +439,7 @@ def visit_finding(w: Walk, visit: VisitFact) -> Finding | None:
         return None
     day = w.local(visit.starts_at)
     name = w.service(visit.service_id)
-    base = dict(date=day, appointment_id=visit.id)
+    base: dict[str, Any] = dict(date=day, appointment_id=visit.id)
     if visit.status == "booked" and visit.starts_at < w.h.now and day < w.today:
         return Finding(NOT_CHECKED_IN, "warning",
                        f"The {name} visit on {fmt_date(day)} is still booked: was the patient seen but never "
@@ -522,7 +523,7 @@ def first_session_findings(w: Walk, p: PackageFact) -> list[Finding]:
         if visit.service_id not in p.eligible_service_ids or w.visit_counted_by(visit.id):
             continue
         lines = [ln for ln in w.live_lines_by_visit.get(visit.id, []) if ln.kind == "service" and ln.covered_by is None]
-        fix = ({"action": "use_first_session", "params": {"line_id": lines[0].id}} if lines
+        fix: dict[str, Any] = ({"action": "use_first_session", "params": {"line_id": lines[0].id}} if lines
                else {"action": "check_in_and_charge", "params": {"appointment_id": visit.id}})
         if lines and lines[0].service_id not in p.eligible_service_ids:
             # Booked as an eligible service but charged another: the fix charges the booked one.
@@ -533,14 +534,14 @@ def first_session_findings(w: Walk, p: PackageFact) -> list[Finding]:
                                            w.line_date(lines[0])):
             # A closed, unpaid or used-up package covers nothing (rules 1, 6, 11), nor does any
             # package a line dated before its sale (rule 4): no fix can use it.
-            fix = None
+            fix = {}
         findings.append(Finding(
             FIRST_SESSION_NOT_USED, "warning",
             f"{p.name} was sold on {fmt_date(sale_day)} "
             f"{'with “Use first session”, but that session was given back' if p.use_first_session else 'without “Use first session”'}"
             f", and the patient's {w.service(visit.service_id)} visit that day was not counted.",
             date=sale_day, appointment_id=visit.id, line_id=lines[0].id if lines else None,
-            invoice_id=lines[0].invoice_id if lines else None, fix=fix, patient_package_id=p.id))
+            invoice_id=lines[0].invoice_id if lines else None, fix=fix or None, patient_package_id=p.id))
     return findings
 
 
@@ -597,7 +598,8 @@ def duplicate_charge(w: Walk, uses: list[EntryFact]) -> LineFact | None:
     whose fix charges it again); else the latest. None when no use has a line."""
     lines = [(e, w.lines[e.invoice_line_id]) for e in uses if e.invoice_line_id in w.lines]
     unowned = [ln for e, ln in lines if e.appointment_id is None and ln.appointment_id is None]
-    return (unowned or [ln for _, ln in lines] or [None])[-1]
+    owned: list[LineFact | None] = [*(unowned or [ln for _, ln in lines])]
+    return (owned or [None])[-1]
 
 
 def record_days(w: Walk) -> list[dt.date]:
@@ -766,7 +768,7 @@ def explain(history: History, *, expected_used: dict[int, int] | None = None, ti
         attach(finding, w.owner_package_for_visit(ghost))
     for start, end in schedule_gaps(w):
         owners = [p for p in history.packages
-                  if w.local(p.sold_at) <= end and (w.last_valid_day(p) is None or w.last_valid_day(p) >= start)]
+                  if w.local(p.sold_at) <= end and ((last := w.last_valid_day(p)) is None or last >= start)]
         if not owners:
             orphans.append(gap_finding(w, start, end, None, False))
         for p in owners:

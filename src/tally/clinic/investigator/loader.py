@@ -18,6 +18,7 @@ import functools
 import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
+from typing import cast
 
 from django.db import connections, models, transaction
 from django.db.models import QuerySet, TextField
@@ -93,7 +94,7 @@ def for_raw_read(qs: QuerySet) -> QuerySet:
     replace() of the zone cost three times as much."""
     if connections[qs.db].vendor != "sqlite":
         return qs
-    names = list(qs._fields)
+    names = list(qs._fields)  # type: ignore[attr-defined]  # values_list()'s names
     fields = {f.name: f for f in qs.model._meta.concrete_fields}
     texts = {f"{name}__text": Cast(name, TextField()) for name in names
              if isinstance(fields.get(name), models.DateTimeField)}
@@ -159,10 +160,10 @@ def sql_for(name: str, ids: list[int], using: str = "default") -> tuple[str, lis
             return sql, list(params)
         compiled = _compiled[key] = (sql, list(params), slots)
     sql, template, slots = compiled
-    params = list(template)
+    bound = list(template)
     for slot, value in zip(slots, ids, strict=True):
-        params[slot] = value
-    return sql, params
+        bound[slot] = value
+    return sql, bound
 
 
 @contextlib.contextmanager
@@ -230,7 +231,7 @@ def _converters(name: str) -> tuple[tuple[int, Callable], ...]:
     qs = QUERIES[name]([0])
     fields = {f.name: f for f in qs.model._meta.concrete_fields}
     by_kind = ((models.DateTimeField, aware), (models.DecimalField, money), (models.BooleanField, bool))
-    return tuple((i, convert) for i, column in enumerate(qs._fields)
+    return tuple((i, convert) for i, column in enumerate(qs._fields)  # type: ignore[attr-defined]
                  for kind, convert in by_kind if isinstance(fields.get(column), kind))
 
 
@@ -241,11 +242,11 @@ def typed(name: str, rows: list[tuple]) -> list[tuple]:
         return rows
     typed_rows = []
     for row in rows:
-        row = list(row)
+        cells = list(row)
         for i, convert in converters:
-            if row[i] is not None:
-                row[i] = convert(row[i])
-        typed_rows.append(tuple(row))
+            if cells[i] is not None:
+                cells[i] = convert(cells[i])
+        typed_rows.append(tuple(cells))
     return typed_rows
 
 
@@ -336,7 +337,7 @@ def load_histories(patient_ids: Iterable[int], *, now: dt.datetime | None = None
 
     tombstones: dict[int, list[TombstoneFact]] = defaultdict(list)
     for t_id, pid, kind, appointment_id, line_id, content, removed_at, reason in read["tombstones"]:
-        tombstones[pid].append(TombstoneFact(t_id, kind, appointment_id, line_id, from_json(content),
+        tombstones[pid].append(TombstoneFact(t_id, kind, appointment_id, line_id, cast(dict, from_json(content)) or {},
                                              removed_at, reason))
 
     return {

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import overload
 
 from django.conf import settings
 from django.utils import timezone
@@ -84,7 +85,7 @@ class AuditScan:
                     patient_package_id=package["patient_package_id"], patient_id=package["patient_id"],
                     patient_number=package["patient_number"], package_name=package["package_name"],
                     codes=sorted({code for code, _ in kept}),
-                    worst_severity=worst_severity(severity for _, severity in kept),
+                    worst_severity=worst_severity(severity for _, severity in kept) or "info",
                     findings=len(kept),
                 ))
         rows.sort(key=lambda r: (SEVERITY_RANK[r.worst_severity], -r.findings, r.patient_package_id))
@@ -189,6 +190,10 @@ def apply_fix(
     return FixResult(True, entry, "Adjusted.")
 
 
+@overload
+def _int(params: dict, name: str) -> int: ...
+@overload
+def _int(params: dict, name: str, *, required: bool) -> int | None: ...
 def _int(params: dict, name: str, *, required: bool = True) -> int | None:
     value = params.get(name)
     if value is None:

@@ -31,7 +31,7 @@ class ClinicSettings(models.Model):
     def __str__(self) -> str:
         return self.name
 
-    def save(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def save(self, *args, **kwargs) -> None:
         super().save(*args, **kwargs)
         read = _read_in_request.get()
         if read is not None:  # the request's own change is what it reads from now on

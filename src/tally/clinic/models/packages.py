@@ -24,6 +24,9 @@ class PatientPackage(models.Model):
     moves it, and `verify` re-derives it from the entries.
     """
 
+    # The services it covers, set by the reads that lock packages (locking.py): not a column.
+    eligible_ids: frozenset[int]
+
     patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="packages")
     package = models.ForeignKey(Package, on_delete=models.PROTECT, related_name="sold")
     # Snapshot of the template at the sale.

@@ -85,8 +85,8 @@ def login_code(request: HttpRequest) -> HttpResponse:
     if not user.is_authenticated:
         return redirect("staff:login")
     next_url = safe_next(request)
-    device = confirmed_device(user)  # type: ignore[arg-type]
-    if user.is_verified() or device is None:  # type: ignore[union-attr,attr-defined]  # django-otp adds is_verified
+    device = confirmed_device(user)
+    if user.is_verified() or device is None:  # type: ignore[attr-defined]  # django-otp adds is_verified
         return redirect(next_url)
     form = TwoFactorCodeForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():

@@ -27,7 +27,7 @@ PAGE_SIZE = 50
 class StaffRequest(HttpRequest):
     """A request that passed `staff_view`: a signed-in staff member and this request's clinic settings."""
 
-    user: Staff  # type: ignore[assignment]
+    user: Staff
     clinic: ClinicSettings
 
 

@@ -100,7 +100,7 @@ def add_line(request: StaffRequest, invoice_id: int) -> HttpResponse:
             show_error(form, exc)
         else:
             messages.success(request, f"Added {line.description}." + (
-                f" Paid via {line.covered_by.name}." if line.covered_by_id else ""))
+                f" Paid via {package.name}." if (package := line.covered_by) is not None else ""))
             return redirect(invoice_url(invoice, edit=True))
     context = invoice_context(request, invoice_for_page(invoice_id, request), edit=True) | {"add_line_form": form}
     return render(request, "staff/invoices/detail.html", context, status=422)

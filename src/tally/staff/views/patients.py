@@ -116,6 +116,8 @@ def chart_tab(request: StaffRequest, patient: Patient, tab: str) -> dict[str, An
     """One tab's rows, filtered and paginated, and how many the filters hide."""
     tz = request.clinic.tz
     today = timezone.localdate(timezone=tz)
+    base: QuerySet[Any]
+    rows: QuerySet[Any]
     if tab == "invoices":
         form = ChartFilterForm(request.GET, status_choices=INVOICE_STATUS_CHOICES)
         base = Invoice.objects.filter(patient=patient)

@@ -51,7 +51,7 @@ def sell(request: StaffRequest, patient_id: int) -> HttpResponse:
     patient = get_object_or_404(Patient, pk=patient_id)
     shows(request, "patient.view", Shown(patient.pk, "patient", patient.pk))
     visits = todays_visits(patient, request.clinic.tz)
-    uncounted = [v for v in visits if not v.counted]
+    uncounted = [v for v in visits if not v.counted]  # type: ignore[attr-defined]  # todays_visits annotates it
     if request.method == "POST":
         form = SellPackageForm(request.POST, todays_visits=visits)
         if form.is_valid():

@@ -324,11 +324,11 @@ def check_in(request: StaffRequest, appointment_id: int) -> HttpResponse:
         return render(request, "staff/today/check_in.html", context, status=422)
     if line is None:
         messages.success(request, f"Checked in {appointment.patient.full_name}: No Charges.")
-    elif preview is not None and preview.charged_on is not None and line.pk == preview.charged_on.pk:
+    elif (preview is not None and preview.charged_on is not None and line.pk == preview.charged_on.pk
+          and invoice is not None):
         messages.success(request, f"Checked in {appointment.patient.full_name}: {line.description} was already "
                                   f"charged on {invoice.number}; it was not charged again.")
-    elif line.covered_by_id:
-        package = line.covered_by
+    elif (package := line.covered_by) is not None:
         messages.success(request, f"Checked in {appointment.patient.full_name}: {line.description} paid via "
                                   f"{package.name}, session {line.session_number} of {package.sessions_total} · "
                                   f"{session_left_after(line, package.sessions_total)} left.")

@@ -49,7 +49,7 @@ class Command(BaseCommand):
         out.write(f"  Open        {base}/  (sign in with {'a login below' if demo_logins else 'your own login'})")
         out.write(f"  API docs    {base}/api/v1/docs")
         out.write(f"  Admin       {base}/admin/")
-        if demo_logins:
+        if owner is not None and demo_logins:
             out.write(f"  Owner       {DEMO_OWNER[0]} / {DEMO_OWNER[1]}  then a two-factor code (owners must use one):")
             device = confirmed_device(owner)
             if device is not None and device.key == DEMO_OWNER_TOTP_KEY:
