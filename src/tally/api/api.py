@@ -20,7 +20,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from tally.clinic.errors import HTTP_STATUS, ClinicError
 from tally.unavailable import unavailable_api_response
 
-from .auth import BearerToken
+from .auth import BearerToken, TokenExpired
 from .idempotency import HEADER
 from .links import add_links
 from .parser import DuplicateKey, StrictParser
@@ -106,6 +106,16 @@ def validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse
 def unauthenticated(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
     response = error_response(401, "unauthenticated", "Sign in first: send `Authorization: Bearer <token>`.")
     response["WWW-Authenticate"] = "Bearer"
+    return response
+
+
+@api.exception_handler(TokenExpired)
+def token_expired(request: HttpRequest, exc: TokenExpired) -> HttpResponse:
+    """401 like any refused token (API.md), with its own code so a client can tell "sign in
+    again" from a token that was never good (README, additions)."""
+    response = error_response(401, "token_expired", "This token has expired: sign in again "
+                              "(POST /api/v1/auth/token) for a new one.")
+    response["WWW-Authenticate"] = 'Bearer error="invalid_token", error_description="The token has expired"'
     return response
 
 

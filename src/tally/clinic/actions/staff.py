@@ -68,9 +68,11 @@ def do_issue_token(*, request: HttpRequest, username: str, password: str, otp: s
 
 @clinic_action
 def _issue(*, staff: Staff, label: str) -> tuple[ApiToken, str]:
+    # It expires TALLY_TOKEN_MAX_HOURS from now (ApiToken.issue), like a web session.
     token, raw = ApiToken.issue(staff, label=label, origin=TokenOrigin.PASSWORD)
     record("token.issue", actor=staff, obj=token,
-           after={"label": label, "staff_id": staff.pk, "origin": token.origin})
+           after={"label": label, "staff_id": staff.pk, "origin": token.origin,
+                  "expires_at": token.expires_at.isoformat()})
     return token, raw
 
 
