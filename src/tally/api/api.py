@@ -163,8 +163,10 @@ def unknown_url(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse
 
 def head_as_get(view: Any, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
     """HEAD is GET without the body (RFC 9110 9.3.2): same status and headers, and the
-    Content-Length the GET would have. ninja routes HEAD nowhere, so run the GET."""
+    Content-Length the GET would have. ninja routes HEAD nowhere, so run the GET, marked
+    `head_only`: it shows no patient data, so it writes no read event (reads.audit_read)."""
     request.method = "GET"
+    request.head_only = True  # type: ignore[attr-defined]
     try:
         response = view(request, *args, **kwargs)
     finally:
