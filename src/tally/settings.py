@@ -9,6 +9,10 @@ TALLY_BEHIND_PROXY  "1" behind a reverse proxy: the client's address is its X-Fo
                     and with TALLY_HTTPS its X-Forwarded-Proto is trusted
 TALLY_SESSION_IDLE_MINUTES   sign out after this long without a request (default 15)
 TALLY_SESSION_MAX_HOURS      sign out this long after signing in, active or not (default 12)
+TALLY_TOKEN_MAX_HOURS        an API token from POST /api/v1/auth/token stops working this long after it
+                             was issued (default 12); `tally createtoken` tokens do not expire unless
+                             given --expires-hours. Stored on each token when issued: changing it
+                             changes only the tokens issued afterwards
 TALLY_SIGNIN_FAILURE_LIMIT   failed sign-ins per user name and address before a pause (default 5)
 TALLY_SIGNIN_COOLOFF_MINUTES how long that pause lasts (default 15)
 TALLY_OWNER_2FA_REQUIRED     owners must use two-factor sign-in (default on)
@@ -235,6 +239,11 @@ if HTTPS and TALLY_BEHIND_PROXY:
 TALLY_SESSION_IDLE_MINUTES = int(os.environ.get("TALLY_SESSION_IDLE_MINUTES", "15"))
 TALLY_SESSION_MAX_HOURS = int(os.environ.get("TALLY_SESSION_MAX_HOURS", "12"))
 SESSION_COOKIE_AGE = TALLY_SESSION_MAX_HOURS * 3600
+# API tokens signed in with a password end as a web session does, this long after signing in
+# (ApiToken.expires_at, set when issued); the client signs in again.
+TALLY_TOKEN_MAX_HOURS = int(os.environ.get("TALLY_TOKEN_MAX_HOURS", "12"))
+if TALLY_TOKEN_MAX_HOURS < 1:
+    raise ImproperlyConfigured("TALLY_TOKEN_MAX_HOURS must be at least 1")
 
 # Sign-in throttling (django-axes): failures are counted per user name AND address, so a
 # stranger guessing cannot lock the real user out from the clinic's own machines; the pause

@@ -129,6 +129,22 @@ def test_api_patient_reads_refuse_anonymous_and_audit_the_reader(name, history, 
     assert_audited(events_after(before), reader, history.patient.pk, name)
 
 
+@pytest.mark.parametrize("name", sorted(API_PATIENT_READS))
+def test_a_head_of_an_api_patient_read_shows_nothing_and_writes_no_read(name, history, desk, owner):
+    """HEAD answers as GET does (README, additions) but without the body: no patient data was
+    shown, so there is no read to audit."""
+    url = api_url(name, history)
+    reader = owner if name in API_OWNER_ONLY else desk
+    client = api_client(reader)
+    before = last_event_id()
+    response = client.head(url)
+    assert response.status_code == 200, (name, response.content[:300])
+    assert response.content == b"" and int(response["Content-Length"]) > 0
+    assert [e.action for e in events_after(before)] == [], name
+    assert client.get(url).status_code == 200
+    assert events_after(before), f"{name}: the GET after it is still audited"
+
+
 @pytest.mark.parametrize("name", sorted(API_OTHER_READS))
 def test_api_reads_without_patient_data_refuse_anonymous_and_write_nothing(name, history, desk):
     url = "/api/v1" + api_operations()[name][0]
@@ -273,6 +289,20 @@ def test_staff_pages_with_patient_data_audit_the_reader(name, history, acu60, te
     new = events_after(before)
     assert_audited(new, reader, history.patient.pk, name)
     assert all(e.after and e.after.get("page") == name for e in new)
+
+
+@pytest.mark.parametrize("name", sorted(STAFF_PATIENT_PAGES))
+def test_a_head_of_a_staff_page_with_patient_data_writes_no_read(name, history, acu60, ten_pack, desk, owner):
+    reader = owner if name in STAFF_OWNER_ONLY else desk
+    client = staff_client(reader)
+    url = staff_url(name, history, acu60, ten_pack)
+    before = last_event_id()
+    response = client.head(url)
+    assert response.status_code == 200, name
+    assert response.content == b""
+    assert [e.action for e in events_after(before)] == [], name
+    assert client.get(url).status_code == 200
+    assert events_after(before), f"{name}: the GET after it is still audited"
 
 
 @pytest.mark.parametrize("name", sorted(STAFF_REDIRECTS | STAFF_OTHER_PAGES))

@@ -31,6 +31,16 @@ def secret_on(page) -> str:
     return re.search(rb'class="secret">([A-Z2-7 ]+)<', page.content).group(1).decode().replace(" ", "")
 
 
+SET_UP = "/account/two-factor/"
+
+
+def start_set_up(client: Client, next_url: str | None = None):
+    """The set-up page's "Start set-up" button: a POST, which makes the unconfirmed device."""
+    response = client.post(SET_UP, {"start": "1"} | ({"next": next_url} if next_url else {}))
+    assert response.status_code == 302, response.content[:500]
+    return response
+
+
 def test_owners_must_use_two_factor_by_default():
     """The production default, whatever the test suite switches."""
     assert tally_settings.TALLY_OWNER_2FA_REQUIRED is True
@@ -47,7 +57,13 @@ def test_an_owner_without_a_device_sets_it_up_right_after_the_password(owner, cl
     for path in ("/today/", "/patients/", "/catalog/", "/admin/"):
         blocked = client.get(path)
         assert blocked.status_code == 302 and blocked["Location"].startswith("/account/two-factor/"), path
-    setup = client.get(response["Location"])
+    first = client.get(response["Location"])
+    assert first.status_code == 200 and b"Owners must use two-factor sign-in" in first.content
+    assert b"Start set-up" in first.content and b"otpauth://" not in first.content
+    assert not TOTPDevice.objects.filter(user=owner).exists(), "a GET writes nothing"
+    started = start_set_up(client, parse_qs(urlparse(response["Location"]).query)["next"][0])
+    assert started["Location"] == response["Location"], "back to the page, the next page kept"
+    setup = client.get(started["Location"])
     assert setup.status_code == 200
     assert b"Owners must use two-factor sign-in" in setup.content
     assert b"otpauth://totp/Tally%3Aolivia?secret=" in setup.content
@@ -73,8 +89,70 @@ def test_an_owner_without_a_device_sets_it_up_right_after_the_password(owner, cl
 def test_reloading_the_set_up_page_keeps_the_same_secret(owner, clinic):
     client = Client()
     password_sign_in(client, "olivia")
-    assert secret_on(client.get("/account/two-factor/")) == secret_on(client.get("/account/two-factor/"))
+    start_set_up(client)
+    assert secret_on(client.get(SET_UP)) == secret_on(client.get(SET_UP))
+    start_set_up(client)  # pressed again (another tab, Back): the same device, not a second one
+    assert secret_on(client.get(SET_UP)) == secret_on(client.get(SET_UP))
     assert TOTPDevice.objects.filter(user=owner).count() == 1
+    assert AuditEvent.objects.filter(action="auth.two_factor.start").count() == 1
+
+
+def test_opening_the_set_up_page_writes_nothing(desk, clinic):
+    """A GET (or HEAD) shows the page and its "Start set-up" button: no device, no audit row.
+    Only the button's POST makes the device, and says so in the audit log."""
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(desk)
+    before = AuditEvent.objects.count()
+    for _ in range(2):
+        page = client.get(SET_UP)
+        assert page.status_code == 200
+        assert client.head(SET_UP).status_code == 200
+    assert not TOTPDevice.objects.filter(user=desk).exists()
+    assert AuditEvent.objects.count() == before
+    form = re.search(rb'<form method="post" class="form-card">(.*?)</form>', page.content, re.S).group(1)
+    assert b"csrfmiddlewaretoken" in form and b'name="start"' in form and b"Start set-up" in form
+
+
+def test_starting_set_up_needs_the_csrf_token_and_is_audited(desk, clinic):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(desk)
+    page = client.get(SET_UP)
+    token = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', page.content).group(1).decode()
+    assert client.post(SET_UP, {"start": "1"}).status_code == 403
+    assert not TOTPDevice.objects.filter(user=desk).exists()
+    started = client.post(SET_UP, {"start": "1", "csrfmiddlewaretoken": token})
+    assert started.status_code == 302 and started["Location"] == SET_UP
+    device = TOTPDevice.objects.get(user=desk)
+    assert not device.confirmed
+    event = AuditEvent.objects.get(action="auth.two_factor.start")
+    assert (event.actor_id, event.object_id, event.after) == (desk.pk, str(desk.pk), {"device_id": device.pk})
+    assert device.key not in json.dumps(event.after), "never the secret"
+    assert secret_on(client.get(SET_UP))
+
+
+def test_a_code_sent_before_starting_set_up_is_refused_without_a_device(desk, clinic):
+    client = Client()
+    password_sign_in(client, "frank")
+    response = client.post(SET_UP, {"code": "123456"}, follow=True)
+    assert response.status_code == 200 and b"Start setting up two-factor sign-in first" in response.content
+    assert not TOTPDevice.objects.exists()
+
+
+def test_starting_when_it_is_already_on_changes_nothing(desk, clinic):
+    from django_otp import DEVICE_ID_SESSION_KEY
+
+    from tally.clinic.actions.two_factor import do_add_known_device
+
+    do_add_known_device(acting_user=None, staff=desk, key=b"desk-test-device-0001".hex())
+    client = Client()
+    client.force_login(desk)
+    session = client.session
+    session[DEVICE_ID_SESSION_KEY] = TOTPDevice.objects.get(user=desk).persistent_id
+    session.save()
+    response = client.post(SET_UP, {"start": "1"})
+    assert response.status_code in (200, 302)
+    assert TOTPDevice.objects.filter(user=desk).count() == 1
+    assert not AuditEvent.objects.filter(action="auth.two_factor.start").exists()
 
 
 def test_an_owner_with_a_device_is_asked_for_the_code(owner, owner_device, clinic):
@@ -163,6 +241,7 @@ def test_front_desk_may_turn_it_on_and_is_then_asked_for_codes(desk, clinic):
     password_sign_in(client, "frank")
     page = client.get("/account/two-factor/")
     assert page.status_code == 200 and b"Owners must" not in page.content
+    start_set_up(client)
     device = TOTPDevice.objects.get(user=desk)
     assert client.post("/account/two-factor/", {"code": code_for(device)})["Location"] == "/today/"
     assert client.get("/today/").status_code == 200, "this session proved the code already"

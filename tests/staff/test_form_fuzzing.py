@@ -234,7 +234,7 @@ FORMS: dict[str, Form] = {
                                   "next": next_url()}, anonymous=True),
     "logout": read_only(),
     "login_code": Form(post=lambda w: {"code": integers(0, 999999), "next": next_url()}),
-    "two_factor": Form(post=lambda w: {"code": integers(0, 999999), "next": next_url()}),
+    "two_factor": Form(post=lambda w: {"code": integers(0, 999999), "next": next_url(), "start": choice(["1", ""])}),
     "today": Form(get=lambda w: {"day": dates()}, read_only=True),
     "book": Form(post=lambda w: {
         "patient": st.one_of(st.sampled_from(w.patient_numbers), st.sampled_from(

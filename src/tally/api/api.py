@@ -20,7 +20,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from tally.clinic.errors import HTTP_STATUS, ClinicError
 from tally.unavailable import unavailable_api_response
 
-from .auth import BearerToken
+from .auth import BearerToken, TokenExpired
 from .idempotency import HEADER
 from .links import add_links
 from .parser import DuplicateKey, StrictParser
@@ -109,6 +109,16 @@ def unauthenticated(request: HttpRequest, exc: AuthenticationError) -> HttpRespo
     return response
 
 
+@api.exception_handler(TokenExpired)
+def token_expired(request: HttpRequest, exc: TokenExpired) -> HttpResponse:
+    """401 like any refused token (API.md), with its own code so a client can tell "sign in
+    again" from a token that was never good (README, additions)."""
+    response = error_response(401, "token_expired", "This token has expired: sign in again "
+                              "(POST /api/v1/auth/token) for a new one.")
+    response["WWW-Authenticate"] = 'Bearer error="invalid_token", error_description="The token has expired"'
+    return response
+
+
 @api.exception_handler(HttpError)
 def http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     if exc.status_code == 400:  # ninja could not parse the body
@@ -153,8 +163,10 @@ def unknown_url(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse
 
 def head_as_get(view: Any, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
     """HEAD is GET without the body (RFC 9110 9.3.2): same status and headers, and the
-    Content-Length the GET would have. ninja routes HEAD nowhere, so run the GET."""
+    Content-Length the GET would have. ninja routes HEAD nowhere, so run the GET, marked
+    `head_only`: it shows no patient data, so it writes no read event (reads.audit_read)."""
     request.method = "GET"
+    request.head_only = True  # type: ignore[attr-defined]
     try:
         response = view(request, *args, **kwargs)
     finally:

@@ -1,9 +1,13 @@
 """Bearer tokens. Looked up on every request, never cached: a token revoked or a user
-deactivated from the command line is refused on the next request."""
+deactivated from the command line is refused on the next request, and one past its expiry
+(ApiToken.expires_at) from that moment: `401 token_expired`, so the client knows to sign in
+again. One query, no write: the expiry was stored when the token was issued."""
 
 from __future__ import annotations
 
 from django.http import HttpRequest
+from django.utils import timezone
+from ninja.errors import AuthenticationError
 from ninja.security import HttpBearer
 
 from tally.clinic.compiled import Compiled
@@ -21,12 +25,21 @@ _TOKEN = Compiled(
 )
 
 
+class TokenExpired(AuthenticationError):
+    """A real, unrevoked token of an active staff member, past its expiry (api.token_expired)."""
+
+
 def staff_for_token(raw: str) -> Staff | None:
-    """The active staff member holding this unrevoked token, or None."""
+    """The active staff member holding this unrevoked token, or None; TokenExpired for one
+    that has expired."""
     if not raw or len(raw) > MAX_TOKEN_LENGTH:
         return None
     token = _TOKEN.first(hash_token(raw))
-    return token.staff if token is not None else None
+    if token is None:
+        return None
+    if token.expired(timezone.now()):
+        raise TokenExpired()
+    return token.staff
 
 
 class BearerToken(HttpBearer):

@@ -1,7 +1,8 @@
 """Audit of reads (SPEC "Who uses it"): every GET that returns patient data writes, before it
 answers, one AuditEvent per patient-data object it returns (one INSERT for the page), with the
 caller, their role, the UTC time and the client's address. A list that returns nothing still
-writes one event (patient null) saying what was asked."""
+writes one event (patient null) saying what was asked. A HEAD, answered by running the GET
+(api.head_as_get), sends no body: nobody saw the data, so it writes none."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from .lookups import viewer
 
 def audit_read(request: HttpRequest, action: str, shown: Iterable[Shown], *, nothing: Shown | None = None,
                details: dict[str, Any] | None = None) -> None:
+    if getattr(request, "head_only", False):
+        return
     record_reads(viewer(request), action, shown, ip=client_ip(request), nothing=nothing, details=details)
 
 

@@ -81,6 +81,10 @@ class TokenIn(StrictInput):
 class TokenOut(Schema):
     token: str
     role: str
+    expires_at: Annotated[str, WithJsonSchema({
+        "type": "string", "format": "date-time",
+        "description": "When the token stops working, in UTC (TALLY_TOKEN_MAX_HOURS after signing in, 12 "
+                       "hours by default); from then on it is `401 token_expired`: sign in again."})]
 
 
 class StaffOut(Schema):

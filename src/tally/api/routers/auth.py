@@ -1,5 +1,7 @@
 """Signing in: `POST /auth/token`, the one endpoint without a token."""
 
+import datetime as dt
+
 from django.http import HttpRequest
 from ninja import Router
 
@@ -15,11 +17,14 @@ router = Router(tags=["auth"])
 def issue_token(request: HttpRequest, payload: TokenIn) -> dict[str, str]:
     """A bearer token for a staff member's username and password, and `otp`, the current
     two-factor code, once they use two-factor sign-in (wrong ones: 401). Too many failures
-    for one username from one address pause it: 429 with Retry-After.
+    for one username from one address pause it: 429 with Retry-After. The token works until
+    `expires_at` (TALLY_TOKEN_MAX_HOURS, 12 hours by default); after that every request with it
+    is `401 token_expired`, and the client signs in again.
 
     Not one transaction around the request, unlike the other writes: a refused sign-in must
     keep what it recorded (the failed attempt, the code's replay guard)."""
     with request_ip(request):
         token, raw = do_issue_token(request=request, username=payload.username, password=payload.password,
                                     otp=payload.otp)
-    return {"token": raw, "role": token.staff.role}
+    assert token.expires_at is not None  # a password token always has one (ApiToken.issue)
+    return {"token": raw, "role": token.staff.role, "expires_at": token.expires_at.astimezone(dt.UTC).isoformat()}

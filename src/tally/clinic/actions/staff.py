@@ -6,11 +6,12 @@ from axes.helpers import get_client_ip_address
 from axes.utils import reset as reset_failed_sign_ins
 from django.contrib.auth import authenticate, user_login_failed
 from django.http import HttpRequest
+from django.utils import timezone
 
 from ..audit import record
 from ..errors import ClinicError
 from ..models import ApiToken, Staff
-from ..models.staff import TokenOrigin
+from ..models.staff import TokenOrigin, password_token_lifetime
 from .common import clinic_action
 from .two_factor import confirmed_device, must_use_two_factor, verify_code
 
@@ -68,9 +69,12 @@ def do_issue_token(*, request: HttpRequest, username: str, password: str, otp: s
 
 @clinic_action
 def _issue(*, staff: Staff, label: str) -> tuple[ApiToken, str]:
-    token, raw = ApiToken.issue(staff, label=label, origin=TokenOrigin.PASSWORD)
+    # It expires TALLY_TOKEN_MAX_HOURS from now, like a web session.
+    expires_at = timezone.now() + password_token_lifetime()
+    token, raw = ApiToken.issue(staff, label=label, origin=TokenOrigin.PASSWORD, expires_at=expires_at)
     record("token.issue", actor=staff, obj=token,
-           after={"label": label, "staff_id": staff.pk, "origin": token.origin})
+           after={"label": label, "staff_id": staff.pk, "origin": token.origin,
+                  "expires_at": expires_at.isoformat()})
     return token, raw
 
 

@@ -8,8 +8,11 @@ The same password validators apply, and each writes an audit event in its transa
 
 from __future__ import annotations
 
+import datetime as dt
+
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
+from django.utils import timezone
 
 from ..audit import record
 from ..errors import Conflict, Invalid, NotFound
@@ -68,18 +71,24 @@ def do_create_staff(
 
 
 @clinic_action
-def do_grant_token(*, acting_user: Staff | None, username: str, label: str = "command line") -> tuple[ApiToken, str]:
+def do_grant_token(*, acting_user: Staff | None, username: str, label: str = "command line",
+                   expires_hours: int | None = None) -> tuple[ApiToken, str]:
     """Issue an API token for a staff member without their password (command line only).
-    Only the token's hash is kept, so the raw token is returned once."""
+    Only the token's hash is kept, so the raw token is returned once. It never expires (a
+    script's; revoking ends it) unless `expires_hours` gives it a lifetime."""
+    if expires_hours is not None and expires_hours < 1:
+        raise Invalid("A token's lifetime is at least 1 hour.", fields={"expires_hours": "at least 1"})
     staff = Staff.objects.filter(username=Staff.normalize_username(username)).first()
     if staff is None:
         raise NotFound(f"No staff member named {username!r}.")
     if not staff.is_active:
         raise Conflict(f"{staff.username} is deactivated; reactivate them before issuing a token.")
     label = optional_text(label, "label", max_length_of(ApiToken, "label"))
-    token, raw = ApiToken.issue(staff, label=label, origin=TokenOrigin.COMMAND_LINE)
+    expires_at = timezone.now() + dt.timedelta(hours=expires_hours) if expires_hours is not None else None
+    token, raw = ApiToken.issue(staff, label=label, origin=TokenOrigin.COMMAND_LINE, expires_at=expires_at)
     record("token.issue", actor=acting_user, obj=token,
-           after={"label": label, "staff_id": staff.pk, "origin": token.origin})
+           after={"label": label, "staff_id": staff.pk, "origin": token.origin,
+                  "expires_at": expires_at.isoformat() if expires_at is not None else None})
     return token, raw
 
 

@@ -1,7 +1,8 @@
 """Two-factor sign-in (TOTP, django-otp): setting it up, turning it off, and who must use it.
 
-A staff member sets it up from the staff site: an unconfirmed device is made (its secret shown
-once as a QR code, an otpauth:// URI and base32 text), then a code from the app confirms it.
+A staff member sets it up from the staff site: the "Start set-up" button (a POST) makes an
+unconfirmed device (its secret shown as a QR code, an otpauth:// URI and base32 text until it
+is confirmed), then a code from the app confirms it. Opening the page writes nothing.
 From then on the web sign-in asks for a code, and so does `POST /auth/token` (`otp`).
 Owners must use it while TALLY_OWNER_2FA_REQUIRED is on (the default).
 """
@@ -59,24 +60,33 @@ def verify_code(device: TOTPDevice, code: str | None) -> bool:
         return current is not None and current.verify_token(code)
 
 
+def pending_device(staff: Staff) -> TOTPDevice | None:
+    """The device set-up made and no code has confirmed yet (read only: the page shows it)."""
+    return TOTPDevice.objects.filter(user=staff, confirmed=False).order_by("pk").first()
+
+
 @clinic_action
 def do_start_two_factor(*, acting_user: Staff, key: str | None = None) -> TOTPDevice:
     """The staff member's unconfirmed device, made on first call and kept until confirmed,
-    so that reloading the set-up page shows the same secret. `key` (hex) is for the demo only."""
+    so that reloading the set-up page shows the same secret (and pressing "Start set-up"
+    again makes no second one). Audited when made, never with its secret. A POST only: the
+    page's GET shows an existing one with `pending_device`. `key` (hex) is for the demo only."""
+    Staff.objects.select_for_update().filter(pk=acting_user.pk).first()  # two presses at once: one device
     if has_two_factor(acting_user):
         raise Conflict("Two-factor sign-in is already on for you.")
-    device = TOTPDevice.objects.filter(user=acting_user, confirmed=False).order_by("pk").first()
+    device = pending_device(acting_user)
     if device is None:
         device = TOTPDevice(user=acting_user, name=DEVICE_NAME, confirmed=False)
         if key is not None:
             device.key = key
         device.save()
+        record("auth.two_factor.start", actor=acting_user, obj=acting_user, after={"device_id": device.pk})
     return device
 
 
 def do_confirm_two_factor(*, acting_user: Staff, code: str) -> TOTPDevice:
     """Turn two-factor sign-in on once a code from the app matches the new device's secret."""
-    device = TOTPDevice.objects.filter(user=acting_user, confirmed=False).order_by("pk").first()
+    device = pending_device(acting_user)
     if device is None:
         raise Conflict("Start setting up two-factor sign-in first.")
     if not verify_code(device, code):  # before the transaction: a failure's throttling is kept
@@ -136,5 +146,5 @@ def do_reset_two_factor(*, acting_user: Staff | None, username: str) -> int:
 
 __all__ = [
     "base32_secret", "do_add_known_device", "confirmed_device", "do_confirm_two_factor", "do_remove_two_factor", "do_reset_two_factor",
-    "do_start_two_factor", "has_two_factor", "must_use_two_factor", "verify_code",
+    "do_start_two_factor", "has_two_factor", "must_use_two_factor", "pending_device", "verify_code",
 ]

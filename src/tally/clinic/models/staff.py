@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import secrets
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.db import models
+from django.utils import timezone
 
 
 class Role(models.TextChoices):
@@ -65,12 +68,29 @@ class ApiToken(models.Model):
     origin = models.CharField(max_length=20, choices=TokenOrigin.choices, default=TokenOrigin.PASSWORD)
     created_at = models.DateTimeField(auto_now_add=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # From this moment on the token is refused (401 token_expired). Set when it is issued, so a
+    # changed TALLY_TOKEN_MAX_HOURS neither ends nor extends tokens already out. None: it never
+    # expires, which only `tally createtoken` gives (a script's token; revoke it to end it).
+    expires_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"token {self.pk} of {self.staff_id}"
 
     @classmethod
-    def issue(cls, staff: Staff, label: str = "", origin: str = TokenOrigin.PASSWORD) -> tuple[ApiToken, str]:
+    def issue(cls, staff: Staff, label: str = "", origin: str = TokenOrigin.PASSWORD,
+              expires_at: dt.datetime | None = None) -> tuple[ApiToken, str]:
+        """A new token and its raw value (shown once). A password token without `expires_at`
+        gets the configured lifetime (TALLY_TOKEN_MAX_HOURS): none ever lives forever."""
+        if expires_at is None and origin == TokenOrigin.PASSWORD:
+            expires_at = timezone.now() + password_token_lifetime()
         raw = "tly_" + secrets.token_urlsafe(32)  # 256 bits
-        token = cls.objects.create(staff=staff, token_hash=hash_token(raw), label=label, origin=origin)
+        token = cls.objects.create(staff=staff, token_hash=hash_token(raw), label=label, origin=origin,
+                                   expires_at=expires_at)
         return token, raw
+
+    def expired(self, now: dt.datetime) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
+
+
+def password_token_lifetime() -> dt.timedelta:
+    return dt.timedelta(hours=settings.TALLY_TOKEN_MAX_HOURS)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 import segno
 from django.contrib import messages
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 from django.views.decorators.cache import never_cache
@@ -17,6 +20,7 @@ from tally.clinic.actions.two_factor import (
     do_remove_two_factor,
     do_start_two_factor,
     must_use_two_factor,
+    pending_device,
 )
 from tally.clinic.errors import ClinicError
 
@@ -56,17 +60,36 @@ def two_factor(request: StaffRequest) -> HttpResponse:
         return render(request, "staff/auth/two_factor.html", {
             "on": True, "device": device, "form": form, "can_turn_off": not must_use_two_factor(user),
         })
-    pending = do_start_two_factor(acting_user=user)
+    if request.method == "POST" and "start" in request.POST:
+        # "Start set-up": the device (its secret) is made by this POST, never by opening the page.
+        try:
+            do_start_two_factor(acting_user=user)
+        except ClinicError as exc:  # turned on meanwhile (another tab)
+            messages.info(request, exc.message)
+        return redirect(back_here(request))
+    pending = pending_device(user)
     if request.method == "POST" and form.is_valid():
         try:
             device = do_confirm_two_factor(acting_user=user, code=form.cleaned_data["code"])
         except ClinicError as exc:
+            if pending is None:  # no set-up started (or it was reset): the start button again
+                messages.error(request, exc.message)
+                return redirect(back_here(request))
             show_error(form, exc)
         else:
             verified_now(request, device)
             messages.success(request, "Two-factor sign-in is on. Signing in will ask for a code from now on.")
             return redirect(safe_next(request))
-    return render(request, "staff/auth/two_factor.html", {
-        "on": False, "form": form, "required": must_use_two_factor(user), "next": safe_next(request),
-        "uri": pending.config_url, "secret": grouped(base32_secret(pending)), "qr_code": qr_code_svg(pending.config_url),
-    })
+    context = {"on": False, "form": form, "required": must_use_two_factor(user), "next": safe_next(request),
+               "started": pending is not None}
+    if pending is not None:
+        context |= {"uri": pending.config_url, "secret": grouped(base32_secret(pending)),
+                    "qr_code": qr_code_svg(pending.config_url)}
+    return render(request, "staff/auth/two_factor.html", context)
+
+
+def back_here(request: StaffRequest) -> str:
+    """This page again, with the `next` it was given (where signing in was going)."""
+    target = request.POST.get("next") or request.GET.get("next")
+    here = reverse("staff:two_factor")
+    return f"{here}?{urlencode({'next': safe_next(request)})}" if target else here

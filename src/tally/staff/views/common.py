@@ -36,7 +36,8 @@ def shows(request: HttpRequest, action: str, *shown: Shown, nothing: Shown | Non
     """The patient data this page shows (SPEC "Who uses it": every view is audited). `staff_view`
     writes it to the audit log, one event per object in one INSERT, once the page is rendered
     and before it is sent (a form shown again with its errors counts); not for a redirect, a
-    refusal or an error page, which show nothing. The last call wins."""
+    refusal or an error page, nor for a HEAD (no body is sent), which show nothing. The last
+    call wins."""
     request.audit_shown = (action, list(shown), nothing, details)  # type: ignore[attr-defined]
 
 
@@ -45,6 +46,8 @@ def record_shown(request: HttpRequest, response: HttpResponse) -> None:
     status = response.status_code
     if noted is None or 300 <= status < 400 or status in (401, 403, 404) or status >= 500:
         return  # a redirect, a refusal or an error page shows nothing of the patient
+    if request.method == "HEAD":
+        return  # the page's headers only: the server sends no body
     action, shown, nothing, details = noted
     match = request.resolver_match
     page = {"page": match.url_name} if match is not None and match.url_name else {}
