@@ -111,9 +111,10 @@ def unauthenticated(request: HttpRequest, exc: AuthenticationError) -> HttpRespo
 
 @api.exception_handler(TokenExpired)
 def token_expired(request: HttpRequest, exc: TokenExpired) -> HttpResponse:
-    """401 like any refused token (API.md), with its own code so a client can tell "sign in
-    again" from a token that was never good (README, additions)."""
-    response = error_response(401, "token_expired", "This token has expired: sign in again "
+    """401 `unauthenticated` like any refused token (API.md lists the codes clients handle);
+    the message and WWW-Authenticate's error_description tell "sign in again" from a token
+    that was never good (README, additions)."""
+    response = error_response(401, "unauthenticated", "This token has expired: sign in again "
                               "(POST /api/v1/auth/token) for a new one.")
     response["WWW-Authenticate"] = 'Bearer error="invalid_token", error_description="The token has expired"'
     return response

@@ -1,7 +1,7 @@
 """Bearer tokens. Looked up on every request, never cached: a token revoked or a user
 deactivated from the command line is refused on the next request, and one past its expiry
-(ApiToken.expires_at) from that moment: `401 token_expired`, so the client knows to sign in
-again. One query, no write: the expiry was stored when the token was issued."""
+(ApiToken.expires_at) from that moment, with a message and a WWW-Authenticate that say it
+expired, so the client knows to sign in again. One query, no write: the expiry was stored when the token was issued."""
 
 from __future__ import annotations
 

@@ -84,7 +84,7 @@ class TokenOut(Schema):
     expires_at: Annotated[str, WithJsonSchema({
         "type": "string", "format": "date-time",
         "description": "When the token stops working, in UTC (TALLY_TOKEN_MAX_HOURS after signing in, 12 "
-                       "hours by default); from then on it is `401 token_expired`: sign in again."})]
+                       "hours by default); from then on it is `401 unauthenticated`: sign in again."})]
 
 
 class StaffOut(Schema):

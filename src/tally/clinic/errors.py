@@ -4,7 +4,6 @@ from __future__ import annotations
 
 HTTP_STATUS = {
     "unauthenticated": 401,
-    "token_expired": 401,  # an API token past its expiry: sign in again (tally.api.auth)
     "forbidden": 403,
     "not_found": 404,
     "conflict": 409,

@@ -19,7 +19,7 @@ def issue_token(request: HttpRequest, payload: TokenIn) -> dict[str, str]:
     two-factor code, once they use two-factor sign-in (wrong ones: 401). Too many failures
     for one username from one address pause it: 429 with Retry-After. The token works until
     `expires_at` (TALLY_TOKEN_MAX_HOURS, 12 hours by default); after that every request with it
-    is `401 token_expired`, and the client signs in again.
+    is `401 unauthenticated` ("expired"), and the client signs in again.
 
     Not one transaction around the request, unlike the other writes: a refused sign-in must
     keep what it recorded (the failed attempt, the code's replay guard)."""

@@ -68,7 +68,7 @@ class ApiToken(models.Model):
     origin = models.CharField(max_length=20, choices=TokenOrigin.choices, default=TokenOrigin.PASSWORD)
     created_at = models.DateTimeField(auto_now_add=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
-    # From this moment on the token is refused (401 token_expired). Set when it is issued, so a
+    # From this moment on the token is refused (401, "expired"). Set when it is issued, so a
     # changed TALLY_TOKEN_MAX_HOURS neither ends nor extends tokens already out. None: it never
     # expires, which only `tally createtoken` gives (a script's token; revoke it to end it).
     expires_at = models.DateTimeField(null=True, blank=True)
