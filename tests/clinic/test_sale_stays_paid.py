@@ -15,6 +15,9 @@ import pytest
 
 from tally.clinic.actions import billing, catalog, fixes, sales, visits
 from tally.clinic.errors import Conflict
+from tally.clinic.investigator.service import investigate_package
+from tally.clinic.models import InvoiceLine
+from tally.clinic.models.billing import LineKind
 
 from .helpers import fresh, make_package, ny, sell, visit, writes_nothing
 
@@ -136,3 +139,19 @@ def test_a_fix_never_charges_a_paid_sale_invoice(desk, patient, ten_pack, acu60)
     with writes_nothing(), pytest.raises(Conflict, match="refund that payment first"):
         fixes.do_apply_to_line(acting_user=desk, line_id=line.pk, patient_id=patient.pk, context=pp)
     assert balance_of(invoice) == Decimal("0.00")
+
+
+def test_old_data_with_a_live_package_on_an_unpaid_sale_shows_the_balance_in_its_investigation(
+        desk, patient, ten_pack, acu90):
+    """Data from before this rule (a line added after the sale was paid) is not refused
+    retroactively: the investigation's summary shows the package active beside its balance.
+    No finding of SPEC's list names the situation (PACKAGE_NOT_PAID is about visits charged
+    while the sale was unpaid); staff collect it with a payment, or cancel the package."""
+    pp, invoice = sell(desk, patient, ten_pack)
+    InvoiceLine.objects.create(invoice=invoice, kind=LineKind.SERVICE, service=acu90, description=acu90.name,
+                               list_price=acu90.price, amount=acu90.price)  # as the old code did
+    summary = investigate_package(pp.pk).summary
+    assert (summary["status"], summary["paid"], summary["balance"]) == ("active", Decimal("800.00"),
+                                                                        Decimal("130.00"))
+    billing.do_record_payment(acting_user=desk, invoice=invoice, amount="130.00", method="card")
+    assert balance_of(invoice) == Decimal("0.00") and fresh(pp).status == "active"
