@@ -329,3 +329,17 @@ def test_a_check_in_refused_after_its_first_write_leaves_nothing_behind(desk_api
     assert AuditEvent.objects.count() == events and Invoice.objects.filter(patient=visit.patient).count() == 1
     again = desk_api.post(f"/appointments/{visit.pk}/check-in", {}, key="refused")  # the key is free
     assert again.status_code == 200 and again.json()["line"]["covered_by"] == paid_pack.pk
+
+
+def test_a_check_in_on_an_active_packages_sale_invoice_that_would_unpay_it_is_a_conflict(
+        desk_api, desk, patient, visit, paid_pack, acu90):
+    """Rule 1 after activation: a charge the package does not cover goes on a new invoice."""
+    sale = paid_pack.sale_invoice
+    response = desk_api.post(f"/appointments/{visit.pk}/check-in", {"invoice_id": sale.pk, "service_id": acu90.pk})
+    error = assert_error(response, 409, "conflict", "invoice_id")
+    assert sale.number in error["message"] and "Charge it on a new invoice" in error["message"]
+    visit.refresh_from_db()
+    assert visit.status == "booked"
+    assert desk_api.get(f"/invoices/{sale.pk}").json()["balance"] == "0.00"
+    done = desk_api.post(f"/appointments/{visit.pk}/check-in", {"service_id": acu90.pk})
+    assert done.status_code == 200 and done.json()["invoice"]["id"] != sale.pk

@@ -125,6 +125,21 @@ def test_a_plain_refund_on_an_active_packages_sale_is_a_conflict_saying_to_cance
     assert desk_api.get(f"/patient-packages/{pp.pk}").json()["status"] == "active"
 
 
+def test_a_line_that_would_unpay_an_active_packages_sale_is_a_conflict_saying_to_use_a_new_invoice(
+        desk_api, desk, patient, ten_pack, acu60, acu90):
+    """Rule 1 after activation: the package would stay active while its sale has a balance."""
+    pp, sale = sales.do_sell_package(acting_user=desk, patient=patient, package=ten_pack, use_first_session=False,
+                                     payment=(Decimal("800"), "card"))
+    error = assert_error(desk_api.post(f"/invoices/{sale.pk}/lines", {"service_id": acu90.pk}), 409, "conflict",
+                         "service_id")
+    assert sale.number in error["message"] and "Charge it on a new invoice" in error["message"]
+    body = desk_api.get(f"/invoices/{sale.pk}").json()
+    assert (body["balance"], len(body["lines"])) == ("0.00", 1)
+    covered = desk_api.post(f"/invoices/{sale.pk}/lines", {"service_id": acu60.pk})  # costs nothing: fine
+    assert covered.status_code == 201 and covered.json()["covered_by"] == pp.pk
+    assert desk_api.get(f"/patient-packages/{pp.pk}").json()["status"] == "active"
+
+
 @pytest.mark.parametrize("amount", ["NaN", "-Infinity", "0.001", None, [], "1e999999"])
 def test_it_refuses_bad_amounts(desk_api, invoice, amount):
     assert_error(desk_api.post(f"/invoices/{invoice.pk}/payments", {"amount": amount, "method": "cash"}), 422,

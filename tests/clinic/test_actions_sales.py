@@ -289,11 +289,12 @@ def test_a_cancelled_packages_sale_takes_a_plain_refund(desk, patient, ten_pack)
 
 
 def test_an_overpayment_on_a_sale_invoice_is_refunded_while_the_package_stays_paid(desk, patient, ten_pack, acu90):
-    """The sale invoice can carry other lines (a visit charged on it): once that line is
-    removed the invoice is overpaid, and refunding the difference leaves the sale fully paid."""
-    pp, invoice = sell(desk, patient, ten_pack)
+    """The sale invoice can carry other lines (a visit charged on it before it was paid): once
+    that line is removed the invoice is overpaid, and refunding the difference leaves the sale
+    fully paid."""
+    pp, invoice = sell(desk, patient, ten_pack, paid=False)
     line = billing.do_add_line(acting_user=desk, invoice=invoice, service=acu90)
-    pay(desk, invoice, "130.00")
+    pay(desk, invoice, "930.00")
     billing.do_remove_line(acting_user=desk, invoice=invoice, line_id=line.pk, reason="charged in error")
     with pytest.raises(Conflict):
         refund(desk, invoice, "-130.01")

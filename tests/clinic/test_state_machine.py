@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections import defaultdict, namedtuple
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
@@ -139,6 +139,37 @@ def expected_coverage(
         return None, {rules.SERVICE_NOT_IN_PACKAGE}
     latest = max(eligible, key=lambda f: (f.sold_at, f.id))
     return None, set(latest.reasons(service_id, day))
+
+
+def expected_line(snap: dict[int, Facts], patient_id: int, service_id: int, day: dt.date,
+                  moved_from: list[int]) -> tuple[int | None, set[str | None], list[int]]:
+    """One charge: (the package that must cover it, or None; the acceptable reasons; the
+    packages whose first session for the visit moves to it). Updates `snap` for the moves."""
+    # A cancelled package's first session stays on the sale for a service it does not
+    # cover: used before the cancellation, it stays used (rule 11).
+    moved_from = [pid for pid in moved_from if not snap[pid].cancelled or service_id in snap[pid].eligible]
+    for package_id in moved_from:
+        snap[package_id].used -= 1
+    covered, reasons = expected_coverage(snap, patient_id, service_id, day)
+    if covered is None:  # rule 5: the sale's first session for this visit moves to its line
+        covered = next((pid for pid in moved_from if service_id in snap[pid].eligible), None)
+    else:  # a cancelled package's moves even so: given back, it could never be used again
+        covered = next((pid for pid in moved_from if snap[pid].cancelled), covered)
+    return covered, reasons, moved_from
+
+
+def unpays_a_live_sale(invoice: Invoice, service: Service, appointment_id: int | None, snap: dict[int, Facts],
+                       released: dict[int, list[int]]) -> bool:
+    """Rule 1 after activation: charging `service` on `invoice` would leave the sale of a
+    package that was activated and is not cancelled with a balance (a charge the package
+    covers costs nothing; an overpaid invoice pays for one up to its overpayment)."""
+    if not PatientPackage.objects.filter(sale_invoice=invoice, activated_at__isnull=False,
+                                         cancelled_at__isnull=True).exists():
+        return False
+    copied = {pid: replace(facts) for pid, facts in snap.items()}
+    covered, _, _ = expected_line(copied, invoice.patient_id, service.pk, local_day(invoice.issued_at),
+                                  list(released.get(appointment_id, [])) if appointment_id else [])
+    return billing.load_invoice(invoice.pk).balance + (ZERO if covered is not None else service.price) > ZERO
 
 
 def snapshot() -> dict[int, Facts]:
@@ -319,20 +350,12 @@ class PackageTrackingMachine(RuleBasedStateMachine):
             .select_related("invoice").order_by("pk")
         )
         for line in lines:
-            moved_from = released.pop(line.appointment_id, []) if line.appointment_id else []
-            # A cancelled package's first session stays on the sale for a service it does not
-            # cover: used before the cancellation, it stays used (rule 11).
-            moved_from = [pid for pid in moved_from
-                          if not snap[pid].cancelled or line.service_id in snap[pid].eligible]
-            for package_id in moved_from:
-                snap[package_id].used -= 1
-                self.expected_used[package_id] -= 1
             day = local_day(line.invoice.issued_at)
-            covered, reasons = expected_coverage(snap, line.invoice.patient_id, line.service_id, day)
-            if covered is None:  # rule 5: the sale's first session for this visit moves to its line
-                covered = next((pid for pid in moved_from if line.service_id in snap[pid].eligible), None)
-            else:  # a cancelled package's moves even so: given back, it could never be used again
-                covered = next((pid for pid in moved_from if snap[pid].cancelled), covered)
+            covered, reasons, moved_from = expected_line(
+                snap, line.invoice.patient_id, line.service_id, day,
+                released.pop(line.appointment_id, []) if line.appointment_id else [])
+            for package_id in moved_from:
+                self.expected_used[package_id] -= 1
             assert line.covered_by_id == covered, (
                 f"line {line.pk} ({line.service_id} on {day}) covered by {line.covered_by_id}, "
                 f"rules 1-6 say {covered}; packages: {snap}"
@@ -506,6 +529,12 @@ class PackageTrackingMachine(RuleBasedStateMachine):
         if how != "no_charges" and underflow:
             assert isinstance(error, Invalid), error
             return
+        if invoice is not None and unpays_a_live_sale(invoice, service or appointment.service, visit, snap, released):
+            # Rule 1 after activation: the charge goes on a new invoice; nothing is written.
+            assert isinstance(error, Conflict) and "Charge it on a new invoice" in error.message, error
+            assert last_id(InvoiceLine.objects) == since and last_id(PackageLedgerEntry.objects) == entries
+            assert Appointment.objects.get(pk=visit).status == AppointmentStatus.BOOKED
+            return
         assert error is None, error
         lines = self.check_charges(since, snap, released)
         assert len(lines) == (0 if how == "no_charges" else 1)
@@ -649,6 +678,11 @@ class PackageTrackingMachine(RuleBasedStateMachine):
             return
         if underflow:
             assert isinstance(error, Invalid), error
+            return
+        if unpays_a_live_sale(invoice, self.catalog.services[service], visit.pk if visit else None, snap, released):
+            # Rule 1 after activation: the charge goes on a new invoice; nothing is written.
+            assert isinstance(error, Conflict) and "Charge it on a new invoice" in error.message, error
+            assert last_id(InvoiceLine.objects) == since
             return
         assert error is None, error
         assert len(self.check_charges(since, snap, released)) == 1
@@ -806,10 +840,15 @@ class PackageTrackingMachine(RuleBasedStateMachine):
     @invariant()
     def a_usable_package_is_paid_for(self) -> None:
         """Rule 1, kept by rule 11: a package activated and not cancelled has its sale fully paid
-        (a plain refund cannot take that money back; cancelling the package can)."""
-        unpaid = PatientPackage.objects.filter(activated_at__isnull=False, cancelled_at__isnull=True).annotate(
+        (a plain refund cannot take that money back; cancelling the package can), and its sale
+        invoice has no balance (a charge that would leave one goes on a new invoice)."""
+        live = PatientPackage.objects.filter(activated_at__isnull=False, cancelled_at__isnull=True)
+        unpaid = live.annotate(
             paid=Coalesce(Sum("sale_invoice__payments__amount"), Decimal("0.00"))).filter(paid__lt=F("price"))
         assert not unpaid.exists(), list(unpaid.values("pk", "price", "paid"))
+        for package_id, invoice_id in live.values_list("pk", "sale_invoice_id"):
+            balance = billing.load_invoice(invoice_id).balance
+            assert balance <= ZERO, f"active package {package_id}'s sale has a balance of {balance}"
 
     @invariant()
     def every_count_adds_up(self) -> None:

@@ -62,6 +62,28 @@ def test_edit_adds_a_service(desk_client, charged_visit, acu90):
     assert InvoiceLine.objects.filter(invoice=invoice, service=acu90, removed_at__isnull=True).exists()
 
 
+def test_the_edit_page_of_an_active_packages_sale_says_uncovered_charges_go_on_a_new_invoice(
+        desk_client, patient, sold_pack, acu60, acu90):
+    """Rule 1 after activation: a service the package does not cover would leave its sale
+    unpaid, so the page says where it goes (one the package covers still may go here)."""
+    sale = sold_pack.sale_invoice
+    page = desk_client.get(reverse("staff:invoice_edit", args=[sale.pk])).content.decode()
+    assert "a service the package does not cover goes on a new invoice" in page
+    assert reverse("staff:invoice_new", args=[patient.pk]) in page
+    refused = desk_client.post(reverse("staff:add_line", args=[sale.pk]), {"service": acu90.pk})
+    assert refused.status_code == 422 and b"Charge it on a new invoice" in refused.content
+    assert not InvoiceLine.objects.filter(invoice=sale, service=acu90).exists()
+    covered = desk_client.post(reverse("staff:add_line", args=[sale.pk]), {"service": acu60.pk})
+    assert covered.status_code == 302
+    assert InvoiceLine.objects.get(invoice=sale, service=acu60).covered_by_id == sold_pack.pk
+
+
+def test_the_edit_page_of_an_ordinary_invoice_has_no_sale_note(desk_client, charged_visit):
+    _, invoice, _ = charged_visit
+    page = desk_client.get(reverse("staff:invoice_edit", args=[invoice.pk])).content.decode()
+    assert "goes on a new invoice" not in page
+
+
 def test_removing_a_package_sale_line_is_refused_on_the_page(desk_client, sold_pack):
     sale_line = InvoiceLine.objects.get(invoice=sold_pack.sale_invoice, kind="package_sale")
     response = desk_client.post(reverse("staff:remove_line", args=[sold_pack.sale_invoice_id, sale_line.pk]), {})

@@ -114,7 +114,9 @@ def patient_appointments(
 @clinic_write
 def check_in(request: HttpRequest, appointment_id: Id, payload: CheckInIn | None = None) -> Status:
     """Charge the booked service (or `service_id`) on a new invoice dated at the start, or on
-    `invoice_id`; `no_charges` charges nothing. Rules 1-6 decide coverage."""
+    `invoice_id`; `no_charges` charges nothing. Rules 1-6 decide coverage. A charge that would
+    leave the sale of an active, exhausted or expired package on `invoice_id` not fully paid is a
+    `409` (leave out `invoice_id` to charge it on a new invoice)."""
     tz = clinic_tz()
     payload = payload or CheckInIn()
     appointment, invoice, line = do_check_in(

@@ -104,7 +104,9 @@ def patient_invoices(
 @router.post("/invoices/{invoice_id}/lines", response={201: InvoiceLineOut, **WRITE_ERRORS})
 @clinic_write
 def add_line(request: HttpRequest, invoice_id: Id, payload: LineIn) -> Status:
-    """Charge a service; rules 1-6 decide whether a package covers it."""
+    """Charge a service; rules 1-6 decide whether a package covers it. On the sale invoice of an
+    active, exhausted or expired package, a charge that would leave the sale not fully paid is a
+    `409` (charge it on a new invoice)."""
     invoice = get_or_404(Invoice.objects.all(), invoice_id, "invoice")
     service, appointment = _line_target(payload, "")
     line = do_add_line(acting_user=viewer(request), invoice=invoice, service=service, appointment=appointment)

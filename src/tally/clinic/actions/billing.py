@@ -122,6 +122,7 @@ def do_add_line(
     check_line_target(invoice.patient, service, appointment)
     lock_patient_packages(invoice.patient_id)
     line = charge_service(invoice, service, by=acting_user, appointment=appointment)
+    check_charge_keeps_sale_paid(invoice, line, field="service_id")
     record("invoice.add_line", actor=acting_user, obj=line, patient_id=invoice.patient_id, after=snapshot(line))
     return line
 
@@ -255,6 +256,29 @@ def check_refund_keeps_sales_paid(invoice: Invoice, amount: Decimal) -> None:
             "would leave the sale not fully paid. To refund the package, cancel it with a refund; to refund "
             "another line of this invoice, remove that line first.",
             fields={"amount": "cancel the package with a refund"},
+        )
+
+
+def check_charge_keeps_sale_paid(invoice: Invoice, line: InvoiceLine, *, field: str) -> None:
+    """Rule 1 after activation, as `check_refund_keeps_sales_paid` keeps it for refunds: a
+    charge just added to the sale invoice of a package that was activated and is not cancelled
+    (active, exhausted or expired) may not leave that invoice with a balance, or the package
+    would stay usable while its sale is no longer paid for. Refused (the caller's transaction
+    rolls the charge back): it goes on a new invoice. A charge the package covers costs
+    nothing and is fine, as is one the invoice's overpayment pays (a line removed after it was
+    paid); before activation the payment that completes the invoice activates the package."""
+    if line.amount <= ZERO:
+        return
+    current = load_invoice(invoice.pk)
+    if current.balance <= ZERO:
+        return
+    live = live_package_sold_on(invoice)
+    if live is not None:
+        raise Conflict(
+            f"{current.number} is the sale of {live.name}, which is {live.status.replace('_', ' ')}: charging "
+            f"{line.description} ({line.amount}) on it would leave the sale not fully paid. Charge it on a new "
+            "invoice.",
+            fields={field: "charge it on a new invoice"},
         )
 
 

@@ -21,7 +21,14 @@ from ..models import (
 from ..models.billing import LineKind
 from ..models.scheduling import AppointmentStatus, Tombstone, TombstoneKind
 from ..models.staff import Role
-from .billing import check_line_target, invoice_as_created, live_charges, load_invoice, remove_line
+from .billing import (
+    check_charge_keeps_sale_paid,
+    check_line_target,
+    invoice_as_created,
+    live_charges,
+    load_invoice,
+    remove_line,
+)
 from .common import (
     ANY_STAFF,
     DESK,
@@ -192,6 +199,8 @@ def do_check_in(
             insert(invoice)
         line = charge_service(invoice, service, by=acting_user, appointment=appointment, locked_packages=packages,
                               on_file=on_file)
+        if not created:
+            check_charge_keeps_sale_paid(invoice, line, field="invoice_id")
     record("appointment.check_in", actor=acting_user, obj=appointment, patient_id=appointment.patient_id,
            before=before, after=snapshot(appointment) | {"line_id": line.pk if line else None})
     if invoice is None:

@@ -66,6 +66,9 @@ def invoice_context(request: StaffRequest, invoice: Invoice, *, edit: bool = Fal
         "can_edit": editable,
         "edit": edit and editable,
         "add_line_form": AddLineForm() if edit and editable else None,
+        # Rule 1 after activation: a charge the package does not cover would leave its sale
+        # unpaid and is refused, so the page says where it goes.
+        "sold_package": live_package_sold_on(invoice) if edit and editable else None,
     }
 
 
