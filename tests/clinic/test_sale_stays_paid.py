@@ -16,7 +16,7 @@ import pytest
 from tally.clinic.actions import billing, catalog, fixes, sales, visits
 from tally.clinic.errors import Conflict
 from tally.clinic.investigator.service import investigate_package
-from tally.clinic.models import InvoiceLine
+from tally.clinic.models import AuditEvent, InvoiceLine
 from tally.clinic.models.billing import LineKind
 
 from .helpers import fresh, make_package, ny, sell, visit, writes_nothing
@@ -154,4 +154,58 @@ def test_old_data_with_a_live_package_on_an_unpaid_sale_shows_the_balance_in_its
     assert (summary["status"], summary["paid"], summary["balance"]) == ("active", Decimal("800.00"),
                                                                         Decimal("130.00"))
     billing.do_record_payment(acting_user=desk, invoice=invoice, amount="130.00", method="card")
+    assert balance_of(invoice) == Decimal("0.00") and fresh(pp).status == "active"
+
+
+# Rule 1 the other way: the sale invoice can become fully paid by its total going down, not
+# only by a payment. The package then activates at that moment; before, it stayed pending
+# with nothing left to pay, and no payment could finish it ("more than the balance of 0.00").
+
+def test_removing_the_charge_that_kept_a_paid_sale_pending_activates_the_package(desk, patient, ten_pack, acu90):
+    pp, invoice = sell(desk, patient, ten_pack, paid=False)
+    extra = billing.do_add_line(acting_user=desk, invoice=invoice, service=acu90)
+    billing.do_record_payment(acting_user=desk, invoice=invoice, amount="800.00", method="card")
+    assert fresh(pp).status == "pending_payment"
+    billing.do_remove_line(acting_user=desk, invoice=invoice, line_id=extra.pk, reason="charged in error")
+    assert balance_of(invoice) == Decimal("0.00")
+    removed_at = InvoiceLine.objects.get(pk=extra.pk).removed_at
+    assert fresh(pp).status == "active" and fresh(pp).activated_at == removed_at
+    event = AuditEvent.objects.filter(action="invoice.remove_line").latest("id")
+    assert event.after["activated_packages"] == [pp.pk]
+
+
+def test_activated_by_a_removal_the_ticked_first_session_is_used(desk, patient, ten_pack, acu90):
+    pp, invoice = sell(desk, patient, ten_pack, paid=False, first=True)
+    extra = billing.do_add_line(acting_user=desk, invoice=invoice, service=acu90)
+    billing.do_record_payment(acting_user=desk, invoice=invoice, amount="800.00", method="card")
+    assert fresh(pp).sessions_used == 0
+    billing.do_remove_line(acting_user=desk, invoice=invoice, line_id=extra.pk, reason="charged in error")
+    assert fresh(pp).status == "active" and fresh(pp).sessions_used == 1  # rule 5
+
+
+def test_undoing_the_check_in_that_kept_a_paid_sale_pending_activates_the_package(desk, patient, ten_pack, acu90):
+    pp, invoice = sell(desk, patient, ten_pack, paid=False)
+    appointment = visits.do_book(acting_user=desk, patient=patient, service=acu90, starts_at=ny(2026, 6, 10, 11))
+    visits.do_check_in(acting_user=desk, appointment=appointment, invoice=invoice)
+    billing.do_record_payment(acting_user=desk, invoice=invoice, amount="800.00", method="card")
+    assert fresh(pp).status == "pending_payment"
+    visits.do_undo_check_in(acting_user=desk, appointment=appointment)
+    assert balance_of(invoice) == Decimal("0.00") and fresh(pp).status == "active"
+
+
+def test_a_fix_that_covers_the_charge_keeping_a_paid_sale_pending_activates_the_package(
+        owner, desk, patient, ten_pack, acu60):
+    """Another package pays the visit charged on the new package's sale invoice: the sale is
+    then paid in full."""
+    older, _ = sell(desk, patient, ten_pack, sold_at=ny(2026, 6, 1, 9))
+    sales.do_adjust(acting_user=owner, patient_package=older, change=-10, reason="all used elsewhere")
+    pp, invoice = sell(desk, patient, ten_pack, paid=False)
+    appointment = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 10, 11))
+    _, _, line = visits.do_check_in(acting_user=desk, appointment=appointment, invoice=invoice)
+    assert line.covered_by_id is None and line.amount == Decimal("95.00")  # the older one had none left
+    billing.do_record_payment(acting_user=desk, invoice=invoice, amount="800.00", method="card")
+    assert fresh(pp).status == "pending_payment"
+    sales.do_adjust(acting_user=owner, patient_package=older, change=1, reason="one given back")
+    result = fixes.do_apply_to_line(acting_user=desk, line_id=line.pk)
+    assert result.applied and InvoiceLine.objects.get(pk=line.pk).covered_by_id == older.pk
     assert balance_of(invoice) == Decimal("0.00") and fresh(pp).status == "active"

@@ -213,6 +213,24 @@ def live_uses_of(appointment_id: int) -> QuerySet:
     )
 
 
+def pending_sales() -> dict[int, bool]:
+    """The packages waiting for their sale to be paid (not cancelled), each with whether its
+    activation would use the ticked first session (rule 5): not when that session is used,
+    removed, or its visit was counted by another charge already."""
+    return {
+        p.pk: p.use_first_session and InvoiceLine.objects.filter(
+            patient_package=p, kind=LineKind.FIRST_SESSION, removed_at__isnull=True, covered_by__isnull=True
+        ).exists() and not (p.first_session_appointment_id and live_uses_of(p.first_session_appointment_id).exists())
+        for p in PatientPackage.objects.filter(activated_at__isnull=True, cancelled_at__isnull=True)
+    }
+
+
+def paid_off(pending: dict[int, bool]) -> set[int]:
+    """Of these pending packages, those whose sale invoice now has nothing left to pay."""
+    return {p.pk for p in PatientPackage.objects.filter(pk__in=pending).select_related("sale_invoice")
+            if billing.load_invoice(p.sale_invoice_id).balance <= ZERO}
+
+
 class PreparedRead:
     """A read compiled to SQL once per example and run after every step: for these tiny
     tables, compiling the same ORM query thousands of times costs more than running it."""
@@ -342,6 +360,19 @@ class PackageTrackingMachine(RuleBasedStateMachine):
         back = {pid for pid, cancelled_at in moved if cancelled_at is None or pid in reversed_now}
         return back - set(live)
 
+    def settle_paid_off(self, pending: dict[int, bool]) -> None:
+        """Rule 1 when a step lowered a sale invoice's total instead of paying it: every package
+        that was pending and whose sale now has nothing left to pay was activated by the step
+        (and used its ticked first session, rule 5); the others are still pending."""
+        done = paid_off(pending)
+        for package in PatientPackage.objects.filter(pk__in=pending):
+            if package.pk in done:
+                assert package.activated_at is not None, f"package {package.pk}'s sale is paid off, still pending"
+                if pending[package.pk]:
+                    self.expected_used[package.pk] += 1
+            else:
+                assert package.activated_at is None, f"package {package.pk} activated with its sale unpaid"
+
     def check_charges(self, since_line: int, snap: dict[int, Facts],
                       released: dict[int, list[int]]) -> list[InvoiceLine]:
         """Compare every service line charged since `since_line` with the oracle, in order."""
@@ -448,12 +479,7 @@ class PackageTrackingMachine(RuleBasedStateMachine):
         pending = list(PatientPackage.objects.filter(
             sale_invoice=invoice, activated_at__isnull=True, cancelled_at__isnull=True
         ))
-        first_session_due = {
-            p.pk for p in pending
-            if p.use_first_session and InvoiceLine.objects.filter(
-                patient_package=p, kind=LineKind.FIRST_SESSION, removed_at__isnull=True, covered_by__isnull=True
-            ).exists() and not (p.first_session_appointment_id and live_uses_of(p.first_session_appointment_id).exists())
-        }
+        first_session_due = {pk for pk, due in pending_sales().items() if due}
         _, error = attempt(billing.do_record_payment, acting_user=self.catalog.desk, invoice=invoice,
                            amount=amount, method="card", received_at=received_at, reason="patient asked")
         if not valid:
@@ -575,6 +601,7 @@ class PackageTrackingMachine(RuleBasedStateMachine):
         given_back = [use.patient_package_id for line in charged if (use := live_use_for_line(line))]
         underflow = reversals_underflow(given_back)
         first_sessions_back = self.first_sessions_given_back(appointment, given_back)
+        pending = pending_sales()
         _, error = attempt(visits.do_undo_check_in, acting_user=self.catalog.desk, appointment=appointment)
         if appointment.deleted_at is not None:
             assert isinstance(error, NotFound), error
@@ -591,6 +618,7 @@ class PackageTrackingMachine(RuleBasedStateMachine):
                 # been checked in: used if the package is active and has a session left
                 if package.activated_at is not None and self.expected_used[package.pk] < package.sessions_total:
                     self.expected_used[package.pk] += 1
+            self.settle_paid_off(pending)
             assert not InvoiceLine.objects.filter(
                 appointment=appointment, kind=LineKind.SERVICE, removed_at__isnull=True,
                 invoice__voided_at__isnull=True,
@@ -697,6 +725,7 @@ class PackageTrackingMachine(RuleBasedStateMachine):
             return
         use = live_use_for_line(line)
         underflow = use is not None and reversals_underflow([use.patient_package_id])
+        pending = pending_sales()
         _, error = attempt(billing.do_remove_line, acting_user=self.catalog.desk, invoice=line.invoice,
                            line_id=line.pk, reason="charged in error")
         if line.invoice.voided_at is not None or line.kind in (LineKind.PACKAGE_SALE, LineKind.PACKAGE_REFUND):
@@ -708,6 +737,7 @@ class PackageTrackingMachine(RuleBasedStateMachine):
         assert error is None, error
         if use is not None:
             self.expected_used[use.patient_package_id] -= 1
+        self.settle_paid_off(pending)
 
     @rule(data=st.data())
     def void_invoice(self, data: st.DataObject) -> None:
@@ -817,6 +847,7 @@ class PackageTrackingMachine(RuleBasedStateMachine):
         kwargs = dict(acting_user=self.catalog.desk, action=finding.fix["action"], params=finding.fix["params"],
                       context=context, patient_id=patient.pk)
         used_before = dict(PatientPackage.objects.values_list("pk", "sessions_used"))
+        pending = pending_sales()
         doubled_before = self.visits_counted_twice()
         result, error = attempt(lambda: apply_fix(**kwargs))
         if error is not None:
@@ -827,6 +858,9 @@ class PackageTrackingMachine(RuleBasedStateMachine):
         assert self.visits_counted_twice() <= doubled_before, (finding.code, "the fix counted a visit twice")
         for pk, used in PatientPackage.objects.values_list("pk", "sessions_used"):
             self.expected_used[pk] += used - used_before[pk]
+        done = paid_off(pending)
+        assert set(PatientPackage.objects.filter(pk__in=pending, activated_at__isnull=False)
+                   .values_list("pk", flat=True)) == done, (finding.code, "a sale paid off by the fix")
         entries = last_id(PackageLedgerEntry.objects)
         lines = list(InvoiceLine.objects.order_by("pk").values_list("pk", "covered_by_id", "amount", "removed_at"))
         again, error = attempt(lambda: apply_fix(**kwargs))
@@ -849,6 +883,12 @@ class PackageTrackingMachine(RuleBasedStateMachine):
         for package_id, invoice_id in live.values_list("pk", "sale_invoice_id"):
             balance = billing.load_invoice(invoice_id).balance
             assert balance <= ZERO, f"active package {package_id}'s sale has a balance of {balance}"
+
+    @invariant()
+    def a_paid_sale_is_not_left_pending(self) -> None:
+        """Rule 1 the other way: a package not cancelled whose sale has nothing left to pay is
+        active (or was), whether a payment or a lower total settled it; never stuck pending."""
+        assert not paid_off(pending_sales()), "a pending package whose sale is paid in full"
 
     @invariant()
     def every_count_adds_up(self) -> None:

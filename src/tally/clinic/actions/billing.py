@@ -158,9 +158,10 @@ def do_remove_line(*, acting_user: Staff, invoice: Invoice, line_id: int, reason
     lock_patient_packages(invoice.patient_id)
     before = snapshot(line)
     line.invoice = invoice
-    remove_line(line, by=acting_user, reason=optional_text(reason, "reason"))
+    tombstone = remove_line(line, by=acting_user, reason=optional_text(reason, "reason"))
+    activated = activate_paid_off_sales([invoice.pk], at=tombstone.removed_at, by=acting_user)
     record("invoice.remove_line", actor=acting_user, obj=line, patient_id=invoice.patient_id, before=before,
-           after=snapshot(line))
+           after=snapshot(line) | activated_note(activated))
 
 
 def activate_paid_packages(invoice: Invoice, *, paid_at: dt.datetime, by: Staff | None) -> list[PatientPackage]:
@@ -187,6 +188,25 @@ def activate_paid_packages(invoice: Invoice, *, paid_at: dt.datetime, by: Staff 
                 use_first_session(package, line, by=by)
         activated.append(package)
     return activated
+
+
+def activate_paid_off_sales(invoice_ids: Iterable[int], *, at: dt.datetime,
+                            by: Staff | None) -> list[PatientPackage]:
+    """Rule 1 when a sale invoice's total goes down (a charge removed, or paid via a package)
+    rather than a payment coming in: a sale now fully paid activates its package `at` that
+    moment, as the payment completing it would have. Without this the package stayed pending
+    with nothing left to pay, and no payment could finish it. Call with the patient's packages
+    locked (the order of locking.py), after the change; `activated_note` says in its audit
+    event which packages it activated."""
+    paid_off = PatientPackage.objects.filter(
+        sale_invoice_id__in=list(invoice_ids), activated_at__isnull=True, cancelled_at__isnull=True,
+    ).values_list("sale_invoice_id", flat=True)
+    return [package for invoice_id in sorted(set(paid_off))
+            for package in activate_paid_packages(Invoice(pk=invoice_id), paid_at=at, by=by)]
+
+
+def activated_note(activated: list[PatientPackage]) -> dict[str, list[int]]:
+    return {"activated_packages": [p.pk for p in activated]} if activated else {}
 
 
 def use_first_session(package: PatientPackage, first_line: InvoiceLine, *, by: Staff | None) -> None:
@@ -374,6 +394,8 @@ def do_void_invoice(*, acting_user: Staff, invoice: Invoice, reason: str) -> Inv
 
 
 __all__ = [
+    "activate_paid_off_sales",
+    "activated_note",
     "activate_paid_packages",
     "do_add_line",
     "do_create_invoice",

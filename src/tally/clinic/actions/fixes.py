@@ -27,7 +27,7 @@ from ..models import (
 )
 from ..models.billing import ZERO, LineKind
 from ..models.scheduling import AppointmentStatus, TombstoneKind
-from .billing import live_charges, load_invoice
+from .billing import activate_paid_off_sales, activated_note, live_charges, load_invoice
 from .common import (
     DESK,
     OWNER,
@@ -160,8 +160,9 @@ def do_apply_to_line(
     line.coverage_decision = decision | {"invoice_date": invoice_date.isoformat(), "at": now().isoformat(),
                                          "by_fix": True}
     line.save()
+    activated = activate_paid_off_sales([invoice.pk], at=now(), by=acting_user)  # the line costs nothing now
     record("fix.apply_to_line", actor=acting_user, obj=line, patient_id=invoice.patient_id, before=before,
-           after=snapshot(line) | {"override": override, "reason": reason})
+           after=snapshot(line) | {"override": override, "reason": reason} | activated_note(activated))
     entry = _latest_entry(list(packages))
     return FixResult(True, entry, "Package applied.")
 

@@ -22,6 +22,8 @@ from ..models.billing import LineKind
 from ..models.scheduling import AppointmentStatus, Tombstone, TombstoneKind
 from ..models.staff import Role
 from .billing import (
+    activate_paid_off_sales,
+    activated_note,
     check_charge_keeps_sale_paid,
     check_line_target,
     invoice_as_created,
@@ -250,12 +252,14 @@ def do_undo_check_in(*, acting_user: Staff, appointment: Appointment) -> Appoint
             invoice.voided_at = now()
             invoice.void_reason = "check-in undone; nothing left on the invoice"
             invoice.save(update_fields=["voided_at", "void_reason"])
+    activated = activate_paid_off_sales({ln.invoice_id for ln in lines}, at=now(), by=acting_user)
     appointment.status = AppointmentStatus.BOOKED
     appointment.no_charges = False
     appointment.checked_in_at = None
     appointment.save(update_fields=["status", "no_charges", "checked_in_at"])
     record("appointment.undo_check_in", actor=acting_user, obj=appointment, patient_id=appointment.patient_id,
-           before=before, after=snapshot(appointment) | {"first_session_lines": [ln.pk for ln in restored]})
+           before=before, after=snapshot(appointment) | {"first_session_lines": [ln.pk for ln in restored]}
+           | activated_note(activated))
     return appointment
 
 
