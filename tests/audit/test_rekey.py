@@ -192,3 +192,22 @@ def test_rekey_audit_does_not_bless_a_tail_rewritten_without_the_key(mixed):
         triggers.install(connection)
     with pytest.raises(CommandError, match=f"event {victim}"):
         rekey()
+
+
+def test_rekey_audit_under_a_key_that_signed_nothing_names_the_first_event_and_the_key(mixed, settings):
+    """Found by hand on PostgreSQL: the first event's bad hash was reported as 'does not start the chain'."""
+    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = "a key this log never saw", []
+    first = links()[0][0]
+    with pytest.raises(CommandError, match=f"event {first}: its content does not match its hash under "
+                                           "TALLY_SECRET_KEY or any of TALLY_SECRET_KEY_FALLBACKS"):
+        rekey()
+    with pytest.raises(CommandError, match=f"event {first}: its content does not match its hash under"):
+        migration.unkey_events(apps, schema_editor)
+
+
+def test_the_migration_names_an_edited_first_event_as_edited(mixed):
+    chain(unkeyed_event_hash)
+    first = links()[0][0]
+    raw("UPDATE clinic_auditevent SET action = 'patient.nothing_to_see' WHERE id = %s", [first])
+    with pytest.raises(CommandError, match=f"event {first}: its content does not match its hash \\(the row"):
+        migration.rekey_existing_events(apps, schema_editor)

@@ -417,11 +417,23 @@ def _walk(batch: int = 2000, model: type[models.Model] = AuditEvent) -> Iterator
         last = rows[-1].pk
 
 
+def _broken_link(event: AuditEvent, prev: str, count: int) -> str | None:
+    if event.prev_hash == prev:
+        return None
+    what = "the first event does not start the chain" if count == 0 else \
+        "it does not follow the event before it (an event was deleted or inserted, or events were reordered)"
+    return f"event {event.pk}: {what}"
+
+
+def unkeyed_link_problem(event: AuditEvent, prev: str, count: int, message: bytes) -> str:
+    """Why an event of an unkeyed chain (before migration 0008) does not check."""
+    return _broken_link(event, prev, count) or \
+        f"event {event.pk}: its content does not match its hash (the row was changed)"
+
+
 def _bad_link(event: AuditEvent, prev: str, count: int, message: bytes) -> str:
-    if event.prev_hash != prev:
-        what = "the first event does not start the chain" if count == 0 else \
-            "it does not follow the event before it (an event was deleted or inserted, or events were reordered)"
-        return f"event {event.pk}: {what}"
+    if broken := _broken_link(event, prev, count):
+        return broken
     if hashlib.sha256(message).hexdigest() == event.hash:
         return (f"event {event.pk}: its hash is the unkeyed sha256 of its content, not the keyed HMAC: the "
                 "chain was rewritten from here without the server's secret key")
@@ -478,6 +490,7 @@ class Rechained:
 
 
 def rechain(accepts: Callable[[bytes, str], bool], *, model: type[models.Model] = AuditEvent,
+            explain: Callable[[AuditEvent, str, int, bytes], str] | None = None,
             accept_broken: Iterable[int] = (), sign: Callable[[bytes], str] | None = None,
             batch: int = 2000) -> Rechained:
     """Check the chain as it stands, each link with `accepts(prev_hash + canonical, hash)`, and
@@ -486,7 +499,8 @@ def rechain(accepts: Callable[[bytes, str], bool], *, model: type[models.Model] 
     The first event that does not check raises ChainBroken naming it, and nothing changes;
     unless its id is in `accept_broken`: then it is re-signed as it is (the result names it).
     Rows whose link is already the current key's are not written. `model`: a migration's
-    historical AuditEvent; `sign`: another formula (only for undoing migration 0008). The caller
+    historical AuditEvent; `explain`: what a bad link's problem says (as verify_chain by
+    default); `sign`: another formula (only for undoing migration 0008). The caller
     records the re-signing (an "audit.rekeyed" event)."""
     accept = set(accept_broken)
     accepted: list[str] = []
@@ -504,15 +518,12 @@ def rechain(accepts: Callable[[bytes, str], bool], *, model: type[models.Model] 
         _lock_chain()
         signer = _chain_signer()
         sign = sign or (lambda message: _sign(signer, message))
+        explain = explain or _bad_link
         for event in _walk(batch, model):
             content = canonical(event)
             message = (old_prev + content).encode()
             if event.prev_hash != old_prev or not accepts(message, event.hash):
-                what = "the first event does not start the chain" if count == 0 else \
-                    "it does not follow the event before it (an event was deleted or inserted, or events were " \
-                    "reordered)" if event.prev_hash != old_prev else \
-                    "its content does not match its hash (the row was changed)"
-                problem = f"event {event.pk}: {what}"
+                problem = explain(event, old_prev, count, message)
                 if event.pk not in accept:
                     raise ChainBroken(event.pk, problem)
                 accepted.append(problem)

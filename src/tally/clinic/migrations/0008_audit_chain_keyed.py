@@ -39,13 +39,13 @@ def unkeyed(message: bytes, digest: str) -> bool:
 
 
 def rekey_existing_events(apps, schema_editor):
-    from tally.clinic.audit import ChainBroken, _plain, event_hash, rechain
+    from tally.clinic.audit import ChainBroken, _plain, event_hash, rechain, unkeyed_link_problem
 
     AuditEvent = apps.get_model("clinic", "AuditEvent")
     if not AuditEvent.objects.exists():
         return
     try:
-        done = rechain(unkeyed, model=AuditEvent, accept_broken=accepted_ids())
+        done = rechain(unkeyed, model=AuditEvent, explain=unkeyed_link_problem, accept_broken=accepted_ids())
     except ChainBroken as broken:
         raise CommandError(
             f"the audit log's hash chain is broken, so it was not re-signed with the server's key: "
