@@ -32,10 +32,12 @@ Usage: tally COMMAND [options]     (tally COMMAND --help for its options)
   investigate   why a patient's package counts are what they are: P-000123 [--json]
   audit         every package through the investigator: [--json|--csv] [--min-severity warning]
   verify        re-derive every package from its ledger, check no invoice is half-written; exit 1 on any problem
-  verify-audit  check the audit log's hash chain; exit 1 naming the first tampered event [--head HASH]
+  verify-audit  check the audit log's keyed hash chain; exit 1 naming the first tampered event [--head HASH]
+  rekey-audit   re-sign the audit log's chain with the current secret key (after a key rotation)
 
 Every Django management command works too (tally migrate, tally shell, tally check, ...).
-Configuration: TALLY_DATABASE_URL, TALLY_SECRET_KEY, TALLY_DEBUG, TALLY_ALLOWED_HOSTS.
+Configuration: TALLY_DATABASE_URL, TALLY_SECRET_KEY (and TALLY_SECRET_KEY_FALLBACKS), TALLY_DEBUG,
+TALLY_ALLOWED_HOSTS.
 """
 
 

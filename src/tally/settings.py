@@ -1,7 +1,11 @@
 """Settings from environment variables, SQLite by default (healthchecks style).
 
 TALLY_DATABASE_URL  sqlite:///path or postgresql://user@host:port/db (default: ./tally.sqlite3)
-TALLY_SECRET_KEY    required unless TALLY_DEBUG is on
+TALLY_SECRET_KEY    required unless TALLY_DEBUG is on; it also keys the audit log's hash chain
+TALLY_SECRET_KEY_FALLBACKS  comma-separated earlier secret keys, after a rotation (Django's
+                    SECRET_KEY_FALLBACKS): sessions, tokens and audit events signed with one still
+                    verify; new ones use TALLY_SECRET_KEY (`tally verify-audit` counts the events
+                    each fallback signed; `tally rekey-audit` re-signs them so it can be dropped)
 TALLY_DEBUG         "1"/"true" for development
 TALLY_ALLOWED_HOSTS comma-separated (default: localhost,127.0.0.1,[::1])
 TALLY_HTTPS         "1" when the site is served over HTTPS: secure cookies, HSTS, redirect to https
@@ -58,6 +62,7 @@ if not SECRET_KEY:
         # A per-install key is better than a shared default; the CLI writes one
         # next to the database on first run (see tally.cli.ensure_secret_key).
         raise ImproperlyConfigured("TALLY_SECRET_KEY must be set (or TALLY_DEBUG=1 for development)")
+SECRET_KEY_FALLBACKS = [k.strip() for k in os.environ.get("TALLY_SECRET_KEY_FALLBACKS", "").split(",") if k.strip()]
 
 ALLOWED_HOSTS = [
     h.strip()

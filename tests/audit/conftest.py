@@ -11,8 +11,10 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
+from tally.clinic.actions import billing, catalog
 from tally.clinic.actions.sales import do_sell_package
 from tally.clinic.actions.visits import do_book, do_check_in
+from tally.clinic.audit import record
 from tally.clinic.models import ApiToken, AuditEvent, Staff
 
 IP = "203.0.113.7"
@@ -57,3 +59,20 @@ def last_event_id() -> int:
 
 def events_after(event_id: int) -> list[AuditEvent]:
     return list(AuditEvent.objects.filter(id__gt=event_id).order_by("id"))
+
+
+@pytest.fixture
+def mixed(history, desk, owner, practitioner, acu90):
+    """A realistic morning: writes through actions, API and pages, reads of every kind."""
+    api_client(desk).get(f"/api/v1/patients/{history.patient.pk}")
+    api_client(desk).get("/api/v1/appointments")
+    api_client(owner).get("/api/v1/audit-log")
+    staff_client(practitioner).get(f"/patients/{history.patient.pk}/")
+    staff_client(desk).get("/today/")
+    staff_client(desk).post(f"/appointments/{history.visit.pk}/cancel/", {"reason": "sick"})
+    invoice = billing.do_create_invoice(acting_user=desk, patient=history.patient, lines=[(acu90, None)])
+    billing.do_record_payment(acting_user=desk, invoice=invoice, amount=Decimal("10.50"), method="cash")
+    catalog.do_update_clinic(acting_user=owner, changes={"name": "Renamed Cliníc ✓"})
+    record("odd.values", actor=owner, before={"n": 1.0, "big": 1e20, "when": dt.date(2026, 1, 2), "k": [1, "x"]},
+           after={"ünï": "çødé", "nested": {"b": None, "a": True}})
+    return history

@@ -1,21 +1,21 @@
-"""The audit log is append-only (triggers on both databases) and hash-chained; `tally
-verify-audit` recomputes the chain and names the first event that was changed, deleted or
-inserted behind Tally's back."""
+"""The audit log is append-only (triggers on both databases) and chained with a hash keyed by
+the server's secret; `tally verify-audit` recomputes the chain and names the first event that
+was changed, deleted, inserted or moved behind Tally's back, or whose links were recomputed
+without the key."""
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from decimal import Decimal
 from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.utils.crypto import salted_hmac
 
 from tally import cli
 from tally.clinic import triggers
-from tally.clinic.actions import billing, catalog
 from tally.clinic.audit import (
     GENESIS,
     Shown,
@@ -27,26 +27,9 @@ from tally.clinic.audit import (
 )
 from tally.clinic.models import AuditEvent
 
-from .conftest import api_client, staff_client
+from .conftest import staff_client
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def mixed(history, desk, owner, practitioner, acu90):
-    """A realistic morning: writes through actions, API and pages, reads of every kind."""
-    api_client(desk).get(f"/api/v1/patients/{history.patient.pk}")
-    api_client(desk).get("/api/v1/appointments")
-    api_client(owner).get("/api/v1/audit-log")
-    staff_client(practitioner).get(f"/patients/{history.patient.pk}/")
-    staff_client(desk).get("/today/")
-    staff_client(desk).post(f"/appointments/{history.visit.pk}/cancel/", {"reason": "sick"})
-    invoice = billing.do_create_invoice(acting_user=desk, patient=history.patient, lines=[(acu90, None)])
-    billing.do_record_payment(acting_user=desk, invoice=invoice, amount=Decimal("10.50"), method="cash")
-    catalog.do_update_clinic(acting_user=owner, changes={"name": "Renamed Cliníc ✓"})
-    record("odd.values", actor=owner, before={"n": 1.0, "big": 1e20, "when": dt.date(2026, 1, 2), "k": [1, "x"]},
-           after={"ünï": "çødé", "nested": {"b": None, "a": True}})
-    return history
 
 
 def ids() -> list[int]:
@@ -99,11 +82,12 @@ def test_any_hashed_column_edited_is_caught(mixed, column, value):
     assert verify_chain().broken_at == victim
 
 
-def test_a_row_rehashed_by_the_forger_breaks_the_next_link(mixed):
+def test_a_row_rehashed_by_the_forger_breaks_the_next_link(mixed, settings):
+    """Even with the server's key, one row re-signed alone breaks the link after it."""
     victim, follower = ids()[3], ids()[4]
     event = AuditEvent.objects.get(pk=victim)
     event.action = "forged"
-    forged = hashlib.sha256((event.prev_hash + canonical(event)).encode()).hexdigest()
+    forged = keyed_with(settings.SECRET_KEY)(event.prev_hash, event)
     raw("UPDATE clinic_auditevent SET action = %s, hash = %s WHERE id = %s", ["forged", forged, victim])
     report = verify_chain()
     assert report.broken_at == follower and "does not follow" in report.problem
@@ -238,3 +222,110 @@ def test_a_read_filtered_with_a_nul_character_is_recorded(owner, clinic):
     event = AuditEvent.objects.order_by("-id").first()
     assert "a\ufffdb" in str(event.after)
     assert verify_chain().intact
+
+
+# ------------------------------------------------------------------ the chain is keyed
+
+
+def unkeyed(prev: str, event: AuditEvent) -> str:
+    return hashlib.sha256((prev + canonical(event)).encode()).hexdigest()
+
+
+def keyed_with(secret: str):
+    def digest(prev: str, event: AuditEvent) -> str:
+        return salted_hmac("tally.audit-chain", prev + canonical(event), secret=secret, algorithm="sha256").hexdigest()
+    return digest
+
+
+def rewrite_tail(start: int, digest) -> None:
+    """What someone with write access to the database alone can do: change an event and
+    recompute every later link consistently, with a formula of their choosing."""
+    rows = list(AuditEvent.objects.filter(id__gte=start).order_by("id"))
+    prev = AuditEvent.objects.filter(id__lt=start).order_by("-id").values_list("hash", flat=True).first() or GENESIS
+    rows[0].action = "patient.nothing_to_see"
+    triggers.uninstall(connection)
+    try:
+        with connection.cursor() as cursor:
+            for row in rows:
+                row.prev_hash, row.hash = prev, digest(prev, row)
+                cursor.execute("UPDATE clinic_auditevent SET action = %s, prev_hash = %s, hash = %s WHERE id = %s",
+                               [row.action, row.prev_hash, row.hash, row.pk])
+                prev = row.hash
+    finally:
+        triggers.install(connection)
+
+
+def test_every_link_is_an_hmac_keyed_by_the_secret_key(mixed, settings):
+    """Django's salted_hmac (SHA-256, salt "tally.audit-chain") of the previous hash and the
+    event's content: recomputing a link needs the server's secret, not the database alone."""
+    for event in AuditEvent.objects.order_by("id"):
+        assert event.hash == keyed_with(settings.SECRET_KEY)(event.prev_hash, event)
+        assert event.hash != unkeyed(event.prev_hash, event)
+
+
+def test_a_tail_rewritten_consistently_with_the_unkeyed_formula_is_named(mixed):
+    victim = ids()[len(ids()) // 2]
+    rewrite_tail(victim, unkeyed)
+    report = verify_chain()
+    assert report.broken_at == victim and report.events == ids().index(victim)
+    assert "unkeyed" in report.problem and "without the server's secret key" in report.problem
+    with pytest.raises(CommandError, match=f"event {victim}: its hash is the unkeyed") as error:
+        verify_output()
+    assert error.value.returncode == 1
+
+
+def test_a_tail_rewritten_consistently_with_a_wrong_key_is_named(mixed):
+    victim = ids()[3]
+    rewrite_tail(victim, keyed_with("a key guessed by the forger"))
+    report = verify_chain()
+    assert report.broken_at == victim and "content does not match its hash" in report.problem
+    with pytest.raises(CommandError, match=f"event {victim}: its content does not match"):
+        verify_output()
+
+
+def test_the_whole_chain_rewritten_with_a_wrong_key_is_named_at_its_first_event(mixed):
+    first = ids()[0]
+    rewrite_tail(first, keyed_with("another install's key"))
+    assert verify_chain().broken_at == first
+
+
+def test_a_reordered_row_is_named(mixed):
+    """Two rows swap places (their ids): the later one no longer follows the one before it."""
+    all_ids = ids()
+    a, b = all_ids[4], all_ids[5]
+    spare = all_ids[-1] + 1000
+    for old, new in ((a, spare), (b, a), (spare, b)):
+        raw("UPDATE clinic_auditevent SET id = %s WHERE id = %s", [new, old])
+    report = verify_chain()
+    assert report.broken_at == a and "does not follow" in report.problem
+
+
+def test_a_rotated_key_verifies_the_old_events_through_its_fallback_and_says_how_many(owner, settings):
+    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = "the key of last year", []
+    old = [record("before.rotation", actor=owner).pk for _ in range(3)]
+    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = "this year's key", ["an unused key", "the key of last year"]
+    new = record("after.rotation", actor=owner)
+    assert new.hash == keyed_with("this year's key")(new.prev_hash, new)  # new events: the current key
+    report = verify_chain()
+    assert report.intact and report.events == AuditEvent.objects.count()
+    assert [(use.events, use.first_id, use.last_id) for use in report.fallbacks] == [(0, None, None),
+                                                                                   (3, old[0], old[-1])]
+    lines = verify_output().splitlines()
+    assert lines[0] == f"{AuditEvent.objects.count()} events, chain intact"
+    assert any(line.startswith(f"3 events (ids {old[0]} to {old[-1]}) were signed with TALLY_SECRET_KEY_FALLBACKS "
+                               "key 2: keep it") for line in lines)
+    assert "TALLY_SECRET_KEY_FALLBACKS key 1 signed no event" in " ".join(lines)
+
+    settings.SECRET_KEY_FALLBACKS = []  # dropped too early: the old events no longer verify
+    report = verify_chain()
+    assert report.broken_at == old[0] and "content does not match its hash" in report.problem
+
+
+def test_the_keyed_hmac_is_built_once_per_key_not_per_event(owner, settings):
+    from tally.clinic import audit
+
+    assert audit._chain_signer() is audit._chain_signer()
+    first = audit._chain_signer()
+    settings.SECRET_KEY = "a rotated key"
+    assert audit._chain_signer() is not first
+    assert record("after.rotation", actor=owner).hash.isalnum()

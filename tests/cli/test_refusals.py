@@ -22,6 +22,7 @@ COMMANDS_THAT_NEED_A_DATABASE = [
     ("deactivate", "ana"),
     ("verify",),
     ("verify-audit",),
+    ("rekey-audit",),
 ]
 
 

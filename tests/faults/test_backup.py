@@ -64,11 +64,15 @@ def test_backup_during_load_opens_verifies_and_serves(tmp_path, static_root):
         else:
             restore_postgresql(copy, restored_url)
             copy_url = restored_url
-        copy_env = tally_env(copy_url, tmp_path) | {"TALLY_STATIC_ROOT": str(static_root)}
+        # The copy is served, and its audit log verifies, with the server's secret key: the chain is keyed by it.
+        other_key_env = tally_env(copy_url, tmp_path) | {"TALLY_STATIC_ROOT": str(static_root)}
+        copy_env = other_key_env | {"TALLY_SECRET_KEY": env["TALLY_SECRET_KEY"]}
         verified = run_tally(copy_env, "verify", check=False)
         assert verified.returncode == 0, verified.stdout + verified.stderr
         chained = run_tally(copy_env, "verify-audit", check=False)  # the copy's audit log is whole
         assert chained.returncode == 0 and "chain intact" in chained.stdout, chained.stdout + chained.stderr
+        other_key = run_tally(other_key_env, "verify-audit", check=False)  # another key cannot vouch for it
+        assert other_key.returncode == 1 and "after 0 good events" in other_key.stderr, other_key.stdout + other_key.stderr
         copy_counts = db_counts(copy_env)
         assert 0 < copy_counts["appointments"] <= live_counts["appointments"]
         # Serves as it is: no `tally init` (serve refuses a database that is not fully migrated).

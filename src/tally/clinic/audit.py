@@ -1,8 +1,16 @@
 """The audit trail (SPEC "Who uses it"): one AuditEvent per change, written in the action's
 transaction, and one per patient-data object a read showed, written before the answer leaves.
 
-Every event is hash-chained: `hash = sha256(prev_hash + canonical JSON of the row's content)`,
-the first event following GENESIS. Appending takes one lock so the chain never forks: on
+Every event is chained with a keyed hash: `hash = HMAC-SHA256(key, prev_hash + canonical JSON
+of the row's content)`, the first event following GENESIS. The key is derived from the server's
+secret (TALLY_SECRET_KEY) as Django's `salted_hmac` derives one, with the salt "tally.audit-chain",
+so rewriting a stretch of the log and recomputing every later link consistently needs the
+application's secret as well as write access to the database (docs/audit-log.md says what that
+does and does not protect against). New events are signed with the current key; an event verifies
+under it or any of SECRET_KEY_FALLBACKS (TALLY_SECRET_KEY_FALLBACKS), so rotating the key keeps the
+old events verifiable. Migration 0009 re-chained the unkeyed events older installs held (their
+`hash` was a plain sha256) after checking them; `tally rekey-audit` re-signs events a fallback
+signed, so the fallback can be dropped. Appending takes one lock so the chain never forks: on
 PostgreSQL a transaction-scoped advisory lock, taken before the last hash is read and held
 until commit; on SQLite writers are serialised already (BEGIN IMMEDIATE). Under that lock
 ids grow in chain order, so `id` order is the chain's order. `verify_chain` (and
@@ -22,12 +30,13 @@ import contextvars
 import datetime as dt
 import getpass
 import hashlib
+import hmac
 import ipaddress
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, overload
 
 from django.conf import settings
@@ -36,6 +45,7 @@ from django.db import connection, models, transaction
 from django.forms.models import model_to_dict
 from django.utils import timezone
 
+from . import triggers
 from .compiled import Compiled, insert
 from .locking import lock_errors
 from .models import AuditEvent, Staff
@@ -154,8 +164,63 @@ def canonical(event: AuditEvent) -> str:
     return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+# The salt of the chain's key: Django's salted_hmac(CHAIN_KEY_SALT, message, secret, algorithm="sha256").
+CHAIN_KEY_SALT = "tally.audit-chain"
+
+
+def _keyed(secret: str) -> hmac.HMAC:
+    """An HMAC-SHA256 object keyed for the chain and fed nothing yet, which every link
+    `.copy()`s: the key is derived once (as `salted_hmac` derives it), not per event."""
+    key = hashlib.sha256((CHAIN_KEY_SALT + secret).encode()).digest()
+    return hmac.new(key, digestmod=hashlib.sha256)
+
+
+# (secret, its keyed object) and (secret, fallbacks, their keyed objects, current first), built
+# once per process and again only when the settings change (a test's override, never a server).
+_signer: tuple[str, hmac.HMAC] | None = None
+_verifiers: tuple[str, tuple[str, ...], tuple[hmac.HMAC, ...]] | None = None
+
+
+def _chain_signer() -> hmac.HMAC:
+    """The keyed object new events are signed with: the current SECRET_KEY's."""
+    global _signer
+    secret = settings.SECRET_KEY
+    cached = _signer
+    if cached is None or cached[0] != secret:
+        cached = _signer = (secret, _keyed(secret))
+    return cached[1]
+
+
+def _chain_verifiers() -> tuple[hmac.HMAC, ...]:
+    """The keys an event may have been signed with: the current one, then each fallback."""
+    global _verifiers
+    secret, fallbacks = settings.SECRET_KEY, tuple(settings.SECRET_KEY_FALLBACKS)
+    cached = _verifiers
+    if cached is None or cached[0] != secret or cached[1] != fallbacks:
+        cached = _verifiers = (secret, fallbacks, (_chain_signer(), *(_keyed(k) for k in fallbacks)))
+    return cached[2]
+
+
+def _link(prev_hash: str, event: AuditEvent) -> bytes:
+    return (prev_hash + canonical(event)).encode()
+
+
+def _sign(keyed: hmac.HMAC, message: bytes) -> str:
+    mac = keyed.copy()
+    mac.update(message)
+    return mac.hexdigest()
+
+
 def event_hash(prev_hash: str, event: AuditEvent) -> str:
-    return hashlib.sha256((prev_hash + canonical(event)).encode()).hexdigest()
+    """The link of `event` after `prev_hash`, signed with the current key."""
+    return _sign(_chain_signer(), _link(prev_hash, event))
+
+
+def unkeyed_event_hash(prev_hash: str, event: AuditEvent) -> str:
+    """The chain's form before migration 0009: a plain sha256 anyone can recompute. Used only
+    by the migrations that built (0003) and re-keyed (0009) such chains, and to name a tail
+    rewritten with it; `verify_chain` never accepts it."""
+    return hashlib.sha256(_link(prev_hash, event)).hexdigest()
 
 
 # The chain's head, read by every write: compiled once per connection (compiled.py).
@@ -323,44 +388,163 @@ def record_read(actor: Staff, action: str, patient_id: int | None, object_type: 
 
 
 @dataclass
+class FallbackUse:
+    """How many events one of SECRET_KEY_FALLBACKS signed, and the first and last of them."""
+
+    events: int = 0
+    first_id: int | None = None
+    last_id: int | None = None
+
+
+@dataclass
 class ChainReport:
     events: int
     head: str
     broken_at: int | None = None
     problem: str = ""
     head_seen: bool = False
+    # One per SECRET_KEY_FALLBACKS entry, in its order, for the events before any break.
+    fallbacks: list[FallbackUse] = field(default_factory=list)
 
     @property
     def intact(self) -> bool:
         return self.broken_at is None
 
 
-def _walk(batch: int = 2000) -> Iterator[AuditEvent]:
+def _walk(batch: int = 2000, model: type[models.Model] = AuditEvent) -> Iterator[AuditEvent]:
     last = 0
     while True:
-        rows = list(AuditEvent.objects.filter(id__gt=last).order_by("id")[:batch])
+        rows = list(model._default_manager.filter(id__gt=last).order_by("id")[:batch])
         if not rows:
             return
         yield from rows
         last = rows[-1].pk
 
 
+def _broken_link(event: AuditEvent, prev: str, count: int) -> str | None:
+    if event.prev_hash == prev:
+        return None
+    what = "the first event does not start the chain" if count == 0 else \
+        "it does not follow the event before it (an event was deleted or inserted, or events were reordered)"
+    return f"event {event.pk}: {what}"
+
+
+def unkeyed_link_problem(event: AuditEvent, prev: str, count: int, message: bytes) -> str:
+    """Why an event of an unkeyed chain (before migration 0009) does not check."""
+    return _broken_link(event, prev, count) or \
+        f"event {event.pk}: its content does not match its hash (the row was changed)"
+
+
+def _bad_link(event: AuditEvent, prev: str, count: int, message: bytes) -> str:
+    if broken := _broken_link(event, prev, count):
+        return broken
+    if hashlib.sha256(message).hexdigest() == event.hash:
+        return (f"event {event.pk}: its hash is the unkeyed sha256 of its content, not the keyed HMAC: the "
+                "chain was rewritten from here without the server's secret key")
+    return (f"event {event.pk}: its content does not match its hash under TALLY_SECRET_KEY or any of "
+            "TALLY_SECRET_KEY_FALLBACKS (the row was changed, or it was signed with a key this server "
+            "does not have)")
+
+
 def verify_chain(stop_at: str | None = None) -> ChainReport:
-    """Walk the chain in id order and recompute every hash; stop at the first event that
-    does not follow its predecessor (a deleted or inserted row) or whose content no longer
-    matches its hash (an edited row). `head_seen`: whether the hash `stop_at` is on the chain."""
+    """Walk the chain in id order and recompute every link; stop at the first event that
+    does not follow its predecessor (a deleted, inserted or reordered row) or whose content no
+    longer matches its hash under the current key or a fallback (an edited row, or links
+    recomputed by someone without the key). `head_seen`: whether the hash `stop_at` is on the
+    chain. `fallbacks`: how many events each fallback key signed (they need it to verify)."""
+    keys = _chain_verifiers()
+    fallbacks = [FallbackUse() for _ in keys[1:]]
     prev = GENESIS
     count = 0
     seen = stop_at is None
     for event in _walk():
-        if event.prev_hash != prev:
-            what = "the first event does not start the chain" if count == 0 else \
-                "it does not follow the event before it (an event was deleted or inserted)"
-            return ChainReport(count, prev, event.pk, f"event {event.pk}: {what}")
-        if event_hash(prev, event) != event.hash:
-            return ChainReport(count, prev, event.pk,
-                               f"event {event.pk}: its content does not match its hash (the row was changed)")
+        message = _link(prev, event)
+        signed_with = None
+        if event.prev_hash == prev:
+            signed_with = next((i for i, keyed in enumerate(keys) if _sign(keyed, message) == event.hash), None)
+        if signed_with is None:
+            return ChainReport(count, prev, event.pk, _bad_link(event, prev, count, message), fallbacks=fallbacks)
+        if signed_with:
+            use = fallbacks[signed_with - 1]
+            use.events += 1
+            use.first_id = use.first_id or event.pk
+            use.last_id = event.pk
         prev = event.hash
         count += 1
         seen = seen or event.hash == stop_at
-    return ChainReport(count, prev, head_seen=seen)
+    return ChainReport(count, prev, head_seen=seen, fallbacks=fallbacks)
+
+
+# ------------------------------------------------------------------ re-signing
+
+
+class ChainBroken(Exception):
+    def __init__(self, event_id: int, problem: str):
+        super().__init__(problem)
+        self.event_id, self.problem = event_id, problem
+
+
+@dataclass
+class Rechained:
+    events: int  # on the chain
+    rewritten: int  # whose link changed
+    old_head: str
+    head: str
+    accepted: list[str] = field(default_factory=list)  # the breaks let through, as `accept_broken` asked
+
+
+def rechain(accepts: Callable[[bytes, str], bool], *, model: type[models.Model] = AuditEvent,
+            explain: Callable[[AuditEvent, str, int, bytes], str] | None = None,
+            accept_broken: Iterable[int] = (), sign: Callable[[bytes], str] | None = None,
+            batch: int = 2000) -> Rechained:
+    """Check the chain as it stands, each link with `accepts(prev_hash + canonical, hash)`, and
+    sign every link again with the current key, all in one transaction: the chain's lock is
+    held and the audit log's UPDATE trigger lifted for it alone (triggers.audit_log_updatable).
+    The first event that does not check raises ChainBroken naming it, and nothing changes;
+    unless its id is in `accept_broken`: then it is re-signed as it is (the result names it).
+    Rows whose link is already the current key's are not written. `model`: a migration's
+    historical AuditEvent; `explain`: what a bad link's problem says (as verify_chain by
+    default); `sign`: another formula (only for undoing migration 0009). The caller
+    records the re-signing (an "audit.rekeyed" event)."""
+    accept = set(accept_broken)
+    accepted: list[str] = []
+    old_prev = new_prev = GENESIS
+    count = rewritten = 0
+    pending: list[tuple[str, str, int]] = []
+
+    def flush() -> None:
+        with connection.cursor() as cursor:
+            cursor.executemany(f"UPDATE {triggers.AUDIT_TABLE} SET prev_hash = %s, hash = %s WHERE id = %s",
+                               pending)
+        pending.clear()
+
+    with transaction.atomic(), triggers.audit_log_updatable(connection):
+        _lock_chain()
+        signer = _chain_signer()
+        sign = sign or (lambda message: _sign(signer, message))
+        explain = explain or _bad_link
+        for event in _walk(batch, model):
+            content = canonical(event)
+            message = (old_prev + content).encode()
+            if event.prev_hash != old_prev or not accepts(message, event.hash):
+                problem = explain(event, old_prev, count, message)
+                if event.pk not in accept:
+                    raise ChainBroken(event.pk, problem)
+                accepted.append(problem)
+            old_prev = event.hash
+            new_hash = sign((new_prev + content).encode())
+            if (new_prev, new_hash) != (event.prev_hash, event.hash):
+                pending.append((new_prev, new_hash, event.pk))
+                rewritten += 1
+                if len(pending) >= batch:
+                    flush()
+            new_prev = new_hash
+            count += 1
+        if pending:
+            flush()
+    return Rechained(count, rewritten, old_prev, new_prev, accepted)
+
+
+def signed_by_a_known_key(message: bytes, digest: str) -> bool:
+    """`rechain`'s check for a keyed chain: the current key or any fallback signed it."""
+    return any(_sign(keyed, message) == digest for keyed in _chain_verifiers())

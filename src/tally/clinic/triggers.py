@@ -1,8 +1,12 @@
 """Database triggers that keep the ledger and the audit log append-only, even against
 wrong code or a hand-typed UPDATE (or, on PostgreSQL, TRUNCATE). Installed by migration 0002
-on SQLite and PostgreSQL, again by 0005 (PostgreSQL's TRUNCATE trigger)."""
+on SQLite and PostgreSQL, again by 0005 (PostgreSQL's TRUNCATE trigger). Lifted once since, for
+the audit log's UPDATE alone and inside one transaction: to re-sign its chain (`audit_log_updatable`)."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 APPEND_ONLY_TABLES = ("clinic_packageledgerentry", "clinic_auditevent")
 
@@ -93,4 +97,30 @@ def uninstall(connection) -> None:
     statements = postgresql_drop_statements() if connection.vendor == "postgresql" else sqlite_drop_statements()
     with connection.cursor() as cursor:
         for sql in statements:
+            cursor.execute(sql)
+
+
+AUDIT_TABLE = "clinic_auditevent"
+
+
+@contextmanager
+def audit_log_updatable(connection) -> Iterator[None]:
+    """Within the caller's transaction, the audit log takes UPDATE (on PostgreSQL one trigger
+    refuses UPDATE and DELETE, so both; its TRUNCATE trigger stays): for re-signing its chain (tally.clinic.audit.rechain: migration 0009, `tally rekey-audit`).
+    The trigger is back before the block's transaction commits; if the block raises, the
+    transaction's rollback puts it back (both databases roll DDL back)."""
+    if not connection.in_atomic_block:
+        raise RuntimeError("audit_log_updatable() must run inside a transaction")
+    if connection.vendor == "postgresql":
+        lift = [f"DROP TRIGGER IF EXISTS {AUDIT_TABLE}_append_only ON {AUDIT_TABLE}"]
+        restore = [sql for sql in postgresql_statements() if f"{AUDIT_TABLE}_append_only" in sql]
+    else:
+        lift = [f"DROP TRIGGER IF EXISTS {AUDIT_TABLE}_no_update"]
+        restore = [sql for sql in sqlite_statements() if f"{AUDIT_TABLE}_no_update" in sql]
+    with connection.cursor() as cursor:
+        for sql in lift:
+            cursor.execute(sql)
+    yield
+    with connection.cursor() as cursor:
+        for sql in restore:
             cursor.execute(sql)

@@ -16,7 +16,9 @@ def install_triggers(apps, schema_editor):
 
 
 def chain_existing_events(apps, schema_editor):
-    from tally.clinic.audit import GENESIS, event_hash
+    # The chain's form then: a plain sha256 (migration 0008 checks it and re-chains it keyed).
+    from tally.clinic.audit import GENESIS
+    from tally.clinic.audit import unkeyed_event_hash as event_hash
 
     AuditEvent = apps.get_model("clinic", "AuditEvent")
     prev = GENESIS

@@ -20,7 +20,8 @@ class AuditEvent(AppendOnlyModel):
     before = models.JSONField(null=True, blank=True)
     after = models.JSONField(null=True, blank=True)
     ip = models.GenericIPAddressField(null=True, blank=True)
-    # The hash chain (tally.clinic.audit): hash = sha256(prev_hash + the row's canonical JSON),
+    # The hash chain (tally.clinic.audit): hash = HMAC-SHA256(a key derived from the server's secret,
+    # prev_hash + the row's canonical JSON),
     # appended under one lock, so `id` order is chain order; `tally verify-audit` walks it.
     # prev_hash is unique: two rows can never both follow the same one (no fork, even by a bug).
     prev_hash = models.CharField(max_length=64, unique=True)
