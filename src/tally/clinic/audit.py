@@ -411,7 +411,8 @@ class ChainReport:
         return self.broken_at is None
 
 
-def _walk(batch: int = 2000, model: type[models.Model] = AuditEvent) -> Iterator[AuditEvent]:
+def _walk(batch: int = 2000, model: type[AuditEvent] = AuditEvent) -> Iterator[AuditEvent]:
+    """The events in id order, `batch` at a time; `model` is a migration's historical one."""
     last = 0
     while True:
         rows = list(model._default_manager.filter(id__gt=last).order_by("id")[:batch])
@@ -493,7 +494,7 @@ class Rechained:
     accepted: list[str] = field(default_factory=list)  # the breaks let through, as `accept_broken` asked
 
 
-def rechain(accepts: Callable[[bytes, str], bool], *, model: type[models.Model] = AuditEvent,
+def rechain(accepts: Callable[[bytes, str], bool], *, model: type[AuditEvent] = AuditEvent,
             explain: Callable[[AuditEvent, str, int, bytes], str] | None = None,
             accept_broken: Iterable[int] = (), sign: Callable[[bytes], str] | None = None,
             batch: int = 2000) -> Rechained:
