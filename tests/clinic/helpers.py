@@ -72,6 +72,18 @@ def fresh(package: PatientPackage) -> PatientPackage:
     return PatientPackage.objects.get(pk=package.pk)
 
 
+def sell_live(owner: Staff, desk: Staff, patient, service: Service, state: str):
+    """A package sold and paid on 10 June, then `state`: "active", "exhausted" (its one session
+    used the next day) or "expired" (valid 5 days: by 20 June). Returns (package, sale invoice)."""
+    package = make_package(owner, [service], sessions=1 if state == "exhausted" else 10, price="100.00",
+                           valid_days=5 if state == "expired" else None)
+    pp, invoice = sell(desk, patient, package, sold_at=ny(2026, 6, 10, 9))
+    if state == "exhausted":
+        visit(desk, patient, service, ny(2026, 6, 11))
+    assert fresh(pp).status_at(ny(2026, 6, 20) if state == "expired" else None) == state
+    return pp, invoice
+
+
 def ledger_of(package: PatientPackage) -> list[PackageLedgerEntry]:
     return list(PackageLedgerEntry.objects.filter(patient_package=package).order_by("seq"))
 

@@ -14,7 +14,19 @@ from tally.clinic.models import Invoice, InvoiceLine, PatientPackage
 from tally.clinic.models.billing import LineKind
 from tally.clinic.rules import PACKAGE_CANCELLED, PACKAGE_EXPIRED, PACKAGE_NOT_PAID
 
-from .helpers import NY, fresh, ledger_of, make_package, ny, pay, sell, utc, visit, writes_nothing
+from .helpers import (
+    NY,
+    fresh,
+    ledger_of,
+    make_package,
+    ny,
+    pay,
+    sell,
+    sell_live,
+    utc,
+    visit,
+    writes_nothing,
+)
 
 # --- rule 1: activation ---
 
@@ -263,12 +275,7 @@ def test_a_plain_refund_that_unpays_a_live_packages_sale_is_refused(owner, desk,
     """Rules 1 and 11: a package is active only while its sale is fully paid, and a package's
     money comes back by cancelling it with a refund. A plain negative payment on the sale
     left the package usable while its sale was no longer paid for."""
-    package = make_package(owner, [acu60], sessions=1 if state == "exhausted" else 10, price="100.00",
-                           valid_days=5 if state == "expired" else None)
-    pp, invoice = sell(desk, patient, package, sold_at=ny(2026, 6, 10, 9))
-    if state == "exhausted":
-        visit(desk, patient, acu60, ny(2026, 6, 11))
-    assert fresh(pp).status_at(ny(2026, 6, 20) if state == "expired" else None) == state
+    pp, invoice = sell_live(owner, desk, patient, acu60, state)
     with writes_nothing(), pytest.raises(Conflict, match="cancel it with a refund"):
         refund(desk, invoice, "-40.00")
     current = billing.load_invoice(invoice.pk)

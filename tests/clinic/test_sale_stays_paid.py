@@ -19,7 +19,7 @@ from tally.clinic.investigator.service import investigate_package
 from tally.clinic.models import AuditEvent, InvoiceLine
 from tally.clinic.models.billing import LineKind
 
-from .helpers import fresh, make_package, ny, sell, visit, writes_nothing
+from .helpers import fresh, ny, sell, sell_live, writes_nothing
 
 
 def balance_of(invoice) -> Decimal:
@@ -30,15 +30,10 @@ def balance_of(invoice) -> Decimal:
 def test_a_charge_that_would_unpay_a_live_packages_sale_is_refused(owner, desk, patient, acu60, acu90, state):
     """Adding a line to the sale invoice after it was paid left the package usable while its
     sale had a balance again: the charge goes on a new invoice instead."""
-    package = make_package(owner, [acu60], sessions=1 if state == "exhausted" else 10, price="100.00",
-                           valid_days=5 if state == "expired" else None)
-    pp, invoice = sell(desk, patient, package, sold_at=ny(2026, 6, 10, 9))
-    if state == "exhausted":
-        visit(desk, patient, acu60, ny(2026, 6, 11))
-    assert fresh(pp).status_at(ny(2026, 6, 20) if state == "expired" else None) == state
+    pp, invoice = sell_live(owner, desk, patient, acu60, state)
     with writes_nothing(), pytest.raises(Conflict, match="Charge it on a new invoice") as refused:
         billing.do_add_line(acting_user=desk, invoice=invoice, service=acu90)
-    assert invoice.number in refused.value.message and package.name in refused.value.message
+    assert invoice.number in refused.value.message and pp.name in refused.value.message
     assert balance_of(invoice) == Decimal("0.00") and fresh(pp).activated_at is not None
     assert len(billing.load_invoice(invoice.pk).live_lines()) == 1
 
