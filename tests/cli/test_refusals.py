@@ -19,6 +19,8 @@ COMMANDS_THAT_NEED_A_DATABASE = [
     ("audit", "--json"),
     ("createuser", "ana", "--role", "owner", "--password", PASSWORD),
     ("createtoken", "ana"),
+    ("tokens", "ana"),
+    ("revoketoken", "1"),
     ("deactivate", "ana"),
     ("verify",),
     ("verify-audit",),

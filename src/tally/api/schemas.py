@@ -87,6 +87,11 @@ class TokenOut(Schema):
                        "hours by default); from then on it is `401 unauthenticated`: sign in again."})]
 
 
+class SignOutOut(Schema):
+    tokens_revoked: int = Field(description="The staff member's API tokens revoked, this one included.")
+    sessions_ended: int = Field(description="Their web sessions ended, on every device.")
+
+
 class StaffOut(Schema):
     id: int
     name: str

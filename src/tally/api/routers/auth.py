@@ -1,4 +1,4 @@
-"""Signing in: `POST /auth/token`, the one endpoint without a token."""
+"""Signing in (`POST /auth/token`, the one endpoint without a token) and out."""
 
 import datetime as dt
 
@@ -7,8 +7,11 @@ from ninja import Router
 
 from tally.clinic.actions.staff import do_issue_token
 from tally.clinic.audit import request_ip
+from tally.security.signals import sign_out_everywhere_now
 
-from ..schemas import TokenIn, TokenOut, errors
+from ..idempotency import clinic_write
+from ..lookups import viewer
+from ..schemas import WRITE_ERRORS, SignOutOut, TokenIn, TokenOut, errors
 
 router = Router(tags=["auth"])
 
@@ -28,3 +31,14 @@ def issue_token(request: HttpRequest, payload: TokenIn) -> dict[str, str]:
                                     otp=payload.otp)
     assert token.expires_at is not None  # a password token always has one (ApiToken.issue)
     return {"token": raw, "role": token.staff.role, "expires_at": token.expires_at.astimezone(dt.UTC).isoformat()}
+
+
+@router.post("/auth/sign-out", response={200: SignOutOut, **WRITE_ERRORS})
+@clinic_write
+def sign_out(request: HttpRequest) -> dict[str, int]:
+    """Sign out everywhere, as the staff site's sign-out does: every API token of the caller
+    is revoked (this one too: a client forgets it) and every web session of theirs ends.
+    Audited (`token.revoke`, cause `sign_out`). An integration that must outlive a person's
+    sign-outs uses a staff account of its own (README)."""
+    tokens, sessions = sign_out_everywhere_now(viewer(request))
+    return {"tokens_revoked": tokens, "sessions_ended": sessions}

@@ -93,6 +93,24 @@ def do_grant_token(*, acting_user: Staff | None, username: str, label: str = "co
 
 
 @clinic_action
+def do_revoke_token(*, acting_user: Staff | None, token_id: int) -> tuple[ApiToken, bool]:
+    """Revoke one API token (`tally revoketoken`): a script's token that leaked, ended without
+    deactivating its staff account or signing anyone out. Whether it was live until now; a
+    token already revoked is left as it is, and nothing is recorded again."""
+    token = ApiToken.objects.select_for_update().select_related("staff").filter(pk=token_id).first()
+    if token is None:
+        raise NotFound(f"No API token {token_id}.")
+    if token.revoked_at is not None:
+        return token, False
+    token.revoked_at = timezone.now()
+    token.save(update_fields=["revoked_at"])
+    # The shape of the sign-out's and deactivation's revocations (security.signals.revoke_tokens).
+    record("token.revoke", actor=acting_user, obj=token.staff, object_type="staff",
+           after={"tokens": 1, "cause": "revoketoken", "token_id": token.pk})
+    return token, True
+
+
+@clinic_action
 def do_deactivate_staff(*, acting_user: Staff | None, username: str) -> Staff:
     """Stop a staff member from signing in. Their sessions end and their API tokens are revoked
     at once (tally.security.signals does it on save, so deactivating from the admin does too);
@@ -108,4 +126,4 @@ def do_deactivate_staff(*, acting_user: Staff | None, username: str) -> Staff:
     return staff
 
 
-__all__ = ["do_create_staff", "do_deactivate_staff", "do_grant_token"]
+__all__ = ["do_create_staff", "do_deactivate_staff", "do_grant_token", "do_revoke_token"]
