@@ -23,6 +23,8 @@ Usage: tally COMMAND [options]     (tally COMMAND --help for its options)
   init          create or migrate the database
   createuser    add a staff member: NAME --role owner|front_desk|practitioner --password PW
   createtoken   issue an API token for a staff member and print it alone
+  tokens        a staff member's API tokens, to find one to revoke: NAME
+  revoketoken   end one API token now: ID (from tally tokens)
   deactivate    stop a staff member signing in: ends their sessions, revokes their tokens: NAME
   resettwofactor  remove a staff member's two-factor device (a lost phone): NAME
   serve         run the production server (gunicorn)
