@@ -12,11 +12,13 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from django.db import connection
 
 from tally.clinic.actions import billing, catalog, fixes, sales, visits
+from tally.clinic.consistency import verify_database
 from tally.clinic.errors import Conflict
 from tally.clinic.investigator.service import investigate_package
-from tally.clinic.models import AuditEvent, InvoiceLine
+from tally.clinic.models import AuditEvent, InvoiceLine, PatientPackage
 from tally.clinic.models.billing import LineKind
 
 from .helpers import fresh, ny, sell, sell_live, writes_nothing
@@ -204,3 +206,33 @@ def test_a_fix_that_covers_the_charge_keeping_a_paid_sale_pending_activates_the_
     result = fixes.do_apply_to_line(acting_user=desk, line_id=line.pk)
     assert result.applied and InvoiceLine.objects.get(pk=line.pk).covered_by_id == older.pk
     assert balance_of(invoice) == Decimal("0.00") and fresh(pp).status == "active"
+
+
+# `tally verify` checks rule 1 both ways, so that data an older release left (or a bug would
+# leave) is found: an activated package whose sale has a balance, a pending one whose sale
+# has nothing left to pay.
+
+def test_verify_finds_a_live_package_whose_sale_has_a_balance(desk, patient, ten_pack, acu90):
+    pp, invoice = sell(desk, patient, ten_pack)
+    assert verify_database() == []
+    with connection.cursor() as cursor:  # what a release before the 409 could write
+        cursor.execute("UPDATE clinic_invoiceline SET amount = 900 WHERE invoice_id = %s", [invoice.pk])
+    [problem] = verify_database()
+    assert (problem.kind, problem.subject) == ("packages", f"patient package {pp.pk}")
+    assert f"its sale {invoice.number} has a balance of 100.00" in problem.message
+
+
+def test_verify_finds_a_pending_package_whose_sale_is_paid_off(desk, patient, ten_pack):
+    pp, invoice = sell(desk, patient, ten_pack, paid="800.00")
+    PatientPackage.objects.filter(pk=pp.pk).update(activated_at=None)  # as an older release left one
+    [problem] = verify_database()
+    assert (problem.kind, problem.subject) == ("packages", f"patient package {pp.pk}")
+    assert f"its sale {invoice.number} is paid in full but the package was never activated" in problem.message
+
+
+def test_verify_is_quiet_about_pending_partly_paid_and_cancelled_packages(desk, patient, ten_pack):
+    sell(desk, patient, ten_pack, paid="400.00")
+    cancelled, _ = sell(desk, patient, ten_pack)
+    sales.do_cancel_package(acting_user=desk, patient_package=cancelled, reason="moving away",
+                            refund=(Decimal("-800.00"), "card"))
+    assert verify_database() == []

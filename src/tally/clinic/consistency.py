@@ -11,16 +11,21 @@ of something. Used by `tally verify`, the fault tests and bench/load.py.
   invoices    an invoice that is not void has at least one line row (check-ins and
               sales write the invoice and its line together)
   check-ins   an attended visit that was charged has a line row pointing at it
+  packages    rule 1 both ways: a package not cancelled was activated exactly when its
+              sale invoice has nothing left to pay (a refund or a charge that would unpay
+              a live package's sale is refused; a payment or a lower total that pays it
+              off activates it)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 
-from django.db.models import Count, Exists, OuterRef
+from django.db.models import Count, Exists, OuterRef, Sum
 
 from .ledger import verify as verify_ledger
-from .models import Appointment, Invoice, InvoiceLine, PackageLedgerEntry
+from .models import Appointment, Invoice, InvoiceLine, PackageLedgerEntry, PatientPackage, Payment
 from .models.ledger import EntryKind
 from .models.scheduling import AppointmentStatus
 
@@ -97,9 +102,36 @@ def check_check_ins() -> list[Problem]:
             for pk in uncharged]
 
 
+def check_activation() -> list[Problem]:
+    """Rule 1 both ways, over every package not cancelled, with each sale invoice's balance
+    summed in the database (two queries, whatever the number of packages)."""
+    packages = list(PatientPackage.objects.filter(cancelled_at__isnull=True)
+                    .values_list("pk", "sale_invoice_id", "activated_at"))
+    invoice_ids = {invoice_id for _, invoice_id, _ in packages}
+
+    def sums(rows, field: str) -> dict[int, Decimal]:
+        return dict(rows.filter(invoice_id__in=invoice_ids).values("invoice_id")
+                    .annotate(sum=Sum(field)).values_list("invoice_id", "sum"))
+
+    totals = sums(InvoiceLine.objects.filter(removed_at__isnull=True), "amount")
+    paid = sums(Payment.objects.all(), "amount")
+    problems = []
+    for pk, invoice_id, activated_at in packages:
+        number = Invoice(pk=invoice_id).number
+        balance = totals.get(invoice_id, Decimal("0.00")) - paid.get(invoice_id, Decimal("0.00"))
+        if activated_at is not None and balance > 0:
+            problems.append(Problem("packages", f"patient package {pk}",
+                                    f"it is usable, but its sale {number} has a balance of {balance:.2f}"))
+        elif activated_at is None and balance <= 0:
+            problems.append(Problem("packages", f"patient package {pk}",
+                                    f"its sale {number} is paid in full but the package was never activated"))
+    return problems
+
+
 def verify_database() -> list[Problem]:
     problems = [Problem("ledger", f"patient package {p.patient_package_id}", p.message) for p in verify_ledger()]
     problems += check_coverage()
     problems += check_invoices()
     problems += check_check_ins()
+    problems += check_activation()
     return problems
