@@ -34,6 +34,7 @@ Usage: tally COMMAND [options]     (tally COMMAND --help for its options)
   investigate   why a patient's package counts are what they are: P-000123 [--json]
   audit         every package through the investigator: [--json|--csv] [--min-severity warning]
   verify        re-derive every package from its ledger, check no invoice is half-written; exit 1 on any problem
+  activatepaid  activate packages left pending on a sale paid in full (tally verify names them)
   verify-audit  check the audit log's keyed hash chain; exit 1 naming the first tampered event [--head HASH]
   rekey-audit   re-sign the audit log's chain with the current secret key (after a key rotation)
 

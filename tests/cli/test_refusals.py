@@ -23,6 +23,7 @@ COMMANDS_THAT_NEED_A_DATABASE = [
     ("revoketoken", "1"),
     ("deactivate", "ana"),
     ("verify",),
+    ("activatepaid",),
     ("verify-audit",),
     ("rekey-audit",),
 ]

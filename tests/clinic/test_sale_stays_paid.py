@@ -9,9 +9,11 @@ plain refund is in test_actions_sales.py (`..._unpays_a_live_packages_sale_is_re
 
 from __future__ import annotations
 
+import io
 from decimal import Decimal
 
 import pytest
+from django.core.management import call_command
 from django.db import connection
 
 from tally.clinic.actions import billing, catalog, fixes, sales, visits
@@ -236,3 +238,27 @@ def test_verify_is_quiet_about_pending_partly_paid_and_cancelled_packages(desk, 
     sales.do_cancel_package(acting_user=desk, patient_package=cancelled, reason="moving away",
                             refund=(Decimal("-800.00"), "card"))
     assert verify_database() == []
+
+
+def test_tally_activatepaid_activates_what_an_older_release_left_pending_and_audits_it(
+        desk, patient, ten_pack, acu90, monkeypatch):
+    pp, invoice = sell(desk, patient, ten_pack, paid=False, first=True)
+    extra = billing.do_add_line(acting_user=desk, invoice=invoice, service=acu90)
+    billing.do_record_payment(acting_user=desk, invoice=invoice, amount="800.00", method="card")
+    with monkeypatch.context() as old_release:  # which did not activate on a lower total
+        old_release.setattr(billing, "activate_paid_off_sales", lambda *args, **kwargs: [])
+        billing.do_remove_line(acting_user=desk, invoice=invoice, line_id=extra.pk, reason="charged in error")
+    assert fresh(pp).status == "pending_payment" and fresh(pp).sessions_used == 0
+    [problem] = verify_database()
+    assert "tally activatepaid" in problem.message
+    out = io.StringIO()
+    call_command("activatepaid", stdout=out)
+    assert f"Activated {pp.name} (patient package {pp.pk})" in out.getvalue()
+    assert fresh(pp).status == "active" and fresh(pp).sessions_used == 1  # rule 5, as a payment would
+    assert verify_database() == []
+    event = AuditEvent.objects.filter(action="package.activate").get()
+    assert (event.actor_id, event.object_id, event.patient_id) == (None, str(pp.pk), patient.pk)
+    again = io.StringIO()
+    call_command("activatepaid", stdout=again)
+    assert "Nothing to activate" in again.getvalue()
+    assert AuditEvent.objects.filter(action="package.activate").count() == 1

@@ -102,29 +102,51 @@ def check_check_ins() -> list[Problem]:
             for pk in uncharged]
 
 
-def check_activation() -> list[Problem]:
-    """Rule 1 both ways, over every package not cancelled, with each sale invoice's balance
-    summed in the database (two queries, whatever the number of packages)."""
-    packages = list(PatientPackage.objects.filter(cancelled_at__isnull=True)
-                    .values_list("pk", "sale_invoice_id", "activated_at"))
-    invoice_ids = {invoice_id for _, invoice_id, _ in packages}
+@dataclass(frozen=True)
+class SaleState:
+    patient_package_id: int
+    sale_invoice_id: int
+    activated: bool
+    balance: Decimal
+
+
+def sale_states() -> list[SaleState]:
+    """Every package not cancelled, with its sale invoice's balance summed in the database
+    (three queries, whatever the number of packages)."""
+    packages = PatientPackage.objects.filter(cancelled_at__isnull=True)
+    sales = packages.values("sale_invoice_id")
 
     def sums(rows, field: str) -> dict[int, Decimal]:
-        return dict(rows.filter(invoice_id__in=invoice_ids).values("invoice_id")
+        return dict(rows.filter(invoice_id__in=sales).values("invoice_id")
                     .annotate(sum=Sum(field)).values_list("invoice_id", "sum"))
 
     totals = sums(InvoiceLine.objects.filter(removed_at__isnull=True), "amount")
     paid = sums(Payment.objects.all(), "amount")
+    zero = Decimal("0.00")
+    return [SaleState(pk, invoice_id, activated_at is not None,
+                      totals.get(invoice_id, zero) - paid.get(invoice_id, zero))
+            for pk, invoice_id, activated_at in packages.values_list("pk", "sale_invoice_id", "activated_at")]
+
+
+def pending_on_paid_off_sales() -> list[SaleState]:
+    """The packages left pending on a sale with nothing left to pay: what `tally activatepaid`
+    activates (a release before the activation on a lower total could leave them)."""
+    return [sale for sale in sale_states() if not sale.activated and sale.balance <= 0]
+
+
+def check_activation() -> list[Problem]:
+    """Rule 1 both ways: activated exactly when the sale invoice has nothing left to pay."""
     problems = []
-    for pk, invoice_id, activated_at in packages:
-        number = Invoice(pk=invoice_id).number
-        balance = totals.get(invoice_id, Decimal("0.00")) - paid.get(invoice_id, Decimal("0.00"))
-        if activated_at is not None and balance > 0:
-            problems.append(Problem("packages", f"patient package {pk}",
-                                    f"it is usable, but its sale {number} has a balance of {balance:.2f}"))
-        elif activated_at is None and balance <= 0:
-            problems.append(Problem("packages", f"patient package {pk}",
-                                    f"its sale {number} is paid in full but the package was never activated"))
+    for sale in sale_states():
+        number = Invoice(pk=sale.sale_invoice_id).number
+        subject = f"patient package {sale.patient_package_id}"
+        if sale.activated and sale.balance > 0:
+            problems.append(Problem("packages", subject,
+                                    f"it is usable, but its sale {number} has a balance of {sale.balance:.2f}"))
+        elif not sale.activated and sale.balance <= 0:
+            problems.append(Problem("packages", subject,
+                                    f"its sale {number} is paid in full but the package was never activated "
+                                    "(`tally activatepaid` activates it)"))
     return problems
 
 

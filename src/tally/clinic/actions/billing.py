@@ -9,6 +9,7 @@ from decimal import Decimal
 from django.db.models import Prefetch, QuerySet
 
 from ..audit import record, snapshot
+from ..consistency import pending_on_paid_off_sales
 from ..errors import Conflict, Invalid, NotFound
 from ..ledger import live_uses_for_visit
 from ..locking import lock_appointment, lock_invoice, lock_patient_packages
@@ -205,6 +206,25 @@ def activate_paid_off_sales(invoice_ids: Iterable[int], *, at: dt.datetime,
             for package in activate_paid_packages(Invoice(pk=invoice_id), paid_at=at, by=by)]
 
 
+@clinic_action
+def do_activate_paid_off_packages(*, acting_user: Staff | None) -> list[PatientPackage]:
+    """`tally activatepaid`: activate, now, every package an older release left pending on a
+    sale with nothing left to pay (a charge removed, a check-in undone or a line covered after
+    the payment; `tally verify` names them). As `activate_paid_off_sales` does today: a ticked
+    first session is used. One `package.activate` event for each."""
+    activated: list[PatientPackage] = []
+    for sale in pending_on_paid_off_sales():
+        invoice = lock_invoice(sale.sale_invoice_id)
+        lock_patient_packages(invoice.patient_id)
+        for package in activate_paid_off_sales([invoice.pk], at=now(), by=acting_user):
+            record("package.activate", actor=acting_user, obj=package, patient_id=package.patient_id,
+                   before={"activated_at": None},
+                   after={"activated_at": package.activated_at.isoformat() if package.activated_at else None,
+                          "sale_invoice": invoice.number, "cause": "sale paid off without a payment"})
+            activated.append(package)
+    return activated
+
+
 def activated_note(activated: list[PatientPackage]) -> dict[str, list[int]]:
     return {"activated_packages": [p.pk for p in activated]} if activated else {}
 
@@ -396,6 +416,7 @@ def do_void_invoice(*, acting_user: Staff, invoice: Invoice, reason: str) -> Inv
 __all__ = [
     "activate_paid_off_sales",
     "activated_note",
+    "do_activate_paid_off_packages",
     "activate_paid_packages",
     "do_add_line",
     "do_create_invoice",
