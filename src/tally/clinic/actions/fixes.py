@@ -255,9 +255,9 @@ def do_recreate_from_tombstone(*, acting_user: Staff, tombstone_id: int, patient
     invoice dated at its start. The tombstone stays as history."""
     require_role(acting_user, *DESK, doing="apply fixes")
     tombstone = Tombstone.objects.filter(pk=tombstone_id, kind=TombstoneKind.APPOINTMENT).first()
-    if tombstone is None or (patient_id is not None and tombstone.patient_id != patient_id):
-        raise NotFound("No such deleted visit for this patient.")
-    if tombstone.appointment_id is None:  # a visit's tombstone always names it; an old row might not
+    # A visit's tombstone always names its visit; one that does not is no visit to restore.
+    if tombstone is None or tombstone.appointment_id is None or (
+            patient_id is not None and tombstone.patient_id != patient_id):
         raise NotFound("No such deleted visit for this patient.")
     appointment = lock_appointment(tombstone.appointment_id, include_deleted=True)
     if appointment.deleted_at is None:
