@@ -20,7 +20,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from tally.api.api import api
 from tally.clinic.audit import verify_chain
-from tally.clinic.models import AuditEvent, Staff
+from tally.clinic.models import AuditEvent, ClinicAuditSnapshot, Staff
 
 from .conftest import IP, api_client, events_after, last_event_id, staff_client
 
@@ -136,11 +136,12 @@ def test_a_head_of_an_api_patient_read_shows_nothing_and_writes_no_read(name, hi
     url = api_url(name, history)
     reader = owner if name in API_OWNER_ONLY else desk
     client = api_client(reader)
-    before = last_event_id()
+    before, snapshots = last_event_id(), ClinicAuditSnapshot.objects.count()
     response = client.head(url)
     assert response.status_code == 200, (name, response.content[:300])
     assert response.content == b"" and int(response["Content-Length"]) > 0
     assert [e.action for e in events_after(before)] == [], name
+    assert ClinicAuditSnapshot.objects.count() == snapshots, f"{name}: a HEAD kept a clinic audit run"
     assert client.get(url).status_code == 200
     assert events_after(before), f"{name}: the GET after it is still audited"
 
@@ -296,11 +297,12 @@ def test_a_head_of_a_staff_page_with_patient_data_writes_no_read(name, history, 
     reader = owner if name in STAFF_OWNER_ONLY else desk
     client = staff_client(reader)
     url = staff_url(name, history, acu60, ten_pack)
-    before = last_event_id()
+    before, snapshots = last_event_id(), ClinicAuditSnapshot.objects.count()
     response = client.head(url)
     assert response.status_code == 200, name
     assert response.content == b""
     assert [e.action for e in events_after(before)] == [], name
+    assert ClinicAuditSnapshot.objects.count() == snapshots, f"{name}: a HEAD kept a clinic audit run"
     assert client.get(url).status_code == 200
     assert events_after(before), f"{name}: the GET after it is still audited"
 

@@ -267,7 +267,7 @@ def audit_packages(request: HttpRequest, query: Query[AuditParams]) -> dict[str,
         if snapshot is None:
             raise Invalid("That audit has expired; start again without a cursor.", fields={"cursor": "expired"})
     else:
-        snapshot, start = take_audit_snapshot(by=viewer(request)), 0
+        snapshot, start = take_audit_snapshot(by=viewer(request), keep=not getattr(request, "head_only", False)), 0
     scan = AuditScan.from_dict(snapshot.scan)
     rows = scan.rows(query.min_severity)
     page = rows[start:start + query.limit]
@@ -278,7 +278,8 @@ def audit_packages(request: HttpRequest, query: Query[AuditParams]) -> dict[str,
                nothing=Shown(None, "patientpackage", ""), details={"min_severity": query.min_severity})
     return {"scanned": scan.scanned, "as_of": render.moment(snapshot.created_at, clinic_tz()),
             "items": [row.__dict__ for row in page],
-            "next": _next_audit_cursor(snapshot.pk, query.min_severity, start + query.limit) if more else None}
+            "next": _next_audit_cursor(snapshot.pk, query.min_severity, start + query.limit)
+            if more and snapshot.pk is not None else None}
 
 
 @router.get("/audit-log", response={200: AuditEventPage, **READ_ERRORS})

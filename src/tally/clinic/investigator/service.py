@@ -134,12 +134,15 @@ def clinic_audit(
     return scan.scanned, scan.rows(min_severity)
 
 
-def take_audit_snapshot(*, by: Staff | None) -> ClinicAuditSnapshot:
+def take_audit_snapshot(*, by: Staff | None, keep: bool = True) -> ClinicAuditSnapshot:
     """Run the clinic audit once and keep it, so that its pages and filters are read from
     this one run (a fix landing between two pages can neither skip nor repeat a package, and
     a long audit is not run again for every page). Snapshots older than
-    TALLY_AUDIT_SNAPSHOT_TTL_HOURS are deleted here."""
+    TALLY_AUDIT_SNAPSHOT_TTL_HOURS are deleted here. keep=False (a HEAD, which shows nothing
+    and so must write nothing) answers the run unsaved: its pk is None, so no page follows it."""
     scan = scan_clinic()
+    if not keep:
+        return ClinicAuditSnapshot(created_at=timezone.now(), created_by=by, scan=scan.as_dict())
     ClinicAuditSnapshot.objects.filter(created_at__lt=_snapshot_cutoff()).delete()
     return ClinicAuditSnapshot.objects.create(created_at=timezone.now(), created_by=by, scan=scan.as_dict())
 

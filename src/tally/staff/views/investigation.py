@@ -225,7 +225,7 @@ def audit(request: StaffRequest) -> HttpResponse:
     # isascii: '²' is a digit to isdigit() but no number to int().
     snapshot = audit_snapshot(int(snapshot_id)) if snapshot_id.isascii() and snapshot_id.isdigit() else None
     if snapshot is None:
-        snapshot = take_audit_snapshot(by=request.user)
+        snapshot = take_audit_snapshot(by=request.user, keep=request.method != "HEAD")
     scan = AuditScan.from_dict(snapshot.scan)
     rows = scan.rows(severity)
     if code:
