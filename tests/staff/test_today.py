@@ -280,3 +280,18 @@ def test_checking_in_keeps_a_manual_charge_of_a_service_other_than_the_booked_on
     invoice = do_create_invoice(acting_user=desk, patient=patient, lines=[(acu90, visit)])
     assert desk_client.post(reverse("staff:check_in", args=[visit.pk]), {"charge": "booked"}).status_code == 302
     assert list(InvoiceLine.objects.filter(appointment=visit).values_list("invoice_id", flat=True)) == [invoice.pk]
+
+
+def test_an_integration_account_is_no_practitioner_to_book_with(desk_client, practitioner, owner):
+    """An owner account made without a password (an integration's: tokens only, never signs in)
+    was offered beside the practitioners when booking, rescheduling and filtering the chart.
+    A practitioner with no password of their own stays: they are on the schedule all the same."""
+    from tally.clinic.actions.staff_accounts import do_create_staff
+
+    do_create_staff(acting_user=None, username="billing-sync", role="owner", password=None, first_name="Billing",
+                    last_name="sync")
+    do_create_staff(acting_user=None, username="locum", role="practitioner", password=None, first_name="Lee",
+                    last_name="Locum")
+    page = desk_client.get(reverse("staff:book")).content.decode()
+    assert "Billing sync" not in page
+    assert "Lee Locum" in page and practitioner.display_name in page and owner.display_name in page

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 from django import forms
 from django.contrib.auth.forms import AuthenticationForm
+from django.contrib.auth.hashers import UNUSABLE_PASSWORD_PREFIX
 from django.core.validators import MaxLengthValidator
 from django.utils import timezone
 
@@ -25,7 +26,11 @@ def active_services():
 
 
 def practitioners():
-    return Staff.objects.filter(is_active=True).exclude(role=Role.FRONT_DESK).order_by("first_name", "username")
+    """Who a visit can be booked with: active staff but the front desk, and but an integration's
+    account (an owner made without a password: tokens only, never at the clinic)."""
+    return (Staff.objects.filter(is_active=True).exclude(role=Role.FRONT_DESK)
+            .exclude(role=Role.OWNER, password__startswith=UNUSABLE_PASSWORD_PREFIX)
+            .order_by("first_name", "username"))
 
 
 class StaffChoiceField(forms.ModelChoiceField):
