@@ -124,6 +124,22 @@ def test_check_in_with_no_charges_charges_nothing(desk_client, visit, sold_pack)
     assert not InvoiceLine.objects.filter(appointment=visit).exists()
 
 
+def test_choosing_no_charges_says_which_package_would_have_counted_the_visit(desk_client, visit, sold_pack):
+    """No Charges beside a package that covers the booked service used nothing and said nothing:
+    the investigator then lists the visit as a missed step (NO_CHARGES, a warning). The page says
+    so as it is chosen, before anything is saved; the choice stays the desk's, in one click."""
+    preview = desk_client.get(reverse("staff:check_in_preview", args=[visit.pk]), {"charge": "none"})
+    text = preview.content.decode()
+    assert 'role="alert"' in text
+    assert "No Charges: no session of 10 x Acupuncture 60 is used" in text
+    assert "would pay Acupuncture 60 min" in text
+
+
+def test_no_charges_for_a_patient_without_a_package_says_nothing(desk_client, visit):
+    preview = desk_client.get(reverse("staff:check_in_preview", args=[visit.pk]), {"charge": "none"})
+    assert "alert" not in preview.content.decode()
+
+
 def test_picking_another_service_without_choosing_one_is_a_form_error(desk_client, visit):
     response = desk_client.post(reverse("staff:check_in", args=[visit.pk]), {"charge": "other"})
     assert response.status_code == 422

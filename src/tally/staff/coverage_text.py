@@ -38,11 +38,13 @@ class CoveragePreview:
     # `refused` when the choice asks for another charge, which the check-in refuses.
     charged_on: InvoiceLine | None = None
     refused: bool = False
+    # Said, not asked: No Charges beside a package that would pay the visit (`preview_no_charges`).
+    note: bool = False
 
     @property
     def warns(self) -> bool:
         """Asks staff to confirm before saving; a refused choice is not worth confirming."""
-        return not self.covered and not self.refused
+        return not self.covered and not self.refused and not self.note
 
 
 def preview_charged_visit(appointment: Appointment, charge: str, service: Service | None,
@@ -64,6 +66,24 @@ def preview_charged_visit(appointment: Appointment, charge: str, service: Servic
         covered=True, charged_on=kept,
         headline=(f"This visit is already charged on {Invoice(pk=kept.invoice_id).number}: {kept.description}, "
                   f"{how}. Checking in will not charge it again."),
+    )
+
+
+def preview_no_charges(appointment: Appointment, clinic: ClinicSettings) -> CoveragePreview | None:
+    """No Charges uses no session: when a package the patient holds would pay the booked service,
+    which one, since the investigator will list the visit as NO_CHARGES. None otherwise."""
+    tz = clinic.tz
+    given_back = first_sessions_given_back(visit_lines_on_file(appointment.pk))
+    decision, packages = preview_coverage(appointment.patient_id, appointment.service_id,
+                                          appointment.starts_at.astimezone(tz).date(), tz, given_back)
+    if decision.covered_by is None:
+        return None
+    package = packages[decision.covered_by]
+    return CoveragePreview(
+        covered=False, note=True,
+        headline=(f"No Charges: no session of {package.name} is used, though it would pay "
+                  f"{appointment.service.name}; the investigator will list this visit as checked in with No "
+                  "Charges. Choose “Charge the booked service” to use the session."),
     )
 
 
