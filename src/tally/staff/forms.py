@@ -320,6 +320,25 @@ class AddLineForm(forms.Form):
         model_field(self, "service").queryset = active_services()
 
 
+class NewInvoiceForm(AddLineForm):
+    """A manual invoice's first line, and the visit of today it charges (rule 2): tied to the
+    visit, its check-in keeps this charge instead of charging the visit a second time."""
+
+    visit = forms.ModelChoiceField(
+        queryset=Appointment.objects.none(), required=False, label="For today's visit",
+        empty_label="— not for a visit —",
+        help_text="Charging a visit here uses its session now; checking it in later does not charge it again.",
+    )
+
+    def __init__(self, *args, visits=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        model_field(self, "visit").queryset = visits if visits is not None else Appointment.objects.none()
+        # Rendered while the view has the clinic's time zone active.
+        model_field(self, "visit").label_from_instance = (  # type: ignore[method-assign]
+            lambda obj: f"{timezone.localtime(obj.starts_at):%H:%M} {obj.service.name} ({obj.get_status_display()})"
+        )
+
+
 class PaymentForm(forms.Form):
     amount = forms.DecimalField(min_value=Decimal("0.01"), max_digits=10, decimal_places=2)
     method = forms.ChoiceField(choices=PAYMENT_METHODS)
