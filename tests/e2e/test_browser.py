@@ -366,4 +366,10 @@ def test_every_main_page_fits_a_tablet_and_labels_every_control(browser_page, ow
             assert page.evaluate(unlabelled) == [], f"{url} has unlabelled controls at {width} px"
             if url == "/audit/":
                 expect(page.get_by_role("link", name=re.compile("^Investigate"))).to_have_count(1)
+            if url.endswith("/investigation/") and "packages" in url:
+                # The timeline's words (legend, months, "N left") stay readable: shrunk to a 390 px
+                # screen with the picture, they were 4 px high.
+                smallest = page.evaluate("""() => Math.min(...[...document.querySelectorAll(
+                    '.timeline-picture svg text')].map(t => t.getBoundingClientRect().height))""")
+                assert smallest >= 9, f"the timeline's text is {smallest:.1f} px high at {width} px"
         screenshot(page, f"walk-{width}")
