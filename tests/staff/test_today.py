@@ -311,3 +311,23 @@ def test_an_integration_account_is_no_practitioner_to_book_with(desk_client, pra
     page = desk_client.get(reverse("staff:book")).content.decode()
     assert "Billing sync" not in page
     assert "Lee Locum" in page and practitioner.display_name in page and owner.display_name in page
+
+
+def test_the_check_in_preview_says_a_first_session_moves_to_the_package_rule_6_picks(
+        desk_client, desk, owner, patient, acu60, visit, sold_pack):
+    """A renewal whose first session was used for today's visit, while the older package still
+    had sessions: the check-in charges the visit via the older one (rule 6: neither expires, so
+    the oldest) and gives the renewal's first session back, 1 used to 0. The preview named only
+    the older package's session: the renewal's count changed with no word about it."""
+    renewal = do_create_package(acting_user=owner, name="5 x Acupuncture 60", price=Decimal("400.00"), sessions=5,
+                                service_ids=[acu60.pk])
+    new, _ = do_sell_package(acting_user=desk, patient=patient, package=renewal, use_first_session=True,
+                             first_session_appointment=visit, payment=(Decimal("400.00"), "card"))
+    page = desk_client.get(reverse("staff:check_in", args=[visit.pk])).content.decode()
+    assert f"will be paid via {sold_pack.name}: session 1 of 10 · 9 left." in page
+    assert "The first session 5 x Acupuncture 60 used for this visit at its sale comes back to it (0 of 5 used)." \
+        in page
+    assert desk_client.post(reverse("staff:check_in", args=[visit.pk]), {"charge": "booked"}).status_code == 302
+    new.refresh_from_db()
+    sold_pack.refresh_from_db()
+    assert (new.sessions_used, sold_pack.sessions_used) == (0, 1)

@@ -4,6 +4,7 @@ Reads only (preview_coverage); the check-in action decides again under its locks
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from tally.clinic import rules
@@ -15,7 +16,14 @@ from tally.clinic.actions.coverage import (
 )
 from tally.clinic.actions.visits import charge_kept_at_check_in
 from tally.clinic.errors import ClinicError
-from tally.clinic.models import Appointment, ClinicSettings, Invoice, InvoiceLine, Service
+from tally.clinic.models import (
+    Appointment,
+    ClinicSettings,
+    Invoice,
+    InvoiceLine,
+    PatientPackage,
+    Service,
+)
 from tally.clinic.models.billing import LineKind
 
 from .templatetags.staff_tags import format_money
@@ -87,6 +95,22 @@ def preview_no_charges(appointment: Appointment, clinic: ClinicSettings) -> Cove
     )
 
 
+def first_sessions_coming_back(given_back: Mapping[int, int], packages: Mapping[int, PatientPackage],
+                               service: Service, paying: int) -> str:
+    """What the check-in does to another package's count: a first session its sale used for this
+    visit comes back to it when the visit's charge is paid another way (rule 6 picks another
+    package) — unless the package is closed and does not cover the service (rule 11: it stays)."""
+    said = ""
+    for package_id, sessions in given_back.items():
+        other = packages.get(package_id)
+        if other is None or package_id == paying or (other.cancelled_at is not None
+                                                     and service.pk not in other.eligible_ids):
+            continue
+        said += (f" The first session {other.name} used for this visit at its sale comes back to it "
+                 f"({other.sessions_used - sessions} of {other.sessions_total} used).")
+    return said
+
+
 def preview_check_in(appointment: Appointment, service: Service, clinic: ClinicSettings) -> CoveragePreview | None:
     """None when the patient holds no package (nothing to warn about)."""
     tz = clinic.tz
@@ -105,7 +129,8 @@ def preview_check_in(appointment: Appointment, service: Service, clinic: ClinicS
         return CoveragePreview(
             covered=True,
             headline=(f"{service.name} will be paid via {package.name}: session {number} of "
-                      f"{package.sessions_total} · {package.sessions_total - used_after} left."),
+                      f"{package.sessions_total} · {package.sessions_total - used_after} left."
+                      + first_sessions_coming_back(given_back, packages, service, package.pk)),
         )
     eligible_ids = set().union(*(p.eligible_ids for p in packages.values()))
     names = dict(Service.objects.filter(pk__in=eligible_ids).values_list("pk", "name"))
@@ -120,6 +145,7 @@ def preview_check_in(appointment: Appointment, service: Service, clinic: ClinicS
     return CoveragePreview(
         covered=False,
         headline=(f"{appointment.patient.full_name} holds a package, but it will not cover this visit: "
-                  f"{service.name} will be charged in full ({format_money(service.price, clinic.currency)})."),
+                  f"{service.name} will be charged in full ({format_money(service.price, clinic.currency)})."
+                  + first_sessions_coming_back(given_back, packages, service, paying=0)),
         reasons=reasons,
     )
