@@ -331,3 +331,17 @@ def test_the_check_in_preview_says_a_first_session_moves_to_the_package_rule_6_p
     new.refresh_from_db()
     sold_pack.refresh_from_db()
     assert (new.sessions_used, sold_pack.sessions_used) == (0, 1)
+
+
+def test_the_check_in_preview_warns_of_a_session_used_today_for_no_visit(desk_client, desk, patient, acu60, visit,
+                                                                        sold_pack):
+    """The same service charged today on an invoice tied to no visit (added on an invoice's edit
+    page) has used a session already: checking the visit in uses a second one for the same day
+    (POSSIBLE_DOUBLE_USE), and the page said nothing of it."""
+    from tally.clinic.actions.billing import do_create_invoice
+
+    invoice = do_create_invoice(acting_user=desk, patient=patient, lines=[(acu60, None)])
+    page = desk_client.get(reverse("staff:check_in", args=[visit.pk])).content.decode()
+    assert "will be paid via 10 x Acupuncture 60: session 2 of 10 · 8 left." in page
+    assert (f"Acupuncture 60 min is already charged the same day on {invoice.number}, for no visit, paid via "
+            "10 x Acupuncture 60 (session 1): if that was this visit, remove that line first") in page

@@ -4,6 +4,7 @@ Reads only (preview_coverage); the check-in action decides again under its locks
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -111,6 +112,23 @@ def first_sessions_coming_back(given_back: Mapping[int, int], packages: Mapping[
     return said
 
 
+def used_for_no_visit(appointment: Appointment, service: Service, day: dt.date, tz: dt.tzinfo) -> str:
+    """A session the same service used on the visit's day on an invoice line tied to no visit
+    (added on an invoice's page): if it was this visit, checking in uses a second one for it."""
+    start = dt.datetime.combine(day, dt.time.min, tzinfo=tz)
+    lines = InvoiceLine.objects.filter(
+        invoice__patient_id=appointment.patient_id, invoice__issued_at__gte=start,
+        invoice__issued_at__lt=start + dt.timedelta(days=1), invoice__voided_at__isnull=True, kind=LineKind.SERVICE,
+        service_id=service.pk, appointment__isnull=True, covered_by__isnull=False, removed_at__isnull=True,
+    ).select_related("invoice", "covered_by").order_by("pk")
+    return "".join(
+        f" {service.name} is already charged the same day on {line.invoice.number}, for no visit, paid via "
+        f"{line.covered_by.name} (session {line.session_number}): if that was this visit, remove that line "
+        "first, or this check-in uses a second session for it."
+        for line in lines if line.covered_by is not None
+    )
+
+
 def preview_check_in(appointment: Appointment, service: Service, clinic: ClinicSettings) -> CoveragePreview | None:
     """None when the patient holds no package (nothing to warn about)."""
     tz = clinic.tz
@@ -126,11 +144,12 @@ def preview_check_in(appointment: Appointment, service: Service, clinic: ClinicS
         used_after = package.sessions_used - given_back[package.pk] + 1
         moving = [line.pk for line in on_file if line.kind == LineKind.FIRST_SESSION]
         number = session_number_for(package, used_after, ignoring=moving)
+        twice = used_for_no_visit(appointment, service, visit_day, tz)
         return CoveragePreview(
-            covered=True,
+            covered=True, note=bool(twice),
             headline=(f"{service.name} will be paid via {package.name}: session {number} of "
                       f"{package.sessions_total} · {package.sessions_total - used_after} left."
-                      + first_sessions_coming_back(given_back, packages, service, package.pk)),
+                      + first_sessions_coming_back(given_back, packages, service, package.pk) + twice),
         )
     eligible_ids = set().union(*(p.eligible_ids for p in packages.values()))
     names = dict(Service.objects.filter(pk__in=eligible_ids).values_list("pk", "name"))
