@@ -9,12 +9,14 @@ import time
 from decimal import Decimal
 
 import pytest
+from django.db import OperationalError
 from django.utils import timezone
 
 from tally.clinic.actions.billing import do_record_payment
 from tally.clinic.actions.sales import do_sell_package
 from tally.clinic.actions.visits import do_book, do_check_in
 from tally.clinic.models import PatientPackage, Payment
+from tally.staff.views import investigation as investigation_views
 from tally.staff.views import invoices as invoice_views
 from tally.staff.views import sales as sales_views
 
@@ -215,3 +217,33 @@ def test_a_fix_on_a_page_opened_before_signing_in_again_reloads_and_says_nothing
     expect(page.locator("#package-count")).to_contain_text("0 of 10 used")
     page.get_by_role("button", name="Record the check-in and charge").click()  # the reloaded page works
     expect(page.locator("#package-count")).to_contain_text("1 of 10 used")
+
+
+def test_a_fix_the_database_cannot_save_says_so_instead_of_doing_nothing(browser_page, desk, patient, acu60, clinic,
+                                                                          paid_pack, monkeypatch):
+    """A 503 (the database busy or down) to an htmx request was neither swapped nor shown: after
+    confirming the fix, the button seemed to do nothing, and nothing said whether it was saved."""
+    appointment = do_book(acting_user=desk, patient=patient, service=acu60, starts_at=local_today_at(clinic, 9))
+    do_check_in(acting_user=desk, appointment=appointment, no_charges=True)
+
+    def database_locked(**kwargs):
+        raise OperationalError("database is locked")
+
+    page = browser_page
+    page.on("dialog", lambda dialog: dialog.accept())
+    sign_in(page, desk.username)
+    page.goto(f"/packages/{paid_pack.pk}/investigation/")
+    monkeypatch.setattr(investigation_views, "apply_fix", database_locked)
+    with page.expect_response(lambda r: "/fixes/" in r.url) as answer:
+        page.get_by_role("button", name="Record the check-in and charge").click()
+    assert answer.value.status == 503
+    failure = page.get_by_role("alert").filter(has_text="nothing was changed")
+    expect(failure).to_be_visible()
+    expect(failure).to_contain_text("try again")
+    expect(page.locator("#package-count")).to_contain_text("0 of 10 used")
+    screenshot(page, "investigation-fix-unavailable")
+
+    monkeypatch.undo()  # the database is back: the same button works, and the notice goes
+    page.get_by_role("button", name="Record the check-in and charge").click()
+    expect(page.locator("#package-count")).to_contain_text("1 of 10 used")
+    expect(failure).to_have_count(0)

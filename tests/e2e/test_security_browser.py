@@ -8,6 +8,7 @@ import pytest
 from tests.security.conftest import charged_visit, code_for, owner_device, sold_pack  # noqa: F401
 
 from .conftest import STAFF_PASSWORD, sign_in
+from .test_browser import expect
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -46,7 +47,11 @@ def test_an_owner_signs_in_with_a_code_in_the_browser(browser_page, owner, owner
     page.get_by_label("Password").fill(STAFF_PASSWORD)
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url("**/login/code/**")
+    # Half signed in: no menu of pages that would each only bring the code page back.
+    expect(page.get_by_role("navigation", name="Main")).to_have_count(0)
+    expect(page.get_by_role("button", name="Cancel and sign out")).to_be_visible()
     page.get_by_label("Code from your authenticator app").fill(code_for(owner_device))
     page.get_by_role("button", name="Continue").click()
     page.wait_for_url("**/today/**")
+    expect(page.get_by_role("navigation", name="Main")).to_be_visible()
     assert violations == []

@@ -27,3 +27,20 @@ def test_the_picture_marks_every_visit_with_its_outcome_and_shades_gaps(history,
     assert len(gaps) == 1
     assert "5 left" in svg  # 10 sessions, 5 counted
     assert root.find(f"{SVG}title").text == "Timeline of 10 x Acupuncture 60"
+
+
+def test_the_count_label_never_sits_on_the_scale_labels(history, clinic):
+    """"10 left" was drawn 8 px above the scale's "10" (and "9 left" 1 px from it, "0 left" on
+    the "0"): two numbers on top of each other, at the very end of the line staff read."""
+    pp, _ = history.sell(1, 1)
+    for used in (0, 1):  # 10 left and 9 left, at the top of the scale
+        if used:
+            history.visit(1, 5)
+        investigation, _ = history.investigate(pp)
+        root = ET.fromstring(render_timeline(investigation, clinic.tz))
+        labels = [t for t in root.iter(f"{SVG}text") if float(t.get("x")) > 900]
+        count = next(t for t in labels if (t.text or "").endswith(" left"))
+        assert count.text == f"{10 - used} left"
+        for scale in labels:
+            if scale is not count:
+                assert abs(float(scale.get("y")) - float(count.get("y"))) >= 11, (scale.text, count.text)

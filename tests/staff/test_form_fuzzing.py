@@ -266,7 +266,7 @@ FORMS: dict[str, Form] = {
     "cancel_package": Form(post=lambda w: {"reason": text(), "refund_amount": money(),
                                            "refund_method": choice(["card", "cash", "bank transfer", "other"])}),
     "package_expiry": Form(post=lambda w: {"expires_on": dates()}),
-    "invoice_new": Form(post=lambda w: {"service": w.id_of("service")}),
+    "invoice_new": Form(post=lambda w: {"service": w.id_of("service"), "visit": w.id_of("appointment")}),
     "invoice": read_only(),
     "invoice_edit": read_only(),
     "add_line": Form(post=lambda w: {"service": w.id_of("service")}),

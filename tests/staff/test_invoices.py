@@ -161,3 +161,23 @@ def test_a_line_that_took_a_removed_lines_session_shows_it_and_the_sessions_left
     page = desk_client.get(reverse("staff:invoice", args=[invoice.pk])).content.decode()
     assert page.count("Session 2 of 10") == 1 and "Session 2 of 10 · 7 left" in page
     assert "Session 3 of 10 · 7 left" in page and "Session 1 of 10 · 9 left" in page
+
+
+def test_a_new_invoice_on_the_day_of_a_visit_charges_that_visit_so_its_check_in_does_not_again(
+        desk_client, patient, visit, sold_pack, acu60):
+    """The chart's New invoice charged the service tied to no visit: checking the visit in later
+    charged it a second time, two sessions for one visit (POSSIBLE_DOUBLE_USE). Rule 2's manual
+    invoice "for a visit" needs the visit: today's uncharged one is offered, and chosen."""
+    url = reverse("staff:invoice_new", args=[patient.pk])
+    page = desk_client.get(url).content.decode()
+    assert f'<option value="{visit.pk}" selected>10:00 Acupuncture 60 min (Booked)</option>' in page
+    assert desk_client.post(url, {"service": acu60.pk, "visit": visit.pk}).status_code == 302
+    line = InvoiceLine.objects.get(invoice=Invoice.objects.latest("pk"))
+    assert (line.appointment_id, line.covered_by_id) == (visit.pk, sold_pack.pk)
+
+    assert desk_client.post(reverse("staff:check_in", args=[visit.pk]), {"charge": "booked"}).status_code == 302
+    sold_pack.refresh_from_db()
+    assert sold_pack.sessions_used == 1
+    assert InvoiceLine.objects.filter(appointment=visit, removed_at__isnull=True).count() == 1
+    # Charged now, it is offered no more.
+    assert "10:00 Acupuncture 60 min (" not in desk_client.get(url).content.decode()

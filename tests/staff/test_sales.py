@@ -7,6 +7,7 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
+from tally.clinic.actions.sales import do_cancel_package
 from tally.clinic.models import AuditEvent, InvoiceLine, PatientPackage, Payment
 
 
@@ -52,6 +53,18 @@ def test_it_warns_about_a_visit_today_that_the_sale_would_leave_uncounted(desk_c
     page = desk_client.get(sell_url(patient)).content.decode()
     assert "has a visit today that no package counts" in page
     assert "10:00 Acupuncture 60 min" in page
+
+
+def test_no_warning_for_a_booked_visit_a_package_she_holds_will_count(desk_client, desk, patient, ten_pack,
+                                                                       sold_pack, visit):
+    """A renewal on the day of a visit: the sell page said "no package counts" the visit while its
+    check-in page said the package she holds would pay it. Answering Yes as the warning asked
+    used the new package's first session, which the check-in then moved to the old package."""
+    page = desk_client.get(sell_url(patient)).content.decode()
+    assert "will be paid via" in desk_client.get(reverse("staff:check_in", args=[visit.pk])).content.decode()
+    assert "has a visit today that no package counts" not in page
+    do_cancel_package(acting_user=desk, patient_package=sold_pack, reason="moved away")  # now nothing covers it
+    assert "has a visit today that no package counts" in desk_client.get(sell_url(patient)).content.decode()
 
 
 def test_no_warning_without_a_visit_today(desk_client, patient, ten_pack):

@@ -124,6 +124,22 @@ def test_check_in_with_no_charges_charges_nothing(desk_client, visit, sold_pack)
     assert not InvoiceLine.objects.filter(appointment=visit).exists()
 
 
+def test_choosing_no_charges_says_which_package_would_have_counted_the_visit(desk_client, visit, sold_pack):
+    """No Charges beside a package that covers the booked service used nothing and said nothing:
+    the investigator then lists the visit as a missed step (NO_CHARGES, a warning). The page says
+    so as it is chosen, before anything is saved; the choice stays the desk's, in one click."""
+    preview = desk_client.get(reverse("staff:check_in_preview", args=[visit.pk]), {"charge": "none"})
+    text = preview.content.decode()
+    assert 'role="alert"' in text
+    assert "No Charges: no session of 10 x Acupuncture 60 is used" in text
+    assert "would pay Acupuncture 60 min" in text
+
+
+def test_no_charges_for_a_patient_without_a_package_says_nothing(desk_client, visit):
+    preview = desk_client.get(reverse("staff:check_in_preview", args=[visit.pk]), {"charge": "none"})
+    assert "alert" not in preview.content.decode()
+
+
 def test_picking_another_service_without_choosing_one_is_a_form_error(desk_client, visit):
     response = desk_client.post(reverse("staff:check_in", args=[visit.pk]), {"charge": "other"})
     assert response.status_code == 422
@@ -280,3 +296,52 @@ def test_checking_in_keeps_a_manual_charge_of_a_service_other_than_the_booked_on
     invoice = do_create_invoice(acting_user=desk, patient=patient, lines=[(acu90, visit)])
     assert desk_client.post(reverse("staff:check_in", args=[visit.pk]), {"charge": "booked"}).status_code == 302
     assert list(InvoiceLine.objects.filter(appointment=visit).values_list("invoice_id", flat=True)) == [invoice.pk]
+
+
+def test_an_integration_account_is_no_practitioner_to_book_with(desk_client, practitioner, owner):
+    """An owner account made without a password (an integration's: tokens only, never signs in)
+    was offered beside the practitioners when booking, rescheduling and filtering the chart.
+    A practitioner with no password of their own stays: they are on the schedule all the same."""
+    from tally.clinic.actions.staff_accounts import do_create_staff
+
+    do_create_staff(acting_user=None, username="billing-sync", role="owner", password=None, first_name="Billing",
+                    last_name="sync")
+    do_create_staff(acting_user=None, username="locum", role="practitioner", password=None, first_name="Lee",
+                    last_name="Locum")
+    page = desk_client.get(reverse("staff:book")).content.decode()
+    assert "Billing sync" not in page
+    assert "Lee Locum" in page and practitioner.display_name in page and owner.display_name in page
+
+
+def test_the_check_in_preview_says_a_first_session_moves_to_the_package_rule_6_picks(
+        desk_client, desk, owner, patient, acu60, visit, sold_pack):
+    """A renewal whose first session was used for today's visit, while the older package still
+    had sessions: the check-in charges the visit via the older one (rule 6: neither expires, so
+    the oldest) and gives the renewal's first session back, 1 used to 0. The preview named only
+    the older package's session: the renewal's count changed with no word about it."""
+    renewal = do_create_package(acting_user=owner, name="5 x Acupuncture 60", price=Decimal("400.00"), sessions=5,
+                                service_ids=[acu60.pk])
+    new, _ = do_sell_package(acting_user=desk, patient=patient, package=renewal, use_first_session=True,
+                             first_session_appointment=visit, payment=(Decimal("400.00"), "card"))
+    page = desk_client.get(reverse("staff:check_in", args=[visit.pk])).content.decode()
+    assert f"will be paid via {sold_pack.name}: session 1 of 10 · 9 left." in page
+    assert "The first session 5 x Acupuncture 60 used for this visit at its sale comes back to it (0 of 5 used)." \
+        in page
+    assert desk_client.post(reverse("staff:check_in", args=[visit.pk]), {"charge": "booked"}).status_code == 302
+    new.refresh_from_db()
+    sold_pack.refresh_from_db()
+    assert (new.sessions_used, sold_pack.sessions_used) == (0, 1)
+
+
+def test_the_check_in_preview_warns_of_a_session_used_today_for_no_visit(desk_client, desk, patient, acu60, visit,
+                                                                        sold_pack):
+    """The same service charged today on an invoice tied to no visit (added on an invoice's edit
+    page) has used a session already: checking the visit in uses a second one for the same day
+    (POSSIBLE_DOUBLE_USE), and the page said nothing of it."""
+    from tally.clinic.actions.billing import do_create_invoice
+
+    invoice = do_create_invoice(acting_user=desk, patient=patient, lines=[(acu60, None)])
+    page = desk_client.get(reverse("staff:check_in", args=[visit.pk])).content.decode()
+    assert "will be paid via 10 x Acupuncture 60: session 2 of 10 · 8 left." in page
+    assert (f"Acupuncture 60 min is already charged the same day on {invoice.number}, for no visit, paid via "
+            "10 x Acupuncture 60 (session 1): if that was this visit, remove that line first") in page

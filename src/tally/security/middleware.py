@@ -77,6 +77,8 @@ class TwoFactorGateMiddleware:
         if not user.is_authenticated or user.is_verified():  # type: ignore[attr-defined]  # django-otp adds it
             return None
         step = second_step_for(user)
+        # Half signed in: base.html shows no menu, whose every page would bring this step back.
+        request.two_factor_pending = step is not None  # type: ignore[attr-defined]
         if step is None or request.path in {step, reverse("staff:logout"), reverse("admin:logout")}:
             return None
         return step

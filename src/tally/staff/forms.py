@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 from django import forms
 from django.contrib.auth.forms import AuthenticationForm
+from django.contrib.auth.hashers import UNUSABLE_PASSWORD_PREFIX
 from django.core.validators import MaxLengthValidator
 from django.utils import timezone
 
@@ -25,7 +26,11 @@ def active_services():
 
 
 def practitioners():
-    return Staff.objects.filter(is_active=True).exclude(role=Role.FRONT_DESK).order_by("first_name", "username")
+    """Who a visit can be booked with: active staff but the front desk, and but an integration's
+    account (an owner made without a password: tokens only, never at the clinic)."""
+    return (Staff.objects.filter(is_active=True).exclude(role=Role.FRONT_DESK)
+            .exclude(role=Role.OWNER, password__startswith=UNUSABLE_PASSWORD_PREFIX)
+            .order_by("first_name", "username"))
 
 
 class StaffChoiceField(forms.ModelChoiceField):
@@ -313,6 +318,25 @@ class AddLineForm(forms.Form):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         model_field(self, "service").queryset = active_services()
+
+
+class NewInvoiceForm(AddLineForm):
+    """A manual invoice's first line, and the visit of today it charges (rule 2): tied to the
+    visit, its check-in keeps this charge instead of charging the visit a second time."""
+
+    visit = forms.ModelChoiceField(
+        queryset=Appointment.objects.none(), required=False, label="For today's visit",
+        empty_label="— not for a visit —",
+        help_text="Charging a visit here uses its session now; checking it in later does not charge it again.",
+    )
+
+    def __init__(self, *args, visits=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        model_field(self, "visit").queryset = visits if visits is not None else Appointment.objects.none()
+        # Rendered while the view has the clinic's time zone active.
+        model_field(self, "visit").label_from_instance = (  # type: ignore[method-assign]
+            lambda obj: f"{timezone.localtime(obj.starts_at):%H:%M} {obj.service.name} ({obj.get_status_display()})"
+        )
 
 
 class PaymentForm(forms.Form):

@@ -14,6 +14,7 @@ from tally.clinic.investigator.explain import SCHEDULE_GAP, Investigation
 WIDTH, HEIGHT = 960, 240
 LEFT, RIGHT, TOP, BOTTOM = 48, 48, 24, 40
 VISIT_Y = 70
+LABEL_GAP = 11  # px between two 11 px labels' baselines, so that one does not sit on the other
 
 COLOURS = {
     "counted": "#1a7f37",
@@ -101,10 +102,12 @@ def render_timeline(investigation: Investigation, tz: dt.tzinfo, *, now: dt.date
     path = " ".join(f"{px:.1f},{py:.1f}" for px, py in points)
     parts.append(f'<polyline points="{path}" fill="none" stroke="#0969da" stroke-width="2">'
                  f'<title>Sessions left</title></polyline>')
-    parts.append(f'<text x="{WIDTH - RIGHT + 4}" y="{y_count(summary["sessions_total"]) + 4:.1f}" font-size="11" '
-                 f'fill="#0969da">{summary["sessions_total"]}</text>')
-    parts.append(f'<text x="{WIDTH - RIGHT + 4}" y="{y_count(0) + 4:.1f}" font-size="11" fill="#0969da">0</text>')
-    parts.append(f'<text x="{WIDTH - RIGHT + 4}" y="{points[-1][1] - 4:.1f}" font-size="11" font-weight="bold" '
+    count_y = points[-1][1] - 4
+    for value in (summary["sessions_total"], 0):  # the scale, but where "N left" would sit on it
+        if abs(y_count(value) + 4 - count_y) >= LABEL_GAP:
+            parts.append(f'<text x="{WIDTH - RIGHT + 4}" y="{y_count(value) + 4:.1f}" font-size="11" '
+                         f'fill="#0969da">{value}</text>')
+    parts.append(f'<text x="{WIDTH - RIGHT + 4}" y="{count_y:.1f}" font-size="11" font-weight="bold" '
                  f'fill="#0969da">{summary["sessions_remaining"]} left</text>')
     for event in visits:
         kind = visit_class(event)

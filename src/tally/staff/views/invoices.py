@@ -26,7 +26,7 @@ from tally.clinic.errors import ClinicError
 from tally.clinic.models import Invoice, InvoiceLine, Patient
 from tally.clinic.models.billing import ZERO
 
-from ..forms import AddLineForm, PaymentForm, ReasonForm, RefundForm
+from ..forms import AddLineForm, NewInvoiceForm, PaymentForm, ReasonForm, RefundForm
 from .auth import safe_next
 from .common import (
     ANY_STAFF,
@@ -39,6 +39,7 @@ from .common import (
     shows,
     staff_view,
 )
+from .sales import todays_visits
 
 log = logging.getLogger(__name__)
 
@@ -216,11 +217,13 @@ def invoice_new(request: StaffRequest, patient_id: int) -> HttpResponse:
     """A manual invoice for one service (more can be added on the invoice)."""
     patient = get_object_or_404(Patient, pk=patient_id)
     shows(request, "patient.view", Shown(patient.pk, "patient", patient.pk))
-    form = AddLineForm(posted(request))
+    visits = todays_visits(patient, request.clinic.tz).filter(charged=False)  # type: ignore[misc]  # annotated
+    initial = {"visit": visits[0].pk} if len(visits) == 1 else {}
+    form = NewInvoiceForm(posted(request), initial=initial, visits=visits)
     if request.method == "POST" and form.is_valid():
         try:
             invoice = do_create_invoice(acting_user=request.user, patient=patient,
-                                        lines=[(form.cleaned_data["service"], None)])
+                                        lines=[(form.cleaned_data["service"], form.cleaned_data["visit"])])
         except ClinicError as exc:
             if (page := refuse_or_raise(request, exc)) is not None:
                 return page
@@ -231,7 +234,8 @@ def invoice_new(request: StaffRequest, patient_id: int) -> HttpResponse:
     return render(request, "staff/form_page.html", {
         "form": form, "title": f"New invoice for {patient.full_name} ({patient.patient_number})",
         "submit": "Create invoice", "back_url": reverse("staff:chart", args=[patient.pk]),
-        "intro": "The service is charged today; a package the patient holds covers it when the rules allow.",
+        "intro": ("The service is charged today; a package the patient holds covers it when the rules allow. "
+                  "For a visit of today, choose it: its check-in then keeps this charge."),
     }, status=422 if form.is_bound else 200)
 
 

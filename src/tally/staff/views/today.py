@@ -30,7 +30,7 @@ from tally.clinic.models.billing import LineKind
 from tally.clinic.queries import schedule_for_day, visible_appointment
 from tally.clinic.rules import YEARS
 
-from ..coverage_text import preview_charged_visit, preview_check_in
+from ..coverage_text import preview_charged_visit, preview_check_in, preview_no_charges
 from ..forms import BookForm, CheckInForm, ReasonForm, RescheduleForm, combine
 from ..templatetags.staff_tags import session_left_after
 from .auth import safe_next
@@ -283,6 +283,8 @@ def check_in_context(request: StaffRequest, appointment: Appointment, form: Chec
         preview = preview_charged_visit(appointment, form.cleaned_data["charge"], service, request.clinic)
         if preview is None and service is not None:
             preview = preview_check_in(appointment, service, request.clinic)
+        elif preview is None:  # No Charges
+            preview = preview_no_charges(appointment, request.clinic)
     return {"form": form, "appointment": appointment, "preview": preview,
             "back_url": day_url(appointment.starts_at.astimezone(request.clinic.tz).date())}
 

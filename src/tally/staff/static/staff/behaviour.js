@@ -36,3 +36,54 @@ document.addEventListener("click", function (event) {
     window.print();
   }
 });
+// An htmx request answered with an error it does not swap (403, 404, 500, 503: see htmx-config
+// in base.html) or that never reached the server: a fix confirmed a moment ago, a filter, a tab
+// would otherwise seem to do nothing, with no word on whether anything was saved. Say so beside
+// what the answer was to replace; the next answer that succeeds takes the notice away.
+var FAILURE_ID = "request-failure";
+
+function requestFailureText(xhr) {
+  var status = xhr ? xhr.status : 0;
+  if (status === 503) {
+    return "Tally cannot reach its database right now, so nothing was changed. Wait a few seconds and try again.";
+  }
+  if (status === 403 || status === 404) {
+    var page = new DOMParser().parseFromString(xhr.responseText || "", "text/html");
+    var said = page.querySelector("main .alert, main h1");
+    var why = said ? said.textContent.trim() : (status === 403 ? "Not allowed." : "Not found.");
+    return why.replace(/\.?$/, ".") + " Nothing was changed; reload the page to see it as it is now.";
+  }
+  return "Something went wrong on the server (error " + status + "). Reload the page to see what was saved.";
+}
+
+function showRequestFailure(event, text) {
+  var target = event.detail && event.detail.target;
+  var main = document.getElementById("main");
+  var notice = document.getElementById(FAILURE_ID);
+  if (!notice) {
+    notice = document.createElement("p");
+    notice.id = FAILURE_ID;
+    notice.className = "alert alert-error";
+    notice.setAttribute("role", "alert");
+  }
+  notice.textContent = text;
+  if (target instanceof Element && target !== main && target.parentNode && document.body.contains(target)) {
+    target.parentNode.insertBefore(notice, target);
+  } else if (main) {
+    main.insertBefore(notice, main.firstChild);
+  }
+}
+
+document.addEventListener("htmx:responseError", function (event) {
+  showRequestFailure(event, requestFailureText(event.detail.xhr));
+});
+document.addEventListener("htmx:sendError", function (event) {
+  showRequestFailure(event, "Tally could not be reached (is the network down?), so nothing was changed. " +
+    "Try again in a moment.");
+});
+document.addEventListener("htmx:afterRequest", function (event) {
+  var notice = document.getElementById(FAILURE_ID);
+  if (notice && event.detail.successful) {
+    notice.remove();
+  }
+});
