@@ -269,7 +269,7 @@ FORMS: dict[str, Form] = {
     "invoice_new": Form(post=lambda w: {"service": w.id_of("service"), "visit": w.id_of("appointment")}),
     "invoice": read_only(),
     "invoice_edit": read_only(),
-    "add_line": Form(post=lambda w: {"service": w.id_of("service")}),
+    "add_line": Form(post=lambda w: {"service": w.id_of("service"), "visit": w.id_of("appointment")}),
     "remove_line": Form(post=lambda w: {"reason": text()}),
     "payment": Form(post=lambda w: {"amount": money(), "method": choice(["card", "cash", "bank transfer", "other"])}),
     "refund": Form(post=lambda w: {"amount": money(), "method": choice(["card", "cash"]), "reason": text()}),

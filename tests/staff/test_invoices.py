@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import datetime as dt
 from decimal import Decimal
 
 from django.urls import reverse
@@ -181,3 +182,35 @@ def test_a_new_invoice_on_the_day_of_a_visit_charges_that_visit_so_its_check_in_
     assert InvoiceLine.objects.filter(appointment=visit, removed_at__isnull=True).count() == 1
     # Charged now, it is offered no more.
     assert "10:00 Acupuncture 60 min (" not in desk_client.get(url).content.decode()
+
+
+def test_adding_a_service_on_an_invoice_of_the_visits_day_can_charge_that_visit(
+        desk, desk_client, patient, visit, sold_pack, acu60, acu90):
+    """The invoice page's Add service charged a line tied to no visit, as the chart's New invoice
+    did: the visit's check-in then used a second session. It offers the uncharged visits of the
+    invoice's day, as New invoice does, and the check-in keeps the charge so tied (rule 2)."""
+    from tally.clinic.actions.billing import do_create_invoice
+
+    invoice = do_create_invoice(acting_user=desk, patient=patient, lines=[(acu90, None)])
+    page = desk_client.get(reverse("staff:invoice_edit", args=[invoice.pk])).content.decode()
+    assert f'<option value="{visit.pk}">10:00 Acupuncture 60 min (Booked)</option>' in page
+    response = desk_client.post(reverse("staff:add_line", args=[invoice.pk]), {"service": acu60.pk, "visit": visit.pk})
+    assert response.status_code == 302
+    line = InvoiceLine.objects.get(invoice=invoice, service=acu60)
+    assert (line.appointment_id, line.covered_by_id) == (visit.pk, sold_pack.pk)
+
+    assert desk_client.post(reverse("staff:check_in", args=[visit.pk]), {"charge": "booked"}).status_code == 302
+    sold_pack.refresh_from_db()
+    assert sold_pack.sessions_used == 1
+    assert InvoiceLine.objects.filter(appointment=visit, removed_at__isnull=True).count() == 1
+    page = desk_client.get(reverse("staff:invoice_edit", args=[invoice.pk])).content.decode()
+    assert "10:00 Acupuncture 60 min (" not in page
+
+
+def test_an_invoice_of_another_day_offers_no_visit_of_today(desk, desk_client, patient, visit, acu90):
+    from tally.clinic.actions.billing import do_create_invoice
+
+    invoice = do_create_invoice(acting_user=desk, patient=patient, lines=[(acu90, None)])
+    Invoice.objects.filter(pk=invoice.pk).update(issued_at=invoice.issued_at - dt.timedelta(days=3))
+    page = desk_client.get(reverse("staff:invoice_edit", args=[invoice.pk])).content.decode()
+    assert "10:00 Acupuncture 60 min (" not in page

@@ -321,8 +321,9 @@ class AddLineForm(forms.Form):
 
 
 class NewInvoiceForm(AddLineForm):
-    """A manual invoice's first line, and the visit of today it charges (rule 2): tied to the
-    visit, its check-in keeps this charge instead of charging the visit a second time."""
+    """A manual invoice's line, and the visit of the invoice's day it charges (rule 2): tied to
+    the visit, its check-in keeps this charge instead of charging the visit a second time. For
+    a new invoice (today) and for a line added to an invoice (its date)."""
 
     visit = forms.ModelChoiceField(
         queryset=Appointment.objects.none(), required=False, label="For today's visit",
@@ -330,9 +331,11 @@ class NewInvoiceForm(AddLineForm):
         help_text="Charging a visit here uses its session now; checking it in later does not charge it again.",
     )
 
-    def __init__(self, *args, visits=None, **kwargs):
+    def __init__(self, *args, visits=None, visit_label: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         model_field(self, "visit").queryset = visits if visits is not None else Appointment.objects.none()
+        if visit_label is not None:
+            self.fields["visit"].label = visit_label
         # Rendered while the view has the clinic's time zone active.
         model_field(self, "visit").label_from_instance = (  # type: ignore[method-assign]
             lambda obj: f"{timezone.localtime(obj.starts_at):%H:%M} {obj.service.name} ({obj.get_status_display()})"

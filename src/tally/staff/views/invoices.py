@@ -26,7 +26,7 @@ from tally.clinic.errors import ClinicError
 from tally.clinic.models import Invoice, InvoiceLine, Patient
 from tally.clinic.models.billing import ZERO
 
-from ..forms import AddLineForm, NewInvoiceForm, PaymentForm, ReasonForm, RefundForm
+from ..forms import NewInvoiceForm, PaymentForm, ReasonForm, RefundForm
 from .auth import safe_next
 from .common import (
     ANY_STAFF,
@@ -39,7 +39,7 @@ from .common import (
     shows,
     staff_view,
 )
-from .sales import todays_visits
+from .sales import todays_visits, visits_on
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +66,20 @@ def invoice_context(request: StaffRequest, invoice: Invoice, *, edit: bool = Fal
         "payments": list(invoice.payments.all()),
         "can_edit": editable,
         "edit": edit and editable,
-        "add_line_form": AddLineForm() if edit and editable else None,
+        "add_line_form": add_line_form(request, invoice) if edit and editable else None,
         # Rule 1 after activation: a charge the package does not cover would leave its sale
         # unpaid and is refused, so the page says where it goes.
         "sold_package": live_package_sold_on(invoice) if edit and editable else None,
     }
+
+
+def add_line_form(request: StaffRequest, invoice: Invoice, data: Any = None) -> NewInvoiceForm:
+    """Add service, offering the invoice day's visits not charged yet: a line for one of them
+    is that visit's charge, which its check-in keeps (rule 2), not a second session."""
+    tz = request.clinic.tz
+    visits = visits_on(invoice.patient, invoice.issued_at.astimezone(tz).date(), tz)
+    visits = visits.filter(charged=False)  # type: ignore[misc]  # visits_on annotates it
+    return NewInvoiceForm(data, visits=visits, visit_label="For a visit that day")
 
 
 @staff_view(*ANY_STAFF)
@@ -94,10 +103,11 @@ def add_line(request: StaffRequest, invoice_id: int) -> HttpResponse:
     invoice = invoice_for_page(invoice_id, request)
     if request.method != "POST":
         return redirect(invoice_url(invoice, edit=True))
-    form = AddLineForm(request.POST)
+    form = add_line_form(request, invoice, request.POST)
     if form.is_valid():
         try:
-            line = do_add_line(acting_user=request.user, invoice=invoice, service=form.cleaned_data["service"])
+            line = do_add_line(acting_user=request.user, invoice=invoice, service=form.cleaned_data["service"],
+                               appointment=form.cleaned_data["visit"])
         except ClinicError as exc:
             if (page := refuse_or_raise(request, exc)) is not None:
                 return page

@@ -34,8 +34,13 @@ from .common import (
 
 
 def todays_visits(patient: Patient, tz: dt.tzinfo) -> QuerySet[Appointment]:
-    today = timezone.localdate(timezone=tz)
-    start = dt.datetime.combine(today, dt.time.min, tzinfo=tz)
+    return visits_on(patient, timezone.localdate(timezone=tz), tz)
+
+
+def visits_on(patient: Patient, day: dt.date, tz: dt.tzinfo) -> QuerySet[Appointment]:
+    """The patient's booked or attended visits of one day (clinic time), annotated `counted`
+    (a package pays a live line of it) and `charged` (it has a live line at all)."""
+    start = dt.datetime.combine(day, dt.time.min, tzinfo=tz)
     live = InvoiceLine.objects.filter(appointment=OuterRef("pk"), removed_at__isnull=True,
                                       invoice__voided_at__isnull=True)
     return (
