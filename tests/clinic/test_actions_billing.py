@@ -372,7 +372,7 @@ def test_an_adjustment_cannot_give_back_a_session_a_no_show_holds_undoing_the_no
     no_show = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 12))
     visits.do_mark_no_show(acting_user=desk, appointment=no_show)
     assert fresh(pp).sessions_used == 2
-    with writes_nothing(), pytest.raises(Invalid, match="undo the no-show"):
+    with writes_nothing(), pytest.raises(Invalid, match="undo those no-shows"):
         sales.do_adjust(acting_user=owner, patient_package=pp, change=1, reason="the no-show was our mistake")
     visits.do_undo_no_show(acting_user=desk, appointment=no_show)
     assert fresh(pp).sessions_used == 1
