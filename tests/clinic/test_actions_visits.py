@@ -107,18 +107,31 @@ def test_a_practitioner_checks_in_only_their_own_appointments(desk, practitioner
     visits.do_check_in(acting_user=practitioner, appointment=appointment)
 
 
-def test_a_failed_check_in_leaves_no_invoice_and_the_appointment_still_booked(owner, desk, patient, ten_pack, acu60):
+def test_a_failed_check_in_leaves_no_invoice_and_the_appointment_still_booked(owner, desk, patient, ten_pack, acu60,
+                                                                              acu90):
     pp, _ = sell(desk, patient, ten_pack)
     appointment = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 11))
-    catalog.do_update_service(acting_user=owner, service=acu60, changes={"active": False})
-    appointment.service.refresh_from_db()
+    catalog.do_update_service(acting_user=owner, service=acu90, changes={"active": False})
     invoices_before = Invoice.objects.count()
-    with writes_nothing(), pytest.raises(Invalid):
-        visits.do_check_in(acting_user=desk, appointment=appointment)
+    with writes_nothing(), pytest.raises(Invalid, match="no longer offered"):
+        visits.do_check_in(acting_user=desk, appointment=appointment, service=acu90)
     assert Invoice.objects.count() == invoices_before
     assert not InvoiceLine.objects.filter(appointment=appointment).exists()
     assert Appointment.objects.get(pk=appointment.pk).status == "booked"
     assert fresh(pp).sessions_used == 0
+
+
+def test_a_visit_booked_before_its_service_was_archived_is_checked_in_with_it(owner, desk, patient, ten_pack,
+                                                                              acu60):
+    pp, _ = sell(desk, patient, ten_pack)
+    appointment = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 11))
+    catalog.do_update_service(acting_user=owner, service=acu60, changes={"active": False})
+    _, _, line = visits.do_check_in(acting_user=desk, appointment=Appointment.objects.get(pk=appointment.pk))
+    assert (line.service_id, line.covered_by_id) == (acu60.pk, pp.pk)
+    with pytest.raises(Invalid, match="no longer offered"):  # not charged anew on anything else
+        billing.do_create_invoice(acting_user=desk, patient=patient, lines=[(acu60, None)])
+    with pytest.raises(Invalid, match="no longer offered"):
+        visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 12))
 
 
 def test_a_check_in_onto_another_patients_invoice_changes_nothing(desk, patient, acu60):

@@ -9,10 +9,10 @@ import pytest
 from django.db import connection
 
 from tally.clinic import ledger
-from tally.clinic.actions import billing, sales, visits
+from tally.clinic.actions import billing, catalog, sales, visits
 from tally.clinic.errors import Conflict
 from tally.clinic.investigator.service import apply_fix, investigate_package
-from tally.clinic.models import PatientPackage
+from tally.clinic.models import InvoiceLine, PatientPackage
 
 
 def fresh(package):
@@ -288,6 +288,40 @@ def test_a_no_show_and_a_visit_on_the_same_day_are_a_possible_double_use_of_that
     visits.do_mark_no_show(acting_user=history.desk, appointment=history.book(3, 5, hour=9))
     history.visit(3, 5, hour=15)
     assert only(history.investigate(pp)[0], "POSSIBLE_DOUBLE_USE").date == dt.date(2026, 3, 5)
+
+
+@pytest.mark.parametrize("deleted_as", ["booked", "no_charges"])
+def test_a_deleted_visit_is_restored_with_its_booked_service_though_that_service_is_archived_since(
+        history, deleted_as):
+    # SPEC "Fixes": restore "as attended, its booked service charged". The clinic stopped
+    # offering the service after the visit: the restore (and so the finding's one fix) was a 422
+    # "no longer offered", and the deleted visit could not be brought back at all.
+    pp, _ = history.sell(3, 1)
+    if deleted_as == "booked":
+        appointment = history.book(3, 5)
+    else:
+        appointment, _, _ = history.visit(3, 5, no_charges=True)
+    tombstone = visits.do_delete_appointment(acting_user=history.owner, appointment=appointment, reason="tidy up")
+    assert tombstone.appointment_id == appointment.pk
+    catalog.do_update_service(acting_user=history.owner, service=history.acu60, changes={"active": False})
+    fix = only(history.investigate(pp)[0], "APPOINTMENT_DELETED").fix
+    result = apply_fix(acting_user=history.desk, action=fix["action"], params=fix["params"], context=pp)
+    assert result.applied
+    line = InvoiceLine.objects.get(appointment=appointment, removed_at__isnull=True)
+    assert (line.service_id, line.covered_by_id) == (history.acu60.pk, pp.pk)
+    assert fresh(pp).sessions_used == 1
+    assert not apply_fix(acting_user=history.desk, action=fix["action"], params=fix["params"], context=pp).applied
+    assert fresh(pp).sessions_used == 1
+
+
+def test_a_past_visit_never_checked_in_is_charged_its_booked_service_though_archived_since(history):
+    pp, _ = history.sell(3, 1)
+    appointment = history.book(3, 5)
+    catalog.do_update_service(acting_user=history.owner, service=history.acu60, changes={"active": False})
+    fix = only(history.investigate(pp)[0], "NOT_CHECKED_IN").fix
+    assert apply_fix(acting_user=history.desk, action=fix["action"], params=fix["params"], context=pp).applied
+    assert InvoiceLine.objects.get(appointment=appointment).covered_by_id == pp.pk
+    assert fresh(pp).sessions_used == 1
 
 
 def test_a_deleted_booking_that_was_never_a_visit_is_not_a_deleted_visit(history):

@@ -79,7 +79,11 @@ def lock_visits(appointments: Iterable[Appointment | None]) -> None:
 
 
 def check_line_target(patient: Patient, service: Service, appointment: Appointment | None) -> None:
-    if not service.active:
+    """An archived service is no longer offered: charged anew on nothing but the visits booked
+    for it while it was, which are charged it as booked (their check-in, and the fixes that
+    restore or record one: SPEC "Fixes", "its booked service charged")."""
+    booked = appointment is not None and appointment.service_id == service.pk
+    if not service.active and not booked:
         raise Invalid(f"{service.name} is no longer offered.", fields={"service_id": "inactive service"})
     if appointment is not None and appointment.patient_id != patient.pk:
         raise Invalid("That appointment belongs to another patient.", fields={"appointment_id": "another patient's"})
