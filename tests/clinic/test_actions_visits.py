@@ -493,6 +493,30 @@ def test_a_no_show_under_the_policy_still_follows_the_rules(owner, desk, patient
     assert fresh(pp).sessions_used == 0
 
 
+@pytest.mark.parametrize("counted_by", ["manual_invoice", "first_session"])
+def test_a_no_show_of_a_visit_already_counted_uses_no_second_session(owner, desk, patient, ten_pack, acu60,
+                                                                    counted_by):
+    # Rules 13 and 2/5: one visit uses one session. A visit charged on a manual invoice (still
+    # booked) or named by a sale's first session is counted already; marking it a no-show under
+    # the policy used a second session for the same visit.
+    catalog.do_update_clinic(acting_user=owner, changes={"no_show_uses_session": True})
+    appointment = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 11))
+    if counted_by == "manual_invoice":
+        pp, _ = sell(desk, patient, ten_pack)
+        billing.do_create_invoice(acting_user=desk, patient=patient, lines=[(acu60, appointment)],
+                                  issued_at=ny(2026, 6, 11))
+    else:
+        pp, _ = sell(desk, patient, ten_pack, first=True, appointment=appointment, sold_at=ny(2026, 6, 11, 9))
+    assert fresh(pp).sessions_used == 1
+    with writes_one_audit_event("appointment.no_show"):
+        visits.do_mark_no_show(acting_user=desk, appointment=appointment)
+    assert fresh(pp).sessions_used == 1
+    assert AuditEvent.objects.get(action="appointment.no_show").after["ledger_entry_id"] is None
+    visits.do_undo_no_show(acting_user=desk, appointment=appointment)
+    assert fresh(pp).sessions_used == 1
+    assert verify() == []
+
+
 def test_only_an_owner_may_change_the_no_show_policy(desk, clinic):
     with pytest.raises(Forbidden):
         catalog.do_update_clinic(acting_user=desk, changes={"no_show_uses_session": True})

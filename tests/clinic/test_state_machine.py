@@ -633,6 +633,7 @@ class PackageTrackingMachine(RuleBasedStateMachine):
     def no_show(self, visit: int) -> None:
         appointment = Appointment.all_objects.get(pk=visit)
         snap, since = snapshot(), last_id(PackageLedgerEntry.objects)
+        counted_already = live_uses_of(visit).exists()
         _, error = attempt(visits.do_mark_no_show, acting_user=self.catalog.desk, appointment=appointment)
         if appointment.deleted_at is not None:
             assert isinstance(error, NotFound), error
@@ -643,7 +644,7 @@ class PackageTrackingMachine(RuleBasedStateMachine):
         assert error is None, error
         new_entries = list(PackageLedgerEntry.objects.filter(pk__gt=since))
         covered = None
-        if self.no_show_policy:
+        if self.no_show_policy and not counted_already:  # one visit, one session
             covered, _ = expected_coverage(snap, appointment.patient_id, appointment.service_id,
                                            local_day(appointment.starts_at))
         if covered is None:
