@@ -100,3 +100,32 @@ def test_it_refuses_a_package_that_already_has_entries(desk, patient, acu60, sol
 def test_it_refuses_an_unknown_package(sold):
     with pytest.raises(ClinicError, match="No such patient package"):
         import_entries([{**use(sold, 1), "patient_package_id": sold.pk + 1000}])
+
+
+def test_a_line_moved_from_one_package_to_another_is_imported(desk, patient, ten_pack, sold, lines):
+    # An owner's override moved the line: its use in `sold` was reversed, then `other` used it.
+    # Each package's rows are in order, but the other package's use is its first entry: inserted
+    # by seq alone, it came before the reversal it follows, and the database refused the import
+    # (two live uses of the line at once), a history that replays cleanly.
+    other, _ = sales.do_sell_package(acting_user=desk, patient=patient, package=ten_pack, use_first_session=False,
+                                     sold_at=AT, payment=(Decimal("800.00"), "card"))
+    written = import_entries([
+        use(sold, 1, lines[0]),
+        reversal(sold, 2, of=1, invoice_line_id=lines[0].pk),
+        use(other, 1, lines[0]),
+    ])
+    assert written == 3
+    assert [(e.patient_package_id, e.kind) for e in PackageLedgerEntry.objects.filter(
+        invoice_line=lines[0], kind="use", reversed_by__isnull=True)] == [(other.pk, "use")]
+    assert verify() == []
+
+
+def test_it_refuses_a_use_of_a_line_another_package_already_holds(desk, patient, acu60, ten_pack, sold):
+    held, _ = sales.do_sell_package(acting_user=desk, patient=patient, package=ten_pack, use_first_session=False,
+                                    sold_at=AT - dt.timedelta(days=1), payment=(Decimal("800.00"), "card"))
+    appointment = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=AT + dt.timedelta(days=1))
+    _, _, line = visits.do_check_in(acting_user=desk, appointment=appointment)
+    assert line.covered_by_id == held.pk
+    with pytest.raises(ClinicError, match="live use"):
+        import_entries([use(sold, 1, line)])
+    assert not PackageLedgerEntry.objects.filter(patient_package=sold).exists()

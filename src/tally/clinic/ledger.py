@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -149,14 +149,12 @@ def import_entries(rows: Iterable[Mapping]) -> int:
             if len(uses) > 1:
                 raise Invalid(f"Invoice line {line_id} would have {len(uses)} live uses; it may have one.",
                               fields={"rows": "two live uses of one line"})
+        _refuse_lines_held_elsewhere(by_package)
         ids: dict[tuple[int, int], int] = {}
-        # One round per seq: a reversal's target (a lower seq) always has its id already,
-        # and a line's use is reversed before the line is used again.
-        for seq in range(1, max((len(es) for es in by_package.values()), default=0) + 1):
-            batch = [(pid, es[seq - 1]) for pid, es in by_package.items() if len(es) >= seq]
+        for batch in _insert_rounds(by_package):
             created = PackageLedgerEntry.objects.bulk_create([
                 PackageLedgerEntry(
-                    patient_package_id=pid, seq=seq, kind=row["kind"], change=row["change"],
+                    patient_package_id=pid, seq=row["seq"], kind=row["kind"], change=row["change"],
                     used_after=row["used_after"], sessions_total=totals[pid], at=row["at"],
                     invoice_line_id=row.get("invoice_line_id"), appointment_id=row.get("appointment_id"),
                     reverses_id=ids[(pid, row["reverses_seq"])] if row["kind"] == EntryKind.REVERSAL else None,
@@ -164,13 +162,65 @@ def import_entries(rows: Iterable[Mapping]) -> int:
                 )
                 for pid, row in batch
             ], batch_size=2000)
-            ids.update(((pid, seq), entry.pk) for (pid, _), entry in zip(batch, created, strict=True))
+            ids.update(((pid, row["seq"]), entry.pk) for (pid, row), entry in zip(batch, created, strict=True))
         PatientPackage.objects.bulk_update(
             [PatientPackage(pk=pid, sessions_used=es[-1]["used_after"], ledger_seq=len(es))
              for pid, es in by_package.items() if es],
             ["sessions_used", "ledger_seq"], batch_size=1000,
         )
     return len(ids)
+
+
+def _refuse_lines_held_elsewhere(by_package: Mapping[int, list[dict]]) -> None:
+    """A line the import uses must not hold a live use already (in a package outside the
+    import: those in it have no entries yet): the two would count one charge twice."""
+    used_lines = sorted({row["invoice_line_id"] for rows in by_package.values() for row in rows
+                         if row["kind"] == EntryKind.USE and row.get("invoice_line_id") is not None})
+    for start in range(0, len(used_lines), 5000):
+        chunk = used_lines[start:start + 5000]
+        held = PackageLedgerEntry.objects.filter(invoice_line_id__in=chunk, kind=EntryKind.USE,
+                                                 reversed_by__isnull=True).values_list(
+            "invoice_line_id", "patient_package_id").first()
+        if held is not None:
+            raise Invalid(f"Invoice line {held[0]} already has a live use, in package {held[1]}; an import "
+                          "cannot use it again.", fields={"rows": "a line with a live use"})
+
+
+def _insert_rounds(by_package: Mapping[int, list[dict]]) -> Iterator[list[tuple[int, dict]]]:
+    """The rows in batches that the database takes in order: each package's rows in seq order,
+    one per batch (a reversal's target, a lower seq, has its id already), and a use of a line
+    only once no other package holds a live use of it: a line moved from one package to another
+    is used by the second after the first's reversal, whatever their seqs. The rows replayed
+    cleanly and end with one live use per line; rows that still cannot be put in an order where
+    a line has one live use at a time are refused."""
+    next_row = dict.fromkeys(by_package, 0)
+    live: dict[int, int] = {}  # line -> the package holding its live use, as inserted so far
+    while next_row:
+        batch: list[tuple[int, dict]] = []
+        taken: set[int] = set()
+        for pid, index in list(next_row.items()):
+            row = by_package[pid][index]
+            line = row.get("invoice_line_id")
+            if row["kind"] == EntryKind.USE and line is not None:
+                if line in live or line in taken:
+                    continue  # waits for the reversal that frees the line
+                taken.add(line)
+            batch.append((pid, row))
+        if not batch:
+            raise Invalid("Some invoice lines would have two live uses at once whatever the order of the "
+                          "packages' entries.", fields={"rows": "two live uses of one line"})
+        yield batch
+        for pid, row in batch:
+            line = row.get("invoice_line_id")
+            if row["kind"] == EntryKind.USE and line is not None:
+                live[line] = pid
+            elif row["kind"] == EntryKind.REVERSAL:
+                target = by_package[pid][row["reverses_seq"] - 1]
+                if target.get("invoice_line_id") is not None and live.get(target["invoice_line_id"]) == pid:
+                    del live[target["invoice_line_id"]]
+            next_row[pid] += 1
+            if next_row[pid] == len(by_package[pid]):
+                del next_row[pid]
 
 
 def _lock_fresh_packages(package_ids: list[int]) -> dict[int, int]:
