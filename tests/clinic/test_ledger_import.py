@@ -71,6 +71,8 @@ def test_a_clean_history_is_imported_and_the_cached_count_follows(sold, lines):
     (lambda pp, ln: [adjustment(pp, 1, -1), reversal(pp, 2, of=1)], "earlier use"),
     (lambda pp, ln: [use(pp, 1, used_after=2)], "replay gives 1"),
     (lambda pp, ln: [{**use(pp, 1), "change": -2}], "by -1"),
+    (lambda pp, ln: [adjustment(pp, 1, -2), {**adjustment(pp, 2, 1), "change": True}], "whole number"),
+    (lambda pp, ln: [{**use(pp, 1), "change": -1.0}], "whole number"),
     (lambda pp, ln: [use(pp, 1, ln[0]), use(pp, 2, ln[0])], "2 live uses"),
 ])
 def test_it_refuses_a_history_that_does_not_replay_and_writes_nothing(sold, lines, rows, says):

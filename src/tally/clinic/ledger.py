@@ -256,6 +256,8 @@ def _check_replay(package_id: int, rows: list[dict], total: int,
         refuse: Callable[[str], NoReturn] = functools.partial(_refuse, package_id, seq)
         if seq != expected_seq:
             refuse(f"expected seq {expected_seq}: entries are numbered 1..n without gaps")
+        if not isinstance(change, int) or isinstance(change, bool):  # True is 1 to Python, not a count
+            refuse("a change is a whole number")
         if kind == EntryKind.USE and change != -1:
             refuse("a use changes the count by -1")
         elif kind == EntryKind.REVERSAL:
@@ -267,7 +269,7 @@ def _check_replay(package_id: int, rows: list[dict], total: int,
             if target in reversed_seqs:
                 refuse(f"use {target} is already reversed")
             reversed_seqs.add(target)
-        elif kind == EntryKind.ADJUSTMENT and (not isinstance(change, int) or change == 0):
+        elif kind == EntryKind.ADJUSTMENT and change == 0:
             refuse("an adjustment changes the count by a whole number other than 0")
         elif kind not in EntryKind.values:
             refuse(f"unknown kind {kind!r}")
