@@ -544,6 +544,22 @@ def test_a_visit_charged_while_a_sale_was_unpaid_says_the_sale_was_voided_not_th
     assert finding.fix is None
 
 
+def test_an_owner_override_that_used_the_last_session_changes_nothing_when_repeated(history):
+    # SPEC "Fixes": idempotent, a repeat changes nothing. The override's repeat was refused as
+    # "cannot cover this line even by override: PACKAGE_EXHAUSTED", about the very line it covers.
+    older, _ = history.sell(3, 1)
+    single, _ = history.sell(3, 2, package=history.package("Single", 1), paid="100.00")
+    _, _, line = history.visit(3, 5)
+    assert line.covered_by_id == older.pk
+    params = {"line_id": line.pk, "override": True, "reason": "the patient asked to use the single"}
+    first = apply_fix(acting_user=history.owner, action="apply_to_line", params=params, context=single)
+    assert first.applied
+    assert (fresh(older).sessions_used, fresh(single).sessions_used) == (0, 1)
+    again = apply_fix(acting_user=history.owner, action="apply_to_line", params=params, context=single)
+    assert not again.applied
+    assert (fresh(older).sessions_used, fresh(single).sessions_used) == (0, 1)
+
+
 def test_a_sale_day_visit_charged_on_an_older_invoice_offers_no_first_session_fix_that_is_refused(history):
     # Checked in onto an open invoice of the day before: its line is dated before the sale, so
     # no package can cover it (rule 4) and use_first_session refuses a line not of the sale day.

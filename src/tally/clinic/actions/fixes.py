@@ -138,11 +138,12 @@ def do_apply_to_line(
     if override:
         assert context is not None  # an override names its package (checked first)
         target = packages[context.pk]
+        if line.covered_by_id == target.pk:
+            # A repeat changes nothing, even where the override used the package's last session.
+            return FixResult(False, None, f"This line is already paid via {target.name}.")
         why = rules.why_not(package_facts(target, tz), line.service_id, invoice_date)
         if why in NOT_BY_OVERRIDE:
             raise Conflict(f"{target.name} cannot cover this line even by override: {why}.")
-        if line.covered_by_id == target.pk:
-            return FixResult(False, None, f"This line is already paid via {target.name}.")
         if line.covered_by_id is not None:
             uncover_line(line, by=acting_user, reason=f"owner override to {target.name}: {reason}")
         cover_line(line, target, by=acting_user, reason=f"owner override: {reason}")
