@@ -171,6 +171,30 @@ def test_undoing_the_check_in_of_a_first_session_visit_gives_the_sale_its_first_
     assert verify() == []
 
 
+@pytest.mark.parametrize("paid_at_the_sale", [True, False])
+def test_undoing_the_check_in_of_a_visit_whose_charge_took_the_first_session_gives_it_back_to_the_sale(
+        desk, patient, ten_pack, acu60, paid_at_the_sale):
+    # The same facts as above in the other order: the visit was checked in (and charged) before
+    # the sale, whose first session then covered that charge (rule 5). Undoing the check-in gave
+    # the session back and left the sale's ticked first session unused: 0 used where the other
+    # order leaves 1, for a sale that says "the patient is treated that day".
+    appointment = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 10, 8))
+    _, _, charge = visits.do_check_in(acting_user=desk, appointment=appointment)
+    pp, sale = sell(desk, patient, ten_pack, first=True, appointment=appointment, sold_at=ny(2026, 6, 10, 9),
+                    paid=paid_at_the_sale)
+    if not paid_at_the_sale:
+        pay(desk, sale, "800.00", received_at=ny(2026, 6, 10, 12))
+    charge.refresh_from_db()
+    assert charge.covered_by_id == pp.pk and fresh(pp).sessions_used == 1
+    visits.do_undo_check_in(acting_user=desk, appointment=appointment)
+    assert fresh(pp).sessions_used == 1
+    [first] = InvoiceLine.objects.filter(invoice=sale, kind=LineKind.FIRST_SESSION, removed_at__isnull=True)
+    assert first.covered_by_id == pp.pk and first.appointment_id == appointment.pk
+    visits.do_check_in(acting_user=desk, appointment=appointment)  # and back: one session, never two
+    assert fresh(pp).sessions_used == 1
+    assert verify() == []
+
+
 def test_undoing_the_check_in_of_a_pending_first_session_visit_leaves_it_to_the_activating_payment(
         desk, patient, ten_pack, acu60):
     older, _ = sell(desk, patient, ten_pack, sold_at=ny(2026, 6, 1, 9))

@@ -40,7 +40,7 @@ from hypothesis.stateful import (
 
 from tally.clinic import rules
 from tally.clinic.actions import billing, catalog, sales, visits
-from tally.clinic.actions.coverage import MOVED_TO_VISIT, NOT_NEEDED
+from tally.clinic.actions.coverage import GIVEN_TO_VISIT
 from tally.clinic.errors import ClinicError, Conflict, Invalid, NotFound
 from tally.clinic.investigator.explain import explain
 from tally.clinic.investigator.loader import load_history
@@ -346,13 +346,14 @@ class PackageTrackingMachine(RuleBasedStateMachine):
 
     def first_sessions_given_back(self, appointment: Appointment, reversed_now: list[int]) -> set[int]:
         """The packages whose sale's first session a check-in of this visit moved onto the visit,
-        or dropped because the visit was counted already: undoing the check-in gives it back to
+        or dropped because the visit was counted already, or whose sale after the check-in gave
+        it to the visit's charge: undoing the check-in gives it back to
         the sale, unless the sale holds a live first-session line again, or it was voided. A
         package cancelled since gets it back only from the visit's own line (`reversed_now`):
         the session moves back and the count stays (rule 11), never a new use."""
         moved = InvoiceLine.objects.filter(
             appointment=appointment, kind=LineKind.FIRST_SESSION, removed_at__isnull=False,
-            removal_reason__in=[MOVED_TO_VISIT, NOT_NEEDED], invoice__voided_at__isnull=True,
+            removal_reason__in=GIVEN_TO_VISIT, invoice__voided_at__isnull=True,
         ).values_list("patient_package_id", "patient_package__cancelled_at")
         live = InvoiceLine.objects.filter(
             kind=LineKind.FIRST_SESSION, removed_at__isnull=True, invoice__voided_at__isnull=True,

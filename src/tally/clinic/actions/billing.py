@@ -38,7 +38,14 @@ from .common import (
     require_role,
     require_text,
 )
-from .coverage import COVER_FIELDS, NOT_NEEDED, charge_service, cover_line, uncover_line
+from .coverage import (
+    COVER_FIELDS,
+    NOT_NEEDED,
+    USED_ON_VISIT_CHARGE,
+    charge_service,
+    cover_line,
+    uncover_line,
+)
 
 # The column holds 40 characters; the API accepts more text, and PostgreSQL refuses a longer value.
 METHOD_MAX_LENGTH = max_length_of(Payment, "method")
@@ -272,7 +279,7 @@ def use_first_session(package: PatientPackage, first_line: InvoiceLine, *, by: S
     }
     visit_line.save(update_fields=[*COVER_FIELDS, "coverage_decision"])
     first_line.removed_at = now()
-    first_line.removal_reason = "first session used on the visit's own charge"
+    first_line.removal_reason = USED_ON_VISIT_CHARGE
     first_line.save(update_fields=["removed_at", "removal_reason"])
 
 

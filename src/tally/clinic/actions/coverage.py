@@ -212,16 +212,22 @@ def _first_sessions(lines: list[InvoiceLine]) -> list[InvoiceLine]:
 
 MOVED_TO_VISIT = "first session moved to the visit's own line"
 NOT_NEEDED = "first session not needed: the visit's own charge was covered"
+# The sale came after the visit's charge and its first session covered that charge (rule 5).
+USED_ON_VISIT_CHARGE = "first session used on the visit's own charge"
+# Why a sale's first-session line was removed for its visit: undoing the visit's check-in gives
+# each back to the sale, whichever came first, the check-in or the sale.
+GIVEN_TO_VISIT = (MOVED_TO_VISIT, NOT_NEEDED, USED_ON_VISIT_CHARGE)
 
 
 def released_first_sessions_of(appointment: Appointment) -> list[InvoiceLine]:
-    """The sale first-session lines a check-in of this visit released, one per package whose
-    sale still stands: what undoing the check-in gives back (rule 5's session was the sale's).
+    """The sale first-session lines a check-in of this visit released, or that a sale after the
+    check-in gave to its charge, one per package whose sale still stands: what undoing the
+    check-in gives back (rule 5's session was the sale's).
     A package cancelled since gets it back too: its count is as it was at the cancellation
     (rule 11), and moving the session back onto the sale uses nothing new."""
     lines = InvoiceLine.objects.filter(
         appointment_id=appointment.pk, kind=LineKind.FIRST_SESSION, removed_at__isnull=False,
-        removal_reason__in=[MOVED_TO_VISIT, NOT_NEEDED], invoice__voided_at__isnull=True,
+        removal_reason__in=GIVEN_TO_VISIT, invoice__voided_at__isnull=True,
     ).order_by("-pk")
     latest: dict[int | None, InvoiceLine] = {}
     for line in lines:
