@@ -12,7 +12,7 @@ from tally.clinic import ledger
 from tally.clinic.actions import billing, catalog, sales, visits
 from tally.clinic.errors import Conflict
 from tally.clinic.investigator.service import apply_fix, investigate_package
-from tally.clinic.models import InvoiceLine, PatientPackage
+from tally.clinic.models import AuditEvent, InvoiceLine, PatientPackage
 
 
 def fresh(package):
@@ -558,6 +558,25 @@ def test_an_owner_override_that_used_the_last_session_changes_nothing_when_repea
     again = apply_fix(acting_user=history.owner, action="apply_to_line", params=params, context=single)
     assert not again.applied
     assert (fresh(older).sessions_used, fresh(single).sessions_used) == (0, 1)
+
+
+@pytest.mark.parametrize("how", ["booked", "no_charges"])
+def test_the_check_in_and_charge_fix_is_audited_as_a_fix(history, how):
+    # SPEC "Fixes": one action each, audited. On a visit still booked the fix was recorded only
+    # as an ordinary check-in: the audit log did not say a fix had charged the visit.
+    pp, _ = history.sell(3, 1)
+    if how == "booked":
+        appointment = history.book(3, 5)
+    else:
+        appointment, _, _ = history.visit(3, 5, no_charges=True)
+    last = AuditEvent.objects.order_by("-id").values_list("id", flat=True).first()
+    apply_fix(acting_user=history.desk, action="check_in_and_charge", params={"appointment_id": appointment.pk},
+              context=pp)
+    events = list(AuditEvent.objects.filter(id__gt=last).values_list("action", flat=True))
+    assert "fix.check_in_and_charge" in events, events
+    event = AuditEvent.objects.filter(action="fix.check_in_and_charge").get()
+    assert event.after["status"] == "attended" and event.after["line_id"] is not None
+    assert fresh(pp).sessions_used == 1
 
 
 def test_a_sale_day_visit_charged_on_an_older_invoice_offers_no_first_session_fix_that_is_refused(history):

@@ -228,7 +228,10 @@ def do_check_in_and_charge(*, acting_user: Staff, appointment_id: int, patient_i
             record("fix.check_in_and_charge", actor=acting_user, obj=appointment, patient_id=appointment.patient_id,
                    before=before, after=snapshot(appointment))
             return FixResult(True, None, "Checked in; its charge was already on file.")
-        _, _, line = do_check_in(acting_user=acting_user, appointment=appointment)
+        before = snapshot(appointment)
+        checked_in, _, line = do_check_in(acting_user=acting_user, appointment=appointment)
+        record("fix.check_in_and_charge", actor=acting_user, obj=checked_in, patient_id=checked_in.patient_id,
+               before=before, after=snapshot(checked_in) | {"line_id": line.pk if line else None})
         return FixResult(True, line.ledger_entries.order_by("-id").first() if line else None, "Checked in and charged.")
     if appointment.status != AppointmentStatus.ATTENDED:
         raise Conflict(f"This appointment is {appointment.status.replace('_', ' ')}; it was not a visit.")
