@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from tally.clinic.actions import sales, visits
+from tally.clinic.actions import catalog, sales, visits
 from tally.clinic.errors import ClinicError, Conflict
 from tally.clinic.ledger import import_entries, verify
 from tally.clinic.models import Invoice, InvoiceLine, PackageLedgerEntry, PatientPackage
@@ -131,3 +131,25 @@ def test_it_refuses_a_use_of_a_line_another_package_already_holds(desk, patient,
     with pytest.raises(ClinicError, match="live use"):
         import_entries([use(sold, 1, line)])
     assert not PackageLedgerEntry.objects.filter(patient_package=sold).exists()
+
+
+@pytest.mark.parametrize("field, says", [
+    ("invoice_line_id", "No such invoice line"),
+    ("appointment_id", "No such appointment"),
+    ("by_id", "No such staff member"),
+])
+def test_it_refuses_an_entry_naming_something_that_does_not_exist(sold, field, says):
+    # Refused by the database only at the commit (a foreign key error naming no row) before.
+    with pytest.raises(ClinicError, match=says):
+        import_entries([use(sold, 1, **{field: 999_999})])
+    assert not PackageLedgerEntry.objects.exists()
+
+
+def test_it_refuses_a_use_of_another_patients_charge(desk, sold, acu60):
+    other = catalog.do_create_patient(acting_user=desk, first_name="Other", last_name="Patient")
+    invoice = Invoice.objects.create(patient=other, issued_at=AT)
+    theirs = InvoiceLine.objects.create(invoice=invoice, kind="service", service=acu60, description=acu60.name,
+                                        list_price=acu60.price, amount=Decimal("0.00"))
+    with pytest.raises(ClinicError, match="another patient's"):
+        import_entries([use(sold, 1, theirs)])
+    assert not PackageLedgerEntry.objects.exists()

@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from .compiled import Compiled, CompiledUpdate, insert
 from .errors import Conflict, Invalid
-from .models import InvoiceLine, PackageLedgerEntry, PatientPackage, Staff
+from .models import Appointment, InvoiceLine, PackageLedgerEntry, PatientPackage, Staff
 from .models.ledger import EntryKind
 
 # Compiled once per connection (compiled.py): post_entry runs on every covered check-in.
@@ -140,7 +140,8 @@ def import_entries(rows: Iterable[Mapping]) -> int:
     for row in rows:
         by_package[row["patient_package_id"]].append(dict(row))
     with transaction.atomic():
-        totals = _lock_fresh_packages(list(by_package))
+        totals, patients = _lock_fresh_packages(list(by_package))
+        _refuse_unknown_references(by_package, patients)
         live_uses_of_line: dict[int, set[tuple[int, int]]] = defaultdict(set)
         for package_id, entries in by_package.items():
             entries.sort(key=lambda r: r["seq"])
@@ -223,21 +224,64 @@ def _insert_rounds(by_package: Mapping[int, list[dict]]) -> Iterator[list[tuple[
                 del next_row[pid]
 
 
-def _lock_fresh_packages(package_ids: list[int]) -> dict[int, int]:
-    """Lock the packages; refuse any that is missing or already has entries. Returns totals."""
+def _lock_fresh_packages(package_ids: list[int]) -> tuple[dict[int, int], dict[int, int]]:
+    """Lock the packages; refuse any that is missing or already has entries. Returns their
+    totals and their patients."""
     totals: dict[int, int] = {}
+    patients: dict[int, int] = {}
     for start in range(0, len(package_ids), 5000):
         chunk = package_ids[start:start + 5000]
         for pp in PatientPackage.objects.select_for_update().filter(pk__in=chunk).values(
-            "pk", "sessions_total", "sessions_used", "ledger_seq"
+            "pk", "sessions_total", "sessions_used", "ledger_seq", "patient_id"
         ):
             if pp["ledger_seq"] or pp["sessions_used"]:
                 raise Conflict(f"Package {pp['pk']} already has ledger entries; an import only fills empty ones.")
             totals[pp["pk"]] = pp["sessions_total"]
+            patients[pp["pk"]] = pp["patient_id"]
     missing = sorted(set(package_ids) - set(totals))
     if missing:
         raise Invalid(f"No such patient package: {missing[0]}.", fields={"patient_package_id": "not found"})
-    return totals
+    return totals, patients
+
+
+def _refuse_unknown_references(by_package: Mapping[int, list[dict]], patients: Mapping[int, int]) -> None:
+    """Every invoice line and visit an entry names exists and is its package's patient's, and
+    every staff member exists: otherwise the database refused the import only at its commit (a
+    foreign key error, not a refusal naming the row), or a package counted another patient's
+    charge."""
+    named: dict[str, dict[int, set[int]]] = {"invoice_line_id": defaultdict(set), "appointment_id": defaultdict(set)}
+    staff: set[int] = set()
+    for package_id, rows in by_package.items():
+        for row in rows:
+            for field, ids in named.items():
+                if row.get(field) is not None:
+                    ids[row[field]].add(patients[package_id])
+            if row.get("by_id") is not None:
+                staff.add(row["by_id"])
+    owners = {
+        "invoice_line_id": _owners(InvoiceLine.objects.all(), "invoice__patient_id", named["invoice_line_id"]),
+        "appointment_id": _owners(Appointment.all_objects.all(), "patient_id", named["appointment_id"]),
+    }
+    for field, ids in named.items():
+        for pk, wanted in sorted(ids.items()):
+            if pk not in owners[field]:
+                raise Invalid(f"No such {field.removesuffix('_id').replace('_', ' ')}: {pk}.", fields={field: "not found"})
+            if wanted != {owners[field][pk]}:
+                raise Invalid(f"The {field.removesuffix('_id').replace('_', ' ')} {pk} is another patient's.",
+                              fields={field: "another patient's"})
+    known = _owners(Staff.objects.all(), "pk", dict.fromkeys(staff))
+    unknown = sorted(staff - set(known))
+    if unknown:
+        raise Invalid(f"No such staff member: {unknown[0]}.", fields={"by_id": "not found"})
+
+
+def _owners(rows: QuerySet, owner: str, ids: Iterable[int]) -> dict[int, int]:
+    """pk -> `owner` for the rows with these ids, in chunks."""
+    wanted = sorted(ids)
+    found: dict[int, int] = {}
+    for start in range(0, len(wanted), 5000):
+        found.update(rows.filter(pk__in=wanted[start:start + 5000]).values_list("pk", owner))
+    return found
 
 
 def _refuse(package_id: int, seq: int, problem: str) -> NoReturn:
