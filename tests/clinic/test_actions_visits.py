@@ -11,6 +11,7 @@ from tally.clinic.actions import billing, catalog, visits
 from tally.clinic.errors import Conflict, Forbidden, Invalid
 from tally.clinic.ledger import verify
 from tally.clinic.models import Appointment, AuditEvent, Invoice, InvoiceLine, Tombstone
+from tally.clinic.models.billing import LineKind
 from tally.clinic.rules import (
     CHARGED_BEFORE_PURCHASE,
     PACKAGE_EXHAUSTED,
@@ -514,6 +515,30 @@ def test_a_no_show_of_a_visit_already_counted_uses_no_second_session(owner, desk
     assert AuditEvent.objects.get(action="appointment.no_show").after["ledger_entry_id"] is None
     visits.do_undo_no_show(acting_user=desk, appointment=appointment)
     assert fresh(pp).sessions_used == 1
+    assert verify() == []
+
+
+def test_undoing_a_no_show_gives_the_sale_back_the_first_session_the_no_show_made_unneeded(
+        owner, desk, patient, ten_pack, acu60):
+    # Rule 5: a sale ticked for this visit, paid after the visit was marked a no-show under the
+    # policy (another package's session counted the visit, so the activating payment dropped the
+    # first session). Undoing the no-show gives that session back; the sale's first session must
+    # then be used, as undoing a check-in does, or the paid, ticked sale is left with none used.
+    catalog.do_update_clinic(acting_user=owner, changes={"no_show_uses_session": True})
+    older, _ = sell(desk, patient, ten_pack, sold_at=ny(2026, 6, 1))
+    appointment = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 11, 8))
+    ticked, sale = sell(desk, patient, ten_pack, first=True, appointment=appointment, sold_at=ny(2026, 6, 11, 9),
+                        paid=False)
+    visits.do_mark_no_show(acting_user=desk, appointment=appointment)
+    assert (fresh(older).sessions_used, fresh(ticked).sessions_used) == (1, 0)
+    pay(desk, sale, "800.00", received_at=ny(2026, 6, 11, 12))
+    assert (fresh(older).sessions_used, fresh(ticked).sessions_used) == (1, 0)  # counted once already
+    visits.do_undo_no_show(acting_user=desk, appointment=appointment)
+    assert (fresh(older).sessions_used, fresh(ticked).sessions_used) == (0, 1)
+    [first] = InvoiceLine.objects.filter(invoice=sale, kind=LineKind.FIRST_SESSION, removed_at__isnull=True)
+    assert first.covered_by_id == ticked.pk and first.appointment_id == appointment.pk
+    visits.do_check_in(acting_user=desk, appointment=Appointment.objects.get(pk=appointment.pk))
+    assert fresh(older).sessions_used + fresh(ticked).sessions_used == 1  # one visit, one session
     assert verify() == []
 
 

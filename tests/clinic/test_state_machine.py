@@ -664,6 +664,9 @@ class PackageTrackingMachine(RuleBasedStateMachine):
         appointment = Appointment.all_objects.get(pk=visit)
         given_back = list(live_uses_of(visit).filter(invoice_line__isnull=True)
                           .values_list("patient_package_id", flat=True))
+        counted_otherwise = live_uses_of(visit).filter(invoice_line__isnull=False).exists()
+        first_sessions_back = (self.first_sessions_given_back(appointment, given_back)
+                               if given_back and not counted_otherwise else set())
         _, error = attempt(visits.do_undo_no_show, acting_user=self.catalog.desk, appointment=appointment)
         if appointment.deleted_at is not None:
             assert isinstance(error, NotFound), error
@@ -674,6 +677,10 @@ class PackageTrackingMachine(RuleBasedStateMachine):
         assert error is None, error
         for package_id in given_back:
             self.expected_used[package_id] -= 1
+        for package in PatientPackage.objects.filter(pk__in=first_sessions_back).order_by("pk"):
+            # rule 5: a first session the no-show's session made unneeded is the sale's again
+            if package.activated_at is not None and self.expected_used[package.pk] < package.sessions_total:
+                self.expected_used[package.pk] += 1
         assert Appointment.objects.get(pk=visit).status == AppointmentStatus.BOOKED
 
     @rule(visit=appointments, undo=st.booleans())

@@ -340,11 +340,18 @@ def do_undo_no_show(*, acting_user: Staff, appointment: Appointment) -> Appointm
     before = snapshot(appointment)
     uses = list(live_uses_for_visit(appointment.pk).filter(invoice_line__isnull=True).order_by("pk"))
     reversals = [reverse_entry(use, by=acting_user, reason="no-show undone") for use in uses]
+    restored: list[InvoiceLine] = []
+    if reversals and not live_uses_for_visit(appointment.pk).exists():
+        # Rule 5, as undoing a check-in does: a sale's first session that the no-show's session
+        # made unneeded (the visit was counted already when the sale was paid) is the sale's again.
+        restored = restore_first_sessions(released_first_sessions_of(appointment), by=acting_user,
+                                          given_back={use.patient_package_id for use in uses})
     appointment.status = AppointmentStatus.BOOKED
     appointment.status_reason = ""
     appointment.save(update_fields=["status", "status_reason"])
     record("appointment.undo_no_show", actor=acting_user, obj=appointment, patient_id=appointment.patient_id,
-           before=before, after=snapshot(appointment) | {"ledger_entry_ids": [e.pk for e in reversals]})
+           before=before, after=snapshot(appointment) | {"ledger_entry_ids": [e.pk for e in reversals]}
+           | ({"first_session_lines": [ln.pk for ln in restored]} if restored else {}))
     return appointment
 
 
