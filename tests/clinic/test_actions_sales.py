@@ -195,6 +195,26 @@ def test_undoing_the_check_in_of_a_visit_whose_charge_took_the_first_session_giv
     assert verify() == []
 
 
+def test_undoing_a_check_in_leaves_no_unused_first_session_line_on_a_package_used_up_since(
+        owner, desk, patient, ten_pack, acu60):
+    # Rule 5 at the undo: the sale's first session comes back only if the package can still use
+    # it. Used up meanwhile (an owner's adjustment), the restored line was left on the sale
+    # uncovered: a "first session" that used nothing, on an active package, which a later check-in
+    # of the visit took for a sale not yet paid.
+    week = make_package(owner, [acu60], sessions=5, price="300.00", valid_days=7)
+    expiring, _ = sell(desk, patient, week, sold_at=ny(2026, 6, 9))
+    appointment = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 10, 8))
+    pp, sale = sell(desk, patient, ten_pack, first=True, appointment=appointment, sold_at=ny(2026, 6, 10, 9))
+    visits.do_check_in(acting_user=desk, appointment=appointment)
+    assert (fresh(expiring).sessions_used, fresh(pp).sessions_used) == (1, 0)  # rule 6: expires first
+    sales.do_adjust(acting_user=owner, patient_package=pp, change=-10, reason="paper card: all used")
+    visits.do_undo_check_in(acting_user=desk, appointment=appointment)
+    assert (fresh(expiring).sessions_used, fresh(pp).sessions_used) == (0, 10)
+    assert not InvoiceLine.objects.filter(invoice=sale, kind=LineKind.FIRST_SESSION, removed_at__isnull=True,
+                                          covered_by__isnull=True).exists()
+    assert verify() == []
+
+
 def test_undoing_the_check_in_of_a_pending_first_session_visit_leaves_it_to_the_activating_payment(
         desk, patient, ten_pack, acu60):
     older, _ = sell(desk, patient, ten_pack, sold_at=ny(2026, 6, 1, 9))

@@ -238,7 +238,8 @@ def released_first_sessions_of(appointment: Appointment) -> list[InvoiceLine]:
 def restore_first_sessions(lines: list[InvoiceLine], *, by: Staff | None,
                            given_back: Collection[int] = ()) -> list[InvoiceLine]:
     """Undoing a check-in puts the sale's first session back on the sale, as before it: used
-    again if the package is active (rule 5), else left for the payment that activates it.
+    again if the package is active (rule 5), left for the payment that activates it if it is
+    pending, and not put back if the package is active but used up since.
     `given_back`: the packages whose use on the visit's own line the undo just reversed. A
     cancelled package gets its first session back only from one of those, so the session moves
     back and its count stays as it was; anything else would be a new use of a closed package."""
@@ -250,13 +251,18 @@ def restore_first_sessions(lines: list[InvoiceLine], *, by: Staff | None,
         if InvoiceLine.objects.filter(patient_package=package, kind=LineKind.FIRST_SESSION,
                                       removed_at__isnull=True, invoice__voided_at__isnull=True).exists():
             continue
+        if package.activated_at is not None and package.sessions_remaining <= 0:
+            # Used up since (an owner's adjustment): no session to give the sale. A line left
+            # uncovered would be a first session that used nothing on an active package, which a
+            # later check-in of the visit would take for one waiting for the sale's payment.
+            continue
         line = InvoiceLine(
             invoice_id=old.invoice_id, kind=LineKind.FIRST_SESSION, patient_package=package,
             package_id=old.package_id, service_id=old.service_id, appointment_id=old.appointment_id,
             description=old.description, list_price=ZERO, amount=ZERO, created_by=by,
         )
         insert(line)
-        if package.activated_at is not None and package.sessions_remaining > 0:
+        if package.activated_at is not None:
             cover_line(line, package, by=by, reason="check-in undone: the first session is the sale's again")
             line.save(update_fields=COVER_FIELDS)
         restored.append(line)
