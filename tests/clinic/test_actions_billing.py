@@ -360,18 +360,37 @@ def test_an_adjustment_cannot_give_back_sessions_that_charged_visits_hold(owner,
     assert fresh(pp).sessions_used == 1
 
 
-def test_an_adjustment_can_give_back_a_session_a_no_show_used(owner, desk, patient, ten_pack, acu60, clinic):
-    # Rule 13 with rules 9: a no-show's session has no charge to undo, so only the owner's
-    # adjustment can give it back (it was refused as if a charged visit held it).
+def test_an_adjustment_cannot_give_back_a_session_a_no_show_holds_undoing_the_no_show_does(
+        owner, desk, patient, ten_pack, acu60, clinic):
+    # Rules 9 and 13 with rule 7: a no-show's session comes back by undoing the no-show. An
+    # adjustment that gave it back too let the undo give it back a second time, and then the
+    # visit's own undo was refused (its reversal would leave -1 used).
     clinic.no_show_uses_session = True
     clinic.save()
     pp, _ = sell(desk, patient, ten_pack)
-    visit(desk, patient, acu60, ny(2026, 6, 11))
+    checked_in, _, _ = visit(desk, patient, acu60, ny(2026, 6, 11))
     no_show = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 12))
     visits.do_mark_no_show(acting_user=desk, appointment=no_show)
     assert fresh(pp).sessions_used == 2
-    sales.do_adjust(acting_user=owner, patient_package=pp, change=1, reason="the no-show was our mistake")
+    with writes_nothing(), pytest.raises(Invalid, match="undo those no-shows"):
+        sales.do_adjust(acting_user=owner, patient_package=pp, change=1, reason="the no-show was our mistake")
+    visits.do_undo_no_show(acting_user=desk, appointment=no_show)
     assert fresh(pp).sessions_used == 1
-    with pytest.raises(Invalid, match="belong to charged visits"):  # the charged visit still holds its own
-        sales.do_adjust(acting_user=owner, patient_package=pp, change=1, reason="and that one too?")
+    visits.do_undo_check_in(acting_user=desk, appointment=checked_in)
+    assert fresh(pp).sessions_used == 0
+    assert verify() == []
+
+
+def test_an_adjustment_gives_back_only_what_adjustments_took(owner, desk, patient, ten_pack, acu60, clinic):
+    clinic.no_show_uses_session = True
+    clinic.save()
+    pp, _ = sell(desk, patient, ten_pack)
+    sales.do_adjust(acting_user=owner, patient_package=pp, change=-2, reason="paper card: 2 visits")
+    no_show = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 12))
+    visits.do_mark_no_show(acting_user=desk, appointment=no_show)
+    with pytest.raises(Invalid, match="at most 2"):
+        sales.do_adjust(acting_user=owner, patient_package=pp, change=3, reason="all of them")
+    sales.do_adjust(acting_user=owner, patient_package=pp, change=2, reason="paper card was wrong")
+    visits.do_undo_no_show(acting_user=desk, appointment=no_show)
+    assert fresh(pp).sessions_used == 0
     assert verify() == []

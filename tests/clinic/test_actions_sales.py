@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -12,7 +13,7 @@ from tally.clinic.errors import Conflict, Forbidden, Invalid
 from tally.clinic.ledger import verify
 from tally.clinic.models import Invoice, InvoiceLine, PatientPackage
 from tally.clinic.models.billing import LineKind
-from tally.clinic.rules import PACKAGE_CANCELLED, PACKAGE_EXPIRED, PACKAGE_NOT_PAID
+from tally.clinic.rules import PACKAGE_CANCELLED, PACKAGE_EXPIRED, PACKAGE_NOT_PAID, end_of_day
 
 from .helpers import (
     NY,
@@ -26,6 +27,7 @@ from .helpers import (
     utc,
     visit,
     writes_nothing,
+    writes_one_audit_event,
 )
 
 # --- rule 1: activation ---
@@ -166,6 +168,50 @@ def test_undoing_the_check_in_of_a_first_session_visit_gives_the_sale_its_first_
         assert fresh(pp).sessions_used == 1
         [first] = InvoiceLine.objects.filter(invoice=sale, kind=LineKind.FIRST_SESSION, removed_at__isnull=True)
         assert first.covered_by_id == pp.pk and first.appointment_id == appointment.pk
+    assert verify() == []
+
+
+@pytest.mark.parametrize("paid_at_the_sale", [True, False])
+def test_undoing_the_check_in_of_a_visit_whose_charge_took_the_first_session_gives_it_back_to_the_sale(
+        desk, patient, ten_pack, acu60, paid_at_the_sale):
+    # The same facts as above in the other order: the visit was checked in (and charged) before
+    # the sale, whose first session then covered that charge (rule 5). Undoing the check-in gave
+    # the session back and left the sale's ticked first session unused: 0 used where the other
+    # order leaves 1, for a sale that says "the patient is treated that day".
+    appointment = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 10, 8))
+    _, _, charge = visits.do_check_in(acting_user=desk, appointment=appointment)
+    pp, sale = sell(desk, patient, ten_pack, first=True, appointment=appointment, sold_at=ny(2026, 6, 10, 9),
+                    paid=paid_at_the_sale)
+    if not paid_at_the_sale:
+        pay(desk, sale, "800.00", received_at=ny(2026, 6, 10, 12))
+    charge.refresh_from_db()
+    assert charge.covered_by_id == pp.pk and fresh(pp).sessions_used == 1
+    visits.do_undo_check_in(acting_user=desk, appointment=appointment)
+    assert fresh(pp).sessions_used == 1
+    [first] = InvoiceLine.objects.filter(invoice=sale, kind=LineKind.FIRST_SESSION, removed_at__isnull=True)
+    assert first.covered_by_id == pp.pk and first.appointment_id == appointment.pk
+    visits.do_check_in(acting_user=desk, appointment=appointment)  # and back: one session, never two
+    assert fresh(pp).sessions_used == 1
+    assert verify() == []
+
+
+def test_undoing_a_check_in_leaves_no_unused_first_session_line_on_a_package_used_up_since(
+        owner, desk, patient, ten_pack, acu60):
+    # Rule 5 at the undo: the sale's first session comes back only if the package can still use
+    # it. Used up meanwhile (an owner's adjustment), the restored line was left on the sale
+    # uncovered: a "first session" that used nothing, on an active package, which a later check-in
+    # of the visit took for a sale not yet paid.
+    week = make_package(owner, [acu60], sessions=5, price="300.00", valid_days=7)
+    expiring, _ = sell(desk, patient, week, sold_at=ny(2026, 6, 9))
+    appointment = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 10, 8))
+    pp, sale = sell(desk, patient, ten_pack, first=True, appointment=appointment, sold_at=ny(2026, 6, 10, 9))
+    visits.do_check_in(acting_user=desk, appointment=appointment)
+    assert (fresh(expiring).sessions_used, fresh(pp).sessions_used) == (1, 0)  # rule 6: expires first
+    sales.do_adjust(acting_user=owner, patient_package=pp, change=-10, reason="paper card: all used")
+    visits.do_undo_check_in(acting_user=desk, appointment=appointment)
+    assert (fresh(expiring).sessions_used, fresh(pp).sessions_used) == (0, 10)
+    assert not InvoiceLine.objects.filter(invoice=sale, kind=LineKind.FIRST_SESSION, removed_at__isnull=True,
+                                          covered_by__isnull=True).exists()
     assert verify() == []
 
 
@@ -450,6 +496,34 @@ def test_an_extended_expiry_is_the_end_of_that_clinic_day(owner, desk, patient, 
     extended = sales.do_set_expiry(acting_user=owner, patient_package=sold, expires_at=ny(2026, 5, 1, 9))
     local = extended.expires_at.astimezone(NY)
     assert (local.date(), local.hour, local.minute) == (dt.date(2026, 5, 1), 23, 59)
+
+
+@pytest.mark.parametrize("zone", ["Asia/Tokyo", "America/Los_Angeles"])
+def test_a_clinic_moving_time_zone_keeps_each_packages_last_valid_day(owner, desk, patient, acu60, zone):
+    # Rule 12: a package expires at the end of its last valid day in the clinic's time zone. Sold
+    # in New York on 10 June, valid 5 days: the 14th is its last day. After the clinic moves to
+    # another zone, the 14th stays the last day and the expiry is the end of it there: coverage
+    # (by date) and the package's status (by the instant) agree again. The instant kept from New
+    # York was the 15th in Tokyo, so a visit on the 15th was covered by an "expired" package;
+    # in Los Angeles it came at 21:00 on the 14th, "expired" while that evening was still covered.
+    five_days = make_package(owner, [acu60], valid_days=5)
+    pp, _ = sell(desk, patient, five_days, sold_at=ny(2026, 6, 10, 9))
+    assert pp.expires_at.astimezone(NY).date() == dt.date(2026, 6, 14)
+    with writes_one_audit_event("clinic.update"):
+        catalog.do_update_clinic(acting_user=owner, changes={"time_zone": zone})
+    there = ZoneInfo(zone)
+    moved = fresh(pp)
+    assert moved.expires_at == end_of_day(dt.date(2026, 6, 14), there)
+    evening_of_last_day = dt.datetime(2026, 6, 14, 22, tzinfo=there)
+    assert moved.status_at(evening_of_last_day) == "active"
+    _, _, last_evening = visit(desk, patient, acu60, evening_of_last_day)
+    assert last_evening.covered_by_id == pp.pk
+    day_after = dt.datetime(2026, 6, 15, 14, tzinfo=there)
+    assert fresh(pp).status_at(day_after) == "expired"
+    _, _, late = visit(desk, patient, acu60, day_after)
+    assert late.not_covered_reason == PACKAGE_EXPIRED
+    assert fresh(pp).sessions_used == 1
+    assert verify() == []
 
 
 def test_a_first_session_visit_of_the_day_before_checked_in_after_the_sale_keeps_its_session(

@@ -11,6 +11,7 @@ from tally.clinic.actions import billing, catalog, visits
 from tally.clinic.errors import Conflict, Forbidden, Invalid
 from tally.clinic.ledger import verify
 from tally.clinic.models import Appointment, AuditEvent, Invoice, InvoiceLine, Tombstone
+from tally.clinic.models.billing import LineKind
 from tally.clinic.rules import (
     CHARGED_BEFORE_PURCHASE,
     PACKAGE_EXHAUSTED,
@@ -107,18 +108,31 @@ def test_a_practitioner_checks_in_only_their_own_appointments(desk, practitioner
     visits.do_check_in(acting_user=practitioner, appointment=appointment)
 
 
-def test_a_failed_check_in_leaves_no_invoice_and_the_appointment_still_booked(owner, desk, patient, ten_pack, acu60):
+def test_a_failed_check_in_leaves_no_invoice_and_the_appointment_still_booked(owner, desk, patient, ten_pack, acu60,
+                                                                              acu90):
     pp, _ = sell(desk, patient, ten_pack)
     appointment = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 11))
-    catalog.do_update_service(acting_user=owner, service=acu60, changes={"active": False})
-    appointment.service.refresh_from_db()
+    catalog.do_update_service(acting_user=owner, service=acu90, changes={"active": False})
     invoices_before = Invoice.objects.count()
-    with writes_nothing(), pytest.raises(Invalid):
-        visits.do_check_in(acting_user=desk, appointment=appointment)
+    with writes_nothing(), pytest.raises(Invalid, match="no longer offered"):
+        visits.do_check_in(acting_user=desk, appointment=appointment, service=acu90)
     assert Invoice.objects.count() == invoices_before
     assert not InvoiceLine.objects.filter(appointment=appointment).exists()
     assert Appointment.objects.get(pk=appointment.pk).status == "booked"
     assert fresh(pp).sessions_used == 0
+
+
+def test_a_visit_booked_before_its_service_was_archived_is_checked_in_with_it(owner, desk, patient, ten_pack,
+                                                                              acu60):
+    pp, _ = sell(desk, patient, ten_pack)
+    appointment = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 11))
+    catalog.do_update_service(acting_user=owner, service=acu60, changes={"active": False})
+    _, _, line = visits.do_check_in(acting_user=desk, appointment=Appointment.objects.get(pk=appointment.pk))
+    assert (line.service_id, line.covered_by_id) == (acu60.pk, pp.pk)
+    with pytest.raises(Invalid, match="no longer offered"):  # not charged anew on anything else
+        billing.do_create_invoice(acting_user=desk, patient=patient, lines=[(acu60, None)])
+    with pytest.raises(Invalid, match="no longer offered"):
+        visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 12))
 
 
 def test_a_check_in_onto_another_patients_invoice_changes_nothing(desk, patient, acu60):
@@ -478,6 +492,54 @@ def test_a_no_show_under_the_policy_still_follows_the_rules(owner, desk, patient
     visits.do_mark_no_show(acting_user=desk, appointment=wrong_service)
     visits.do_mark_no_show(acting_user=desk, appointment=before_sale)
     assert fresh(pp).sessions_used == 0
+
+
+@pytest.mark.parametrize("counted_by", ["manual_invoice", "first_session"])
+def test_a_no_show_of_a_visit_already_counted_uses_no_second_session(owner, desk, patient, ten_pack, acu60,
+                                                                    counted_by):
+    # Rules 13 and 2/5: one visit uses one session. A visit charged on a manual invoice (still
+    # booked) or named by a sale's first session is counted already; marking it a no-show under
+    # the policy used a second session for the same visit.
+    catalog.do_update_clinic(acting_user=owner, changes={"no_show_uses_session": True})
+    appointment = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 11))
+    if counted_by == "manual_invoice":
+        pp, _ = sell(desk, patient, ten_pack)
+        billing.do_create_invoice(acting_user=desk, patient=patient, lines=[(acu60, appointment)],
+                                  issued_at=ny(2026, 6, 11))
+    else:
+        pp, _ = sell(desk, patient, ten_pack, first=True, appointment=appointment, sold_at=ny(2026, 6, 11, 9))
+    assert fresh(pp).sessions_used == 1
+    with writes_one_audit_event("appointment.no_show"):
+        visits.do_mark_no_show(acting_user=desk, appointment=appointment)
+    assert fresh(pp).sessions_used == 1
+    assert AuditEvent.objects.get(action="appointment.no_show").after["ledger_entry_id"] is None
+    visits.do_undo_no_show(acting_user=desk, appointment=appointment)
+    assert fresh(pp).sessions_used == 1
+    assert verify() == []
+
+
+def test_undoing_a_no_show_gives_the_sale_back_the_first_session_the_no_show_made_unneeded(
+        owner, desk, patient, ten_pack, acu60):
+    # Rule 5: a sale ticked for this visit, paid after the visit was marked a no-show under the
+    # policy (another package's session counted the visit, so the activating payment dropped the
+    # first session). Undoing the no-show gives that session back; the sale's first session must
+    # then be used, as undoing a check-in does, or the paid, ticked sale is left with none used.
+    catalog.do_update_clinic(acting_user=owner, changes={"no_show_uses_session": True})
+    older, _ = sell(desk, patient, ten_pack, sold_at=ny(2026, 6, 1))
+    appointment = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 11, 8))
+    ticked, sale = sell(desk, patient, ten_pack, first=True, appointment=appointment, sold_at=ny(2026, 6, 11, 9),
+                        paid=False)
+    visits.do_mark_no_show(acting_user=desk, appointment=appointment)
+    assert (fresh(older).sessions_used, fresh(ticked).sessions_used) == (1, 0)
+    pay(desk, sale, "800.00", received_at=ny(2026, 6, 11, 12))
+    assert (fresh(older).sessions_used, fresh(ticked).sessions_used) == (1, 0)  # counted once already
+    visits.do_undo_no_show(acting_user=desk, appointment=appointment)
+    assert (fresh(older).sessions_used, fresh(ticked).sessions_used) == (0, 1)
+    [first] = InvoiceLine.objects.filter(invoice=sale, kind=LineKind.FIRST_SESSION, removed_at__isnull=True)
+    assert first.covered_by_id == ticked.pk and first.appointment_id == appointment.pk
+    visits.do_check_in(acting_user=desk, appointment=Appointment.objects.get(pk=appointment.pk))
+    assert fresh(older).sessions_used + fresh(ticked).sessions_used == 1  # one visit, one session
+    assert verify() == []
 
 
 def test_only_an_owner_may_change_the_no_show_policy(desk, clinic):

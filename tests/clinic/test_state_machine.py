@@ -40,7 +40,7 @@ from hypothesis.stateful import (
 
 from tally.clinic import rules
 from tally.clinic.actions import billing, catalog, sales, visits
-from tally.clinic.actions.coverage import MOVED_TO_VISIT, NOT_NEEDED
+from tally.clinic.actions.coverage import GIVEN_TO_VISIT
 from tally.clinic.errors import ClinicError, Conflict, Invalid, NotFound
 from tally.clinic.investigator.explain import explain
 from tally.clinic.investigator.loader import load_history
@@ -346,13 +346,14 @@ class PackageTrackingMachine(RuleBasedStateMachine):
 
     def first_sessions_given_back(self, appointment: Appointment, reversed_now: list[int]) -> set[int]:
         """The packages whose sale's first session a check-in of this visit moved onto the visit,
-        or dropped because the visit was counted already: undoing the check-in gives it back to
+        or dropped because the visit was counted already, or whose sale after the check-in gave
+        it to the visit's charge: undoing the check-in gives it back to
         the sale, unless the sale holds a live first-session line again, or it was voided. A
         package cancelled since gets it back only from the visit's own line (`reversed_now`):
         the session moves back and the count stays (rule 11), never a new use."""
         moved = InvoiceLine.objects.filter(
             appointment=appointment, kind=LineKind.FIRST_SESSION, removed_at__isnull=False,
-            removal_reason__in=[MOVED_TO_VISIT, NOT_NEEDED], invoice__voided_at__isnull=True,
+            removal_reason__in=GIVEN_TO_VISIT, invoice__voided_at__isnull=True,
         ).values_list("patient_package_id", "patient_package__cancelled_at")
         live = InvoiceLine.objects.filter(
             kind=LineKind.FIRST_SESSION, removed_at__isnull=True, invoice__voided_at__isnull=True,
@@ -633,6 +634,7 @@ class PackageTrackingMachine(RuleBasedStateMachine):
     def no_show(self, visit: int) -> None:
         appointment = Appointment.all_objects.get(pk=visit)
         snap, since = snapshot(), last_id(PackageLedgerEntry.objects)
+        counted_already = live_uses_of(visit).exists()
         _, error = attempt(visits.do_mark_no_show, acting_user=self.catalog.desk, appointment=appointment)
         if appointment.deleted_at is not None:
             assert isinstance(error, NotFound), error
@@ -643,7 +645,7 @@ class PackageTrackingMachine(RuleBasedStateMachine):
         assert error is None, error
         new_entries = list(PackageLedgerEntry.objects.filter(pk__gt=since))
         covered = None
-        if self.no_show_policy:
+        if self.no_show_policy and not counted_already:  # one visit, one session
             covered, _ = expected_coverage(snap, appointment.patient_id, appointment.service_id,
                                            local_day(appointment.starts_at))
         if covered is None:
@@ -654,6 +656,47 @@ class PackageTrackingMachine(RuleBasedStateMachine):
             ]
             assert "no-show" in new_entries[0].reason
             self.expected_used[covered] += 1
+
+    @rule(visit=appointments)
+    def undo_no_show(self, visit: int) -> None:
+        """The patient arrived late after all: the visit is booked again, and a session the
+        no-show policy used comes back (rule 7), whatever the policy says now."""
+        appointment = Appointment.all_objects.get(pk=visit)
+        given_back = list(live_uses_of(visit).filter(invoice_line__isnull=True)
+                          .values_list("patient_package_id", flat=True))
+        counted_otherwise = live_uses_of(visit).filter(invoice_line__isnull=False).exists()
+        first_sessions_back = (self.first_sessions_given_back(appointment, given_back)
+                               if given_back and not counted_otherwise else set())
+        _, error = attempt(visits.do_undo_no_show, acting_user=self.catalog.desk, appointment=appointment)
+        if appointment.deleted_at is not None:
+            assert isinstance(error, NotFound), error
+            return
+        if appointment.status != AppointmentStatus.NO_SHOW:
+            assert isinstance(error, Conflict), error
+            return
+        assert error is None, error
+        for package_id in given_back:
+            self.expected_used[package_id] -= 1
+        for package in PatientPackage.objects.filter(pk__in=first_sessions_back).order_by("pk"):
+            # rule 5: a first session the no-show's session made unneeded is the sale's again
+            if package.activated_at is not None and self.expected_used[package.pk] < package.sessions_total:
+                self.expected_used[package.pk] += 1
+        assert Appointment.objects.get(pk=visit).status == AppointmentStatus.BOOKED
+
+    @rule(visit=appointments, undo=st.booleans())
+    def cancel_appointment(self, visit: int, undo: bool) -> None:
+        """Cancelling keeps the appointment and uses nothing (rule 8); its undo books it again."""
+        appointment = Appointment.all_objects.get(pk=visit)
+        entries = last_id(PackageLedgerEntry.objects)
+        action = visits.do_undo_cancel if undo else visits.do_cancel_appointment
+        _, error = attempt(action, acting_user=self.catalog.desk, appointment=appointment)
+        if appointment.deleted_at is not None:
+            assert isinstance(error, NotFound), error
+        elif appointment.status != (AppointmentStatus.CANCELLED if undo else AppointmentStatus.BOOKED):
+            assert isinstance(error, Conflict), error
+        else:
+            assert error is None, error
+        assert last_id(PackageLedgerEntry.objects) == entries
 
     @rule(visit=appointments)
     def delete_appointment(self, visit: int) -> None:
@@ -868,6 +911,49 @@ class PackageTrackingMachine(RuleBasedStateMachine):
         assert last_id(PackageLedgerEntry.objects) == entries, (finding.code, "the repeat moved a count")
         assert list(InvoiceLine.objects.order_by("pk").values_list(
             "pk", "covered_by_id", "amount", "removed_at")) == lines, (finding.code, "the repeat changed a line")
+
+    @rule(data=st.data())
+    def owner_override(self, data: st.DataObject) -> None:
+        """An owner applies a package of their choice to a charged line ("apply_to_line" with
+        override), moving it from another package or past a rule working as designed (before
+        purchase, expired). Never onto a package that is unpaid, closed, used up or does not
+        cover the service, never on a paid invoice; a repeat changes nothing."""
+        line = self.pick(data, InvoiceLine.objects.filter(
+            kind=LineKind.SERVICE, removed_at__isnull=True, invoice__voided_at__isnull=True), "line")
+        if line is None:
+            return
+        target = self.pick(data, PatientPackage.objects.filter(patient_id=line.invoice.patient_id), "package")
+        if target is None:
+            return
+        kwargs = dict(acting_user=self.catalog.owner, action="apply_to_line", context=target,
+                      params={"line_id": line.pk, "override": True, "reason": "the owner's call"})
+        used_before = dict(PatientPackage.objects.values_list("pk", "sessions_used"))
+        pending = pending_sales()
+        result, error = attempt(lambda: apply_fix(**kwargs))
+        if error is not None:
+            assert isinstance(error, Conflict), error
+            assert dict(PatientPackage.objects.values_list("pk", "sessions_used")) == used_before
+            return
+        line.refresh_from_db()
+        assert line.covered_by_id == target.pk and line.amount == ZERO
+        self.settle_paid_off(pending)  # the line may have paid off a sale: its ticked first session is used
+        first_sessions = {pk for pk, ticked in pending.items()
+                          if ticked and PatientPackage.objects.get(pk=pk).activated_at is not None}
+        moved = {pk: change for pk, used in PatientPackage.objects.values_list("pk", "sessions_used")
+                 if (change := used - used_before[pk] - (pk in first_sessions))}
+        if result.applied:
+            # one session moves: the target uses one, the package that covered the line gives one back
+            assert moved.pop(target.pk) == 1 and list(moved.values()) in ([], [-1]), moved
+        else:
+            assert moved == {}, moved
+        for pk, change in moved.items():
+            self.expected_used[pk] += change
+        if result.applied:
+            self.expected_used[target.pk] += 1
+        entries = last_id(PackageLedgerEntry.objects)
+        again, error = attempt(lambda: apply_fix(**kwargs))
+        assert error is None and not again.applied, (error, again)
+        assert last_id(PackageLedgerEntry.objects) == entries
 
     # the invariants, after every step
 

@@ -9,10 +9,10 @@ import pytest
 from django.db import connection
 
 from tally.clinic import ledger
-from tally.clinic.actions import billing, sales, visits
+from tally.clinic.actions import billing, catalog, sales, visits
 from tally.clinic.errors import Conflict
 from tally.clinic.investigator.service import apply_fix, investigate_package
-from tally.clinic.models import PatientPackage
+from tally.clinic.models import AuditEvent, InvoiceLine, PatientPackage
 
 
 def fresh(package):
@@ -290,6 +290,40 @@ def test_a_no_show_and_a_visit_on_the_same_day_are_a_possible_double_use_of_that
     assert only(history.investigate(pp)[0], "POSSIBLE_DOUBLE_USE").date == dt.date(2026, 3, 5)
 
 
+@pytest.mark.parametrize("deleted_as", ["booked", "no_charges"])
+def test_a_deleted_visit_is_restored_with_its_booked_service_though_that_service_is_archived_since(
+        history, deleted_as):
+    # SPEC "Fixes": restore "as attended, its booked service charged". The clinic stopped
+    # offering the service after the visit: the restore (and so the finding's one fix) was a 422
+    # "no longer offered", and the deleted visit could not be brought back at all.
+    pp, _ = history.sell(3, 1)
+    if deleted_as == "booked":
+        appointment = history.book(3, 5)
+    else:
+        appointment, _, _ = history.visit(3, 5, no_charges=True)
+    tombstone = visits.do_delete_appointment(acting_user=history.owner, appointment=appointment, reason="tidy up")
+    assert tombstone.appointment_id == appointment.pk
+    catalog.do_update_service(acting_user=history.owner, service=history.acu60, changes={"active": False})
+    fix = only(history.investigate(pp)[0], "APPOINTMENT_DELETED").fix
+    result = apply_fix(acting_user=history.desk, action=fix["action"], params=fix["params"], context=pp)
+    assert result.applied
+    line = InvoiceLine.objects.get(appointment=appointment, removed_at__isnull=True)
+    assert (line.service_id, line.covered_by_id) == (history.acu60.pk, pp.pk)
+    assert fresh(pp).sessions_used == 1
+    assert not apply_fix(acting_user=history.desk, action=fix["action"], params=fix["params"], context=pp).applied
+    assert fresh(pp).sessions_used == 1
+
+
+def test_a_past_visit_never_checked_in_is_charged_its_booked_service_though_archived_since(history):
+    pp, _ = history.sell(3, 1)
+    appointment = history.book(3, 5)
+    catalog.do_update_service(acting_user=history.owner, service=history.acu60, changes={"active": False})
+    fix = only(history.investigate(pp)[0], "NOT_CHECKED_IN").fix
+    assert apply_fix(acting_user=history.desk, action=fix["action"], params=fix["params"], context=pp).applied
+    assert InvoiceLine.objects.get(appointment=appointment).covered_by_id == pp.pk
+    assert fresh(pp).sessions_used == 1
+
+
 def test_a_deleted_booking_that_was_never_a_visit_is_not_a_deleted_visit(history):
     pp, _ = history.sell(3, 1)
     cancelled, no_show = history.book(3, 5), history.book(3, 6)
@@ -508,6 +542,41 @@ def test_a_visit_charged_while_a_sale_was_unpaid_says_the_sale_was_voided_not_th
     assert "due" not in finding.message
     assert f"{sale.number} was voided" in finding.message
     assert finding.fix is None
+
+
+def test_an_owner_override_that_used_the_last_session_changes_nothing_when_repeated(history):
+    # SPEC "Fixes": idempotent, a repeat changes nothing. The override's repeat was refused as
+    # "cannot cover this line even by override: PACKAGE_EXHAUSTED", about the very line it covers.
+    older, _ = history.sell(3, 1)
+    single, _ = history.sell(3, 2, package=history.package("Single", 1), paid="100.00")
+    _, _, line = history.visit(3, 5)
+    assert line.covered_by_id == older.pk
+    params = {"line_id": line.pk, "override": True, "reason": "the patient asked to use the single"}
+    first = apply_fix(acting_user=history.owner, action="apply_to_line", params=params, context=single)
+    assert first.applied
+    assert (fresh(older).sessions_used, fresh(single).sessions_used) == (0, 1)
+    again = apply_fix(acting_user=history.owner, action="apply_to_line", params=params, context=single)
+    assert not again.applied
+    assert (fresh(older).sessions_used, fresh(single).sessions_used) == (0, 1)
+
+
+@pytest.mark.parametrize("how", ["booked", "no_charges"])
+def test_the_check_in_and_charge_fix_is_audited_as_a_fix(history, how):
+    # SPEC "Fixes": one action each, audited. On a visit still booked the fix was recorded only
+    # as an ordinary check-in: the audit log did not say a fix had charged the visit.
+    pp, _ = history.sell(3, 1)
+    if how == "booked":
+        appointment = history.book(3, 5)
+    else:
+        appointment, _, _ = history.visit(3, 5, no_charges=True)
+    last = AuditEvent.objects.order_by("-id").values_list("id", flat=True).first()
+    apply_fix(acting_user=history.desk, action="check_in_and_charge", params={"appointment_id": appointment.pk},
+              context=pp)
+    events = list(AuditEvent.objects.filter(id__gt=last).values_list("action", flat=True))
+    assert "fix.check_in_and_charge" in events, events
+    event = AuditEvent.objects.filter(action="fix.check_in_and_charge").get()
+    assert event.after["status"] == "attended" and event.after["line_id"] is not None
+    assert fresh(pp).sessions_used == 1
 
 
 def test_a_sale_day_visit_charged_on_an_older_invoice_offers_no_first_session_fix_that_is_refused(history):

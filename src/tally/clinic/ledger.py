@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from .compiled import Compiled, CompiledUpdate, insert
 from .errors import Conflict, Invalid
-from .models import InvoiceLine, PackageLedgerEntry, PatientPackage, Staff
+from .models import Appointment, InvoiceLine, PackageLedgerEntry, PatientPackage, Staff
 from .models.ledger import EntryKind
 
 # Compiled once per connection (compiled.py): post_entry runs on every covered check-in.
@@ -140,7 +140,8 @@ def import_entries(rows: Iterable[Mapping]) -> int:
     for row in rows:
         by_package[row["patient_package_id"]].append(dict(row))
     with transaction.atomic():
-        totals = _lock_fresh_packages(list(by_package))
+        totals, patients = _lock_fresh_packages(list(by_package))
+        _refuse_unknown_references(by_package, patients)
         live_uses_of_line: dict[int, set[tuple[int, int]]] = defaultdict(set)
         for package_id, entries in by_package.items():
             entries.sort(key=lambda r: r["seq"])
@@ -149,14 +150,12 @@ def import_entries(rows: Iterable[Mapping]) -> int:
             if len(uses) > 1:
                 raise Invalid(f"Invoice line {line_id} would have {len(uses)} live uses; it may have one.",
                               fields={"rows": "two live uses of one line"})
+        _refuse_lines_held_elsewhere(by_package)
         ids: dict[tuple[int, int], int] = {}
-        # One round per seq: a reversal's target (a lower seq) always has its id already,
-        # and a line's use is reversed before the line is used again.
-        for seq in range(1, max((len(es) for es in by_package.values()), default=0) + 1):
-            batch = [(pid, es[seq - 1]) for pid, es in by_package.items() if len(es) >= seq]
+        for batch in _insert_rounds(by_package):
             created = PackageLedgerEntry.objects.bulk_create([
                 PackageLedgerEntry(
-                    patient_package_id=pid, seq=seq, kind=row["kind"], change=row["change"],
+                    patient_package_id=pid, seq=row["seq"], kind=row["kind"], change=row["change"],
                     used_after=row["used_after"], sessions_total=totals[pid], at=row["at"],
                     invoice_line_id=row.get("invoice_line_id"), appointment_id=row.get("appointment_id"),
                     reverses_id=ids[(pid, row["reverses_seq"])] if row["kind"] == EntryKind.REVERSAL else None,
@@ -164,7 +163,7 @@ def import_entries(rows: Iterable[Mapping]) -> int:
                 )
                 for pid, row in batch
             ], batch_size=2000)
-            ids.update(((pid, seq), entry.pk) for (pid, _), entry in zip(batch, created, strict=True))
+            ids.update(((pid, row["seq"]), entry.pk) for (pid, row), entry in zip(batch, created, strict=True))
         PatientPackage.objects.bulk_update(
             [PatientPackage(pk=pid, sessions_used=es[-1]["used_after"], ledger_seq=len(es))
              for pid, es in by_package.items() if es],
@@ -173,21 +172,116 @@ def import_entries(rows: Iterable[Mapping]) -> int:
     return len(ids)
 
 
-def _lock_fresh_packages(package_ids: list[int]) -> dict[int, int]:
-    """Lock the packages; refuse any that is missing or already has entries. Returns totals."""
+def _refuse_lines_held_elsewhere(by_package: Mapping[int, list[dict]]) -> None:
+    """A line the import uses must not hold a live use already (in a package outside the
+    import: those in it have no entries yet): the two would count one charge twice."""
+    used_lines = sorted({row["invoice_line_id"] for rows in by_package.values() for row in rows
+                         if row["kind"] == EntryKind.USE and row.get("invoice_line_id") is not None})
+    for start in range(0, len(used_lines), 5000):
+        chunk = used_lines[start:start + 5000]
+        held = PackageLedgerEntry.objects.filter(invoice_line_id__in=chunk, kind=EntryKind.USE,
+                                                 reversed_by__isnull=True).values_list(
+            "invoice_line_id", "patient_package_id").first()
+        if held is not None:
+            raise Invalid(f"Invoice line {held[0]} already has a live use, in package {held[1]}; an import "
+                          "cannot use it again.", fields={"rows": "a line with a live use"})
+
+
+def _insert_rounds(by_package: Mapping[int, list[dict]]) -> Iterator[list[tuple[int, dict]]]:
+    """The rows in batches that the database takes in order: each package's rows in seq order,
+    one per batch (a reversal's target, a lower seq, has its id already), and a use of a line
+    only once no other package holds a live use of it: a line moved from one package to another
+    is used by the second after the first's reversal, whatever their seqs. The rows replayed
+    cleanly and end with one live use per line; rows that still cannot be put in an order where
+    a line has one live use at a time are refused."""
+    next_row = dict.fromkeys(by_package, 0)
+    live: dict[int, int] = {}  # line -> the package holding its live use, as inserted so far
+    while next_row:
+        batch: list[tuple[int, dict]] = []
+        taken: set[int] = set()
+        for pid, index in list(next_row.items()):
+            row = by_package[pid][index]
+            line = row.get("invoice_line_id")
+            if row["kind"] == EntryKind.USE and line is not None:
+                if line in live or line in taken:
+                    continue  # waits for the reversal that frees the line
+                taken.add(line)
+            batch.append((pid, row))
+        if not batch:
+            raise Invalid("Some invoice lines would have two live uses at once whatever the order of the "
+                          "packages' entries.", fields={"rows": "two live uses of one line"})
+        yield batch
+        for pid, row in batch:
+            line = row.get("invoice_line_id")
+            if row["kind"] == EntryKind.USE and line is not None:
+                live[line] = pid
+            elif row["kind"] == EntryKind.REVERSAL:
+                target = by_package[pid][row["reverses_seq"] - 1]
+                if target.get("invoice_line_id") is not None and live.get(target["invoice_line_id"]) == pid:
+                    del live[target["invoice_line_id"]]
+            next_row[pid] += 1
+            if next_row[pid] == len(by_package[pid]):
+                del next_row[pid]
+
+
+def _lock_fresh_packages(package_ids: list[int]) -> tuple[dict[int, int], dict[int, int]]:
+    """Lock the packages; refuse any that is missing or already has entries. Returns their
+    totals and their patients."""
     totals: dict[int, int] = {}
+    patients: dict[int, int] = {}
     for start in range(0, len(package_ids), 5000):
         chunk = package_ids[start:start + 5000]
         for pp in PatientPackage.objects.select_for_update().filter(pk__in=chunk).values(
-            "pk", "sessions_total", "sessions_used", "ledger_seq"
+            "pk", "sessions_total", "sessions_used", "ledger_seq", "patient_id"
         ):
             if pp["ledger_seq"] or pp["sessions_used"]:
                 raise Conflict(f"Package {pp['pk']} already has ledger entries; an import only fills empty ones.")
             totals[pp["pk"]] = pp["sessions_total"]
+            patients[pp["pk"]] = pp["patient_id"]
     missing = sorted(set(package_ids) - set(totals))
     if missing:
         raise Invalid(f"No such patient package: {missing[0]}.", fields={"patient_package_id": "not found"})
-    return totals
+    return totals, patients
+
+
+def _refuse_unknown_references(by_package: Mapping[int, list[dict]], patients: Mapping[int, int]) -> None:
+    """Every invoice line and visit an entry names exists and is its package's patient's, and
+    every staff member exists: otherwise the database refused the import only at its commit (a
+    foreign key error, not a refusal naming the row), or a package counted another patient's
+    charge."""
+    named: dict[str, dict[int, set[int]]] = {"invoice_line_id": defaultdict(set), "appointment_id": defaultdict(set)}
+    staff: set[int] = set()
+    for package_id, rows in by_package.items():
+        for row in rows:
+            for field, ids in named.items():
+                if row.get(field) is not None:
+                    ids[row[field]].add(patients[package_id])
+            if row.get("by_id") is not None:
+                staff.add(row["by_id"])
+    owners = {
+        "invoice_line_id": _owners(InvoiceLine.objects.all(), "invoice__patient_id", named["invoice_line_id"]),
+        "appointment_id": _owners(Appointment.all_objects.all(), "patient_id", named["appointment_id"]),
+    }
+    for field, ids in named.items():
+        for pk, wanted in sorted(ids.items()):
+            if pk not in owners[field]:
+                raise Invalid(f"No such {field.removesuffix('_id').replace('_', ' ')}: {pk}.", fields={field: "not found"})
+            if wanted != {owners[field][pk]}:
+                raise Invalid(f"The {field.removesuffix('_id').replace('_', ' ')} {pk} is another patient's.",
+                              fields={field: "another patient's"})
+    known = _owners(Staff.objects.all(), "pk", dict.fromkeys(staff))
+    unknown = sorted(staff - set(known))
+    if unknown:
+        raise Invalid(f"No such staff member: {unknown[0]}.", fields={"by_id": "not found"})
+
+
+def _owners(rows: QuerySet, owner: str, ids: Iterable[int]) -> dict[int, int]:
+    """pk -> `owner` for the rows with these ids, in chunks."""
+    wanted = sorted(ids)
+    found: dict[int, int] = {}
+    for start in range(0, len(wanted), 5000):
+        found.update(rows.filter(pk__in=wanted[start:start + 5000]).values_list("pk", owner))
+    return found
 
 
 def _refuse(package_id: int, seq: int, problem: str) -> NoReturn:
@@ -206,6 +300,8 @@ def _check_replay(package_id: int, rows: list[dict], total: int,
         refuse: Callable[[str], NoReturn] = functools.partial(_refuse, package_id, seq)
         if seq != expected_seq:
             refuse(f"expected seq {expected_seq}: entries are numbered 1..n without gaps")
+        if not isinstance(change, int) or isinstance(change, bool):  # True is 1 to Python, not a count
+            refuse("a change is a whole number")
         if kind == EntryKind.USE and change != -1:
             refuse("a use changes the count by -1")
         elif kind == EntryKind.REVERSAL:
@@ -217,7 +313,7 @@ def _check_replay(package_id: int, rows: list[dict], total: int,
             if target in reversed_seqs:
                 refuse(f"use {target} is already reversed")
             reversed_seqs.add(target)
-        elif kind == EntryKind.ADJUSTMENT and (not isinstance(change, int) or change == 0):
+        elif kind == EntryKind.ADJUSTMENT and change == 0:
             refuse("an adjustment changes the count by a whole number other than 0")
         elif kind not in EntryKind.values:
             refuse(f"unknown kind {kind!r}")

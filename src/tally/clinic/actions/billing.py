@@ -38,7 +38,14 @@ from .common import (
     require_role,
     require_text,
 )
-from .coverage import COVER_FIELDS, NOT_NEEDED, charge_service, cover_line, uncover_line
+from .coverage import (
+    COVER_FIELDS,
+    NOT_NEEDED,
+    USED_ON_VISIT_CHARGE,
+    charge_service,
+    cover_line,
+    uncover_line,
+)
 
 # The column holds 40 characters; the API accepts more text, and PostgreSQL refuses a longer value.
 METHOD_MAX_LENGTH = max_length_of(Payment, "method")
@@ -79,7 +86,11 @@ def lock_visits(appointments: Iterable[Appointment | None]) -> None:
 
 
 def check_line_target(patient: Patient, service: Service, appointment: Appointment | None) -> None:
-    if not service.active:
+    """An archived service is no longer offered: charged anew on nothing but the visits booked
+    for it while it was, which are charged it as booked (their check-in, and the fixes that
+    restore or record one: SPEC "Fixes", "its booked service charged")."""
+    booked = appointment is not None and appointment.service_id == service.pk
+    if not service.active and not booked:
         raise Invalid(f"{service.name} is no longer offered.", fields={"service_id": "inactive service"})
     if appointment is not None and appointment.patient_id != patient.pk:
         raise Invalid("That appointment belongs to another patient.", fields={"appointment_id": "another patient's"})
@@ -268,7 +279,7 @@ def use_first_session(package: PatientPackage, first_line: InvoiceLine, *, by: S
     }
     visit_line.save(update_fields=[*COVER_FIELDS, "coverage_decision"])
     first_line.removed_at = now()
-    first_line.removal_reason = "first session used on the visit's own charge"
+    first_line.removal_reason = USED_ON_VISIT_CHARGE
     first_line.save(update_fields=["removed_at", "removal_reason"])
 
 

@@ -12,7 +12,8 @@ from typing import Any
 
 from ..audit import record, snapshot
 from ..errors import Invalid
-from ..models import ClinicSettings, Package, Patient, Service, Staff
+from ..models import ClinicSettings, Package, Patient, PatientPackage, Service, Staff
+from ..rules import end_of_day
 from .common import (
     ANY_STAFF,
     DESK,
@@ -152,6 +153,7 @@ def do_update_clinic(*, acting_user: Staff, changes: dict[str, Any]) -> ClinicSe
     require_role(acting_user, *OWNER, doing="change clinic settings")
     settings = ClinicSettings.load()
     before = snapshot(settings)
+    kept = 0
     if "name" in changes:
         settings.name = require_text(changes["name"], "name", "clinic name", NAME_MAX_LENGTH)
     if "time_zone" in changes:
@@ -159,7 +161,9 @@ def do_update_clinic(*, acting_user: Staff, changes: dict[str, Any]) -> ClinicSe
             zoneinfo.ZoneInfo(str(changes["time_zone"]))
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
             raise Invalid("Unknown time zone.", fields={"time_zone": "an IANA name such as Europe/Paris"}) from None
+        old_tz = settings.tz
         settings.time_zone = str(changes["time_zone"])
+        kept = keep_last_valid_days(old_tz, settings.tz)
     if "currency" in changes:
         code = str(changes["currency"] or "").upper()
         if len(code) != 3 or not code.isalpha():
@@ -168,5 +172,29 @@ def do_update_clinic(*, acting_user: Staff, changes: dict[str, Any]) -> ClinicSe
     if "no_show_uses_session" in changes:
         settings.no_show_uses_session = bool(changes["no_show_uses_session"])
     settings.save()
-    record("clinic.update", actor=acting_user, obj=settings, before=before, after=snapshot(settings))
+    record("clinic.update", actor=acting_user, obj=settings, before=before,
+           after=snapshot(settings) | ({"package_expiries_moved": kept} if kept else {}))
     return settings
+
+
+def keep_last_valid_days(old_tz: dt.tzinfo, new_tz: dt.tzinfo) -> int:
+    """Rule 12 when the clinic changes its time zone: a package's expiry is the end of its last
+    valid day in the clinic's zone, and that day stays the same calendar date ("valid until 14
+    June"), so the expiry moves to the end of that date in the new zone. Kept as the instant of
+    the old zone, it fell on another date or inside a day there: the package covered visits of a
+    day its status said it had expired, or said "expired" on the evening of its last day.
+    Returns how many expiries moved."""
+    if str(old_tz) == str(new_tz):
+        return 0
+    moved: list[PatientPackage] = []
+    packages = (PatientPackage.objects.select_for_update().filter(expires_at__isnull=False)
+                .order_by("pk").only("pk", "expires_at"))
+    for package in packages:
+        if package.expires_at is None:  # filtered out above; for the type checker
+            continue
+        expires_at = end_of_day(local_date(package.expires_at, old_tz), new_tz)
+        if expires_at != package.expires_at:
+            package.expires_at = expires_at
+            moved.append(package)
+    PatientPackage.objects.bulk_update(moved, ["expires_at"], batch_size=1000)
+    return len(moved)

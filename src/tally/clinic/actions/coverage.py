@@ -212,16 +212,22 @@ def _first_sessions(lines: list[InvoiceLine]) -> list[InvoiceLine]:
 
 MOVED_TO_VISIT = "first session moved to the visit's own line"
 NOT_NEEDED = "first session not needed: the visit's own charge was covered"
+# The sale came after the visit's charge and its first session covered that charge (rule 5).
+USED_ON_VISIT_CHARGE = "first session used on the visit's own charge"
+# Why a sale's first-session line was removed for its visit: undoing the visit's check-in gives
+# each back to the sale, whichever came first, the check-in or the sale.
+GIVEN_TO_VISIT = (MOVED_TO_VISIT, NOT_NEEDED, USED_ON_VISIT_CHARGE)
 
 
 def released_first_sessions_of(appointment: Appointment) -> list[InvoiceLine]:
-    """The sale first-session lines a check-in of this visit released, one per package whose
-    sale still stands: what undoing the check-in gives back (rule 5's session was the sale's).
+    """The sale first-session lines a check-in of this visit released, or that a sale after the
+    check-in gave to its charge, one per package whose sale still stands: what undoing the
+    check-in gives back (rule 5's session was the sale's).
     A package cancelled since gets it back too: its count is as it was at the cancellation
     (rule 11), and moving the session back onto the sale uses nothing new."""
     lines = InvoiceLine.objects.filter(
         appointment_id=appointment.pk, kind=LineKind.FIRST_SESSION, removed_at__isnull=False,
-        removal_reason__in=[MOVED_TO_VISIT, NOT_NEEDED], invoice__voided_at__isnull=True,
+        removal_reason__in=GIVEN_TO_VISIT, invoice__voided_at__isnull=True,
     ).order_by("-pk")
     latest: dict[int | None, InvoiceLine] = {}
     for line in lines:
@@ -232,7 +238,8 @@ def released_first_sessions_of(appointment: Appointment) -> list[InvoiceLine]:
 def restore_first_sessions(lines: list[InvoiceLine], *, by: Staff | None,
                            given_back: Collection[int] = ()) -> list[InvoiceLine]:
     """Undoing a check-in puts the sale's first session back on the sale, as before it: used
-    again if the package is active (rule 5), else left for the payment that activates it.
+    again if the package is active (rule 5), left for the payment that activates it if it is
+    pending, and not put back if the package is active but used up since.
     `given_back`: the packages whose use on the visit's own line the undo just reversed. A
     cancelled package gets its first session back only from one of those, so the session moves
     back and its count stays as it was; anything else would be a new use of a closed package."""
@@ -244,13 +251,18 @@ def restore_first_sessions(lines: list[InvoiceLine], *, by: Staff | None,
         if InvoiceLine.objects.filter(patient_package=package, kind=LineKind.FIRST_SESSION,
                                       removed_at__isnull=True, invoice__voided_at__isnull=True).exists():
             continue
+        if package.activated_at is not None and package.sessions_remaining <= 0:
+            # Used up since (an owner's adjustment): no session to give the sale. A line left
+            # uncovered would be a first session that used nothing on an active package, which a
+            # later check-in of the visit would take for one waiting for the sale's payment.
+            continue
         line = InvoiceLine(
             invoice_id=old.invoice_id, kind=LineKind.FIRST_SESSION, patient_package=package,
             package_id=old.package_id, service_id=old.service_id, appointment_id=old.appointment_id,
             description=old.description, list_price=ZERO, amount=ZERO, created_by=by,
         )
         insert(line)
-        if package.activated_at is not None and package.sessions_remaining > 0:
+        if package.activated_at is not None:
             cover_line(line, package, by=by, reason="check-in undone: the first session is the sale's again")
             line.save(update_fields=COVER_FIELDS)
         restored.append(line)

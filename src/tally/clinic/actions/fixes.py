@@ -138,11 +138,12 @@ def do_apply_to_line(
     if override:
         assert context is not None  # an override names its package (checked first)
         target = packages[context.pk]
+        if line.covered_by_id == target.pk:
+            # A repeat changes nothing, even where the override used the package's last session.
+            return FixResult(False, None, f"This line is already paid via {target.name}.")
         why = rules.why_not(package_facts(target, tz), line.service_id, invoice_date)
         if why in NOT_BY_OVERRIDE:
             raise Conflict(f"{target.name} cannot cover this line even by override: {why}.")
-        if line.covered_by_id == target.pk:
-            return FixResult(False, None, f"This line is already paid via {target.name}.")
         if line.covered_by_id is not None:
             uncover_line(line, by=acting_user, reason=f"owner override to {target.name}: {reason}")
         cover_line(line, target, by=acting_user, reason=f"owner override: {reason}")
@@ -227,7 +228,10 @@ def do_check_in_and_charge(*, acting_user: Staff, appointment_id: int, patient_i
             record("fix.check_in_and_charge", actor=acting_user, obj=appointment, patient_id=appointment.patient_id,
                    before=before, after=snapshot(appointment))
             return FixResult(True, None, "Checked in; its charge was already on file.")
-        _, _, line = do_check_in(acting_user=acting_user, appointment=appointment)
+        before = snapshot(appointment)
+        checked_in, _, line = do_check_in(acting_user=acting_user, appointment=appointment)
+        record("fix.check_in_and_charge", actor=acting_user, obj=checked_in, patient_id=checked_in.patient_id,
+               before=before, after=snapshot(checked_in) | {"line_id": line.pk if line else None})
         return FixResult(True, line.ledger_entries.order_by("-id").first() if line else None, "Checked in and charged.")
     if appointment.status != AppointmentStatus.ATTENDED:
         raise Conflict(f"This appointment is {appointment.status.replace('_', ' ')}; it was not a visit.")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
+from django.db.models import Q
+
 from ..audit import record, snapshot
 from ..errors import Conflict, Invalid
 from ..ledger import post_entry
@@ -22,6 +24,7 @@ from ..models import (
 )
 from ..models.billing import ZERO, LineKind
 from ..models.ledger import EntryKind
+from ..models.scheduling import AppointmentStatus
 from ..rules import end_of_day
 from .billing import METHOD_MAX_LENGTH, activate_paid_packages, load_invoice
 from .common import (
@@ -206,17 +209,20 @@ def do_adjust(*, acting_user: Staff, patient_package: PatientPackage, change: in
     packages = {p.pk: p for p in lock_patient_packages(patient_package.patient_id)}
     package = packages[patient_package.pk]
     if change > 0:
-        # Sessions that charged visits still hold come back only by undoing those charges
-        # (rule 7); giving them back here would leave those undos nothing to return. A use with
-        # no charge (a no-show under the policy, rule 13) has no undo: only an adjustment can.
+        # Sessions that visits still hold come back only by undoing them: a charge by removing
+        # or voiding it (rule 7), a no-show under the policy (rule 13) by undoing the no-show.
+        # Giving them back here too would let that undo give them back a second time, and leave
+        # a later undo refused (its reversal would go below 0 used).
         held = PackageLedgerEntry.objects.filter(
-            patient_package=package, kind=EntryKind.USE, reversed_by__isnull=True, invoice_line__isnull=False,
+            Q(invoice_line__isnull=False) | Q(appointment__status=AppointmentStatus.NO_SHOW),
+            patient_package=package, kind=EntryKind.USE, reversed_by__isnull=True,
         ).count()
         free = package.sessions_used - held
         if change > free:
             raise Invalid(
-                f"{held} of the {package.sessions_used} used sessions belong to charged visits; undo those "
-                f"charges to give them back. An adjustment can give back at most {max(free, 0)}.",
+                f"{held} of the {package.sessions_used} used sessions belong to charged visits or no-shows; "
+                "remove those charges or undo those no-shows to give them back. "
+                f"An adjustment can give back at most {max(free, 0)}.",
                 fields={"change": f"at most {max(free, 0)}"},
             )
     entry = post_entry(package, kind=EntryKind.ADJUSTMENT, change=change, by=acting_user, reason=reason)

@@ -282,7 +282,8 @@ def do_cancel_appointment(*, acting_user: Staff, appointment: Appointment, reaso
 @clinic_action
 def do_mark_no_show(*, acting_user: Staff, appointment: Appointment, reason: str = "") -> Appointment:
     """A no-show uses nothing, unless the clinic's no-show policy says it uses a session
-    (rule 13); then rules 1-6 pick the package and the entry says why."""
+    (rule 13); then rules 1-6 pick the package and the entry says why. A visit already counted
+    uses nothing more: one visit, one session."""
     require_role(acting_user, *ANY_STAFF, doing="mark no-shows")
     appointment = lock_appointment(appointment.pk)
     check_practitioner_owns(acting_user, appointment, "mark no-shows for")
@@ -298,7 +299,10 @@ def do_mark_no_show(*, acting_user: Staff, appointment: Appointment, reason: str
         tz = settings.tz
         decision, packages = decide_for(appointment.patient_id, appointment.service_id,
                                         local_date(appointment.starts_at, tz), tz)
-        if decision.covered_by is not None:
+        # Read under the appointment's and the packages' locks, which every charge of the visit
+        # and every first session takes: a visit counted already (charged on a manual invoice,
+        # or named by a sale's first session) uses no second session for being missed.
+        if decision.covered_by is not None and not live_uses_for_visit(appointment.pk).exists():
             entry = use_session(packages[decision.covered_by], by=acting_user, appointment_id=appointment.pk,
                                 reason="no-show: the clinic's no-show policy uses a session")
     record("appointment.no_show", actor=acting_user, obj=appointment, patient_id=appointment.patient_id,
@@ -336,11 +340,18 @@ def do_undo_no_show(*, acting_user: Staff, appointment: Appointment) -> Appointm
     before = snapshot(appointment)
     uses = list(live_uses_for_visit(appointment.pk).filter(invoice_line__isnull=True).order_by("pk"))
     reversals = [reverse_entry(use, by=acting_user, reason="no-show undone") for use in uses]
+    restored: list[InvoiceLine] = []
+    if reversals and not live_uses_for_visit(appointment.pk).exists():
+        # Rule 5, as undoing a check-in does: a sale's first session that the no-show's session
+        # made unneeded (the visit was counted already when the sale was paid) is the sale's again.
+        restored = restore_first_sessions(released_first_sessions_of(appointment), by=acting_user,
+                                          given_back={use.patient_package_id for use in uses})
     appointment.status = AppointmentStatus.BOOKED
     appointment.status_reason = ""
     appointment.save(update_fields=["status", "status_reason"])
     record("appointment.undo_no_show", actor=acting_user, obj=appointment, patient_id=appointment.patient_id,
-           before=before, after=snapshot(appointment) | {"ledger_entry_ids": [e.pk for e in reversals]})
+           before=before, after=snapshot(appointment) | {"ledger_entry_ids": [e.pk for e in reversals]}
+           | ({"first_session_lines": [ln.pk for ln in restored]} if restored else {}))
     return appointment
 
 
