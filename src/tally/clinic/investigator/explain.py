@@ -96,11 +96,17 @@ def worst_severity(severities: Iterable[str]) -> str | None:
 # ---------------------------------------------------------------- the walk
 
 
+# What stands in for a text staff typed when the investigation may not quote it (the support
+# export without names: a reason may name the patient, a relative or a phone number).
+LEFT_OUT = "[left out]"
+
+
 class Walk:
     """Indexes over one history, shared by every package's explanation."""
 
-    def __init__(self, history: History):
+    def __init__(self, history: History, *, quote_staff_text: bool = True):
         self.h = history
+        self.quote_staff_text = quote_staff_text
         self.tz = history.tz
         self.today = history.now.astimezone(self.tz).date()
         self.invoices = {inv.id: inv for inv in history.invoices}
@@ -175,6 +181,10 @@ class Walk:
             self.visits_by_day[self.local(v.starts_at)].append(v)
 
     # -- small helpers
+    def staff_text(self, text: str) -> str:
+        """A reason staff typed, or LEFT_OUT when this investigation may not quote it."""
+        return text if self.quote_staff_text or not text else LEFT_OUT
+
     def considered_by(self, line: LineFact) -> dict[int, str | None]:
         """The packages rule 6 considered for a line, and why each did not cover it (None
         for the one that did). Decoded on first use: most lines never need it."""
@@ -479,7 +489,7 @@ def tombstone_finding(w: Walk, t) -> Finding | None:
         return None  # a cancelled, no-show or future booking: no visit is missing (the timeline keeps it)
     day = w.local(start) if start else w.local(t.removed_at)
     name = content.get("service_name") or w.service(content.get("service"))
-    reason = f" (reason: {t.reason})" if t.reason else ""
+    reason = f" (reason: {t.reason})" if t.reason and w.quote_staff_text else ""
     return Finding(APPOINTMENT_DELETED, "warning",
                    f"The {name} visit on {fmt_date(day)} was permanently deleted on "
                    f"{fmt_date(w.local(t.removed_at))}{reason}.",
@@ -696,7 +706,7 @@ def shared_timeline(w: Walk) -> list[dict]:
                        "no_charges": v.no_charges, "counted": None, "reason": None})
     for t in w.h.tombstones:
         events.append({"kind": "tombstone", "at": t.removed_at, "tombstone_id": t.id, "of": t.kind,
-                       "appointment_id": t.appointment_id, "invoice_line_id": t.invoice_line_id, "reason": t.reason})
+                       "appointment_id": t.appointment_id, "invoice_line_id": t.invoice_line_id, "reason": w.staff_text(t.reason)})
     for inv in w.h.invoices:
         events.append({"kind": "invoice", "at": inv.issued_at, "invoice_id": inv.id, "number": inv.number,
                        "status": "void" if inv.voided_at else None, "total": inv.total, "paid": inv.paid})
@@ -708,12 +718,12 @@ def shared_timeline(w: Walk) -> list[dict]:
                            "live": w.is_live(ln)})
         for pay in inv.payments:
             events.append({"kind": "payment", "at": pay.received_at, "invoice_id": inv.id, "payment_id": pay.id,
-                           "amount": pay.amount, "method": pay.method, "reason": pay.reason})
+                           "amount": pay.amount, "method": pay.method, "reason": w.staff_text(pay.reason)})
     for e in w.h.entries:
         events.append({"kind": "ledger", "at": e.at, "entry_id": e.id, "patient_package_id": e.patient_package_id,
                        "entry_kind": e.kind, "change": e.change, "used_after": e.used_after,
                        "invoice_line_id": e.invoice_line_id, "appointment_id": e.appointment_id,
-                       "reverses": e.reverses_id, "reason": e.reason})
+                       "reverses": e.reverses_id, "reason": w.staff_text(e.reason)})
     order = {"visit": 0, "invoice": 1, "line": 2, "ledger": 3, "payment": 4, "tombstone": 5}
     events.sort(key=lambda ev: (ev["at"], order[ev["kind"]]))
     return events
@@ -729,11 +739,12 @@ def sort_findings(findings: list[Finding], difference: int | None) -> list[Findi
     return sorted(findings, key=lambda f: (accounts(f), SEVERITY_RANK[f.severity], f.date, f.code))
 
 
-def explain(history: History, *, expected_used: dict[int, int] | None = None, timeline: bool = True
-            ) -> tuple[dict[int, Investigation], list[Finding]]:
+def explain(history: History, *, expected_used: dict[int, int] | None = None, timeline: bool = True,
+            quote_staff_text: bool = True) -> tuple[dict[int, Investigation], list[Finding]]:
     """Every package's investigation, and the visit-level findings that belong to no package.
-    The clinic audit needs no timelines (timeline=False)."""
-    w = Walk(history)
+    The clinic audit needs no timelines (timeline=False); the support export without names
+    quotes no reason staff typed (quote_staff_text=False)."""
+    w = Walk(history, quote_staff_text=quote_staff_text)
     expected_used = expected_used or {}
     per_package: dict[int, list[Finding]] = {p.id: [] for p in history.packages}
     orphans: list[Finding] = []

@@ -39,11 +39,11 @@ def investigate_package(package_id: int, *, expected_used: int | None = None) ->
     return investigations[package_id]
 
 
-def investigate_patient(patient_id: int) -> tuple[list[Investigation], list[Finding]]:
+def investigate_patient(patient_id: int, *, quote_staff_text: bool = True) -> tuple[list[Investigation], list[Finding]]:
     history = load_histories([patient_id]).get(patient_id)  # the loader knows who exists
     if history is None:
         raise NotFound("No such patient.")
-    investigations, orphans = explain(history)
+    investigations, orphans = explain(history, quote_staff_text=quote_staff_text)
     return list(investigations.values()), orphans
 
 

@@ -9,6 +9,8 @@ from django import template
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
+from tally.clinic.investigator import export
+
 register = template.Library()
 
 SYMBOLS = {"USD": "$", "CAD": "CA$", "AUD": "A$", "NZD": "NZ$", "EUR": "€", "GBP": "£", "JPY": "¥",
@@ -56,6 +58,12 @@ def package_count(package: Any) -> str:
 @register.filter
 def humanize_code(value: str | None) -> str:
     return (value or "").replace("_", " ")
+
+
+@register.filter
+def reason_label(code: str | None) -> str:
+    """Why a visit was not counted, in words (the investigator's reason codes)."""
+    return export.reason_label(code)
 
 
 @register.simple_tag(takes_context=True)

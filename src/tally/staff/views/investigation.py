@@ -22,7 +22,7 @@ from tally.clinic.investigator.explain import (
     SEVERITY_RANK,
     Finding,
 )
-from tally.clinic.investigator.export import patient_export, reason_label
+from tally.clinic.investigator.export import patient_export, reason_label, support_investigation
 from tally.clinic.investigator.service import (
     FIX_ACTIONS,
     AuditScan,
@@ -191,7 +191,7 @@ def patient_investigation(request: StaffRequest, patient_id: int) -> HttpRespons
 def export_json(request: StaffRequest, patient_id: int) -> HttpResponse:
     patient = get_object_or_404(Patient, pk=patient_id)
     anonymous = request.GET.get("anonymous") == "1"
-    packages, orphans = investigate_patient(patient.pk)
+    packages, orphans = support_investigation(patient, anonymous=anonymous)
     shows(request, "patient.export", Shown(patient.pk, "patient", patient.pk),
           details={"format": "json", "anonymous": anonymous})
     data = patient_export(patient, packages, orphans, request.clinic.tz, anonymous=anonymous)
@@ -204,12 +204,11 @@ def export_json(request: StaffRequest, patient_id: int) -> HttpResponse:
 def export_print(request: StaffRequest, patient_id: int) -> HttpResponse:
     patient = get_object_or_404(Patient, pk=patient_id)
     anonymous = request.GET.get("anonymous") == "1"
-    packages, orphans = investigate_patient(patient.pk)
+    packages, orphans = support_investigation(patient, anonymous=anonymous)
     shows(request, "patient.export", Shown(patient.pk, "patient", patient.pk),
           details={"format": "print", "anonymous": anonymous})
     return render(request, "staff/investigation/export_print.html", {
         "patient": patient, "anonymous": anonymous, "packages": packages, "orphans": orphans,
-        "reason_label": reason_label,
     })
 
 
