@@ -664,6 +664,8 @@ def summary_of(w: Walk, p: PackageFact, expected_used: int | None) -> dict:
         "sold_at": p.sold_at, "activated_at": p.activated_at, "expires_at": p.expires_at,
         "paid": paid, "balance": balance, "expected_used": expected_used,
         "difference": (expected_used - p.sessions_used) if expected_used is not None else None,
+        # For the support export, which says more than the API's summary.
+        "price": p.price, "use_first_session": p.use_first_session, "cancelled_at": p.cancelled_at,
     }
 
 

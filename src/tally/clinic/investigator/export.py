@@ -12,7 +12,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from ..models import Patient, PatientPackage
+from ..models import Patient
 from .explain import LEFT_OUT, Finding, Investigation
 from .service import investigate_patient
 
@@ -65,12 +65,8 @@ def finding_dict(finding: Finding) -> dict[str, Any]:
 
 
 def investigation_dict(investigation: Investigation, tz: dt.tzinfo) -> dict[str, Any]:
-    summary = jsonable(investigation.summary, tz)
-    package = PatientPackage.objects.only("price", "use_first_session", "cancelled_at").get(pk=summary["id"])
-    summary |= {"price": jsonable(package.price, tz), "use_first_session": package.use_first_session,
-                "cancelled_at": jsonable(package.cancelled_at, tz)}
     return {
-        "summary": summary,
+        "summary": jsonable(investigation.summary, tz),
         "findings": [finding_dict(f) for f in investigation.findings],
         "timeline": jsonable(investigation.timeline, tz),
     }
