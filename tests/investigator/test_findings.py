@@ -562,3 +562,39 @@ def test_a_visit_charged_while_unpaid_and_counted_since_offers_no_fix(history):
     assert fresh(pp).sessions_used == 1
     finding = only(investigate_package(pp.pk), "PACKAGE_NOT_PAID")
     assert finding.line_id == unpaid_line.pk and finding.fix is None
+
+
+def test_a_wrong_service_on_a_paid_invoice_says_to_refund_first_and_offers_the_fix_once_refunded(history):
+    pp, _ = history.sell(3, 1)
+    _, invoice, line = history.visit(3, 4, charge=history.acu90)
+    history.pay(invoice, "130.00", 3, 4)
+    finding = only(history.investigate(pp)[0], "SERVICE_NOT_IN_PACKAGE")
+    # Applying the package would be refused (409: refund that payment first): no button for it.
+    assert finding.fix is None
+    assert f"{invoice.number} is already paid ($130.00): refund that payment first" in finding.message
+    billing.do_record_payment(acting_user=history.desk, invoice=invoice, amount="-130.00", method="card",
+                              reason="to apply the package")
+    finding = only(history.investigate(pp)[0], "SERVICE_NOT_IN_PACKAGE")
+    assert finding.fix == {"action": "apply_to_line", "params": {"line_id": line.pk, "service_id": history.acu60.pk}}
+    assert apply_fix(acting_user=history.desk, context=pp, **finding.fix).applied
+    after = investigate_package(pp.pk)
+    assert codes(after) == [] and after.summary["sessions_used"] == 1
+
+
+def test_a_sale_day_visit_paid_for_offers_no_first_session_fix_that_is_refused(history):
+    _, invoice, _ = history.visit(3, 4)
+    history.pay(invoice, "95.00", 3, 4)
+    pp, _ = history.sell(3, 4, first=False, hour=15)
+    finding = only(history.investigate(pp)[0], "FIRST_SESSION_NOT_USED")
+    assert finding.fix is None
+    assert "refund that payment first" in finding.message
+
+
+def test_a_visit_charged_while_unpaid_and_paid_for_since_offers_no_fix_that_is_refused(history):
+    pp, sale = history.sell(3, 1, paid="300.00")
+    _, invoice, _ = history.visit(3, 5)
+    history.pay(invoice, "95.00", 3, 5)
+    history.pay(sale, "500.00", 3, 6)
+    finding = only(history.investigate(pp)[0], "PACKAGE_NOT_PAID")
+    assert finding.fix is None
+    assert "refund that payment first" in finding.message

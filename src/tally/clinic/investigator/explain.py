@@ -231,6 +231,19 @@ class Walk:
         visit = self.visits.get(line.appointment_id or -1)
         return visit is not None and visit.deleted
 
+    def paid_for(self, line: LineFact) -> bool:
+        """Whether the line's invoice is paid, so that applying a package to the line is refused
+        until that payment is refunded (the fixes' 409, SPEC.md "Fixes"): the test do_apply_to_line
+        makes, on the same totals."""
+        invoice = self.invoices[line.invoice_id]
+        return invoice.paid > 0 and invoice.paid > invoice.total - line.amount
+
+    def refund_first(self, line: LineFact) -> str:
+        """What a finding whose fix waits for a refund says instead of offering it."""
+        invoice = self.invoices[line.invoice_id]
+        return (f" {invoice.number} is already paid ({self.money(invoice.paid)}): refund that payment first, "
+                "then the package can be applied.")
+
     def could_cover_now(self, p: PackageFact, service_id: int | None, day: dt.date) -> bool:
         """Whether rules 1-6 would let this package cover the service on that day as it stands
         now: a fix that applies it is offered only then (else it would be refused, or only
@@ -394,12 +407,15 @@ def line_findings(w: Walk, p: PackageFact) -> list[Finding]:
                     and looks_like_wrong_service(w, p, line)):
                 target = nearest_eligible(w, p, line.service_id)
                 nearest = f" (the nearest is {w.service(target)})" if len(p.eligible_service_ids) > 1 else ""
+                applicable = w.could_cover_now(p, target, day) and not w.on_deleted_visit(line)
+                refund = applicable and w.paid_for(line)
                 findings.append(Finding(
                     SERVICE_NOT_IN_PACKAGE, "warning",
                     f"{what}; {p.name} covers only "
-                    f"{', '.join(sorted(w.service(s) for s in p.eligible_service_ids))}{nearest}.",
+                    f"{', '.join(sorted(w.service(s) for s in p.eligible_service_ids))}{nearest}."
+                    f"{w.refund_first(line) if refund else ''}",
                     fix={"action": "apply_to_line", "params": {"line_id": line.id, "service_id": target}}
-                    if w.could_cover_now(p, target, day) and not w.on_deleted_visit(line) else None, **base))
+                    if applicable and not refund else None, **base))
         elif reason == PACKAGE_NOT_PAID and sale is not None:
             paid_then = sale.paid_by(w.invoices[line.invoice_id].issued_at)
             if p.activated_at:
@@ -408,13 +424,14 @@ def line_findings(w: Walk, p: PackageFact) -> list[Finding]:
                 when_paid = f"its sale {sale.number} was voided on {fmt_date(w.local(sale.voided_at))}"
             else:
                 when_paid = f"it is still not paid in full ({w.money(sale.total - sale.paid)} due)"
+            applicable = w.could_cover_now(p, line.service_id, day) and not w.on_deleted_visit(line) and not counted
+            refund = applicable and w.paid_for(line)
             findings.append(Finding(
                 PACKAGE_NOT_PAID, "warning",
                 f"{what} while {p.name} was not fully paid ({w.money(paid_then)} of {w.money(sale.total)} paid "
-                f"on {sale.number}); {when_paid}.",
-                fix={"action": "apply_to_line", "params": {"line_id": line.id}}
-                if w.could_cover_now(p, line.service_id, day) and not w.on_deleted_visit(line) and not counted
-                else None, **base))
+                f"on {sale.number}); {when_paid}.{w.refund_first(line) if refund else ''}",
+                fix={"action": "apply_to_line", "params": {"line_id": line.id}} if applicable and not refund else None,
+                **base))
         elif reason == CHARGED_BEFORE_PURCHASE:
             findings.append(Finding(
                 CHARGED_BEFORE_PURCHASE, "info",
@@ -545,11 +562,15 @@ def first_session_findings(w: Walk, p: PackageFact) -> list[Finding]:
             # A closed, unpaid or used-up package covers nothing (rules 1, 6, 11), nor does any
             # package a line dated before its sale (rule 4): no fix can use it.
             fix = {}
+        refund = bool(fix) and bool(lines) and w.paid_for(lines[0])
+        if refund:
+            fix = {}
         findings.append(Finding(
             FIRST_SESSION_NOT_USED, "warning",
             f"{p.name} was sold on {fmt_date(sale_day)} "
             f"{'with “Use first session”, but that session was given back' if p.use_first_session else 'without “Use first session”'}"
-            f", and the patient's {w.service(visit.service_id)} visit that day was not counted.",
+            f", and the patient's {w.service(visit.service_id)} visit that day was not counted."
+            f"{w.refund_first(lines[0]) if refund else ''}",
             date=sale_day, appointment_id=visit.id, line_id=lines[0].id if lines else None,
             invoice_id=lines[0].invoice_id if lines else None, fix=fix or None, patient_package_id=p.id))
     return findings
