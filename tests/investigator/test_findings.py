@@ -598,3 +598,12 @@ def test_a_visit_charged_while_unpaid_and_paid_for_since_offers_no_fix_that_is_r
     finding = only(history.investigate(pp)[0], "PACKAGE_NOT_PAID")
     assert finding.fix is None
     assert "refund that payment first" in finding.message
+
+
+def test_amounts_in_findings_are_written_as_everywhere_else_in_the_clinics_currency(history, clinic):
+    clinic.currency = "EUR"
+    clinic.save()
+    pp, sale = history.sell(3, 1, paid="300.00")
+    history.visit(3, 4)
+    finding = only(history.investigate(pp)[0], "PACKAGE_NOT_PAID")
+    assert "(€300.00 of €800.00 paid on" in finding.message and "(€500.00 due)" in finding.message

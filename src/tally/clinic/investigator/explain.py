@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from .. import rules
+from ..money import format_money
 from .facts import EntryFact, History, InvoiceFact, LineFact, PackageFact, VisitFact
 
 # Finding codes (SPEC.md table).
@@ -211,9 +212,7 @@ class Walk:
         return self.h.services.get(service_id or -1, "an unknown service")
 
     def money(self, amount: Decimal) -> str:
-        if self.h.currency == "USD":
-            return f"${amount:,.2f}"
-        return f"{amount:,.2f} {self.h.currency}"
+        return format_money(amount, self.h.currency)
 
     def last_valid_day(self, p: PackageFact) -> dt.date | None:
         return self.local(p.expires_at) if p.expires_at else None

@@ -10,21 +10,11 @@ from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
 from tally.clinic.investigator import export
+from tally.clinic.money import format_money
+
+__all__ = ["format_money", "register"]  # format_money: imported from here by views
 
 register = template.Library()
-
-SYMBOLS = {"USD": "$", "CAD": "CA$", "AUD": "A$", "NZD": "NZ$", "EUR": "€", "GBP": "£", "JPY": "¥",
-           "CHF": "CHF ", "INR": "₹"}
-
-
-def format_money(amount: Decimal | int | None, currency: str) -> str:
-    if amount is None:
-        return ""
-    value = Decimal(amount)
-    sign = "−" if value < 0 else ""
-    symbol = SYMBOLS.get(currency, f"{currency} ")
-    return f"{sign}{symbol}{abs(value):,.2f}"
-
 
 @register.simple_tag(takes_context=True)
 def money(context: template.Context, amount: Decimal | int | None) -> str:

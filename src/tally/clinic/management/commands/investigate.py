@@ -11,6 +11,7 @@ from tally.clinic.investigator.export import patient_export, reason_label, suppo
 from tally.clinic.management.base import ClinicCommand
 from tally.clinic.models import ClinicSettings, Patient
 from tally.clinic.models.patients import parse_patient_number
+from tally.clinic.money import format_money
 
 MARKS = {"error": "!!", "warning": "! ", "info": "i "}
 
@@ -29,7 +30,8 @@ class Command(ClinicCommand):
         patient = Patient.objects.filter(pk=pk).first() if pk is not None else None
         if patient is None:
             raise CommandError(f"No patient {options['patient_number']!r}; patient numbers look like P-000123.")
-        tz = ClinicSettings.load().tz
+        clinic = ClinicSettings.load()
+        tz, currency = clinic.tz, clinic.currency
         packages, orphans = support_investigation(patient, anonymous=options["anonymous"])
         # A read of patient data like any other: no staff member signs in here, so the event
         # names the command and the operating-system user who ran it.
@@ -51,7 +53,8 @@ class Command(ClinicCommand):
                 f"{s['name']}: {s['sessions_used']} of {s['sessions_total']} used · {s['sessions_remaining']} left · "
                 f"{s['status'].replace('_', ' ')}"))
             sold = s["sold_at"].astimezone(tz)
-            self.stdout.write(f"  sold {sold:%d %b %Y} · paid {s['paid']} · balance {s['balance']}"
+            self.stdout.write(f"  sold {sold:%d %b %Y} · paid {format_money(s['paid'], currency)} · "
+                              f"balance {format_money(s['balance'], currency)}"
                               + (f" · expires {s['expires_at'].astimezone(tz):%d %b %Y}" if s["expires_at"] else ""))
             for finding in inv.findings:
                 self.write_finding(finding)
