@@ -111,3 +111,16 @@ def test_the_printable_export_says_why_a_visit_was_not_counted_in_words(desk_cli
     text = desk_client.get(reverse("staff:export_print", args=[quilla.pk])).content.decode()
     assert "not counted (no service charged)" in text
     assert "NOT_INVOICED)" not in text and "APPOINTMENT_DELETED)" not in text
+
+
+def test_leaving_out_a_name_that_is_also_a_word_of_the_export_keeps_its_codes(desk, desk_client, acu60, ten_pack):
+    odd = catalog.do_create_patient(acting_user=desk, first_name="Active", last_name="Visit")
+    sales.do_sell_package(acting_user=desk, patient=odd, package=ten_pack, use_first_session=False,
+                          sold_at=dt.datetime(2026, 3, 1, 9, tzinfo=NY), payment=(Decimal("800.00"), "card"))
+    appointment = visits.do_book(acting_user=desk, patient=odd, service=acu60,
+                                 starts_at=dt.datetime(2026, 3, 4, 10, tzinfo=NY))
+    visits.do_check_in(acting_user=desk, appointment=appointment)
+    data = desk_client.get(reverse("staff:export_json", args=[odd.pk]), {"anonymous": "1"}).json()
+    (package,) = data["packages"]
+    assert package["summary"]["status"] == "active"
+    assert [e["kind"] for e in package["timeline"]].count("visit") == 1

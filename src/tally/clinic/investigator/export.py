@@ -82,19 +82,27 @@ def support_investigation(patient: Patient, *, anonymous: bool) -> tuple[list[In
     if not anonymous:
         return packages, orphans
     scrub = identity_scrubber(patient)
-    packages = [Investigation(summary=scrub(inv.summary), findings=[scrub_finding(f, scrub) for f in inv.findings],
-                              timeline=scrub(inv.timeline)) for inv in packages]
-    return packages, [scrub_finding(f, scrub) for f in orphans]
+    packages = [Investigation(summary=scrub_texts(inv.summary, scrub),
+                              findings=[dataclasses.replace(f, message=scrub(f.message)) for f in inv.findings],
+                              timeline=[scrub_texts(event, scrub) for event in inv.timeline]) for inv in packages]
+    return packages, [dataclasses.replace(f, message=scrub(f.message)) for f in orphans]
 
 
-def scrub_finding(finding: Finding, scrub: Callable[[Any], Any]) -> Finding:
-    return dataclasses.replace(finding, message=scrub(finding.message))
+# The keys of a summary or a timeline event whose values are text people wrote (a package's or
+# a service's name, a line's description, a payment's method); the others are codes, ids, amounts
+# and dates, left as they are even for a patient named like one ("Active", "Visit").
+TEXT_KEYS = frozenset({"name", "service", "description", "method"})
 
 
-def identity_scrubber(patient: Patient) -> Callable[[Any], Any]:
-    """A function that replaces, in every string of a value (dicts and lists walked), what
-    identifies this patient: each of their names, their email (or its part before the @),
-    their phone number however it is punctuated, their date of birth as dates are written."""
+def scrub_texts(record: dict[str, Any], scrub: Callable[[str], str]) -> dict[str, Any]:
+    return {key: scrub(value) if key in TEXT_KEYS and isinstance(value, str) else value
+            for key, value in record.items()}
+
+
+def identity_scrubber(patient: Patient) -> Callable[[str], str]:
+    """A function that replaces, in a text, what identifies this patient: each of their names,
+    their email (or its part before the @), their phone number however it is punctuated, their
+    date of birth as dates are written."""
     # Longest first: the whole email before the name it may start with.
     texts = {w for name in (patient.first_name, patient.last_name) for w in re.split(r"[\s,]+", name) if len(w) > 1}
     if patient.email:
@@ -106,19 +114,9 @@ def identity_scrubber(patient: Patient) -> Callable[[Any], Any]:
     if len(digits) >= 5:  # its last seven digits, with any separators between them
         patterns.insert(0, r"[\s().-]{0,3}".join(digits[-7:]))
     if not patterns:
-        return lambda value: value
+        return lambda text: text
     pattern = re.compile(r"(?<!\w)(?:" + "|".join(patterns) + r")(?!\w)", re.IGNORECASE)
-
-    def scrub(value: Any) -> Any:
-        if isinstance(value, str):
-            return pattern.sub(LEFT_OUT, value)
-        if isinstance(value, dict):
-            return {k: scrub(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [scrub(v) for v in value]
-        return value
-
-    return scrub
+    return lambda text: pattern.sub(LEFT_OUT, text)
 
 
 def dates_written(day: dt.date) -> set[str]:
