@@ -11,6 +11,8 @@ from django.core.paginator import Paginator
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
+from django.utils.formats import date_format
+from django.utils.timezone import localtime
 
 from tally.clinic import rules
 from tally.clinic.actions.fixes import NOT_BY_OVERRIDE
@@ -81,6 +83,28 @@ def is_sure_duplicate(finding: Finding) -> bool:
         pk=finding.line_id, appointment__isnull=True).exists()
 
 
+def tombstone_rows(timeline: list[dict]) -> list[dict]:
+    """Every tombstone of the history (SPEC: always shown to the investigator), each saying
+    what was removed, when and why: a deleted visit, or a charge removed from an invoice."""
+    lines = {e["line_id"]: e for e in timeline if e["kind"] == "line"}
+    numbers = {e["invoice_id"]: e["number"] for e in timeline if e["kind"] == "invoice"}
+    visits = {e["appointment_id"]: e for e in timeline if e["kind"] == "visit"}
+    rows = []
+    for event in timeline:
+        if event["kind"] != "tombstone":
+            continue
+        if event["of"] == "appointment":
+            visit = visits.get(event["appointment_id"])
+            what = (f"{visit['service']} visit of {date_format(localtime(visit['at']), 'j M Y, H:i')}"
+                    if visit else "A visit")
+            rows.append({"at": event["at"], "label": "Visit deleted", "what": what, "reason": event["reason"]})
+        else:
+            line = lines.get(event["invoice_line_id"])
+            what = f"{line['description']} on {numbers.get(line['invoice_id'], 'an invoice')}" if line else "A charge"
+            rows.append({"at": event["at"], "label": "Charge removed", "what": what, "reason": event["reason"]})
+    return rows
+
+
 def investigation_context(request: StaffRequest, package: PatientPackage, expected_used: int | None) -> dict:
     tz = request.clinic.tz
     inv = investigate_package(package.pk, expected_used=expected_used)
@@ -96,7 +120,7 @@ def investigation_context(request: StaffRequest, package: PatientPackage, expect
                 for f in inv.findings]
     return {
         "package": package, "patient": package.patient, "summary": inv.summary, "findings": findings,
-        "visits": visits, "expected_used": expected_used,
+        "visits": visits, "tombstones": tombstone_rows(inv.timeline), "expected_used": expected_used,
         "timeline_svg": render_timeline(inv, tz, now=timezone.now()),
         "can_override": request.user.role == Role.OWNER,
     }
