@@ -607,3 +607,15 @@ def test_amounts_in_findings_are_written_as_everywhere_else_in_the_clinics_curre
     history.visit(3, 4)
     finding = only(history.investigate(pp)[0], "PACKAGE_NOT_PAID")
     assert "(€300.00 of €800.00 paid on" in finding.message and "(€500.00 due)" in finding.message
+
+
+def test_two_visits_on_two_days_are_no_double_use_when_one_was_invoiced_the_next_day(history):
+    pp, _ = history.sell(3, 1)
+    monday = history.book(3, 5)
+    billing.do_create_invoice(acting_user=history.desk, patient=history.patient,
+                              lines=[(history.acu60, monday)], issued_at=history.at(3, 6, 18))
+    visits.do_check_in(acting_user=history.desk, appointment=monday)  # keeps the charge on file
+    history.visit(3, 6)
+    investigation = history.investigate(pp)[0]
+    assert investigation.summary["sessions_used"] == 2
+    assert "POSSIBLE_DOUBLE_USE" not in codes(investigation)

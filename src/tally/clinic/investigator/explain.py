@@ -585,10 +585,12 @@ def double_use_findings(w: Walk, p: PackageFact) -> list[Finding]:
         visit_id = e.appointment_id or (line.appointment_id if line else None)
         if visit_id:
             by_visit[visit_id].append(e)
-        # A use with no line (a no-show under the policy) belongs to its visit's day, not to
-        # the day it was recorded: no-shows marked together are not one day's double use.
+        # A use belongs to its visit's day: not to the day it was recorded (no-shows marked
+        # together are not one day's double use), nor to its invoice's date (a visit invoiced
+        # the next day is not a second visit that day). A use of no visit (a first session at
+        # the sale) belongs to its line's date.
         visit = w.visits.get(visit_id or -1)
-        day = w.line_date(line) if line else w.local(visit.starts_at) if visit else w.local(e.at)
+        day = w.local(visit.starts_at) if visit else w.line_date(line) if line else w.local(e.at)
         by_day[day].append(e)
     reported_days = set()
     for visit_id, own in by_visit.items():
