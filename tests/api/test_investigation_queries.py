@@ -81,3 +81,29 @@ def test_a_packages_investigation_costs_the_same_queries_in_a_short_or_a_long_hi
                   lambda pk: client.get(reverse("staff:investigation", args=[pk]))):
         short, long = (queries(lambda pk=pk, fetch=fetch: fetch(pk)) for pk in packages)
         assert long == short
+
+
+def test_the_investigation_page_costs_the_same_queries_for_one_double_use_or_five(desk, owner, client, acu60,
+                                                                                   clinic):
+    """Each double use gets a "remove the duplicate" button only when the charge to remove is
+    sure; deciding it must not ask the database once per finding."""
+    client.force_login(desk)
+    forty = catalog.do_create_package(acting_user=owner, name="Forty", price=Decimal("100.00"), sessions=40,
+                                      service_ids=[acu60.pk])
+    counts = []
+    for patient_name, doubles in (("One", 1), ("Five", 5)):
+        patient = catalog.do_create_patient(acting_user=desk, first_name=patient_name, last_name="Double")
+        pack, _ = sales.do_sell_package(acting_user=desk, patient=patient, package=forty, use_first_session=False,
+                                        sold_at=dt.datetime(2026, 3, 1, 9, tzinfo=NY),
+                                        payment=(Decimal("100.00"), "card"))
+        for day in range(2, 2 + doubles):  # one visit counted twice, and two visits on one day
+            seen = visits.do_book(acting_user=desk, patient=patient, service=acu60,
+                                  starts_at=dt.datetime(2026, 3, day, 10, tzinfo=NY))
+            _, invoice, _ = visits.do_check_in(acting_user=desk, appointment=seen)
+            billing.do_add_line(acting_user=desk, invoice=invoice, service=acu60, appointment=seen)
+            for hour in (8, 17):
+                again = visits.do_book(acting_user=desk, patient=patient, service=acu60,
+                                       starts_at=dt.datetime(2026, 3, day + 10, hour, tzinfo=NY))
+                visits.do_check_in(acting_user=desk, appointment=again)
+        counts.append(queries(lambda pack=pack: client.get(reverse("staff:investigation", args=[pack.pk]))))
+    assert counts[1] == counts[0]

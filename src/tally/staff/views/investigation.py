@@ -34,7 +34,7 @@ from tally.clinic.investigator.service import (
     investigate_patient,
     take_audit_snapshot,
 )
-from tally.clinic.models import InvoiceLine, Patient, PatientPackage
+from tally.clinic.models import Patient, PatientPackage
 from tally.clinic.models.staff import Role
 
 from ..timeline_svg import render_timeline
@@ -73,14 +73,15 @@ def overridable(finding: Finding, package_status: str) -> bool:
             and finding.code not in NOT_BY_OVERRIDE and package_status not in CLOSED_TO_OVERRIDE)
 
 
-def is_sure_duplicate(finding: Finding) -> bool:
+def is_sure_duplicate(finding: Finding, visit_of_line: dict[int, int | None]) -> bool:
     """A double use whose charge to remove is certain: one visit counted twice, or a charge no
     visit owns (a first session at a sale that named no visit). Two visits' charges on one day
-    are only possibly one visit charged twice ("check whether"): no button to remove one."""
+    are only possibly one visit charged twice ("check whether"): no button to remove one.
+    `visit_of_line`: each line's visit, from the investigation's timeline (no query per finding)."""
     if finding.code != POSSIBLE_DOUBLE_USE or finding.line_id is None or finding.invoice_id is None:
         return False
-    return finding.appointment_id is not None or InvoiceLine.objects.filter(
-        pk=finding.line_id, appointment__isnull=True).exists()
+    return finding.appointment_id is not None or (
+        finding.line_id in visit_of_line and visit_of_line[finding.line_id] is None)
 
 
 def tombstone_rows(timeline: list[dict]) -> list[dict]:
@@ -113,10 +114,11 @@ def investigation_context(request: StaffRequest, package: PatientPackage, expect
     for event in inv.timeline:
         if event["kind"] == "visit":
             visits.append(event | {"reason_text": reason_label(event["reason"])})
+    visit_of_line = {e["line_id"]: e["appointment_id"] for e in inv.timeline if e["kind"] == "line"}
     findings = [{"finding": f, "fix_json": json.dumps(f.fix["params"]) if f.fix else "",
                  "fix_label": FIX_LABELS.get(f.fix["action"], "Fix") if f.fix else "",
                  "override": request.user.role == Role.OWNER and overridable(f, inv.summary["status"]),
-                 "remove_duplicate": is_sure_duplicate(f)}
+                 "remove_duplicate": is_sure_duplicate(f, visit_of_line)}
                 for f in inv.findings]
     return {
         "package": package, "patient": package.patient, "summary": inv.summary, "findings": findings,
