@@ -619,3 +619,23 @@ def test_two_visits_on_two_days_are_no_double_use_when_one_was_invoiced_the_next
     investigation = history.investigate(pp)[0]
     assert investigation.summary["sessions_used"] == 2
     assert "POSSIBLE_DOUBLE_USE" not in codes(investigation)
+
+
+def test_a_visit_booked_for_earlier_today_is_not_called_upcoming(history):
+    from tally.clinic.investigator.explain import explain
+    from tally.clinic.investigator.loader import load_history
+
+    pp, _ = history.sell(3, 1)
+    appointment = history.book(3, 5)  # 10:00
+
+    def seen_at(now):
+        investigations, _ = explain(load_history(history.patient.pk, now=now))
+        investigation = investigations[pp.pk]
+        (visit,) = [e for e in investigation.timeline if e["kind"] == "visit" and e["appointment_id"] == appointment.pk]
+        return visit["reason"], codes(investigation)
+
+    assert seen_at(history.at(3, 5, 8)) == ("UPCOMING", [])
+    # Past its time the same day: not checked in yet. Not a finding while the day lasts (the desk
+    # checks visits in all day long), but not "upcoming" either.
+    assert seen_at(history.at(3, 5, 15)) == ("NOT_CHECKED_IN_YET", [])
+    assert seen_at(history.at(3, 6, 8)) == ("NOT_CHECKED_IN", ["NOT_CHECKED_IN"])

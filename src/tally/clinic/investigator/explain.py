@@ -288,7 +288,10 @@ class Walk:
         elif visit.status == "no_show":
             reason = "NO_SHOW"
         elif visit.status == "booked":
-            reason = NOT_CHECKED_IN if self.local(visit.starts_at) < self.today else "UPCOMING"
+            if self.local(visit.starts_at) < self.today:
+                reason = NOT_CHECKED_IN
+            else:  # a finding only once its day is over: the desk checks visits in all day long
+                reason = "NOT_CHECKED_IN_YET" if visit.starts_at < self.h.now else "UPCOMING"
         elif visit.no_charges:
             reason = NO_CHARGES
         else:

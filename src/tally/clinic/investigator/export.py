@@ -35,6 +35,7 @@ REASON_LABELS = {
     "CANCELLED": "cancelled",
     "NO_SHOW": "no-show",
     "UPCOMING": "upcoming",
+    "NOT_CHECKED_IN_YET": "today, not checked in yet",
     "NO_PACKAGE": "no package held",
     "NOT_CONSIDERED": "charged before this package existed",
 }
