@@ -639,3 +639,20 @@ def test_a_visit_booked_for_earlier_today_is_not_called_upcoming(history):
     # checks visits in all day long), but not "upcoming" either.
     assert seen_at(history.at(3, 5, 15)) == ("NOT_CHECKED_IN_YET", [])
     assert seen_at(history.at(3, 6, 8)) == ("NOT_CHECKED_IN", ["NOT_CHECKED_IN"])
+
+
+def test_a_patient_with_several_packages_sees_each_visit_finding_once_and_every_tombstone_everywhere(history):
+    monthly = history.package("Monthly", 5, valid_days=30)
+    soon, _ = history.sell(3, 1, package=monthly, paid="100.00")
+    later, _ = history.sell(3, 1, hour=10)
+    free, _, _ = history.visit(3, 5, no_charges=True)
+    doomed = history.book(3, 6)
+    tombstone = visits.do_delete_appointment(acting_user=history.owner, appointment=doomed, reason="typo")
+    investigations, orphans = history.investigate()
+    assert orphans == []
+    # Rule 6's order: the package that expires first owns the visit-level findings.
+    assert sorted(codes(investigations[soon.pk])) == ["APPOINTMENT_DELETED", "NO_CHARGES"]
+    assert codes(investigations[later.pk]) == []
+    assert investigations[soon.pk].findings[-1].appointment_id in (free.pk, doomed.pk)
+    for investigation in investigations.values():
+        assert [e["tombstone_id"] for e in investigation.timeline if e["kind"] == "tombstone"] == [tombstone.pk]
