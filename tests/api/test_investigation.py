@@ -159,7 +159,10 @@ def test_a_fix_never_applies_a_package_to_a_paid_invoice(desk_history):
     h.ok(h.api.post(f"/invoices/{charged['invoice']['id']}/payments", {"amount": "95.00", "method": "card"}), 201)
     h.ok(h.api.post(f"/invoices/{sale}/payments", {"amount": "500.00", "method": "card"}), 201)
     finding = the(h.investigate(package), "PACKAGE_NOT_PAID")
-    assert_error(h.api.post(f"/patient-packages/{package}/fixes", finding["fix"]), 409, "conflict")
+    # The finding offers no fix that would be refused; it says to refund first.
+    assert finding["fix"] is None and "refund that payment first" in finding["message"]
+    fix = {"action": "apply_to_line", "params": {"line_id": finding["line_id"]}}
+    assert_error(h.api.post(f"/patient-packages/{package}/fixes", fix), 409, "conflict")
 
 
 @pytest.mark.parametrize("code", ["CHARGED_BEFORE_PURCHASE", "COVERED_BY_OTHER_PACKAGE", "PACKAGE_EXHAUSTED",

@@ -102,3 +102,10 @@ def test_audit_csv_neutralises_text_a_spreadsheet_would_run_and_keeps_numbers(fo
     assert cell["package"] == '\'=HYPERLINK("http://evil.example/?x","Open")'
     assert cell["patient_package_id"] == str(formula_named_package.pk)  # a number stays a number
     assert cell["findings"] == "1" and cell["patient_number"] == patient.patient_number
+
+
+def test_investigate_names_the_currency_of_every_amount_as_the_pages_do(troubled, patient, clinic):
+    clinic.currency = "EUR"
+    clinic.save()
+    text = run("investigate", patient.patient_number)
+    assert "paid €800.00 · balance €0.00" in text

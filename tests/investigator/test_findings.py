@@ -631,3 +631,97 @@ def test_a_visit_charged_while_unpaid_and_counted_since_offers_no_fix(history):
     assert fresh(pp).sessions_used == 1
     finding = only(investigate_package(pp.pk), "PACKAGE_NOT_PAID")
     assert finding.line_id == unpaid_line.pk and finding.fix is None
+
+
+def test_a_wrong_service_on_a_paid_invoice_says_to_refund_first_and_offers_the_fix_once_refunded(history):
+    pp, _ = history.sell(3, 1)
+    _, invoice, line = history.visit(3, 4, charge=history.acu90)
+    history.pay(invoice, "130.00", 3, 4)
+    finding = only(history.investigate(pp)[0], "SERVICE_NOT_IN_PACKAGE")
+    # Applying the package would be refused (409: refund that payment first): no button for it.
+    assert finding.fix is None
+    assert f"{invoice.number} is already paid ($130.00): refund that payment first" in finding.message
+    billing.do_record_payment(acting_user=history.desk, invoice=invoice, amount="-130.00", method="card",
+                              reason="to apply the package")
+    finding = only(history.investigate(pp)[0], "SERVICE_NOT_IN_PACKAGE")
+    assert finding.fix == {"action": "apply_to_line", "params": {"line_id": line.pk, "service_id": history.acu60.pk}}
+    assert apply_fix(acting_user=history.desk, context=pp, **finding.fix).applied
+    after = investigate_package(pp.pk)
+    assert codes(after) == [] and after.summary["sessions_used"] == 1
+
+
+def test_a_sale_day_visit_paid_for_offers_no_first_session_fix_that_is_refused(history):
+    _, invoice, _ = history.visit(3, 4)
+    history.pay(invoice, "95.00", 3, 4)
+    pp, _ = history.sell(3, 4, first=False, hour=15)
+    finding = only(history.investigate(pp)[0], "FIRST_SESSION_NOT_USED")
+    assert finding.fix is None
+    assert "refund that payment first" in finding.message
+
+
+def test_a_visit_charged_while_unpaid_and_paid_for_since_offers_no_fix_that_is_refused(history):
+    pp, sale = history.sell(3, 1, paid="300.00")
+    _, invoice, _ = history.visit(3, 5)
+    history.pay(invoice, "95.00", 3, 5)
+    history.pay(sale, "500.00", 3, 6)
+    finding = only(history.investigate(pp)[0], "PACKAGE_NOT_PAID")
+    assert finding.fix is None
+    assert "refund that payment first" in finding.message
+
+
+def test_amounts_in_findings_are_written_as_everywhere_else_in_the_clinics_currency(history, clinic):
+    clinic.currency = "EUR"
+    clinic.save()
+    pp, sale = history.sell(3, 1, paid="300.00")
+    history.visit(3, 4)
+    finding = only(history.investigate(pp)[0], "PACKAGE_NOT_PAID")
+    assert "(€300.00 of €800.00 paid on" in finding.message and "(€500.00 due)" in finding.message
+
+
+def test_two_visits_on_two_days_are_no_double_use_when_one_was_invoiced_the_next_day(history):
+    pp, _ = history.sell(3, 1)
+    monday = history.book(3, 5)
+    billing.do_create_invoice(acting_user=history.desk, patient=history.patient,
+                              lines=[(history.acu60, monday)], issued_at=history.at(3, 6, 18))
+    visits.do_check_in(acting_user=history.desk, appointment=monday)  # keeps the charge on file
+    history.visit(3, 6)
+    investigation = history.investigate(pp)[0]
+    assert investigation.summary["sessions_used"] == 2
+    assert "POSSIBLE_DOUBLE_USE" not in codes(investigation)
+
+
+def test_a_visit_booked_for_earlier_today_is_not_called_upcoming(history):
+    from tally.clinic.investigator.explain import explain
+    from tally.clinic.investigator.loader import load_history
+
+    pp, _ = history.sell(3, 1)
+    appointment = history.book(3, 5)  # 10:00
+
+    def seen_at(now):
+        investigations, _ = explain(load_history(history.patient.pk, now=now))
+        investigation = investigations[pp.pk]
+        (visit,) = [e for e in investigation.timeline if e["kind"] == "visit" and e["appointment_id"] == appointment.pk]
+        return visit["reason"], codes(investigation)
+
+    assert seen_at(history.at(3, 5, 8)) == ("UPCOMING", [])
+    # Past its time the same day: not checked in yet. Not a finding while the day lasts (the desk
+    # checks visits in all day long), but not "upcoming" either.
+    assert seen_at(history.at(3, 5, 15)) == ("NOT_CHECKED_IN_YET", [])
+    assert seen_at(history.at(3, 6, 8)) == ("NOT_CHECKED_IN", ["NOT_CHECKED_IN"])
+
+
+def test_a_patient_with_several_packages_sees_each_visit_finding_once_and_every_tombstone_everywhere(history):
+    monthly = history.package("Monthly", 5, valid_days=30)
+    soon, _ = history.sell(3, 1, package=monthly, paid="100.00")
+    later, _ = history.sell(3, 1, hour=10)
+    free, _, _ = history.visit(3, 5, no_charges=True)
+    doomed = history.book(3, 6)
+    tombstone = visits.do_delete_appointment(acting_user=history.owner, appointment=doomed, reason="typo")
+    investigations, orphans = history.investigate()
+    assert orphans == []
+    # Rule 6's order: the package that expires first owns the visit-level findings.
+    assert sorted(codes(investigations[soon.pk])) == ["APPOINTMENT_DELETED", "NO_CHARGES"]
+    assert codes(investigations[later.pk]) == []
+    assert investigations[soon.pk].findings[-1].appointment_id in (free.pk, doomed.pk)
+    for investigation in investigations.values():
+        assert [e["tombstone_id"] for e in investigation.timeline if e["kind"] == "tombstone"] == [tombstone.pk]

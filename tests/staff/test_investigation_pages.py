@@ -225,3 +225,21 @@ def test_two_visits_on_one_day_are_questioned_but_not_offered_for_removal(desk_c
     assert "POSSIBLE_DOUBLE_USE" in page and "check whether one visit was charged twice" in page
     assert "Open the invoice" in page
     assert "Remove the duplicate charge" not in page
+
+
+def test_the_page_shows_every_tombstone_with_when_and_why(desk_client, desk, owner, patient, acu60, clinic,
+                                                           sold_pack):
+    """SPEC: tombstones are always shown to the investigator; a removed charge too, not only a
+    deleted visit."""
+    from tally.clinic.actions.billing import do_remove_line
+    from tally.clinic.actions.visits import do_delete_appointment
+
+    seen = do_book(acting_user=desk, patient=patient, service=acu60, starts_at=today_at(clinic, 9, days=-1))
+    _, invoice, line = do_check_in(acting_user=desk, appointment=seen)
+    do_remove_line(acting_user=desk, invoice=invoice, line_id=line.pk, reason="charged to the wrong visit")
+    gone = do_book(acting_user=desk, patient=patient, service=acu60, starts_at=today_at(clinic, 9, days=-2))
+    do_delete_appointment(acting_user=owner, appointment=gone, reason="booked twice")
+    page = html.unescape(desk_client.get(reverse("staff:investigation", args=[sold_pack.pk])).content.decode())
+    section = page[page.index('id="tombstones-heading"'):]
+    assert f"Acupuncture 60 min on {invoice.number}" in section and "charged to the wrong visit" in section
+    assert "Acupuncture 60 min visit" in section and "booked twice" in section

@@ -38,7 +38,7 @@ def visit_class(event: dict) -> str:
         return "cancelled"
     if event["counted"]:
         return "counted"
-    if event["reason"] == "UPCOMING":
+    if event["reason"] in ("UPCOMING", "NOT_CHECKED_IN_YET"):
         return "other"
     return "not_counted"
 

@@ -257,8 +257,9 @@ def _next_audit_cursor(snapshot_id: int, min_severity: str, offset: int) -> str:
 @router.get("/audit/packages", response={200: AuditPageOut, **READ_ERRORS})
 def audit_packages(request: HttpRequest, query: Query[AuditParams]) -> dict[str, Any]:
     """The clinic audit: every package through the investigator, those with findings at or
-    above `min_severity`, worst first. The first page runs the audit and keeps the run
-    (`as_of`); `next` pages through that same run, so a fix applied meanwhile neither skips
+    above `min_severity`, worst first (the gravest severity; among equals, more findings of it,
+    then more findings in all, then the lower package id). The first page runs the audit and
+    keeps the run (`as_of`); `next` pages through that same run, so a fix applied meanwhile neither skips
     nor repeats a package. A cursor is good for 24 hours; then start again without one."""
     require_role(viewer(request), *DESK, doing="run the clinic audit")
     if query.cursor:

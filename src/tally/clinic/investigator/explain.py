@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from .. import rules
+from ..money import format_money
 from .facts import EntryFact, History, InvoiceFact, LineFact, PackageFact, VisitFact
 
 # Finding codes (SPEC.md table).
@@ -96,11 +97,17 @@ def worst_severity(severities: Iterable[str]) -> str | None:
 # ---------------------------------------------------------------- the walk
 
 
+# What stands in for a text staff typed when the investigation may not quote it (the support
+# export without names: a reason may name the patient, a relative or a phone number).
+LEFT_OUT = "[left out]"
+
+
 class Walk:
     """Indexes over one history, shared by every package's explanation."""
 
-    def __init__(self, history: History):
+    def __init__(self, history: History, *, quote_staff_text: bool = True):
         self.h = history
+        self.quote_staff_text = quote_staff_text
         self.tz = history.tz
         self.today = history.now.astimezone(self.tz).date()
         self.invoices = {inv.id: inv for inv in history.invoices}
@@ -175,6 +182,10 @@ class Walk:
             self.visits_by_day[self.local(v.starts_at)].append(v)
 
     # -- small helpers
+    def staff_text(self, text: str) -> str:
+        """A reason staff typed, or LEFT_OUT when this investigation may not quote it."""
+        return text if self.quote_staff_text or not text else LEFT_OUT
+
     def considered_by(self, line: LineFact) -> dict[int, str | None]:
         """The packages rule 6 considered for a line, and why each did not cover it (None
         for the one that did). Decoded on first use: most lines never need it."""
@@ -201,9 +212,7 @@ class Walk:
         return self.h.services.get(service_id or -1, "an unknown service")
 
     def money(self, amount: Decimal) -> str:
-        if self.h.currency == "USD":
-            return f"${amount:,.2f}"
-        return f"{amount:,.2f} {self.h.currency}"
+        return format_money(amount, self.h.currency)
 
     def last_valid_day(self, p: PackageFact) -> dt.date | None:
         return self.local(p.expires_at) if p.expires_at else None
@@ -220,6 +229,19 @@ class Walk:
         restoring the visit from its tombstone does."""
         visit = self.visits.get(line.appointment_id or -1)
         return visit is not None and visit.deleted
+
+    def paid_for(self, line: LineFact) -> bool:
+        """Whether the line's invoice is paid, so that applying a package to the line is refused
+        until that payment is refunded (the fixes' 409, SPEC.md "Fixes"): the test do_apply_to_line
+        makes, on the same totals."""
+        invoice = self.invoices[line.invoice_id]
+        return invoice.paid > 0 and invoice.paid > invoice.total - line.amount
+
+    def refund_first(self, line: LineFact) -> str:
+        """What a finding whose fix waits for a refund says instead of offering it."""
+        invoice = self.invoices[line.invoice_id]
+        return (f" {invoice.number} is already paid ({self.money(invoice.paid)}): refund that payment first, "
+                "then the package can be applied.")
 
     def could_cover_now(self, p: PackageFact, service_id: int | None, day: dt.date) -> bool:
         """Whether rules 1-6 would let this package cover the service on that day as it stands
@@ -266,7 +288,10 @@ class Walk:
         elif visit.status == "no_show":
             reason = "NO_SHOW"
         elif visit.status == "booked":
-            reason = NOT_CHECKED_IN if self.local(visit.starts_at) < self.today else "UPCOMING"
+            if self.local(visit.starts_at) < self.today:
+                reason = NOT_CHECKED_IN
+            else:  # a finding only once its day is over: the desk checks visits in all day long
+                reason = "NOT_CHECKED_IN_YET" if visit.starts_at < self.h.now else "UPCOMING"
         elif visit.no_charges:
             reason = NO_CHARGES
         else:
@@ -384,12 +409,15 @@ def line_findings(w: Walk, p: PackageFact) -> list[Finding]:
                     and looks_like_wrong_service(w, p, line)):
                 target = nearest_eligible(w, p, line.service_id)
                 nearest = f" (the nearest is {w.service(target)})" if len(p.eligible_service_ids) > 1 else ""
+                applicable = w.could_cover_now(p, target, day) and not w.on_deleted_visit(line)
+                refund = applicable and w.paid_for(line)
                 findings.append(Finding(
                     SERVICE_NOT_IN_PACKAGE, "warning",
                     f"{what}; {p.name} covers only "
-                    f"{', '.join(sorted(w.service(s) for s in p.eligible_service_ids))}{nearest}.",
+                    f"{', '.join(sorted(w.service(s) for s in p.eligible_service_ids))}{nearest}."
+                    f"{w.refund_first(line) if refund else ''}",
                     fix={"action": "apply_to_line", "params": {"line_id": line.id, "service_id": target}}
-                    if w.could_cover_now(p, target, day) and not w.on_deleted_visit(line) else None, **base))
+                    if applicable and not refund else None, **base))
         elif reason == PACKAGE_NOT_PAID and sale is not None:
             paid_then = sale.paid_by(w.invoices[line.invoice_id].issued_at)
             if p.activated_at:
@@ -398,13 +426,14 @@ def line_findings(w: Walk, p: PackageFact) -> list[Finding]:
                 when_paid = f"its sale {sale.number} was voided on {fmt_date(w.local(sale.voided_at))}"
             else:
                 when_paid = f"it is still not paid in full ({w.money(sale.total - sale.paid)} due)"
+            applicable = w.could_cover_now(p, line.service_id, day) and not w.on_deleted_visit(line) and not counted
+            refund = applicable and w.paid_for(line)
             findings.append(Finding(
                 PACKAGE_NOT_PAID, "warning",
                 f"{what} while {p.name} was not fully paid ({w.money(paid_then)} of {w.money(sale.total)} paid "
-                f"on {sale.number}); {when_paid}.",
-                fix={"action": "apply_to_line", "params": {"line_id": line.id}}
-                if w.could_cover_now(p, line.service_id, day) and not w.on_deleted_visit(line) and not counted
-                else None, **base))
+                f"on {sale.number}); {when_paid}.{w.refund_first(line) if refund else ''}",
+                fix={"action": "apply_to_line", "params": {"line_id": line.id}} if applicable and not refund else None,
+                **base))
         elif reason == CHARGED_BEFORE_PURCHASE:
             findings.append(Finding(
                 CHARGED_BEFORE_PURCHASE, "info",
@@ -479,7 +508,7 @@ def tombstone_finding(w: Walk, t) -> Finding | None:
         return None  # a cancelled, no-show or future booking: no visit is missing (the timeline keeps it)
     day = w.local(start) if start else w.local(t.removed_at)
     name = content.get("service_name") or w.service(content.get("service"))
-    reason = f" (reason: {t.reason})" if t.reason else ""
+    reason = f" (reason: {t.reason})" if t.reason and w.quote_staff_text else ""
     return Finding(APPOINTMENT_DELETED, "warning",
                    f"The {name} visit on {fmt_date(day)} was permanently deleted on "
                    f"{fmt_date(w.local(t.removed_at))}{reason}.",
@@ -535,11 +564,15 @@ def first_session_findings(w: Walk, p: PackageFact) -> list[Finding]:
             # A closed, unpaid or used-up package covers nothing (rules 1, 6, 11), nor does any
             # package a line dated before its sale (rule 4): no fix can use it.
             fix = {}
+        refund = bool(fix) and bool(lines) and w.paid_for(lines[0])
+        if refund:
+            fix = {}
         findings.append(Finding(
             FIRST_SESSION_NOT_USED, "warning",
             f"{p.name} was sold on {fmt_date(sale_day)} "
             f"{'with “Use first session”, but that session was given back' if p.use_first_session else 'without “Use first session”'}"
-            f", and the patient's {w.service(visit.service_id)} visit that day was not counted.",
+            f", and the patient's {w.service(visit.service_id)} visit that day was not counted."
+            f"{w.refund_first(lines[0]) if refund else ''}",
             date=sale_day, appointment_id=visit.id, line_id=lines[0].id if lines else None,
             invoice_id=lines[0].invoice_id if lines else None, fix=fix or None, patient_package_id=p.id))
     return findings
@@ -555,10 +588,12 @@ def double_use_findings(w: Walk, p: PackageFact) -> list[Finding]:
         visit_id = e.appointment_id or (line.appointment_id if line else None)
         if visit_id:
             by_visit[visit_id].append(e)
-        # A use with no line (a no-show under the policy) belongs to its visit's day, not to
-        # the day it was recorded: no-shows marked together are not one day's double use.
+        # A use belongs to its visit's day: not to the day it was recorded (no-shows marked
+        # together are not one day's double use), nor to its invoice's date (a visit invoiced
+        # the next day is not a second visit that day). A use of no visit (a first session at
+        # the sale) belongs to its line's date.
         visit = w.visits.get(visit_id or -1)
-        day = w.line_date(line) if line else w.local(visit.starts_at) if visit else w.local(e.at)
+        day = w.local(visit.starts_at) if visit else w.line_date(line) if line else w.local(e.at)
         by_day[day].append(e)
     reported_days = set()
     for visit_id, own in by_visit.items():
@@ -654,6 +689,8 @@ def summary_of(w: Walk, p: PackageFact, expected_used: int | None) -> dict:
         "sold_at": p.sold_at, "activated_at": p.activated_at, "expires_at": p.expires_at,
         "paid": paid, "balance": balance, "expected_used": expected_used,
         "difference": (expected_used - p.sessions_used) if expected_used is not None else None,
+        # For the support export, which says more than the API's summary.
+        "price": p.price, "use_first_session": p.use_first_session, "cancelled_at": p.cancelled_at,
     }
 
 
@@ -696,7 +733,7 @@ def shared_timeline(w: Walk) -> list[dict]:
                        "no_charges": v.no_charges, "counted": None, "reason": None})
     for t in w.h.tombstones:
         events.append({"kind": "tombstone", "at": t.removed_at, "tombstone_id": t.id, "of": t.kind,
-                       "appointment_id": t.appointment_id, "invoice_line_id": t.invoice_line_id, "reason": t.reason})
+                       "appointment_id": t.appointment_id, "invoice_line_id": t.invoice_line_id, "reason": w.staff_text(t.reason)})
     for inv in w.h.invoices:
         events.append({"kind": "invoice", "at": inv.issued_at, "invoice_id": inv.id, "number": inv.number,
                        "status": "void" if inv.voided_at else None, "total": inv.total, "paid": inv.paid})
@@ -708,12 +745,12 @@ def shared_timeline(w: Walk) -> list[dict]:
                            "live": w.is_live(ln)})
         for pay in inv.payments:
             events.append({"kind": "payment", "at": pay.received_at, "invoice_id": inv.id, "payment_id": pay.id,
-                           "amount": pay.amount, "method": pay.method, "reason": pay.reason})
+                           "amount": pay.amount, "method": pay.method, "reason": w.staff_text(pay.reason)})
     for e in w.h.entries:
         events.append({"kind": "ledger", "at": e.at, "entry_id": e.id, "patient_package_id": e.patient_package_id,
                        "entry_kind": e.kind, "change": e.change, "used_after": e.used_after,
                        "invoice_line_id": e.invoice_line_id, "appointment_id": e.appointment_id,
-                       "reverses": e.reverses_id, "reason": e.reason})
+                       "reverses": e.reverses_id, "reason": w.staff_text(e.reason)})
     order = {"visit": 0, "invoice": 1, "line": 2, "ledger": 3, "payment": 4, "tombstone": 5}
     events.sort(key=lambda ev: (ev["at"], order[ev["kind"]]))
     return events
@@ -729,11 +766,12 @@ def sort_findings(findings: list[Finding], difference: int | None) -> list[Findi
     return sorted(findings, key=lambda f: (accounts(f), SEVERITY_RANK[f.severity], f.date, f.code))
 
 
-def explain(history: History, *, expected_used: dict[int, int] | None = None, timeline: bool = True
-            ) -> tuple[dict[int, Investigation], list[Finding]]:
+def explain(history: History, *, expected_used: dict[int, int] | None = None, timeline: bool = True,
+            quote_staff_text: bool = True) -> tuple[dict[int, Investigation], list[Finding]]:
     """Every package's investigation, and the visit-level findings that belong to no package.
-    The clinic audit needs no timelines (timeline=False)."""
-    w = Walk(history)
+    The clinic audit needs no timelines (timeline=False); the support export without names
+    quotes no reason staff typed (quote_staff_text=False)."""
+    w = Walk(history, quote_staff_text=quote_staff_text)
     expected_used = expected_used or {}
     per_package: dict[int, list[Finding]] = {p.id: [] for p in history.packages}
     orphans: list[Finding] = []

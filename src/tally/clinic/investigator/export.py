@@ -5,12 +5,16 @@ Money becomes a two-place string, datetimes ISO 8601 in the clinic's time zone.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import re
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from ..models import Patient, PatientPackage
-from .explain import Finding, Investigation
+from ..models import Patient
+from .explain import LEFT_OUT, Finding, Investigation
+from .service import investigate_patient
 
 CENT = Decimal("0.01")
 
@@ -31,6 +35,7 @@ REASON_LABELS = {
     "CANCELLED": "cancelled",
     "NO_SHOW": "no-show",
     "UPCOMING": "upcoming",
+    "NOT_CHECKED_IN_YET": "today, not checked in yet",
     "NO_PACKAGE": "no package held",
     "NOT_CONSIDERED": "charged before this package existed",
 }
@@ -61,21 +66,73 @@ def finding_dict(finding: Finding) -> dict[str, Any]:
 
 
 def investigation_dict(investigation: Investigation, tz: dt.tzinfo) -> dict[str, Any]:
-    summary = jsonable(investigation.summary, tz)
-    package = PatientPackage.objects.only("price", "use_first_session", "cancelled_at").get(pk=summary["id"])
-    summary |= {"price": jsonable(package.price, tz), "use_first_session": package.use_first_session,
-                "cancelled_at": jsonable(package.cancelled_at, tz)}
     return {
-        "summary": summary,
+        "summary": jsonable(investigation.summary, tz),
         "findings": [finding_dict(f) for f in investigation.findings],
         "timeline": jsonable(investigation.timeline, tz),
     }
 
 
+def support_investigation(patient: Patient, *, anonymous: bool) -> tuple[list[Investigation], list[Finding]]:
+    """The investigation the support export shows (JSON, printable page, `tally investigate`).
+    Anonymous, it quotes no reason staff typed (a deletion's, a removed line's, a refund's, an
+    adjustment's: any may name the patient or a phone number), and any text that still names
+    the patient or their contact details (a package the clinic named after them) has those
+    words left out."""
+    packages, orphans = investigate_patient(patient.pk, quote_staff_text=not anonymous)
+    if not anonymous:
+        return packages, orphans
+    scrub = identity_scrubber(patient)
+    packages = [Investigation(summary=scrub_texts(inv.summary, scrub),
+                              findings=[dataclasses.replace(f, message=scrub(f.message)) for f in inv.findings],
+                              timeline=[scrub_texts(event, scrub) for event in inv.timeline]) for inv in packages]
+    return packages, [dataclasses.replace(f, message=scrub(f.message)) for f in orphans]
+
+
+# The keys of a summary or a timeline event whose values are text people wrote (a package's or
+# a service's name, a line's description, a payment's method); the others are codes, ids, amounts
+# and dates, left as they are even for a patient named like one ("Active", "Visit").
+TEXT_KEYS = frozenset({"name", "service", "description", "method"})
+
+
+def scrub_texts(record: dict[str, Any], scrub: Callable[[str], str]) -> dict[str, Any]:
+    return {key: scrub(value) if key in TEXT_KEYS and isinstance(value, str) else value
+            for key, value in record.items()}
+
+
+def identity_scrubber(patient: Patient) -> Callable[[str], str]:
+    """A function that replaces, in a text, what identifies this patient: each of their names,
+    their email (or its part before the @), their phone number however it is punctuated, their
+    date of birth as dates are written."""
+    # Longest first: the whole email before the name it may start with.
+    texts = {w for name in (patient.first_name, patient.last_name) for w in re.split(r"[\s,]+", name) if len(w) > 1}
+    if patient.email:
+        texts |= {patient.email, patient.email.split("@")[0]}
+    if patient.date_of_birth:
+        texts |= dates_written(patient.date_of_birth)
+    patterns = [re.escape(text) for text in sorted(texts, key=len, reverse=True)]
+    digits = re.sub(r"\D", "", patient.phone)
+    if len(digits) >= 5:  # its last seven digits, with any separators between them
+        patterns.insert(0, r"[\s().-]{0,3}".join(digits[-7:]))
+    if not patterns:
+        return lambda text: text
+    pattern = re.compile(r"(?<!\w)(?:" + "|".join(patterns) + r")(?!\w)", re.IGNORECASE)
+    return lambda text: pattern.sub(LEFT_OUT, text)
+
+
+def dates_written(day: dt.date) -> set[str]:
+    month, short = day.strftime("%B"), day.strftime("%b")
+    return {day.isoformat(), f"{day.day} {month} {day.year}", f"{day.day} {short} {day.year}",
+            f"{month} {day.day}, {day.year}", f"{short} {day.day}, {day.year}", f"{month} {day.day} {day.year}",
+            f"{day.month}/{day.day}/{day.year}", f"{day:%m/%d/%Y}", f"{day.day}/{day.month}/{day.year}",
+            f"{day:%d/%m/%Y}", f"{day:%d.%m.%Y}", f"{day.day}.{day.month}.{day.year}"}
+
+
 def patient_export(patient: Patient, packages: list[Investigation], orphans: list[Finding], tz: dt.tzinfo,
                    *, anonymous: bool) -> dict[str, Any]:
     """The support export: the whole investigation for one patient number, optionally without
-    names and contact details (what support needs to reason about counts is kept)."""
+    names and contact details (what support needs to reason about counts is kept). The
+    investigation comes from support_investigation() with the same `anonymous`."""
     identity: dict[str, Any] = {"patient_number": patient.patient_number}
     if not anonymous:
         identity |= {"first_name": patient.first_name, "last_name": patient.last_name,

@@ -39,11 +39,11 @@ def investigate_package(package_id: int, *, expected_used: int | None = None) ->
     return investigations[package_id]
 
 
-def investigate_patient(patient_id: int) -> tuple[list[Investigation], list[Finding]]:
+def investigate_patient(patient_id: int, *, quote_staff_text: bool = True) -> tuple[list[Investigation], list[Finding]]:
     history = load_histories([patient_id]).get(patient_id)  # the loader knows who exists
     if history is None:
         raise NotFound("No such patient.")
-    investigations, orphans = explain(history)
+    investigations, orphans = explain(history, quote_staff_text=quote_staff_text)
     return list(investigations.values()), orphans
 
 
@@ -56,6 +56,12 @@ class AuditRow:
     codes: list[str]
     worst_severity: str
     findings: int
+    worst_findings: int = 0  # how many of `findings` are of `worst_severity`
+
+    def order(self) -> tuple[int, int, int, int]:
+        """"Worst first": the gravest severity; among equals, more findings of that severity,
+        then more findings in all; then the package, so that a run's order never changes."""
+        return (SEVERITY_RANK[self.worst_severity], -self.worst_findings, -self.findings, self.patient_package_id)
 
 
 def severity_limit(min_severity: str) -> int:
@@ -81,14 +87,14 @@ class AuditScan:
         for package in self.packages:
             kept = [(code, severity) for code, severity in package["findings"] if SEVERITY_RANK[severity] <= limit]
             if kept:
+                worst = worst_severity(severity for _, severity in kept) or "info"
                 rows.append(AuditRow(
                     patient_package_id=package["patient_package_id"], patient_id=package["patient_id"],
                     patient_number=package["patient_number"], package_name=package["package_name"],
-                    codes=sorted({code for code, _ in kept}),
-                    worst_severity=worst_severity(severity for _, severity in kept) or "info",
-                    findings=len(kept),
+                    codes=sorted({code for code, _ in kept}), worst_severity=worst, findings=len(kept),
+                    worst_findings=sum(severity == worst for _, severity in kept),
                 ))
-        rows.sort(key=lambda r: (SEVERITY_RANK[r.worst_severity], -r.findings, r.patient_package_id))
+        rows.sort(key=AuditRow.order)
         return rows
 
     def as_dict(self) -> dict:

@@ -9,20 +9,12 @@ from django import template
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
+from tally.clinic.investigator import export
+from tally.clinic.money import format_money
+
+__all__ = ["format_money", "register"]  # format_money: imported from here by views
+
 register = template.Library()
-
-SYMBOLS = {"USD": "$", "CAD": "CA$", "AUD": "A$", "NZD": "NZ$", "EUR": "€", "GBP": "£", "JPY": "¥",
-           "CHF": "CHF ", "INR": "₹"}
-
-
-def format_money(amount: Decimal | int | None, currency: str) -> str:
-    if amount is None:
-        return ""
-    value = Decimal(amount)
-    sign = "−" if value < 0 else ""
-    symbol = SYMBOLS.get(currency, f"{currency} ")
-    return f"{sign}{symbol}{abs(value):,.2f}"
-
 
 @register.simple_tag(takes_context=True)
 def money(context: template.Context, amount: Decimal | int | None) -> str:
@@ -56,6 +48,12 @@ def package_count(package: Any) -> str:
 @register.filter
 def humanize_code(value: str | None) -> str:
     return (value or "").replace("_", " ")
+
+
+@register.filter
+def reason_label(code: str | None) -> str:
+    """Why a visit was not counted, in words (the investigator's reason codes)."""
+    return export.reason_label(code)
 
 
 @register.simple_tag(takes_context=True)

@@ -11,6 +11,8 @@ from django.core.paginator import Paginator
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
+from django.utils.formats import date_format
+from django.utils.timezone import localtime
 
 from tally.clinic import rules
 from tally.clinic.actions.fixes import NOT_BY_OVERRIDE
@@ -22,7 +24,7 @@ from tally.clinic.investigator.explain import (
     SEVERITY_RANK,
     Finding,
 )
-from tally.clinic.investigator.export import patient_export, reason_label
+from tally.clinic.investigator.export import patient_export, reason_label, support_investigation
 from tally.clinic.investigator.service import (
     FIX_ACTIONS,
     AuditScan,
@@ -32,7 +34,7 @@ from tally.clinic.investigator.service import (
     investigate_patient,
     take_audit_snapshot,
 )
-from tally.clinic.models import InvoiceLine, Patient, PatientPackage
+from tally.clinic.models import Patient, PatientPackage
 from tally.clinic.models.staff import Role
 
 from ..timeline_svg import render_timeline
@@ -71,14 +73,37 @@ def overridable(finding: Finding, package_status: str) -> bool:
             and finding.code not in NOT_BY_OVERRIDE and package_status not in CLOSED_TO_OVERRIDE)
 
 
-def is_sure_duplicate(finding: Finding) -> bool:
+def is_sure_duplicate(finding: Finding, visit_of_line: dict[int, int | None]) -> bool:
     """A double use whose charge to remove is certain: one visit counted twice, or a charge no
     visit owns (a first session at a sale that named no visit). Two visits' charges on one day
-    are only possibly one visit charged twice ("check whether"): no button to remove one."""
+    are only possibly one visit charged twice ("check whether"): no button to remove one.
+    `visit_of_line`: each line's visit, from the investigation's timeline (no query per finding)."""
     if finding.code != POSSIBLE_DOUBLE_USE or finding.line_id is None or finding.invoice_id is None:
         return False
-    return finding.appointment_id is not None or InvoiceLine.objects.filter(
-        pk=finding.line_id, appointment__isnull=True).exists()
+    return finding.appointment_id is not None or (
+        finding.line_id in visit_of_line and visit_of_line[finding.line_id] is None)
+
+
+def tombstone_rows(timeline: list[dict]) -> list[dict]:
+    """Every tombstone of the history (SPEC: always shown to the investigator), each saying
+    what was removed, when and why: a deleted visit, or a charge removed from an invoice."""
+    lines = {e["line_id"]: e for e in timeline if e["kind"] == "line"}
+    numbers = {e["invoice_id"]: e["number"] for e in timeline if e["kind"] == "invoice"}
+    visits = {e["appointment_id"]: e for e in timeline if e["kind"] == "visit"}
+    rows = []
+    for event in timeline:
+        if event["kind"] != "tombstone":
+            continue
+        if event["of"] == "appointment":
+            visit = visits.get(event["appointment_id"])
+            what = (f"{visit['service']} visit of {date_format(localtime(visit['at']), 'j M Y, H:i')}"
+                    if visit else "A visit")
+            rows.append({"at": event["at"], "label": "Visit deleted", "what": what, "reason": event["reason"]})
+        else:
+            line = lines.get(event["invoice_line_id"])
+            what = f"{line['description']} on {numbers.get(line['invoice_id'], 'an invoice')}" if line else "A charge"
+            rows.append({"at": event["at"], "label": "Charge removed", "what": what, "reason": event["reason"]})
+    return rows
 
 
 def investigation_context(request: StaffRequest, package: PatientPackage, expected_used: int | None) -> dict:
@@ -89,14 +114,15 @@ def investigation_context(request: StaffRequest, package: PatientPackage, expect
     for event in inv.timeline:
         if event["kind"] == "visit":
             visits.append(event | {"reason_text": reason_label(event["reason"])})
+    visit_of_line = {e["line_id"]: e["appointment_id"] for e in inv.timeline if e["kind"] == "line"}
     findings = [{"finding": f, "fix_json": json.dumps(f.fix["params"]) if f.fix else "",
                  "fix_label": FIX_LABELS.get(f.fix["action"], "Fix") if f.fix else "",
                  "override": request.user.role == Role.OWNER and overridable(f, inv.summary["status"]),
-                 "remove_duplicate": is_sure_duplicate(f)}
+                 "remove_duplicate": is_sure_duplicate(f, visit_of_line)}
                 for f in inv.findings]
     return {
         "package": package, "patient": package.patient, "summary": inv.summary, "findings": findings,
-        "visits": visits, "expected_used": expected_used,
+        "visits": visits, "tombstones": tombstone_rows(inv.timeline), "expected_used": expected_used,
         "timeline_svg": render_timeline(inv, tz, now=timezone.now()),
         "can_override": request.user.role == Role.OWNER,
     }
@@ -191,7 +217,7 @@ def patient_investigation(request: StaffRequest, patient_id: int) -> HttpRespons
 def export_json(request: StaffRequest, patient_id: int) -> HttpResponse:
     patient = get_object_or_404(Patient, pk=patient_id)
     anonymous = request.GET.get("anonymous") == "1"
-    packages, orphans = investigate_patient(patient.pk)
+    packages, orphans = support_investigation(patient, anonymous=anonymous)
     shows(request, "patient.export", Shown(patient.pk, "patient", patient.pk),
           details={"format": "json", "anonymous": anonymous})
     data = patient_export(patient, packages, orphans, request.clinic.tz, anonymous=anonymous)
@@ -204,12 +230,11 @@ def export_json(request: StaffRequest, patient_id: int) -> HttpResponse:
 def export_print(request: StaffRequest, patient_id: int) -> HttpResponse:
     patient = get_object_or_404(Patient, pk=patient_id)
     anonymous = request.GET.get("anonymous") == "1"
-    packages, orphans = investigate_patient(patient.pk)
+    packages, orphans = support_investigation(patient, anonymous=anonymous)
     shows(request, "patient.export", Shown(patient.pk, "patient", patient.pk),
           details={"format": "print", "anonymous": anonymous})
     return render(request, "staff/investigation/export_print.html", {
         "patient": patient, "anonymous": anonymous, "packages": packages, "orphans": orphans,
-        "reason_label": reason_label,
     })
 
 

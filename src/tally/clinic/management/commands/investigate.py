@@ -7,11 +7,11 @@ import json
 from django.core.management.base import CommandError
 
 from tally.clinic.audit import Shown, command_line_details, record_reads
-from tally.clinic.investigator.export import patient_export, reason_label
-from tally.clinic.investigator.service import investigate_patient
+from tally.clinic.investigator.export import patient_export, reason_label, support_investigation
 from tally.clinic.management.base import ClinicCommand
 from tally.clinic.models import ClinicSettings, Patient
 from tally.clinic.models.patients import parse_patient_number
+from tally.clinic.money import format_money
 
 MARKS = {"error": "!!", "warning": "! ", "info": "i "}
 
@@ -22,15 +22,17 @@ class Command(ClinicCommand):
     def add_arguments(self, parser) -> None:
         parser.add_argument("patient_number", help="e.g. P-000123")
         parser.add_argument("--json", action="store_true", help="the support export as JSON")
-        parser.add_argument("--anonymous", action="store_true", help="leave out names and contact details")
+        parser.add_argument("--anonymous", action="store_true",
+                            help="leave out names, contact details and every reason staff typed")
 
     def handle(self, *args, **options) -> None:
         pk = parse_patient_number(options["patient_number"])
         patient = Patient.objects.filter(pk=pk).first() if pk is not None else None
         if patient is None:
             raise CommandError(f"No patient {options['patient_number']!r}; patient numbers look like P-000123.")
-        tz = ClinicSettings.load().tz
-        packages, orphans = investigate_patient(patient.pk)
+        clinic = ClinicSettings.load()
+        tz, currency = clinic.tz, clinic.currency
+        packages, orphans = support_investigation(patient, anonymous=options["anonymous"])
         # A read of patient data like any other: no staff member signs in here, so the event
         # names the command and the operating-system user who ran it.
         record_reads(None, "patient.investigate", [Shown(patient.pk, "patient", patient.pk)],
@@ -51,7 +53,8 @@ class Command(ClinicCommand):
                 f"{s['name']}: {s['sessions_used']} of {s['sessions_total']} used · {s['sessions_remaining']} left · "
                 f"{s['status'].replace('_', ' ')}"))
             sold = s["sold_at"].astimezone(tz)
-            self.stdout.write(f"  sold {sold:%d %b %Y} · paid {s['paid']} · balance {s['balance']}"
+            self.stdout.write(f"  sold {sold:%d %b %Y} · paid {format_money(s['paid'], currency)} · "
+                              f"balance {format_money(s['balance'], currency)}"
                               + (f" · expires {s['expires_at'].astimezone(tz):%d %b %Y}" if s["expires_at"] else ""))
             for finding in inv.findings:
                 self.write_finding(finding)
