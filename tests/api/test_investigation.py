@@ -11,7 +11,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from tally.clinic.models import ClinicAuditSnapshot
+from tally.clinic.models import ClinicAuditSnapshot, PackageLedgerEntry
 
 from .conftest import assert_error
 
@@ -244,6 +244,32 @@ def test_the_owner_adjusts_within_bounds_only(desk_history, owner_api):
     assert result["ledger_entry"]["kind"] == "adjustment"
     too_far = {"action": "adjust", "params": {"change": 9, "reason": "oops"}}
     assert_error(owner_api.post(f"/patient-packages/{package}/fixes", too_far), 422, "validation_error")
+
+
+def test_an_adjustment_naming_the_count_it_saw_is_made_once(desk_history, owner_api):
+    """SPEC: a fix is idempotent. With `sessions_used` (the count the owner looked at), the same
+    adjustment posted again (a resend without its Idempotency-Key, a second click) changes
+    nothing; a count that moved another way since is a 409, not an adjustment on top of it."""
+    h = desk_history
+    package, _ = h.sell(1)
+    url = f"/patient-packages/{package}/fixes"
+    adjust = {"action": "adjust", "params": {"change": -2, "reason": "two paper-chart visits", "sessions_used": 0}}
+    first = h.ok(owner_api.post(url, adjust))
+    assert first["applied"] is True and first["investigation"]["summary"]["sessions_used"] == 2
+    again = h.ok(owner_api.post(url, adjust))
+    assert again["applied"] is False and again["investigation"]["summary"]["sessions_used"] == 2
+    assert again["ledger_entry"]["id"] == first["ledger_entry"]["id"]
+    assert PackageLedgerEntry.objects.filter(patient_package_id=package, kind="adjustment").count() == 1
+
+    h.visit(5)  # the count moves: 3 used
+    stale = {"action": "adjust", "params": {"change": 1, "reason": "one visit was a consult", "sessions_used": 2}}
+    assert_error(owner_api.post(url, stale), 409, "conflict")
+    same_change_other_reason = {"action": "adjust", "params": {"change": -2, "reason": "other", "sessions_used": 0}}
+    assert_error(owner_api.post(url, same_change_other_reason), 409, "conflict")
+    fresh = {"action": "adjust", "params": {"change": 1, "reason": "one visit was a consult", "sessions_used": 3}}
+    assert h.ok(owner_api.post(url, fresh))["investigation"]["summary"]["sessions_used"] == 2
+    bad = {"action": "adjust", "params": {"change": 1, "reason": "x", "sessions_used": "three"}}
+    assert_error(owner_api.post(url, bad), 422, "validation_error")
 
 
 def test_visit_findings_with_no_package_are_fixed_on_the_patient(desk_history):

@@ -80,6 +80,23 @@ def test_only_the_owner_sees_the_override_and_adjustment(owner_client, desk_clie
     assert response.status_code == 403
 
 
+def test_the_owners_adjustment_sent_twice_is_made_once(owner_client, sold_pack):
+    page = owner_client.get(reverse("staff:investigation", args=[sold_pack.pk])).content.decode()
+    assert '<input type="hidden" name="sessions_used" value="0">' in page
+    form = {"action": "adjust", "params": "{}", "change": "-1", "reason": "paper card", "sessions_used": "0"}
+    assert owner_client.post(reverse("staff:fix", args=[sold_pack.pk]), form).status_code == 302
+    again = owner_client.post(reverse("staff:fix", args=[sold_pack.pk]), form, follow=True).content.decode()
+    assert "Nothing to do: This adjustment is already recorded: 1 of 10 used." in again
+    assert sold_pack.ledger_entries.filter(kind="adjustment").count() == 1
+    # Another adjustment from a page showing the old count: refused, the page says why.
+    stale = owner_client.post(reverse("staff:fix", args=[sold_pack.pk]), form | {"change": "1"},
+                              headers={"HX-Request": "true"})
+    assert stale.status_code == 409
+    assert "The count changed since you looked: 1 of 10 used now, 0 then." in stale.content.decode()
+    sold_pack.refresh_from_db()
+    assert sold_pack.sessions_used == 1
+
+
 def test_the_support_export_can_leave_out_names_and_contact_details(desk_client, desk, patient, acu60, clinic,
                                                                      sold_pack):
     no_charges_visit(desk, patient, acu60, clinic)

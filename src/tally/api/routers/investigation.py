@@ -93,7 +93,11 @@ class PatientInvestigationOut(Schema):
 
 class FixIn(StrictInput):
     action: Literal[FIX_ACTIONS]  # type: ignore[valid-type]
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict, description=(
+        "apply_to_line {line_id, service_id?}, use_first_session {line_id, service_id?}, "
+        "recreate_from_tombstone {tombstone_id}, check_in_and_charge {appointment_id}, "
+        "adjust {change, reason, sessions_used?} (owner; with sessions_used, the count looked at, "
+        "the same adjustment sent again changes nothing and a count changed since is a 409)."))
     override: bool | None = Field(None, description="Owner only, with `reason`: apply despite rule 6 or a rule "
                                                     "working as designed.")
     reason: Annotated[str, Field(max_length=2000)] | None = None

@@ -26,6 +26,7 @@ from ..models import (
     Tombstone,
 )
 from ..models.billing import ZERO, LineKind
+from ..models.ledger import EntryKind
 from ..models.scheduling import AppointmentStatus, TombstoneKind
 from .billing import activate_paid_off_sales, activated_note, live_charges, load_invoice
 from .common import (
@@ -39,6 +40,7 @@ from .common import (
     require_text,
 )
 from .coverage import charge_service, cover_line, package_facts, uncover_line
+from .sales import do_adjust
 from .visits import do_check_in
 
 # Why a package cannot cover a line even by an owner's override: it is unpaid, closed or used
@@ -285,4 +287,27 @@ def do_recreate_from_tombstone(*, acting_user: Staff, tombstone_id: int, patient
         return FixResult(True, None, "Visit restored; its charge was still on file.")
     _, _, line = do_check_in(acting_user=acting_user, appointment=appointment)
     return FixResult(True, line.ledger_entries.order_by("-id").first() if line else None, "Visit restored and charged.")
+
+
+@clinic_action
+def do_adjust_fix(*, acting_user: Staff, context: PatientPackage, change: int, reason: str,
+                  sessions_used: int | None = None) -> FixResult:
+    """The `adjust` fix: an owner's manual adjustment (rule 9). With `sessions_used`, the count
+    the owner looked at, it is idempotent as every fix is: the same adjustment found just made
+    on that count changes nothing (a resend, a second click), and a count that moved otherwise
+    since is a Conflict ("look again"), never an adjustment stacked on a count nobody saw."""
+    require_role(acting_user, *OWNER, doing="adjust a package's count")
+    if sessions_used is not None:
+        package = {p.pk: p for p in lock_patient_packages(context.patient_id)}[context.pk]
+        if package.sessions_used != sessions_used:
+            last = package.ledger_entries.order_by("-seq").first()
+            if (last is not None and last.kind == EntryKind.ADJUSTMENT and last.change == change
+                    and last.reason == reason.strip() and last.used_after + last.change == sessions_used
+                    and last.used_after == package.sessions_used):
+                return FixResult(False, last, f"This adjustment is already recorded: {package.sessions_used} of "
+                                              f"{package.sessions_total} used.")
+            raise Conflict(f"The count changed since you looked: {package.sessions_used} of {package.sessions_total} "
+                           f"used now, {sessions_used} then. Look again before adjusting.")
+    entry = do_adjust(acting_user=acting_user, patient_package=context, change=change, reason=reason)
+    return FixResult(True, entry, "Adjusted.")
 

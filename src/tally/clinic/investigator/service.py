@@ -14,12 +14,12 @@ from django.utils import timezone
 
 from ..actions.fixes import (
     FixResult,
+    do_adjust_fix,
     do_apply_to_line,
     do_check_in_and_charge,
     do_recreate_from_tombstone,
     do_use_first_session,
 )
-from ..actions.sales import do_adjust
 from ..errors import Invalid, NotFound
 from ..models import ClinicAuditSnapshot, PatientPackage, Staff
 from .explain import SEVERITY_RANK, Finding, Investigation, explain, worst_severity
@@ -194,9 +194,9 @@ def apply_fix(
                                       patient_id=patient_id)
     if context is None:
         raise Invalid("adjust is a fix on a package.", fields={"action": "needs a package"})
-    entry = do_adjust(acting_user=acting_user, patient_package=context, change=_int(params, "change"),
-                      reason=str(params.get("reason") or ""))
-    return FixResult(True, entry, "Adjusted.")
+    return do_adjust_fix(acting_user=acting_user, context=context, change=_int(params, "change"),
+                         reason=str(params.get("reason") or ""),
+                         sessions_used=_int(params, "sessions_used", required=False))
 
 
 @overload

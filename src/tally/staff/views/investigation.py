@@ -154,6 +154,7 @@ def _fix_request(request: StaffRequest) -> tuple[str, dict[str, Any]]:
     if action == "adjust":
         params["change"] = request.POST.get("change") or params.get("change")
         params["reason"] = request.POST.get("reason", params.get("reason", ""))
+        params["sessions_used"] = request.POST.get("sessions_used") or params.get("sessions_used")
     return action, params
 
 
