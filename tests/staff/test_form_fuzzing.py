@@ -198,7 +198,8 @@ def fix_params(w: World) -> Strategy:
 
 def fix_fields(w: World) -> dict[str, Strategy]:
     return {"action": choice(sorted(FIX_ACTIONS)), "params": fix_params(w), "override": boolean(),
-            "reason": text(), "change": integers(-20, 20), "expected_used": integers(0, 20)}
+            "reason": text(), "change": integers(-20, 20), "expected_used": integers(0, 20),
+            "sessions_used": integers(-2, 20)}
 
 
 def visit_fields(w: World) -> dict[str, Strategy]:

@@ -12,9 +12,9 @@ from django.http import QueryDict
 from django.template import Context, Template
 from django.urls import reverse
 
-from tally.clinic.actions.sales import do_cancel_package, do_sell_package
+from tally.clinic.actions.sales import do_adjust, do_cancel_package, do_sell_package
 from tally.clinic.actions.visits import do_book, do_check_in
-from tally.clinic.models import ClinicAuditSnapshot
+from tally.clinic.models import ClinicAuditSnapshot, InvoiceLine
 
 from .conftest import today_at
 
@@ -48,8 +48,24 @@ def test_a_fix_button_applies_in_place_and_the_count_changes(desk_client, desk, 
     assert 'id="investigation"' in html and "<html" not in html  # a fragment for htmx to swap in
     assert "1 of 10 used · 9 left" in html
     assert "NO_CHARGES" not in html
+    assert "Charged. Paid via 10 x Acupuncture 60: session 1 of 10." in html
     sold_pack.refresh_from_db()
     assert sold_pack.sessions_used == 1
+
+
+def test_a_fix_that_charges_in_full_says_what_is_to_pay_and_why(owner, desk_client, desk, patient, acu60, clinic,
+                                                                sold_pack):
+    """After a No Charges visit's fix the message said "Charged." alone, also when no package
+    paid and the patient owes the price (ui5): it now says the amount, the invoice and why."""
+    do_adjust(acting_user=owner, patient_package=sold_pack, change=-10, reason="paper card: all used")
+    appointment = no_charges_visit(desk, patient, acu60, clinic)
+    response = desk_client.post(reverse("staff:fix", args=[sold_pack.pk]), {
+        "action": "check_in_and_charge", "params": json.dumps({"appointment_id": appointment.pk}),
+    }, headers={"HX-Request": "true"})
+    assert response.status_code == 200
+    line = InvoiceLine.objects.get(appointment=appointment)
+    assert (f"Charged. $95.00 to pay on {line.invoice.number}. No package can cover this line: the package has "
+            "no session left.") in response.content.decode()
 
 
 def test_a_refused_fix_says_why_without_a_500(desk_client, sold_pack):

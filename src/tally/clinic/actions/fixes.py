@@ -17,6 +17,7 @@ from ..ledger import live_uses_for_visit
 from ..locking import lock_appointment, lock_invoice, lock_patient_packages
 from ..models import (
     Appointment,
+    ClinicSettings,
     Invoice,
     InvoiceLine,
     PackageLedgerEntry,
@@ -28,6 +29,7 @@ from ..models import (
 from ..models.billing import ZERO, LineKind
 from ..models.ledger import EntryKind
 from ..models.scheduling import AppointmentStatus, TombstoneKind
+from ..money import format_money
 from .billing import activate_paid_off_sales, activated_note, live_charges, load_invoice
 from .common import (
     DESK,
@@ -176,6 +178,19 @@ def _visit_counted_elsewhere(line: InvoiceLine, appointment_id: int) -> bool:
     return live_uses_for_visit(appointment_id).exclude(invoice_line_id=line.pk).exists()
 
 
+def charged_said(line: InvoiceLine | None) -> str:
+    """What a fix's charge came to, after its "Charged.": the session it used, or that it is
+    to be paid in full and why no package covers it (rules 1-6 decided, not the fix)."""
+    if line is None:
+        return ""
+    if line.covered_by is not None:
+        package = line.covered_by
+        return f" Paid via {package.name}: session {line.session_number} of {package.sessions_total}."
+    invoice = line.invoice
+    return (f" {format_money(line.amount, ClinicSettings.load().currency)} to pay on {invoice.number}. "
+            + _why_sentence(line.not_covered_reason))
+
+
 def _why_sentence(reason: str | None) -> str:
     sentences = {
         rules.PACKAGE_NOT_PAID: "the package is not fully paid yet",
@@ -234,7 +249,7 @@ def do_check_in_and_charge(*, acting_user: Staff, appointment_id: int, patient_i
         checked_in, _, line = do_check_in(acting_user=acting_user, appointment=appointment)
         record("fix.check_in_and_charge", actor=acting_user, obj=checked_in, patient_id=checked_in.patient_id,
                before=before, after=snapshot(checked_in) | {"line_id": line.pk if line else None})
-        return FixResult(True, line.ledger_entries.order_by("-id").first() if line else None, "Checked in and charged.")
+        return FixResult(True, line.ledger_entries.order_by("-id").first() if line else None, "Checked in and charged." + charged_said(line))
     if appointment.status != AppointmentStatus.ATTENDED:
         raise Conflict(f"This appointment is {appointment.status.replace('_', ' ')}; it was not a visit.")
     has_charge = InvoiceLine.objects.filter(
@@ -252,7 +267,7 @@ def do_check_in_and_charge(*, acting_user: Staff, appointment_id: int, patient_i
     line = charge_service(invoice, appointment.service, by=acting_user, appointment=appointment)
     record("fix.check_in_and_charge", actor=acting_user, obj=appointment, patient_id=appointment.patient_id,
            before=before, after=snapshot(appointment) | {"line_id": line.pk})
-    return FixResult(True, line.ledger_entries.order_by("-id").first(), "Charged.")
+    return FixResult(True, line.ledger_entries.order_by("-id").first(), "Charged." + charged_said(line))
 
 
 @clinic_action
@@ -286,28 +301,29 @@ def do_recreate_from_tombstone(*, acting_user: Staff, tombstone_id: int, patient
         mark_attended(appointment)
         return FixResult(True, None, "Visit restored; its charge was still on file.")
     _, _, line = do_check_in(acting_user=acting_user, appointment=appointment)
-    return FixResult(True, line.ledger_entries.order_by("-id").first() if line else None, "Visit restored and charged.")
+    return FixResult(True, line.ledger_entries.order_by("-id").first() if line else None, "Visit restored and charged." + charged_said(line))
 
 
 @clinic_action
 def do_adjust_fix(*, acting_user: Staff, context: PatientPackage, change: int, reason: str,
-                  sessions_used: int | None = None) -> FixResult:
-    """The `adjust` fix: an owner's manual adjustment (rule 9). With `sessions_used`, the count
-    the owner looked at, it is idempotent as every fix is: the same adjustment found just made
-    on that count changes nothing (a resend, a second click), and a count that moved otherwise
-    since is a Conflict ("look again"), never an adjustment stacked on a count nobody saw."""
+                  used_seen: int | None = None) -> FixResult:
+    """The `adjust` fix: an owner's manual adjustment (rule 9). With `used_seen` (the API's
+    `sessions_used`: the count the owner looked at) it is idempotent, as every fix is: the same
+    adjustment found just made on that count changes nothing (a resend, a second click), and a
+    count that moved otherwise since is a Conflict ("look again"), never an adjustment stacked
+    on a count nobody saw."""
     require_role(acting_user, *OWNER, doing="adjust a package's count")
-    if sessions_used is not None:
+    if used_seen is not None:
         package = {p.pk: p for p in lock_patient_packages(context.patient_id)}[context.pk]
-        if package.sessions_used != sessions_used:
+        if package.sessions_used != used_seen:
             last = package.ledger_entries.order_by("-seq").first()
             if (last is not None and last.kind == EntryKind.ADJUSTMENT and last.change == change
-                    and last.reason == reason.strip() and last.used_after + last.change == sessions_used
+                    and last.reason == reason.strip() and last.used_after + last.change == used_seen
                     and last.used_after == package.sessions_used):
                 return FixResult(False, last, f"This adjustment is already recorded: {package.sessions_used} of "
                                               f"{package.sessions_total} used.")
             raise Conflict(f"The count changed since you looked: {package.sessions_used} of {package.sessions_total} "
-                           f"used now, {sessions_used} then. Look again before adjusting.")
+                           f"used now, {used_seen} then. Look again before adjusting.")
     entry = do_adjust(acting_user=acting_user, patient_package=context, change=change, reason=reason)
     return FixResult(True, entry, "Adjusted.")
 

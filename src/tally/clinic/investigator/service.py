@@ -196,7 +196,7 @@ def apply_fix(
         raise Invalid("adjust is a fix on a package.", fields={"action": "needs a package"})
     return do_adjust_fix(acting_user=acting_user, context=context, change=_int(params, "change"),
                          reason=str(params.get("reason") or ""),
-                         sessions_used=_int(params, "sessions_used", required=False))
+                         used_seen=_int(params, "sessions_used", required=False))
 
 
 @overload
