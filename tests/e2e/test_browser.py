@@ -366,6 +366,11 @@ def test_every_main_page_fits_a_tablet_and_labels_every_control(browser_page, ow
             assert page.evaluate(unlabelled) == [], f"{url} has unlabelled controls at {width} px"
             if url == "/audit/":
                 expect(page.get_by_role("link", name=re.compile("^Investigate"))).to_have_count(1)
+                # A patient number stays on one line ("P-/000015" wrapped at its hyphen on a phone).
+                lines = page.evaluate("""() => { const range = document.createRange();
+                    range.selectNodeContents(document.querySelector('td.patient-number'));
+                    return new Set([...range.getClientRects()].map(r => Math.round(r.top))).size; }""")
+                assert lines == 1, f"the audit's patient number wraps onto {lines} lines at {width} px"
             if url.endswith("/investigation/") and "packages" in url:
                 # The timeline's words (legend, months, "N left") stay readable: shrunk to a 390 px
                 # screen with the picture, they were 4 px high.
