@@ -14,6 +14,7 @@ from django.urls import reverse
 
 from tally.clinic.actions.sales import do_adjust, do_cancel_package, do_sell_package
 from tally.clinic.actions.visits import do_book, do_check_in
+from tally.clinic.investigator.service import investigate_package
 from tally.clinic.models import ClinicAuditSnapshot, InvoiceLine
 
 from .conftest import today_at
@@ -276,3 +277,8 @@ def test_the_page_shows_every_tombstone_with_when_and_why(desk_client, desk, own
     section = page[page.index('id="tombstones-heading"'):]
     assert f"Acupuncture 60 min on {invoice.number}" in section and "charged to the wrong visit" in section
     assert "Acupuncture 60 min visit" in section and "booked twice" in section
+    # SPEC: a tombstone keeps who removed it, and the investigator shows it.
+    assert f"by {desk.display_name}" in section and f"by {owner.display_name}" in section
+    timeline = investigate_package(sold_pack.pk).timeline
+    assert sorted(e["by"] for e in timeline if e["kind"] == "tombstone") == sorted(
+        [desk.display_name, owner.display_name])

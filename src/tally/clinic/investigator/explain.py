@@ -733,7 +733,8 @@ def shared_timeline(w: Walk) -> list[dict]:
                        "no_charges": v.no_charges, "counted": None, "reason": None})
     for t in w.h.tombstones:
         events.append({"kind": "tombstone", "at": t.removed_at, "tombstone_id": t.id, "of": t.kind,
-                       "appointment_id": t.appointment_id, "invoice_line_id": t.invoice_line_id, "reason": w.staff_text(t.reason)})
+                       "appointment_id": t.appointment_id, "invoice_line_id": t.invoice_line_id, "reason": w.staff_text(t.reason),
+                       "by": t.removed_by})
     for inv in w.h.invoices:
         events.append({"kind": "invoice", "at": inv.issued_at, "invoice_id": inv.id, "number": inv.number,
                        "status": "void" if inv.voided_at else None, "total": inv.total, "paid": inv.paid})

@@ -111,6 +111,7 @@ class TombstoneFact(NamedTuple):
     content: dict
     removed_at: dt.datetime
     reason: str
+    removed_by: str = ""  # the staff member's name (SPEC: a tombstone keeps who removed it)
 
 
 @dataclass(frozen=True)

@@ -128,7 +128,8 @@ QUERIES: dict[str, Callable[[list[int]], QuerySet]] = {
         "id", "patient_package__patient_id", "patient_package_id", "seq", "kind", "change", "used_after", "at",
         "invoice_line_id", "appointment_id", "reverses_id", "reason"),
     "tombstones": lambda ids: Tombstone.objects.filter(patient_id__in=ids).order_by("removed_at", "id").values_list(
-        "id", "patient_id", "kind", "appointment_id", "invoice_line_id", "content", "removed_at", "reason"),
+        "id", "patient_id", "kind", "appointment_id", "invoice_line_id", "content", "removed_at", "reason",
+        "removed_by__first_name", "removed_by__last_name", "removed_by__username"),
     "patients": lambda ids: Patient.objects.filter(pk__in=ids).values_list("pk"),
 }
 # What read_all() reads: the history's queries, and the catalog's services (their names and
@@ -336,9 +337,11 @@ def load_histories(patient_ids: Iterable[int], *, now: dt.datetime | None = None
                                       appointment_id, reverses_id, reason))
 
     tombstones: dict[int, list[TombstoneFact]] = defaultdict(list)
-    for t_id, pid, kind, appointment_id, line_id, content, removed_at, reason in read["tombstones"]:
+    for t_id, pid, kind, appointment_id, line_id, content, removed_at, reason, *by in read["tombstones"]:
+        first, last, username = by
+        removed_by = f"{first or ''} {last or ''}".strip() or username or ""  # Staff.display_name
         tombstones[pid].append(TombstoneFact(t_id, kind, appointment_id, line_id, cast(dict, from_json(content)) or {},
-                                             removed_at, reason))
+                                             removed_at, reason, removed_by))
 
     return {
         pid: History(

@@ -98,11 +98,13 @@ def tombstone_rows(timeline: list[dict]) -> list[dict]:
             visit = visits.get(event["appointment_id"])
             what = (f"{visit['service']} visit of {date_format(localtime(visit['at']), 'j M Y, H:i')}"
                     if visit else "A visit")
-            rows.append({"at": event["at"], "label": "Visit deleted", "what": what, "reason": event["reason"]})
+            rows.append({"at": event["at"], "by": event["by"], "label": "Visit deleted", "what": what,
+                         "reason": event["reason"]})
         else:
             line = lines.get(event["invoice_line_id"])
             what = f"{line['description']} on {numbers.get(line['invoice_id'], 'an invoice')}" if line else "A charge"
-            rows.append({"at": event["at"], "label": "Charge removed", "what": what, "reason": event["reason"]})
+            rows.append({"at": event["at"], "by": event["by"], "label": "Charge removed", "what": what,
+                         "reason": event["reason"]})
     return rows
 
 
