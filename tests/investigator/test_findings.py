@@ -725,3 +725,24 @@ def test_a_patient_with_several_packages_sees_each_visit_finding_once_and_every_
     assert investigations[soon.pk].findings[-1].appointment_id in (free.pk, doomed.pk)
     for investigation in investigations.values():
         assert [e["tombstone_id"] for e in investigation.timeline if e["kind"] == "tombstone"] == [tombstone.pk]
+
+
+@pytest.mark.parametrize("why", ["expired", "before_purchase"])
+def test_an_override_past_expiry_or_the_sale_date_is_refused_onto_a_package_used_up(history, why):
+    # An override may set aside the sale date or the expiry, never the count: onto a package with
+    # no session left it is a 409, like any override onto a used-up package. Rules were checked
+    # in order and the first reason (expired, before purchase) was the only one looked at, so the
+    # fix got past it and the ledger's bound refused the use (a 422 "would leave 3 of 2 used").
+    # Found by the state machine's override step.
+    two = history.package("Two, 5 days", 2, valid_days=5)
+    pp, _ = history.sell(3, 10, package=two, paid="100.00")
+    history.visit(3, 10)
+    history.visit(3, 11)
+    assert fresh(pp).sessions_remaining == 0
+    day = (3, 20) if why == "expired" else (3, 2)
+    _, _, line = history.visit(*day)
+    assert line.covered_by_id is None
+    params = {"line_id": line.pk, "override": True, "reason": "the owner's call"}
+    with pytest.raises(Conflict, match="cannot cover this line even by override: PACKAGE_EXHAUSTED"):
+        apply_fix(acting_user=history.owner, action="apply_to_line", params=params, context=pp)
+    assert fresh(pp).sessions_used == 2

@@ -12,6 +12,7 @@ from django.http import QueryDict
 from django.template import Context, Template
 from django.urls import reverse
 
+from tally.clinic.actions.catalog import do_create_package
 from tally.clinic.actions.sales import do_adjust, do_cancel_package, do_sell_package
 from tally.clinic.actions.visits import do_book, do_check_in
 from tally.clinic.investigator.service import investigate_package
@@ -233,6 +234,24 @@ def test_the_owner_is_offered_an_override_only_where_one_can_apply(owner_client,
                                                       starts_at=today_at(clinic, 8)))
     offered = overrides_offered(owner_client.get(url).content.decode())
     assert offered == {"CHARGED_BEFORE_PURCHASE": False, "PACKAGE_CANCELLED": False}
+
+
+def test_no_override_is_offered_onto_a_package_with_no_session_left(owner_client, owner, desk, patient, acu60,
+                                                                    clinic):
+    """Expiry is a reason an override may set aside, but not an empty package: an expired one
+    with none left refuses (409), so the page offers no button on its PACKAGE_EXPIRED visit."""
+    pass_ = do_create_package(acting_user=owner, name="2 x Acupuncture, 5 days", price=Decimal("150.00"),
+                              sessions=2, service_ids=[acu60.pk], valid_days=5)
+    pp, _ = do_sell_package(acting_user=desk, patient=patient, package=pass_, use_first_session=True,
+                            sold_at=today_at(clinic, 8, days=-10), payment=(Decimal("150.00"), "card"))
+    do_check_in(acting_user=desk, appointment=do_book(acting_user=desk, patient=patient, service=acu60,
+                                                      starts_at=today_at(clinic, 9, days=-9)))
+    late = do_book(acting_user=desk, patient=patient, service=acu60, starts_at=today_at(clinic, 9, days=-1))
+    do_check_in(acting_user=desk, appointment=late)  # after expiry: PACKAGE_EXPIRED
+    pp.refresh_from_db()
+    assert (pp.status, pp.sessions_remaining) == ("expired", 0)
+    url = reverse("staff:investigation", args=[pp.pk])
+    assert overrides_offered(owner_client.get(url).content.decode()) == {"PACKAGE_EXPIRED": False}
 
 
 def test_each_investigate_link_names_its_package_for_a_screen_reader(desk_client, desk, patient, acu60, clinic,

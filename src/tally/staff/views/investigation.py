@@ -66,11 +66,13 @@ CLOSED_TO_OVERRIDE = {"pending_payment": rules.PACKAGE_NOT_PAID, "cancelled": ru
                       "exhausted": rules.PACKAGE_EXHAUSTED}
 
 
-def overridable(finding: Finding, package_status: str) -> bool:
+def overridable(finding: Finding, summary: dict) -> bool:
     """Whether an owner's "apply anyway" can work for this finding: a rule working as designed
-    (info, no fix) on a line, for a reason an override may set aside, on a package open to it."""
+    (info, no fix) on a line, for a reason an override may set aside, on a package open to it
+    with a session left (an expired one may have none)."""
     return (finding.fix is None and finding.line_id is not None and finding.severity == "info"
-            and finding.code not in NOT_BY_OVERRIDE and package_status not in CLOSED_TO_OVERRIDE)
+            and finding.code not in NOT_BY_OVERRIDE and summary["status"] not in CLOSED_TO_OVERRIDE
+            and summary["sessions_remaining"] > 0)
 
 
 def is_sure_duplicate(finding: Finding, visit_of_line: dict[int, int | None]) -> bool:
@@ -119,7 +121,7 @@ def investigation_context(request: StaffRequest, package: PatientPackage, expect
     visit_of_line = {e["line_id"]: e["appointment_id"] for e in inv.timeline if e["kind"] == "line"}
     findings = [{"finding": f, "fix_json": json.dumps(f.fix["params"]) if f.fix else "",
                  "fix_label": FIX_LABELS.get(f.fix["action"], "Fix") if f.fix else "",
-                 "override": request.user.role == Role.OWNER and overridable(f, inv.summary["status"]),
+                 "override": request.user.role == Role.OWNER and overridable(f, inv.summary),
                  "remove_duplicate": is_sure_duplicate(f, visit_of_line)}
                 for f in inv.findings]
     return {
