@@ -95,12 +95,19 @@ def check_database_url() -> None:
 
     url = database_url()
     try:
-        engine = dj_database_url.parse(url)["ENGINE"]
+        config = dj_database_url.parse(url)
     except ValueError:
-        engine = None
+        config = {}
+    engine, name = config.get("ENGINE"), config.get("NAME")
+    scheme = url.split(":", 1)[0] if ":" in url else url[:20]
     if engine not in SUPPORTED_ENGINES:
-        scheme = url.split(":", 1)[0] if ":" in url else url[:20]
         sys.exit(f"tally: TALLY_DATABASE_URL must be sqlite:///path or postgresql://user@host/db, not {scheme!r}")
+    # A URL without its database: PostgreSQL's settings would raise ImproperlyConfigured on the
+    # first query, and SQLite's would silently be a database in memory, gone at exit (an init
+    # that "succeeds"). An explicit sqlite:///:memory: stays allowed.
+    if not name or (name == ":memory:" and ":memory:" not in url):
+        sys.exit(f"tally: TALLY_DATABASE_URL ({scheme}) names no database: sqlite:///path/to/file or "
+                 "postgresql://user@host:5432/dbname")
 
 
 def main(argv: list[str] | None = None) -> None:

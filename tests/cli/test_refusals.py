@@ -142,3 +142,55 @@ def test_ctrl_d_at_the_password_prompt_is_a_refusal_not_a_traceback(monkeypatch)
     monkeypatch.setattr(createuser.getpass, "getpass", end_of_input)
     with pytest.raises(CommandError, match="password"):
         createuser.read_password()
+
+
+@pytest.mark.parametrize("url", ["postgresql://clinic@127.0.0.1:5432", "postgres://clinic@127.0.0.1/", "sqlite:///",
+                                 "sqlite://"])
+def test_a_database_url_without_its_database_is_one_line(tally, url):
+    """PostgreSQL's raised ImproperlyConfigured as a traceback; SQLite's was a database in
+    memory, so `tally init` said "Database ready" and kept nothing."""
+    tally.env["TALLY_DATABASE_URL"] = url
+    for command in ("init", "verify"):
+        refused(tally(command), "TALLY_DATABASE_URL", "names no database")
+    assert not list(tally.cwd.iterdir())
+
+
+@pytest.mark.parametrize("url", ["postgresql://clinic@127.0.0.1:1/clinic",  # nothing listens
+                                 "postgresql://no-such-role:wrong@127.0.0.1:5432/postgres"])
+def test_a_database_that_cannot_be_reached_or_refuses_the_login_is_one_line(tally, url):
+    if "5432" in url:
+        import socket
+
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", 5432)) != 0:
+                pytest.skip("no PostgreSQL on 127.0.0.1:5432 to refuse the login")
+    tally.env["TALLY_DATABASE_URL"] = url
+    refused(tally("init"), "cannot set up postgresql")
+    for command in ("verify", "verify-audit"):
+        line = refused(tally(command), "cannot reach the database")
+        assert "wrong" not in line  # never the password
+
+
+def test_a_read_only_sqlite_database_is_one_line(tally, tmp_path):
+    """A database on a read-only file system (a mounted backup disk). Root ignores chmod,
+    so this needs a read-only bind mount; skipped where mount is not allowed."""
+    assert tally("init").returncode == 0
+    read_only = tmp_path / "read-only"
+    read_only.mkdir()
+    if subprocess.run(["mount", "--bind", "-o", "ro", str(tally.cwd), str(read_only)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot make a read-only bind mount here")
+    try:
+        tally.env["TALLY_DATABASE_URL"] = f"sqlite:///{read_only / tally.database.name}"
+        tally.env["TALLY_SECRET_KEY"] = "k" * 50
+        for args in (("init",), ("verify",), ("verify-audit",), ("backup", str(tmp_path / "copy.sqlite3"))):
+            refused(tally(*args), "unable to open database file")
+    finally:
+        subprocess.run(["umount", str(read_only)], check=True)
+
+
+def test_production_without_a_secret_key_or_a_place_for_one_is_one_line(tally, tmp_path):
+    """No TALLY_SECRET_KEY and no TALLY_DEBUG: the key file beside the database cannot be made."""
+    tally.env["TALLY_DATABASE_URL"] = "sqlite:////proc/clinic.sqlite3"
+    line = refused(tally("init"), "TALLY_SECRET_KEY")
+    assert "/proc/.tally-secret-key" in line
