@@ -10,6 +10,7 @@ works on a fresh machine with no environment at all, and sessions survive restar
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import sys
@@ -70,6 +71,12 @@ def ensure_secret_key() -> None:
     if os.environ.get("TALLY_SECRET_KEY") or _truthy(os.environ.get("TALLY_DEBUG")):
         return
     path = secret_key_path()
+    if not path.exists() and database_has_audit_events():
+        # A restored backup (or a PostgreSQL command run from another directory): a new key
+        # would sign new events onto a chain that no key here vouches for, and say nothing.
+        sys.exit(f"tally: the database already has an audit log, signed with a secret key that is not here "
+                 f"(no TALLY_SECRET_KEY, no {path}): set TALLY_SECRET_KEY to the key it was signed with "
+                 f"(docs/audit-log.md); only if that key is lost, set a new one")
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
@@ -83,6 +90,35 @@ def ensure_secret_key() -> None:
         with os.fdopen(fd, "w") as handle:
             handle.write(key + "\n")
     os.environ["TALLY_SECRET_KEY"] = key
+
+
+def database_has_audit_events() -> bool:
+    """Whether the configured database exists and holds audit events, asked before Django
+    starts (the secret key must be settled first). Any failure counts as no: the command
+    itself then says what is wrong with the database."""
+    import dj_database_url
+
+    try:
+        config = dj_database_url.parse(database_url())
+        if config["ENGINE"] == "django.db.backends.sqlite3":
+            import sqlite3
+
+            name = str(config["NAME"] or "")
+            if not name or name == ":memory:" or not Path(name).is_file():
+                return False
+            with contextlib.closing(sqlite3.connect(name, timeout=5)) as db:  # closed last: no -wal left
+                return db.execute("SELECT EXISTS (SELECT 1 FROM clinic_auditevent)").fetchone()[0] == 1
+        if config["ENGINE"] == "django.db.backends.postgresql":
+            import psycopg
+
+            with psycopg.connect(dbname=config["NAME"], user=config["USER"] or None,
+                                 password=config["PASSWORD"] or None, host=config["HOST"] or None,
+                                 port=config["PORT"] or None, connect_timeout=5) as conn:
+                row = conn.execute("SELECT EXISTS (SELECT 1 FROM clinic_auditevent)").fetchone()
+                return bool(row and row[0])
+    except Exception:  # noqa: BLE001 - a probe: the command reports the database's own faults
+        return False
+    return False
 
 
 SUPPORTED_ENGINES = {"django.db.backends.sqlite3", "django.db.backends.postgresql"}

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from tests.e2e.conftest import scratch_database_url
+from tests.e2e.conftest import TALLY, scratch_database_url
 
 from .conftest import (
     Client,
@@ -146,3 +146,26 @@ def test_restoring_a_backup_as_the_readme_says_verifies_and_serves(tmp_path, sta
             server.stop()
         chained = run_tally(restored_env, "verify-audit", check=False)
         assert chained.returncode == 0 and "chain intact" in chained.stdout, chained.stdout + chained.stderr
+
+
+def test_a_restored_clinic_without_its_secret_key_is_refused_not_given_a_new_one(tmp_path):
+    """On a new machine, with neither TALLY_SECRET_KEY nor the key file: `tally init` made a new
+    key and said "Database ready"; the server then signed new events onto a chain no key there
+    vouched for. Now every command refuses in one line, and no key file is made."""
+    with scratch_database_url(tmp_path) as url:
+        env = tally_env(url, tmp_path)
+        run_tally(env, "init")
+        create_owner_token(env)  # audit events
+        elsewhere = tmp_path / "new-machine"
+        elsewhere.mkdir()
+        keyless = {k: v for k, v in env.items() if k != "TALLY_SECRET_KEY"}
+        for args in (("init",), ("verify-audit",), ("serve",)):
+            done = subprocess.run([TALLY, *args], env=keyless, cwd=elsewhere, capture_output=True, text=True,
+                                  timeout=60)
+            assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+            lines = [line for line in done.stderr.splitlines() if line.strip()]
+            assert len(lines) == 1 and "TALLY_SECRET_KEY" in lines[0] and "audit log" in lines[0], done.stderr
+        assert not list(tmp_path.rglob(".tally-secret-key"))
+        chained = subprocess.run([TALLY, "verify-audit"], env=env, cwd=elsewhere, capture_output=True, text=True,
+                                 timeout=60)
+        assert chained.returncode == 0, chained.stderr
