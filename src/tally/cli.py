@@ -159,6 +159,26 @@ def main(argv: list[str] | None = None) -> None:
         # Standard output now points nowhere, so Python's own flush at exit cannot fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(1)
+    except Exception as exc:
+        line = database_refusal(exc)
+        if line is None:
+            raise
+        sys.exit(line)
+
+
+def database_refusal(exc: BaseException) -> str | None:
+    """A database error that escaped a command as one line, as Tally's own commands refuse
+    (tally.clinic.management.base): Django's commands (`tally changepassword`, `createsuperuser`,
+    `flush`) do not check the database first. None for any other exception."""
+    db = sys.modules.get("django.db")
+    if db is None or not isinstance(exc, db.DatabaseError):
+        return None
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    if "no such table" in text or (isinstance(exc, db.ProgrammingError) and "does not exist" in text):
+        return f"tally: the database is not set up ({text}): run `tally init` first"
+    if isinstance(exc, db.OperationalError | db.InterfaceError):
+        return f"tally: cannot reach the database: {text}"
+    return f"tally: database error: {text}"
 
 
 def run(argv: list[str] | None) -> None:

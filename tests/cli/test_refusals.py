@@ -194,3 +194,19 @@ def test_production_without_a_secret_key_or_a_place_for_one_is_one_line(tally, t
     tally.env["TALLY_DATABASE_URL"] = "sqlite:////proc/clinic.sqlite3"
     line = refused(tally("init"), "TALLY_SECRET_KEY")
     assert "/proc/.tally-secret-key" in line
+
+
+DJANGO_COMMANDS_ON_THE_DATA = [("changepassword", "ana"), ("createsuperuser", "--noinput", "--username", "root")]
+
+
+@pytest.mark.parametrize("args", DJANGO_COMMANDS_ON_THE_DATA, ids=lambda args: args[0])
+def test_a_django_command_on_a_database_that_is_not_set_up_is_one_line(tally, args):
+    """`tally changepassword NAME` (in the README) printed an OperationalError traceback."""
+    done = tally(*args)
+    refused(done, "tally init")
+
+
+@pytest.mark.parametrize("args", DJANGO_COMMANDS_ON_THE_DATA, ids=lambda args: args[0])
+def test_a_django_command_on_a_database_it_cannot_reach_is_one_line(tally, args):
+    tally.env["TALLY_DATABASE_URL"] = "postgresql://clinic@127.0.0.1:1/clinic"  # nothing listens
+    refused(tally(*args), "cannot reach the database", "Connection refused")
