@@ -80,7 +80,11 @@ def ensure_secret_key() -> None:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        key = path.read_text().strip()
+        try:
+            key = path.read_text().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "it is not text"
+            sys.exit(f"tally: cannot read the secret key file {path}: {reason}; fix it or set TALLY_SECRET_KEY")
         if not key:
             sys.exit(f"tally: {path} is empty; delete it to get a new key, or set TALLY_SECRET_KEY")
     except OSError as exc:

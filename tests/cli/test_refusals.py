@@ -210,3 +210,15 @@ def test_a_django_command_on_a_database_that_is_not_set_up_is_one_line(tally, ar
 def test_a_django_command_on_a_database_it_cannot_reach_is_one_line(tally, args):
     tally.env["TALLY_DATABASE_URL"] = "postgresql://clinic@127.0.0.1:1/clinic"  # nothing listens
     refused(tally(*args), "cannot reach the database", "Connection refused")
+
+
+@pytest.mark.parametrize("content", [None, b"\xff\xfe\n"], ids=["a directory", "not text"])
+def test_a_secret_key_file_that_cannot_be_read_is_one_line(tally, content):
+    key_file = tally.cwd / ".tally-secret-key"
+    if content is None:
+        key_file.mkdir()
+    else:
+        key_file.write_bytes(content)
+    line = refused(tally("init"), str(key_file), "TALLY_SECRET_KEY")
+    assert "Traceback" not in line
+    assert not tally.database.exists()
