@@ -3,7 +3,9 @@ never a Python traceback, and nothing changed."""
 
 from __future__ import annotations
 
+import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -222,3 +224,28 @@ def test_a_secret_key_file_that_cannot_be_read_is_one_line(tally, content):
     line = refused(tally("init"), str(key_file), "TALLY_SECRET_KEY")
     assert "Traceback" not in line
     assert not tally.database.exists()
+
+
+def test_backup_from_a_postgresql_server_that_never_answers_gives_up_in_one_line(tally):
+    """A host that takes the connection and says nothing (a firewall, a hung server): every other
+    command gives up after the connect timeout; `tally backup`'s pg_dump waited for ever."""
+    if shutil.which("pg_dump") is None:
+        pytest.skip("pg_dump is not installed")
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # never accepts: the handshake completes, no answer comes
+        tally.env["TALLY_DATABASE_URL"] = f"postgresql://clinic@127.0.0.1:{silent.getsockname()[1]}/clinic"
+        tally.env["TALLY_SECRET_KEY"] = "k" * 50
+        started = time.monotonic()
+        done = tally("backup", str(tally.cwd / "clinic.pgdump"), timeout=60)
+        assert time.monotonic() - started < 30
+    refused(done, "pg_dump failed", "timeout")
+    assert not (tally.cwd / "clinic.pgdump").exists()
+
+
+def test_backup_names_pg_dumps_error_not_its_hint(tally):
+    if shutil.which("pg_dump") is None:
+        pytest.skip("pg_dump is not installed")
+    tally.env["TALLY_DATABASE_URL"] = "postgresql://clinic@127.0.0.1:1/clinic"  # nothing listens
+    tally.env["TALLY_SECRET_KEY"] = "k" * 50
+    refused(tally("backup", str(tally.cwd / "clinic.pgdump")), "pg_dump failed", "Connection refused")
