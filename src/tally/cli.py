@@ -114,10 +114,13 @@ def database_has_audit_events() -> bool:
                 return db.execute("SELECT EXISTS (SELECT 1 FROM clinic_auditevent)").fetchone()[0] == 1
         if config["ENGINE"] == "django.db.backends.postgresql":
             import psycopg
+            from psycopg.conninfo import make_conninfo
 
-            with psycopg.connect(dbname=config["NAME"], user=config["USER"] or None,
-                                 password=config["PASSWORD"] or None, host=config["HOST"] or None,
-                                 port=config["PORT"] or None, connect_timeout=5) as conn:
+            options = {k: v for k, v in (config.get("OPTIONS") or {}).items() if isinstance(v, str | int)}
+            conninfo = make_conninfo("", **{"connect_timeout": 5, **options}, dbname=config["NAME"],
+                                     user=config["USER"] or None, password=config["PASSWORD"] or None,
+                                     host=config["HOST"] or None, port=config["PORT"] or None)
+            with psycopg.connect(conninfo) as conn:
                 row = conn.execute("SELECT EXISTS (SELECT 1 FROM clinic_auditevent)").fetchone()
                 return bool(row and row[0])
     except Exception:  # noqa: BLE001 - a probe: the command reports the database's own faults

@@ -90,7 +90,7 @@ def test_backup_during_load_opens_verifies_and_serves(tmp_path, static_root):
 
 def test_restoring_a_backup_as_the_readme_says_verifies_and_serves(tmp_path, static_root):
     """README, "Backing up and restoring", step by step: a backup while serving, the server
-    killed (a crash is when one restores: SQLite's -wal is left with frames in it), the copy
+    killed (a crash is when one restores: SQLite's -wal may be left with frames in it), the copy
     put back (SQLite: the database moved aside with its -wal and -shm; PostgreSQL: pg_restore
     into a new database), then `tally init`, `tally verify`, `tally verify-audit` and `tally serve`
     with the same secret key. What was written after the backup is gone; the rest is there."""
@@ -115,7 +115,6 @@ def test_restoring_a_backup_as_the_readme_says_verifies_and_serves(tmp_path, sta
         finally:
             server.stop()
         if is_sqlite:
-            assert Path(f"{live}-wal").exists()
             broken = live.parent / "broken"
             broken.mkdir()
             for name in (live, Path(f"{live}-wal"), Path(f"{live}-shm")):
