@@ -10,6 +10,7 @@ works on a fresh machine with no environment at all, and sessions survive restar
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import sys
@@ -70,10 +71,20 @@ def ensure_secret_key() -> None:
     if os.environ.get("TALLY_SECRET_KEY") or _truthy(os.environ.get("TALLY_DEBUG")):
         return
     path = secret_key_path()
+    if not path.exists() and database_has_audit_events():
+        # A restored backup (or a PostgreSQL command run from another directory): a new key
+        # would sign new events onto a chain that no key here vouches for, and say nothing.
+        sys.exit(f"tally: the database already has an audit log, signed with a secret key that is not here "
+                 f"(no TALLY_SECRET_KEY, no {path}): set TALLY_SECRET_KEY to the key it was signed with "
+                 f"(docs/audit-log.md); only if that key is lost, set a new one")
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        key = path.read_text().strip()
+        try:
+            key = path.read_text().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "it is not text"
+            sys.exit(f"tally: cannot read the secret key file {path}: {reason}; fix it or set TALLY_SECRET_KEY")
         if not key:
             sys.exit(f"tally: {path} is empty; delete it to get a new key, or set TALLY_SECRET_KEY")
     except OSError as exc:
@@ -83,6 +94,38 @@ def ensure_secret_key() -> None:
         with os.fdopen(fd, "w") as handle:
             handle.write(key + "\n")
     os.environ["TALLY_SECRET_KEY"] = key
+
+
+def database_has_audit_events() -> bool:
+    """Whether the configured database exists and holds audit events, asked before Django
+    starts (the secret key must be settled first). Any failure counts as no: the command
+    itself then says what is wrong with the database."""
+    import dj_database_url
+
+    try:
+        config = dj_database_url.parse(database_url())
+        if config["ENGINE"] == "django.db.backends.sqlite3":
+            import sqlite3
+
+            name = str(config["NAME"] or "")
+            if not name or name == ":memory:" or not Path(name).is_file():
+                return False
+            with contextlib.closing(sqlite3.connect(name, timeout=5)) as db:  # closed last: no -wal left
+                return db.execute("SELECT EXISTS (SELECT 1 FROM clinic_auditevent)").fetchone()[0] == 1
+        if config["ENGINE"] == "django.db.backends.postgresql":
+            import psycopg
+            from psycopg.conninfo import make_conninfo
+
+            options = {k: v for k, v in (config.get("OPTIONS") or {}).items() if isinstance(v, str | int)}
+            conninfo = make_conninfo("", **{"connect_timeout": 5, **options}, dbname=config["NAME"],
+                                     user=config["USER"] or None, password=config["PASSWORD"] or None,
+                                     host=config["HOST"] or None, port=config["PORT"] or None)
+            with psycopg.connect(conninfo) as conn:
+                row = conn.execute("SELECT EXISTS (SELECT 1 FROM clinic_auditevent)").fetchone()
+                return bool(row and row[0])
+    except Exception:  # noqa: BLE001 - a probe: the command reports the database's own faults
+        return False
+    return False
 
 
 SUPPORTED_ENGINES = {"django.db.backends.sqlite3", "django.db.backends.postgresql"}
@@ -95,12 +138,19 @@ def check_database_url() -> None:
 
     url = database_url()
     try:
-        engine = dj_database_url.parse(url)["ENGINE"]
+        config = dj_database_url.parse(url)
     except ValueError:
-        engine = None
+        config = {}
+    engine, name = config.get("ENGINE"), config.get("NAME")
+    scheme = url.split(":", 1)[0] if ":" in url else url[:20]
     if engine not in SUPPORTED_ENGINES:
-        scheme = url.split(":", 1)[0] if ":" in url else url[:20]
         sys.exit(f"tally: TALLY_DATABASE_URL must be sqlite:///path or postgresql://user@host/db, not {scheme!r}")
+    # A URL without its database: PostgreSQL's settings would raise ImproperlyConfigured on the
+    # first query, and SQLite's would silently be a database in memory, gone at exit (an init
+    # that "succeeds"). An explicit sqlite:///:memory: stays allowed.
+    if not name or (name == ":memory:" and ":memory:" not in url):
+        sys.exit(f"tally: TALLY_DATABASE_URL ({scheme}) names no database: sqlite:///path/to/file or "
+                 "postgresql://user@host:5432/dbname")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -116,6 +166,26 @@ def main(argv: list[str] | None = None) -> None:
         # Standard output now points nowhere, so Python's own flush at exit cannot fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(1)
+    except Exception as exc:
+        line = database_refusal(exc)
+        if line is None:
+            raise
+        sys.exit(line)
+
+
+def database_refusal(exc: BaseException) -> str | None:
+    """A database error that escaped a command as one line, as Tally's own commands refuse
+    (tally.clinic.management.base): Django's commands (`tally changepassword`, `createsuperuser`,
+    `flush`) do not check the database first. None for any other exception."""
+    db = sys.modules.get("django.db")
+    if db is None or not isinstance(exc, db.DatabaseError):
+        return None
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    if "no such table" in text or (isinstance(exc, db.ProgrammingError) and "does not exist" in text):
+        return f"tally: the database is not set up ({text}): run `tally init` first"
+    if isinstance(exc, db.OperationalError | db.InterfaceError):
+        return f"tally: cannot reach the database: {text}"
+    return f"tally: database error: {text}"
 
 
 def run(argv: list[str] | None) -> None:

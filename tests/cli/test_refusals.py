@@ -3,7 +3,9 @@ never a Python traceback, and nothing changed."""
 
 from __future__ import annotations
 
+import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -142,3 +144,108 @@ def test_ctrl_d_at_the_password_prompt_is_a_refusal_not_a_traceback(monkeypatch)
     monkeypatch.setattr(createuser.getpass, "getpass", end_of_input)
     with pytest.raises(CommandError, match="password"):
         createuser.read_password()
+
+
+@pytest.mark.parametrize("url", ["postgresql://clinic@127.0.0.1:5432", "postgres://clinic@127.0.0.1/", "sqlite:///",
+                                 "sqlite://"])
+def test_a_database_url_without_its_database_is_one_line(tally, url):
+    """PostgreSQL's raised ImproperlyConfigured as a traceback; SQLite's was a database in
+    memory, so `tally init` said "Database ready" and kept nothing."""
+    tally.env["TALLY_DATABASE_URL"] = url
+    for command in ("init", "verify"):
+        refused(tally(command), "TALLY_DATABASE_URL", "names no database")
+    assert not list(tally.cwd.iterdir())
+
+
+@pytest.mark.parametrize("url", ["postgresql://clinic@127.0.0.1:1/clinic",  # nothing listens
+                                 "postgresql://no-such-role:wrong@127.0.0.1:5432/postgres"])
+def test_a_database_that_cannot_be_reached_or_refuses_the_login_is_one_line(tally, url):
+    if "5432" in url:
+        import socket
+
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", 5432)) != 0:
+                pytest.skip("no PostgreSQL on 127.0.0.1:5432 to refuse the login")
+    tally.env["TALLY_DATABASE_URL"] = url
+    refused(tally("init"), "cannot set up postgresql")
+    for command in ("verify", "verify-audit"):
+        line = refused(tally(command), "cannot reach the database")
+        assert "wrong" not in line  # never the password
+
+
+def test_a_read_only_sqlite_database_is_one_line(tally, tmp_path):
+    """A database on a read-only file system (a mounted backup disk). Root ignores chmod,
+    so this needs a read-only bind mount; skipped where mount is not allowed."""
+    assert tally("init").returncode == 0
+    read_only = tmp_path / "read-only"
+    read_only.mkdir()
+    if subprocess.run(["mount", "--bind", "-o", "ro", str(tally.cwd), str(read_only)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot make a read-only bind mount here")
+    try:
+        tally.env["TALLY_DATABASE_URL"] = f"sqlite:///{read_only / tally.database.name}"
+        tally.env["TALLY_SECRET_KEY"] = "k" * 50
+        for args in (("init",), ("verify",), ("verify-audit",), ("backup", str(tmp_path / "copy.sqlite3"))):
+            refused(tally(*args), "unable to open database file")
+    finally:
+        subprocess.run(["umount", str(read_only)], check=True)
+
+
+def test_production_without_a_secret_key_or_a_place_for_one_is_one_line(tally, tmp_path):
+    """No TALLY_SECRET_KEY and no TALLY_DEBUG: the key file beside the database cannot be made."""
+    tally.env["TALLY_DATABASE_URL"] = "sqlite:////proc/clinic.sqlite3"
+    line = refused(tally("init"), "TALLY_SECRET_KEY")
+    assert "/proc/.tally-secret-key" in line
+
+
+DJANGO_COMMANDS_ON_THE_DATA = [("changepassword", "ana"), ("createsuperuser", "--noinput", "--username", "root")]
+
+
+@pytest.mark.parametrize("args", DJANGO_COMMANDS_ON_THE_DATA, ids=lambda args: args[0])
+def test_a_django_command_on_a_database_that_is_not_set_up_is_one_line(tally, args):
+    """`tally changepassword NAME` (in the README) printed an OperationalError traceback."""
+    done = tally(*args)
+    refused(done, "tally init")
+
+
+@pytest.mark.parametrize("args", DJANGO_COMMANDS_ON_THE_DATA, ids=lambda args: args[0])
+def test_a_django_command_on_a_database_it_cannot_reach_is_one_line(tally, args):
+    tally.env["TALLY_DATABASE_URL"] = "postgresql://clinic@127.0.0.1:1/clinic"  # nothing listens
+    refused(tally(*args), "cannot reach the database", "Connection refused")
+
+
+@pytest.mark.parametrize("content", [None, b"\xff\xfe\n"], ids=["a directory", "not text"])
+def test_a_secret_key_file_that_cannot_be_read_is_one_line(tally, content):
+    key_file = tally.cwd / ".tally-secret-key"
+    if content is None:
+        key_file.mkdir()
+    else:
+        key_file.write_bytes(content)
+    line = refused(tally("init"), str(key_file), "TALLY_SECRET_KEY")
+    assert "Traceback" not in line
+    assert not tally.database.exists()
+
+
+def test_backup_from_a_postgresql_server_that_never_answers_gives_up_in_one_line(tally):
+    """A host that takes the connection and says nothing (a firewall, a hung server): every other
+    command gives up after the connect timeout; `tally backup`'s pg_dump waited for ever."""
+    if shutil.which("pg_dump") is None:
+        pytest.skip("pg_dump is not installed")
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # never accepts: the handshake completes, no answer comes
+        tally.env["TALLY_DATABASE_URL"] = f"postgresql://clinic@127.0.0.1:{silent.getsockname()[1]}/clinic"
+        tally.env["TALLY_SECRET_KEY"] = "k" * 50
+        started = time.monotonic()
+        done = tally("backup", str(tally.cwd / "clinic.pgdump"), timeout=60)
+        assert time.monotonic() - started < 30
+    refused(done, "pg_dump failed", "timeout")
+    assert not (tally.cwd / "clinic.pgdump").exists()
+
+
+def test_backup_names_pg_dumps_error_not_its_hint(tally):
+    if shutil.which("pg_dump") is None:
+        pytest.skip("pg_dump is not installed")
+    tally.env["TALLY_DATABASE_URL"] = "postgresql://clinic@127.0.0.1:1/clinic"  # nothing listens
+    tally.env["TALLY_SECRET_KEY"] = "k" * 50
+    refused(tally("backup", str(tally.cwd / "clinic.pgdump")), "pg_dump failed", "Connection refused")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from tests.e2e.conftest import scratch_database_url
+from tests.e2e.conftest import TALLY, scratch_database_url
 
 from .conftest import (
     Client,
@@ -86,3 +86,85 @@ def test_backup_during_load_opens_verifies_and_serves(tmp_path, static_root):
         print(f"\n[backup] copy {copy.stat().st_size / 1e6:.2f} MB taken during load; copy {copy_counts}; "
               f"live at the end {live_counts}; {verified.stdout.strip()}")
 
+
+
+def test_restoring_a_backup_as_the_readme_says_verifies_and_serves(tmp_path, static_root):
+    """README, "Backing up and restoring", step by step: a backup while serving, the server
+    killed (a crash is when one restores: SQLite's -wal may be left with frames in it), the copy
+    put back (SQLite: the database moved aside with its -wal and -shm; PostgreSQL: pg_restore
+    into a new database), then `tally init`, `tally verify`, `tally verify-audit` and `tally serve`
+    with the same secret key. What was written after the backup is gone; the rest is there."""
+    is_sqlite = settings.DATABASES["default"]["ENGINE"].endswith("sqlite3")
+    backup = tmp_path / ("backups" if is_sqlite else "") / ("clinic.sqlite3" if is_sqlite else "clinic.pgdump")
+    backup.parent.mkdir(exist_ok=True)
+    live = tmp_path / "srv" / "clinic.sqlite3"
+    live.parent.mkdir()
+    with contextlib.ExitStack() as stack:
+        url = f"sqlite:///{live}" if is_sqlite else stack.enter_context(scratch_database_url(tmp_path / "live"))
+        env = tally_env(url, tmp_path) | {"TALLY_STATIC_ROOT": str(static_root)}
+        run_tally(env, "init")
+        token = create_owner_token(env)
+        server = ServerProcess(tmp_path, env)
+        server.start()
+        try:
+            client = Client(server, token)
+            clinic = seed_clinic(client, patients=2)
+            run_tally(env, "backup", str(backup))
+            late = client.ok("POST", "/api/v1/patients", {"first_name": "After", "last_name": "Backup"})
+            server.kill9()
+        finally:
+            server.stop()
+        if is_sqlite:
+            broken = live.parent / "broken"
+            broken.mkdir()
+            for name in (live, Path(f"{live}-wal"), Path(f"{live}-shm")):
+                if name.exists():
+                    name.rename(broken / name.name)
+            shutil.copyfile(backup, live)
+            restored_env = env
+        else:
+            restored_url = stack.enter_context(scratch_database_url(tmp_path / "restored"))  # createdb
+            restore_postgresql(backup, restored_url)
+            restored_env = env | {"TALLY_DATABASE_URL": restored_url}
+        run_tally(restored_env, "init")
+        verified = run_tally(restored_env, "verify", check=False)
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        chained = run_tally(restored_env, "verify-audit", check=False)
+        assert chained.returncode == 0 and "chain intact" in chained.stdout, chained.stdout + chained.stderr
+        server = ServerProcess(tmp_path, restored_env)
+        try:
+            server.start()
+            client = Client(server, token)
+            for patient_id in clinic.patients:
+                assert client.call("GET", f"/api/v1/patients/{patient_id}").status == 200
+                packages = client.ok("GET", f"/api/v1/patients/{patient_id}/packages")["items"]
+                assert len(packages) == 1 and packages[0]["status"] == "active", packages
+            assert client.call("GET", f"/api/v1/patients/{late['id']}").status == 404
+            client.ok("POST", "/api/v1/patients", {"first_name": "After", "last_name": "Restore"})  # writes go on
+        finally:
+            server.stop()
+        chained = run_tally(restored_env, "verify-audit", check=False)
+        assert chained.returncode == 0 and "chain intact" in chained.stdout, chained.stdout + chained.stderr
+
+
+def test_a_restored_clinic_without_its_secret_key_is_refused_not_given_a_new_one(tmp_path):
+    """On a new machine, with neither TALLY_SECRET_KEY nor the key file: `tally init` made a new
+    key and said "Database ready"; the server then signed new events onto a chain no key there
+    vouched for. Now every command refuses in one line, and no key file is made."""
+    with scratch_database_url(tmp_path) as url:
+        env = tally_env(url, tmp_path)
+        run_tally(env, "init")
+        create_owner_token(env)  # audit events
+        elsewhere = tmp_path / "new-machine"
+        elsewhere.mkdir()
+        keyless = {k: v for k, v in env.items() if k != "TALLY_SECRET_KEY"}
+        for args in (("init",), ("verify-audit",), ("serve",)):
+            done = subprocess.run([TALLY, *args], env=keyless, cwd=elsewhere, capture_output=True, text=True,
+                                  timeout=60)
+            assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+            lines = [line for line in done.stderr.splitlines() if line.strip()]
+            assert len(lines) == 1 and "TALLY_SECRET_KEY" in lines[0] and "audit log" in lines[0], done.stderr
+        assert not list(tmp_path.rglob(".tally-secret-key"))
+        chained = subprocess.run([TALLY, "verify-audit"], env=env, cwd=elsewhere, capture_output=True, text=True,
+                                 timeout=60)
+        assert chained.returncode == 0, chained.stderr

@@ -175,3 +175,24 @@ def test_tokens_from_before_expiry_was_stored_get_one_from_their_origin(desk, cl
     assert old.expires_at == long_ago + dt.timedelta(hours=12)
     assert recent.expires_at == recent.created_at + dt.timedelta(hours=12)
     assert script.expires_at is None
+
+
+def test_undoing_0008_refuses_while_a_command_line_token_has_an_expiry_to_lose(desk, clinic):
+    """The earlier release has no expires_at: undone, a `tally createtoken --expires-hours 8`
+    token lost its end, and upgrading again gave it none (0008 expires only password tokens),
+    so a token meant for an afternoon worked for ever. The undo names it and changes nothing;
+    once revoked or expired, the undo goes through. Password tokens get their end back from
+    created_at on the way up, so they do not stop it."""
+    from importlib import import_module
+
+    from django.apps import apps
+
+    migration = import_module("tally.clinic.migrations.0008_apitoken_expires_at")
+    for_an_afternoon, _ = ApiToken.issue(desk, label="afternoon", origin="command_line",
+                                         expires_at=timezone.now() + dt.timedelta(hours=8))
+    ApiToken.issue(desk, label="api", origin="password", expires_at=timezone.now() + dt.timedelta(hours=8))
+    ApiToken.issue(desk, label="nightly export", origin="command_line")
+    with pytest.raises(CommandError, match=rf"token {for_an_afternoon.pk} .*tally revoketoken.*stays applied"):
+        migration.keep_command_line_expiries(apps, None)
+    ApiToken.objects.filter(pk=for_an_afternoon.pk).update(revoked_at=timezone.now())
+    migration.keep_command_line_expiries(apps, None)

@@ -23,6 +23,23 @@ def expire_password_tokens(apps, schema_editor):
         expires_at=models.F("created_at") + lifetime)
 
 
+def keep_command_line_expiries(apps, schema_editor):
+    """Undoing: the earlier release has no expiry, and 0008 gives one back only to password
+    tokens, so a `tally createtoken --expires-hours` token still live would work for ever after
+    going down and up again. Refuse, naming them, until they are revoked or have expired."""
+    from django.core.management.base import CommandError
+    from django.utils import timezone
+
+    ApiToken = apps.get_model("clinic", "ApiToken")
+    ids = list(ApiToken.objects.filter(origin="command_line", revoked_at__isnull=True,
+                                       expires_at__gt=timezone.now()).order_by("id").values_list("id", flat=True))
+    if ids:
+        named = ", ".join(f"token {pk}" for pk in ids)
+        raise CommandError(f"cannot undo clinic.0008_apitoken_expires_at: {named} from `tally createtoken "
+                           f"--expires-hours` would never expire in the earlier release; revoke them first "
+                           f"(tally revoketoken ID). It stays applied.")
+
+
 class Migration(migrations.Migration):
 
     dependencies = [
@@ -35,5 +52,5 @@ class Migration(migrations.Migration):
             name="expires_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
-        migrations.RunPython(expire_password_tokens, migrations.RunPython.noop),
+        migrations.RunPython(expire_password_tokens, keep_command_line_expiries),
     ]

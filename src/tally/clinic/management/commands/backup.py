@@ -135,9 +135,13 @@ def backup_postgresql(settings: dict, target: Path, *, force: bool, audited: Cal
     for key, var in (("HOST", "PGHOST"), ("PORT", "PGPORT"), ("USER", "PGUSER"), ("PASSWORD", "PGPASSWORD")):
         if settings.get(key):
             env[var] = str(settings[key])
-    sslmode = (settings.get("OPTIONS") or {}).get("sslmode")
-    if sslmode:
-        env["PGSSLMODE"] = str(sslmode)
+    options = settings.get("OPTIONS") or {}
+    if options.get("sslmode"):
+        env["PGSSLMODE"] = str(options["sslmode"])
+    # The connect timeout every other command has (tally.settings): without it pg_dump waits for
+    # ever on a host that takes the connection and never answers.
+    if options.get("connect_timeout"):
+        env["PGCONNECT_TIMEOUT"] = str(options["connect_timeout"])
     partial = temporary_beside(target)
     try:
         done = subprocess.run(
@@ -145,10 +149,18 @@ def backup_postgresql(settings: dict, target: Path, *, force: bool, audited: Cal
             env=env, capture_output=True, text=True, check=False,
         )
         if done.returncode != 0:
-            message = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
-            raise CommandError(f"pg_dump failed: {message}")
+            raise CommandError(f"pg_dump failed: {pg_dump_error(done)}")
         audited()
         move_into_place(partial, target, force=force)
     finally:
         partial.unlink(missing_ok=True)
     return "pg_dump custom format; restore with pg_restore"
+
+
+def pg_dump_error(done: subprocess.CompletedProcess) -> str:
+    """pg_dump's error line, not the hint libpq prints after it ("Is the server running...")."""
+    lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if "error:" in line] or lines
+    if not errors:
+        return f"exit status {done.returncode}"
+    return errors[-1].removeprefix("pg_dump: ").removeprefix("error: ")
