@@ -568,6 +568,21 @@ def test_an_owner_override_that_used_the_last_session_changes_nothing_when_repea
     assert (fresh(older).sessions_used, fresh(single).sessions_used) == (0, 1)
 
 
+def test_an_owner_override_onto_a_used_up_package_is_a_conflict_whatever_else_it_overrides(history):
+    # The override may pass a rule working as designed (here: the visit is dated before the
+    # sale), never a package with no session left. rules.why_not names the first reason only, so
+    # the charge before the purchase hid the exhaustion and the ledger refused the use (Invalid,
+    # "3 of 2 used", a 422) instead of the override's 409. Found by the state machine.
+    older, _ = history.sell(3, 1)
+    _, _, line = history.visit(3, 5)
+    single, _ = history.sell(3, 10, package=history.package("Single", 1), paid="100.00")
+    sales.do_adjust(acting_user=history.owner, patient_package=single, change=-1, reason="used elsewhere")
+    params = {"line_id": line.pk, "override": True, "reason": "the patient asked to use the single"}
+    with pytest.raises(Conflict, match="even by override: PACKAGE_EXHAUSTED"):
+        apply_fix(acting_user=history.owner, action="apply_to_line", params=params, context=single)
+    assert (fresh(older).sessions_used, fresh(single).sessions_used) == (1, 1)
+
+
 @pytest.mark.parametrize("how", ["booked", "no_charges"])
 def test_the_check_in_and_charge_fix_is_audited_as_a_fix(history, how):
     # SPEC "Fixes": one action each, audited. On a visit still booked the fix was recorded only

@@ -146,6 +146,8 @@ def do_apply_to_line(
             # A repeat changes nothing, even where the override used the package's last session.
             return FixResult(False, None, f"This line is already paid via {target.name}.")
         why = rules.why_not(package_facts(target, tz), line.service_id, invoice_date)
+        if why not in NOT_BY_OVERRIDE and target.sessions_remaining <= 0:
+            why = rules.PACKAGE_EXHAUSTED  # why_not names the first reason: an earlier one hid this
         if why in NOT_BY_OVERRIDE:
             raise Conflict(f"{target.name} cannot cover this line even by override: {why}.")
         if line.covered_by_id is not None:
