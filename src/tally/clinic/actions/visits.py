@@ -194,6 +194,13 @@ def do_check_in(
         service = service or appointment.service
         check_line_target(appointment.patient, service, appointment)
         packages = lock_patient_packages(appointment.patient_id)
+        if any(ln.kind == LineKind.FIRST_SESSION for ln in on_file):
+            # A sale's first session for this visit is used, or given to the visit's charge, by
+            # the payment that completes the sale (rule 5), or removed, under the package locks,
+            # not the visit's: read again now that those are held, or a payment that committed
+            # while this waited would leave the visit counted twice. Rare (a sale-day visit),
+            # so the usual check-in reads its lines once.
+            on_file = visit_lines_on_file(appointment.pk)
         created = invoice is None
         if invoice is None:
             invoice = Invoice(patient_id=appointment.patient_id, issued_at=appointment.starts_at,
