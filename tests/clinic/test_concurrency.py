@@ -536,3 +536,49 @@ def test_a_check_in_racing_a_sale_that_names_its_visit_for_the_first_session_cou
     # charge and rule 6 picks the package for it (the older one); one session in all.
     assert one_left.sessions_used + sold.sessions_used == 2 + 1
     assert_clean()
+
+
+@pytest.mark.postgres_only  # row locks; SQLite queues every writer by design
+@pytest.mark.usefixtures("short_lock_timeout")
+def test_undoing_a_check_in_while_the_payment_gives_its_first_session_to_the_visit_keeps_the_sales_session(
+        desk, patient, acu60, ten_pack, monkeypatch):
+    """A visit checked in while its sale (ticked for it) was unpaid is charged in full; the
+    payment completing the sale then gives the first session to that charge (rule 5). Undone
+    after the payment, the check-in gives the session back to the sale (used again). An undo
+    that read the visit's lines before the payment committed, and waited for the invoice it
+    covered, gave back the charge's session and left the sale with none."""
+    [appointment] = book_visits(desk, patient, acu60, 1)
+    package, sale = sales.do_sell_package(acting_user=desk, patient=patient, package=ten_pack, use_first_session=True,
+                                          first_session_appointment=appointment, sold_at=SOLD_AT)
+    _, _, charge = visits.do_check_in(acting_user=desk, appointment=appointment)
+    assert charge.covered_by_id is None  # the sale is not paid yet
+    first_session_used, undo_done = threading.Event(), threading.Event()
+    use_first_session = billing.use_first_session
+
+    def use_it_then_wait_for_the_undo(*args: Any, **kwargs: Any) -> None:
+        use_first_session(*args, **kwargs)
+        first_session_used.set()
+        until_the_other_waits_for_a_lock(undo_done)
+
+    monkeypatch.setattr(billing, "use_first_session", use_it_then_wait_for_the_undo)
+
+    def pay() -> Any:
+        return billing.do_record_payment(acting_user=desk, invoice=sale, amount=ten_pack.price, method="card",
+                                         received_at=SOLD_AT + dt.timedelta(hours=1))
+
+    def undo() -> Any:
+        first_session_used.wait(timeout=10)
+        try:
+            return visits.do_undo_check_in(acting_user=desk, appointment=appointment)
+        finally:
+            undo_done.set()
+
+    _, errors = race([pay, undo])
+
+    assert errors == []
+    package.refresh_from_db()
+    assert package.activated_at is not None
+    assert package.sessions_used == 1  # the sale's first session, back on the sale
+    [use] = live_uses(package)
+    assert use.invoice_line.kind == LineKind.FIRST_SESSION and use.invoice_line.invoice_id == sale.pk
+    assert_clean()

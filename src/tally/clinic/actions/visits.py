@@ -245,9 +245,19 @@ def do_undo_check_in(*, acting_user: Staff, appointment: Appointment) -> Appoint
         raise Conflict("This appointment is not checked in.")
     lines = list(live_charges(appointment).select_related("invoice").order_by("pk"))
     first_sessions = released_first_sessions_of(appointment)
-    for invoice_id in sorted({ln.invoice_id for ln in lines} | {ln.invoice_id for ln in first_sessions}):
+    locked = {ln.invoice_id for ln in lines} | {ln.invoice_id for ln in first_sessions}
+    for invoice_id in sorted(locked):
         lock_invoice(invoice_id)
     lock_patient_packages(appointment.patient_id)
+    # Read again under the locks: the payment completing a sale ticked for this visit gives its
+    # first session to the visit's charge (rule 5) under the invoice and package locks, not the
+    # visit's; read before it committed, the undo gave back the charge's session and left the
+    # sale without its first session. An invoice only the new read names is locked without
+    # waiting, as it comes after the package locks (a busy one is a 409 "try again").
+    lines = list(live_charges(appointment).select_related("invoice").order_by("pk"))
+    first_sessions = released_first_sessions_of(appointment)
+    for invoice_id in sorted(({ln.invoice_id for ln in lines} | {ln.invoice_id for ln in first_sessions}) - locked):
+        lock_invoice(invoice_id, nowait=True)
     before = snapshot(appointment)
     given_back = {line.covered_by_id for line in lines if line.covered_by_id is not None}
     for line in lines:
