@@ -217,8 +217,11 @@ def test_possible_double_use_is_a_warning(desk_history):
     h = desk_history
     package, _ = h.sell(1)
     appointment, charged = h.visit(5)
-    h.ok(h.api.post(f"/invoices/{charged['invoice']['id']}/lines",
-                    {"service_id": h.acu60, "appointment_id": appointment}), 201)
+    lines = f"/invoices/{charged['invoice']['id']}/lines"
+    # One visit, one session: a second charge naming the counted visit is refused; one that names
+    # no visit is charged, and two sessions on one day are the finding.
+    assert h.api.post(lines, {"service_id": h.acu60, "appointment_id": appointment}).status_code == 409
+    h.ok(h.api.post(lines, {"service_id": h.acu60}), 201)
     finding = the(h.investigate(package, expected_used=1), "POSSIBLE_DOUBLE_USE")
     assert finding["severity"] == "warning"
     assert codes(h.investigate(package, expected_used=1))[0] == "POSSIBLE_DOUBLE_USE"

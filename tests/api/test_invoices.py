@@ -140,6 +140,26 @@ def test_a_line_that_would_unpay_an_active_packages_sale_is_a_conflict_saying_to
     assert desk_api.get(f"/patient-packages/{pp.pk}").json()["status"] == "active"
 
 
+def test_charging_a_no_show_whose_session_the_policy_used_is_a_conflict(owner_api, desk_api, desk, patient,
+                                                                          ten_pack, acu60):
+    """Rules 2 and 13: one visit, one session. The no-show used it; a line naming the visit would
+    use a second: 409, saying to undo the no-show first."""
+    pp, _ = sales.do_sell_package(acting_user=desk, patient=patient, package=ten_pack, use_first_session=False,
+                                  sold_at=dt.datetime(2026, 3, 1, 15, tzinfo=dt.UTC), payment=(Decimal("800"), "card"))
+    owner_api.patch("/clinic", {"no_show_uses_session": True})
+    visit = visits.do_book(acting_user=desk, patient=patient, service=acu60,
+                           starts_at=dt.datetime(2026, 3, 4, 15, tzinfo=dt.UTC))
+    assert desk_api.post(f"/appointments/{visit.pk}/no-show").status_code == 200
+    line = {"service_id": acu60.pk, "appointment_id": visit.pk}
+    error = assert_error(desk_api.post("/invoices", {"patient_id": patient.pk, "lines": [line]}), 409, "conflict",
+                         "appointment_id")
+    assert "undo the no-show" in error["message"]
+    invoice = desk_api.post("/invoices", {"patient_id": patient.pk, "lines": [{"service_id": acu60.pk}]}).json()
+    assert_error(desk_api.post(f"/invoices/{invoice['id']}/lines", line), 409, "conflict", "appointment_id")
+    assert desk_api.get(f"/patient-packages/{pp.pk}").json()["sessions_used"] == 2  # the no-show's, the plain line's
+    assert verify_database() == []
+
+
 @pytest.mark.parametrize("amount", ["NaN", "-Infinity", "0.001", None, [], "1e999999"])
 def test_it_refuses_bad_amounts(desk_api, invoice, amount):
     assert_error(desk_api.post(f"/invoices/{invoice.pk}/payments", {"amount": amount, "method": "cash"}), 422,

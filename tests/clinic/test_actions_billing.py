@@ -71,6 +71,83 @@ def test_a_visit_deleted_after_it_was_read_is_not_charged(owner, desk, patient, 
     assert not InvoiceLine.objects.filter(appointment=appointment).exists()
 
 
+@pytest.mark.parametrize("how", ["add_line", "create_invoice"])
+def test_a_no_show_whose_session_the_policy_used_is_not_charged_a_second_one(owner, desk, patient, ten_pack,
+                                                                            acu60, acu90, how):
+    """Rules 2 and 13: one visit, one session. A no-show the policy counted has used its session;
+    charging its service on a manual invoice naming it used a second one for the same visit (the
+    reverse order, charged then no-show, already used nothing more). Refused (409), nothing
+    written; undoing the no-show gives the session back and the visit is then charged as usual."""
+    catalog.do_update_clinic(acting_user=owner, changes={"no_show_uses_session": True})
+    pp, _ = sell(desk, patient, ten_pack)
+    appointment = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 11))
+    visits.do_mark_no_show(acting_user=desk, appointment=appointment)
+    invoice = None
+    if how == "add_line":  # an open invoice of that day, with a service no package covers
+        invoice = billing.do_create_invoice(acting_user=desk, patient=patient, lines=[(acu90, None)],
+                                            issued_at=ny(2026, 6, 11))
+    used = fresh(pp).sessions_used
+    lines = InvoiceLine.objects.count()
+    with writes_nothing(), pytest.raises(Conflict, match="no-show") as refused:
+        if invoice is not None:
+            billing.do_add_line(acting_user=desk, invoice=invoice, service=acu60, appointment=appointment)
+        else:
+            billing.do_create_invoice(acting_user=desk, patient=patient, lines=[(acu60, appointment)],
+                                      issued_at=ny(2026, 6, 11))
+    assert "undo the no-show" in refused.value.message and pp.name in refused.value.message
+    assert refused.value.fields == {"appointment_id": "visit already counted"}
+    assert (fresh(pp).sessions_used, InvoiceLine.objects.count()) == (used, lines)
+    visits.do_undo_no_show(acting_user=desk, appointment=appointment)
+    charged = billing.do_create_invoice(acting_user=desk, patient=patient, lines=[(acu60, appointment)],
+                                        issued_at=ny(2026, 6, 11))
+    assert charged.live_lines()[0].covered_by_id == pp.pk
+    assert fresh(pp).sessions_used == used  # the no-show's session given back, the charge's used
+    assert verify() == []
+
+
+def test_a_no_show_is_charged_as_usual_when_the_policy_used_nothing(owner, desk, patient, ten_pack, acu60):
+    """With the policy off a no-show uses nothing, so a charge naming it (a clinic billing a
+    missed visit by hand) uses the visit's one session (rule 2)."""
+    pp, _ = sell(desk, patient, ten_pack)
+    appointment = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 11))
+    visits.do_mark_no_show(acting_user=desk, appointment=appointment)
+    invoice = billing.do_create_invoice(acting_user=desk, patient=patient, lines=[(acu60, appointment)],
+                                        issued_at=ny(2026, 6, 11))
+    assert invoice.live_lines()[0].covered_by_id == pp.pk and fresh(pp).sessions_used == 1
+
+
+@pytest.mark.parametrize("how", ["add_line", "create_invoice"])
+def test_a_visit_its_charge_counted_is_not_counted_again_by_another_line_naming_it(desk, patient, ten_pack, acu60,
+                                                                                  how):
+    """One visit, one session: a second charge naming a visit already counted by its own charge
+    (its check-in's, or a manual one's) would use a second session for it. Refused (409), naming
+    where the visit is charged; the fix apply_to_line refuses the same (`_visit_counted_elsewhere`)."""
+    pp, _ = sell(desk, patient, ten_pack)
+    appointment, checked_in, _ = visit(desk, patient, acu60, ny(2026, 6, 11))
+    assert fresh(pp).sessions_used == 1
+    with writes_nothing(), pytest.raises(Conflict, match="already counted") as refused:
+        if how == "add_line":
+            billing.do_add_line(acting_user=desk, invoice=checked_in, service=acu60, appointment=appointment)
+        else:
+            billing.do_create_invoice(acting_user=desk, patient=patient, lines=[(acu60, appointment)],
+                                      issued_at=ny(2026, 6, 11))
+    assert checked_in.number in refused.value.message
+    assert fresh(pp).sessions_used == 1
+    assert InvoiceLine.objects.filter(appointment=appointment).count() == 1
+    assert verify() == []
+
+
+def test_an_add_on_no_package_covers_is_charged_beside_a_counted_visit(desk, patient, ten_pack, acu60, acu90):
+    """What the refusal leaves alone: a charge naming a counted visit that uses no session (a
+    service no package covers: an add-on) is charged normally, as before."""
+    pp, _ = sell(desk, patient, ten_pack)
+    appointment, checked_in, _ = visit(desk, patient, acu60, ny(2026, 6, 11))
+    line = billing.do_add_line(acting_user=desk, invoice=checked_in, service=acu90, appointment=appointment)
+    assert (line.covered_by_id, line.amount) == (None, acu90.price)
+    assert fresh(pp).sessions_used == 1
+    assert verify() == []
+
+
 # --- rule 7: removing a line and voiding an invoice give the session back ---
 
 

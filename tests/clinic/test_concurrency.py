@@ -19,7 +19,8 @@ from django.db import connection, transaction
 
 from tally.clinic import rules
 from tally.clinic.actions import billing, catalog, fixes, sales, visits
-from tally.clinic.errors import ClinicError, Invalid
+from tally.clinic.consistency import verify_database
+from tally.clinic.errors import ClinicError, Conflict, Invalid
 from tally.clinic.ledger import verify
 from tally.clinic.locking import lock_appointment, lock_invoice, lock_patient_packages
 from tally.clinic.models import InvoiceLine, PackageLedgerEntry, PatientPackage, Payment
@@ -282,3 +283,302 @@ def test_a_fix_racing_the_removal_of_its_line_never_covers_a_removed_line(desk, 
     assert all(isinstance(e, ClinicError) for e in errors), errors
     assert live_uses(one_left) == []
     assert verify() == []
+
+
+# --- the last session taken at once by two different paths (rule 10 beyond check-ins) ---
+#
+# Each race below runs on both databases and must end with the session used once, the other
+# racers charged normally (or refused with a 409, never a 500), `tally verify` clean, and no
+# wait past the lock timeout (2 s here: a deadlock would be a 409 after it, or PostgreSQL's
+# deadlock error, a 500).
+
+LOCK_TIMEOUT_MS = 2000
+
+
+@pytest.fixture
+def short_lock_timeout(settings):
+    settings.TALLY_LOCK_TIMEOUT_MS = LOCK_TIMEOUT_MS
+
+
+def race(calls: list[Callable[[], Any]]) -> tuple[list[Any], list[BaseException]]:
+    """`run_together`, which must finish well inside the lock timeout and raise nothing but
+    the clinic's own refusals."""
+    started = time.monotonic()
+    results, errors = run_together(calls)
+    assert time.monotonic() - started < 5, "a racer waited past the lock timeout"
+    assert all(isinstance(e, ClinicError) for e in errors), errors
+    return results, errors
+
+
+def assert_clean() -> None:
+    assert verify_database() == []
+
+
+def covered_lines(package: PatientPackage) -> list[InvoiceLine]:
+    return list(InvoiceLine.objects.filter(covered_by=package, removed_at__isnull=True,
+                                           invoice__voided_at__isnull=True))
+
+
+@pytest.mark.usefixtures("short_lock_timeout")
+def test_check_ins_and_manual_lines_for_other_visits_share_the_last_session(desk, patient, acu60, one_left):
+    """Rule 2's two ways of using a session, at once: a check-in and a manual invoice naming
+    another visit (and one naming none)."""
+    appointments = book_visits(desk, patient, acu60, 6)
+    invoice = billing.do_create_invoice(acting_user=desk, patient=patient, lines=[(acu60, None)],
+                                        issued_at=SOLD_AT + dt.timedelta(days=1))  # takes the last session
+    billing.do_remove_line(acting_user=desk, invoice=invoice, line_id=invoice.lines.get().pk)  # and gives it back
+    checked_in, charged_by_hand = appointments[:3], appointments[3:]
+    calls = [lambda a=a: visits.do_check_in(acting_user=desk, appointment=a)[2] for a in checked_in]
+    calls += [lambda a=a: billing.do_create_invoice(acting_user=desk, patient=patient, lines=[(acu60, a)],
+                                                    issued_at=a.starts_at).lines.get() for a in charged_by_hand[:2]]
+    calls += [lambda a=charged_by_hand[2]: billing.do_add_line(acting_user=desk, invoice=invoice, service=acu60,
+                                                               appointment=a)]
+
+    results, errors = race(calls)
+
+    assert errors == []
+    assert [line.covered_by_id for line in results].count(one_left.pk) == 1
+    assert {line.not_covered_reason for line in results if line.covered_by_id is None} == {rules.PACKAGE_EXHAUSTED}
+    one_left.refresh_from_db()
+    assert one_left.sessions_used == 3 and len(live_uses(one_left)) == 1
+    assert_clean()
+
+
+@pytest.mark.usefixtures("short_lock_timeout")
+def test_check_ins_and_the_apply_to_line_fix_share_the_last_session(desk, patient, acu60, acu90, one_left):
+    """The investigator's fix (a line charged the wrong service, re-charged as the package's and
+    paid via it) racing check-ins of other visits for the one session left."""
+    wrong = [billing.do_create_invoice(acting_user=desk, patient=patient, lines=[(acu90, None)],
+                                       issued_at=SOLD_AT + dt.timedelta(days=1)).lines.get() for _ in range(3)]
+    appointments = book_visits(desk, patient, acu60, 3)
+    calls = [lambda a=a: visits.do_check_in(acting_user=desk, appointment=a)[2] for a in appointments]
+    calls += [lambda line=line: fixes.do_apply_to_line(acting_user=desk, line_id=line.pk, patient_id=patient.pk,
+                                                       service_id=acu60.pk) for line in wrong]
+
+    results, errors = race(calls)
+
+    # A fix that finds the session gone says so (409: no package can cover the line).
+    assert all("no session left" in e.message for e in errors), errors
+    check_in_lines = [line for line in results[:3] if line is not None]
+    fixed = [r for r in results[3:] if r is not None]
+    assert len(check_in_lines) == 3 and all(r.applied for r in fixed)
+    assert sum(line.covered_by_id == one_left.pk for line in check_in_lines) + len(fixed) == 1
+    assert len(errors) == len(wrong) - len(fixed)
+    one_left.refresh_from_db()
+    assert one_left.sessions_used == 3 and len(covered_lines(one_left)) == 1
+    assert_clean()
+
+
+@pytest.mark.usefixtures("short_lock_timeout")
+@pytest.mark.parametrize("named", [False, True], ids=["no visit named", "the sale names a racing visit"])
+def test_check_ins_and_the_payment_that_uses_a_ticked_first_session_share_it(owner, desk, patient, acu60, named):
+    """Rule 5 at rule 10: a one-session package sold with Use first session, unpaid; the payment
+    completing it uses that session while visits are checked in. Whatever the order, one
+    session is used: by the sale's first session, or (the sale named that visit) by the
+    visit's own charge, never both; the other visits are charged normally."""
+    single = catalog.do_create_package(acting_user=owner, name="1 x Acupuncture 60", price=Decimal("90.00"),
+                                       sessions=1, service_ids=[acu60.pk])
+    appointments = book_visits(desk, patient, acu60, 4)
+    package, sale = sales.do_sell_package(acting_user=desk, patient=patient, package=single, use_first_session=True,
+                                          first_session_appointment=appointments[0] if named else None,
+                                          sold_at=SOLD_AT)
+    calls = [lambda a=a: visits.do_check_in(acting_user=desk, appointment=a)[2] for a in appointments]
+    calls.append(lambda: billing.do_record_payment(acting_user=desk, invoice=sale, amount=single.price,
+                                                   method="card", received_at=SOLD_AT + dt.timedelta(hours=1)))
+
+    _, errors = race(calls)
+
+    assert errors == []
+    package.refresh_from_db()
+    assert package.activated_at is not None and package.sessions_used == 1
+    [use] = live_uses(package)
+    if named:
+        assert use.invoice_line.appointment_id == appointments[0].pk  # the visit, counted once
+    charges = InvoiceLine.objects.filter(appointment__in=appointments, kind=LineKind.SERVICE)
+    assert charges.count() == len(appointments)
+    assert {line.not_covered_reason for line in charges if line.covered_by_id is None} <= {
+        rules.PACKAGE_NOT_PAID, rules.PACKAGE_EXHAUSTED}
+    assert_clean()
+
+
+@pytest.mark.usefixtures("short_lock_timeout")
+def test_undoing_a_check_in_while_other_visits_check_in_gives_its_session_to_one_at_most(desk, patient, acu60,
+                                                                                        one_left):
+    """The session an undo gives back (rule 7) is taken by at most one racing check-in; if the
+    check-ins come first they are charged normally and the session stays free."""
+    first, *others = book_visits(desk, patient, acu60, 5)
+    _, _, line = visits.do_check_in(acting_user=desk, appointment=first)
+    assert line.covered_by_id == one_left.pk  # the last session
+    calls = [lambda: visits.do_undo_check_in(acting_user=desk, appointment=first)]
+    calls += [lambda a=a: visits.do_check_in(acting_user=desk, appointment=a)[2] for a in others]
+
+    results, errors = race(calls)
+
+    assert errors == []
+    covered = [ln for ln in results[1:] if ln.covered_by_id is not None]
+    assert len(covered) <= 1
+    one_left.refresh_from_db()
+    assert one_left.sessions_used == 2 + len(covered)
+    assert [use.invoice_line_id for use in live_uses(one_left)] == [ln.pk for ln in covered]
+    assert_clean()
+
+
+@pytest.mark.usefixtures("short_lock_timeout")
+def test_a_no_show_and_a_charge_naming_the_same_visit_count_it_once(owner, desk, patient, acu60, one_left):
+    """Rules 2 and 13 at once: the no-show (the policy on) and a manual charge of the same
+    visit both lock the visit first. Whichever is first counts it; the no-show then uses
+    nothing, or the charge is refused (409: undo the no-show first)."""
+    catalog.do_update_clinic(acting_user=owner, changes={"no_show_uses_session": True})
+    one_left.refresh_from_db()
+    sales.do_adjust(acting_user=owner, patient_package=one_left, change=2, reason="room for both")
+    [appointment] = book_visits(desk, patient, acu60, 1)
+    calls = [
+        lambda: visits.do_mark_no_show(acting_user=desk, appointment=appointment),
+        lambda: billing.do_create_invoice(acting_user=desk, patient=patient, lines=[(acu60, appointment)],
+                                          issued_at=appointment.starts_at),
+        lambda: billing.do_create_invoice(acting_user=desk, patient=patient, lines=[(acu60, appointment)],
+                                          issued_at=appointment.starts_at),
+    ]
+
+    results, errors = race(calls)
+
+    assert results[0] is not None  # the no-show is always recorded
+    assert all(isinstance(e, Conflict) and "one visit uses one session" in e.message for e in errors), errors
+    visit_uses = PackageLedgerEntry.objects.filter(appointment_id=appointment.pk, kind=EntryKind.USE,
+                                                   reversed_by__isnull=True)
+    assert visit_uses.count() == 1
+    one_left.refresh_from_db()
+    assert one_left.sessions_used == 1
+    assert_clean()
+
+
+@pytest.mark.postgres_only  # row locks; SQLite queues every writer by design
+@pytest.mark.usefixtures("short_lock_timeout")
+def test_a_check_in_waiting_while_the_payment_uses_its_visits_first_session_counts_the_visit_once(
+        desk, patient, acu60, ten_pack, monkeypatch):
+    """The payment that completes a sale naming this visit for its first session uses that
+    session (rule 5) under the package locks, not the visit's. A check-in of the visit that
+    read the visit's lines before that payment committed, and waited for the packages, must
+    not charge the visit a second session nor drop a first session that is used now."""
+    [appointment] = book_visits(desk, patient, acu60, 1)
+    package, sale = sales.do_sell_package(acting_user=desk, patient=patient, package=ten_pack, use_first_session=True,
+                                          first_session_appointment=appointment, sold_at=SOLD_AT)
+    first_session_used, check_in_done = threading.Event(), threading.Event()
+    use_first_session = billing.use_first_session
+
+    def use_it_then_wait_for_the_check_in(*args: Any, **kwargs: Any) -> None:
+        use_first_session(*args, **kwargs)
+        first_session_used.set()
+        until_the_other_waits_for_a_lock(check_in_done)
+
+    monkeypatch.setattr(billing, "use_first_session", use_it_then_wait_for_the_check_in)
+
+    def pay() -> Any:
+        return billing.do_record_payment(acting_user=desk, invoice=sale, amount=ten_pack.price, method="card",
+                                         received_at=SOLD_AT + dt.timedelta(hours=1))
+
+    def check_in() -> Any:
+        first_session_used.wait(timeout=10)
+        try:
+            return visits.do_check_in(acting_user=desk, appointment=appointment)
+        finally:
+            check_in_done.set()
+
+    _, errors = race([pay, check_in])
+
+    package.refresh_from_db()
+    visit_uses = PackageLedgerEntry.objects.filter(appointment_id=appointment.pk, kind=EntryKind.USE,
+                                                   reversed_by__isnull=True)
+    assert visit_uses.count() == package.sessions_used == 1, (errors, list(visit_uses.values()))
+    assert_clean()
+
+
+@pytest.mark.postgres_only  # row locks; SQLite queues every writer by design
+@pytest.mark.usefixtures("short_lock_timeout")
+def test_a_check_in_racing_a_sale_that_names_its_visit_for_the_first_session_counts_the_visit_once(
+        desk, patient, acu60, ten_pack, one_left, monkeypatch):
+    """A paid sale ticked for this visit uses its first session at once (rule 5). A check-in of
+    the visit that read the visit's lines before the sale committed, then waited for the
+    packages (the patient holds another one), would charge the visit to that other package too:
+    two sessions for one visit. The sale locks the visit it names first, as every charge does."""
+    [appointment] = book_visits(desk, patient, acu60, 1)
+    first_session_used, check_in_done = threading.Event(), threading.Event()
+    use_first_session = billing.use_first_session
+
+    def use_it_then_wait_for_the_check_in(*args: Any, **kwargs: Any) -> None:
+        use_first_session(*args, **kwargs)
+        first_session_used.set()
+        until_the_other_waits_for_a_lock(check_in_done)
+
+    monkeypatch.setattr(billing, "use_first_session", use_it_then_wait_for_the_check_in)
+
+    def sell() -> Any:
+        return sales.do_sell_package(acting_user=desk, patient=patient, package=ten_pack, use_first_session=True,
+                                     first_session_appointment=appointment, sold_at=SOLD_AT,
+                                     payment=(ten_pack.price, "card"))
+
+    def check_in() -> Any:
+        first_session_used.wait(timeout=10)
+        try:
+            return visits.do_check_in(acting_user=desk, appointment=appointment)
+        finally:
+            check_in_done.set()
+
+    _, errors = race([sell, check_in])
+
+    assert errors == []
+    visit_uses = PackageLedgerEntry.objects.filter(appointment_id=appointment.pk, kind=EntryKind.USE,
+                                                   reversed_by__isnull=True)
+    assert visit_uses.count() == 1, list(visit_uses.values("patient_package_id", "invoice_line__kind"))
+    sold = PatientPackage.objects.get(sale_invoice__isnull=False, sold_at=SOLD_AT, package=ten_pack)
+    one_left.refresh_from_db()
+    # As the sale then the check-in, one after the other: the first session moves to the visit's
+    # charge and rule 6 picks the package for it (the older one); one session in all.
+    assert one_left.sessions_used + sold.sessions_used == 2 + 1
+    assert_clean()
+
+
+@pytest.mark.postgres_only  # row locks; SQLite queues every writer by design
+@pytest.mark.usefixtures("short_lock_timeout")
+def test_undoing_a_check_in_while_the_payment_gives_its_first_session_to_the_visit_keeps_the_sales_session(
+        desk, patient, acu60, ten_pack, monkeypatch):
+    """A visit checked in while its sale (ticked for it) was unpaid is charged in full; the
+    payment completing the sale then gives the first session to that charge (rule 5). Undone
+    after the payment, the check-in gives the session back to the sale (used again). An undo
+    that read the visit's lines before the payment committed, and waited for the invoice it
+    covered, gave back the charge's session and left the sale with none."""
+    [appointment] = book_visits(desk, patient, acu60, 1)
+    package, sale = sales.do_sell_package(acting_user=desk, patient=patient, package=ten_pack, use_first_session=True,
+                                          first_session_appointment=appointment, sold_at=SOLD_AT)
+    _, _, charge = visits.do_check_in(acting_user=desk, appointment=appointment)
+    assert charge.covered_by_id is None  # the sale is not paid yet
+    first_session_used, undo_done = threading.Event(), threading.Event()
+    use_first_session = billing.use_first_session
+
+    def use_it_then_wait_for_the_undo(*args: Any, **kwargs: Any) -> None:
+        use_first_session(*args, **kwargs)
+        first_session_used.set()
+        until_the_other_waits_for_a_lock(undo_done)
+
+    monkeypatch.setattr(billing, "use_first_session", use_it_then_wait_for_the_undo)
+
+    def pay() -> Any:
+        return billing.do_record_payment(acting_user=desk, invoice=sale, amount=ten_pack.price, method="card",
+                                         received_at=SOLD_AT + dt.timedelta(hours=1))
+
+    def undo() -> Any:
+        first_session_used.wait(timeout=10)
+        try:
+            return visits.do_undo_check_in(acting_user=desk, appointment=appointment)
+        finally:
+            undo_done.set()
+
+    _, errors = race([pay, undo])
+
+    assert errors == []
+    package.refresh_from_db()
+    assert package.activated_at is not None
+    assert package.sessions_used == 1  # the sale's first session, back on the sale
+    [use] = live_uses(package)
+    assert use.invoice_line.kind == LineKind.FIRST_SESSION and use.invoice_line.invoice_id == sale.pk
+    assert_clean()

@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from django.db import connection, transaction
-from django.db.models import F, Max, QuerySet, Sum
+from django.db.models import F, Max, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -211,6 +211,20 @@ def live_uses_of(appointment_id: int) -> QuerySet:
     return PackageLedgerEntry.objects.filter(
         appointment_id=appointment_id, kind=EntryKind.USE, reversed_by__isnull=True
     )
+
+
+def would_count_a_counted_visit(appointment_id: int, patient_id: int, service_id: int, day: dt.date,
+                                snap: dict[int, Facts], released: dict[int, list[int]]) -> bool:
+    """Whether a charge naming this visit would use a session (rules 1-6, after rule 5 moves the
+    sale's first session for it) while the visit's own charge, or its no-show under the policy,
+    counts it already: one visit, one session, so the charge is refused."""
+    counted = live_uses_of(appointment_id).filter(
+        Q(invoice_line__isnull=True) | Q(invoice_line__kind=LineKind.SERVICE)).exists()
+    if not counted:
+        return False
+    copied = {pid: replace(facts) for pid, facts in snap.items()}
+    covered, _, _ = expected_line(copied, patient_id, service_id, day, list(released.get(appointment_id, [])))
+    return covered is not None
 
 
 def pending_sales() -> dict[int, bool]:
@@ -723,10 +737,18 @@ class PackageTrackingMachine(RuleBasedStateMachine):
         snap, since = snapshot(), last_id(InvoiceLine.objects)
         released = self.releases_for([visit.pk] if visit else [])
         underflow = reversals_underflow([p for ps in released.values() for p in ps])
+        issued_at = self.tick(hours)
+        second_session = visit is not None and would_count_a_counted_visit(
+            visit.pk, patient.pk, lines[0][0].pk, local_day(issued_at), snap, released)
         _, error = attempt(billing.do_create_invoice, acting_user=self.catalog.desk, patient=patient,
-                           lines=lines, issued_at=self.tick(hours))
+                           lines=lines, issued_at=issued_at)
         if underflow:
             assert isinstance(error, Invalid), error
+            return
+        if second_session:
+            # One visit, one session: its charge or its no-show (the policy) counted it already.
+            assert isinstance(error, Conflict) and "one visit uses one session" in error.message, error
+            assert last_id(InvoiceLine.objects) == since
             return
         assert error is None, error
         assert len(self.check_charges(since, snap, released)) == len(lines)
@@ -742,6 +764,9 @@ class PackageTrackingMachine(RuleBasedStateMachine):
         snap, since = snapshot(), last_id(InvoiceLine.objects)
         released = self.releases_for([visit.pk] if visit else [])
         underflow = reversals_underflow([p for ps in released.values() for p in ps])
+        second_session = visit is not None and would_count_a_counted_visit(
+            visit.pk, invoice.patient_id, self.catalog.services[service].pk, local_day(invoice.issued_at), snap,
+            released)
         _, error = attempt(billing.do_add_line, acting_user=self.catalog.desk, invoice=invoice,
                            service=self.catalog.services[service], appointment=visit)
         if invoice.voided_at is not None:
@@ -749,6 +774,11 @@ class PackageTrackingMachine(RuleBasedStateMachine):
             return
         if underflow:
             assert isinstance(error, Invalid), error
+            return
+        if second_session:
+            # One visit, one session: its charge or its no-show (the policy) counted it already.
+            assert isinstance(error, Conflict) and "one visit uses one session" in error.message, error
+            assert last_id(InvoiceLine.objects) == since
             return
         if unpays_a_live_sale(invoice, self.catalog.services[service], visit.pk if visit else None, snap, released):
             # Rule 1 after activation: the charge goes on a new invoice; nothing is written.
@@ -975,6 +1005,22 @@ class PackageTrackingMachine(RuleBasedStateMachine):
         """Rule 1 the other way: a package not cancelled whose sale has nothing left to pay is
         active (or was), whether a payment or a lower total settled it; never stuck pending."""
         assert not paid_off(pending_sales()), "a pending package whose sale is paid in full"
+
+    @invariant()
+    def one_visit_uses_one_session(self) -> None:
+        """A visit is counted by at most one of its charges or its no-show (rules 2 and 13), unless
+        an owner's override put a second on it (the investigator then says POSSIBLE_DOUBLE_USE).
+        A sale's first session is rule 5's: it moves onto the visit's charge, or stays on a
+        cancelled package's sale for a service that package does not cover."""
+        uses: dict[int, list[Any]] = defaultdict(list)
+        for visit, line_kind, decision in PackageLedgerEntry.objects.filter(
+                kind=EntryKind.USE, reversed_by__isnull=True, appointment_id__isnull=False).values_list(
+                "appointment_id", "invoice_line__kind", "invoice_line__coverage_decision"):
+            if line_kind in (None, LineKind.SERVICE):
+                uses[visit].append(decision)
+        for visit, decisions in uses.items():
+            assert len(decisions) == 1 or any((d or {}).get("override") for d in decisions), (
+                f"visit {visit} is counted {len(decisions)} times: {decisions}")
 
     @invariant()
     def every_count_adds_up(self) -> None:

@@ -11,10 +11,12 @@ from collections.abc import Collection, Mapping
 from dataclasses import replace
 from typing import cast
 
+from django.db.models import Q
+
 from .. import rules
 from ..compiled import Compiled, insert
 from ..errors import Conflict
-from ..ledger import live_use_for_line, reverse_entry, use_session
+from ..ledger import live_use_for_line, live_uses_for_visit, reverse_entry, use_session
 from ..locking import lock_patient_packages, with_eligible_ids
 from ..models import Appointment, Invoice, InvoiceLine, PatientPackage, Service, Staff
 from ..models.billing import ZERO, LineKind
@@ -154,6 +156,10 @@ def charge_service(
         # it uses it on this line (rule 5), so the visit is counted then, and once.
         insert(line)
         return line
+    if appointment is not None and on_file is None:
+        # A check-in (`on_file`) keeps a charge on file instead of charging again, and a booked
+        # visit holds no no-show session: only the other charges of a visit need to ask.
+        refuse_a_second_session(appointment.pk)
     # Covered now: a pending sale's first session for this visit is no longer needed, or its
     # activation would count the visit a second time.
     _remove_first_session_lines(pending_first, NOT_NEEDED)
@@ -168,6 +174,31 @@ def charge_service(
     if entry.used_after != used_after:  # never expected: the count moved under the lock
         raise Conflict("The package changed while this was being saved; please try again.")
     return line
+
+
+def refuse_a_second_session(appointment_id: int) -> None:
+    """One visit, one session (rules 2 and 13): a charge naming a visit that its own charge or
+    its no-show (the clinic's no-show policy) counted already is refused rather than use a
+    second session for it, as a no-show of a visit counted already uses none (`do_mark_no_show`)
+    and the apply_to_line fix refuses. A sale's first session for the visit does not count
+    here: rule 5 moves it onto the charge (`release_first_session_of`), or a cancelled
+    package's stays on its sale for a service that package does not cover.
+    Call with the appointment locked (every charge of a visit, and its no-show, lock it first)."""
+    counting = live_uses_for_visit(appointment_id).filter(
+        Q(invoice_line__isnull=True) | Q(invoice_line__kind=LineKind.SERVICE),
+    ).select_related("patient_package", "invoice_line__invoice").order_by("pk").first()
+    if counting is None:
+        return
+    package = counting.patient_package
+    if counting.invoice_line is None:
+        raise Conflict(f"This visit was a no-show and used a session of {package.name} under the clinic's no-show "
+                       "policy; one visit uses one session. To charge the visit, undo the no-show first (its "
+                       "session comes back).", fields={"appointment_id": "visit already counted"})
+    line = counting.invoice_line
+    raise Conflict(f"This visit is already counted: its charge on {line.invoice.number} ({line.description}) used a "
+                   f"session of {package.name}, and one visit uses one session. Remove that line first to charge "
+                   "the visit otherwise, or charge this service without naming the visit.",
+                   fields={"appointment_id": "visit already counted"})
 
 
 def _moved_first_session(decision: rules.Decision, released: list[int],

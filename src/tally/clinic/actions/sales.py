@@ -26,7 +26,7 @@ from ..models.billing import ZERO, LineKind
 from ..models.ledger import EntryKind
 from ..models.scheduling import AppointmentStatus
 from ..rules import end_of_day
-from .billing import METHOD_MAX_LENGTH, activate_paid_packages, load_invoice
+from .billing import METHOD_MAX_LENGTH, activate_paid_packages, load_invoice, lock_visits
 from .common import (
     DESK,
     OWNER,
@@ -82,6 +82,10 @@ def do_sell_package(
     service_ids = list(package.services.values_list("pk", flat=True))
     if not service_ids:
         raise Invalid(f"{package.name} covers no service.", fields={"package_id": "covers no service"})
+    # The visit the first session is for, locked first as every charge of a visit locks it
+    # (locking.py's order): a check-in of it that read its lines before this sale committed
+    # would otherwise charge it to another package too, two sessions for one visit (rule 10).
+    lock_visits([first_session_appointment])
     lock_patient_packages(patient.pk)
     sold_at = sold_at or now()
     invoice = Invoice.objects.create(patient=patient, issued_at=sold_at, created_by=acting_user)

@@ -194,6 +194,13 @@ def do_check_in(
         service = service or appointment.service
         check_line_target(appointment.patient, service, appointment)
         packages = lock_patient_packages(appointment.patient_id)
+        if any(ln.kind == LineKind.FIRST_SESSION for ln in on_file):
+            # A sale's first session for this visit is used, or given to the visit's charge, by
+            # the payment that completes the sale (rule 5), or removed, under the package locks,
+            # not the visit's: read again now that those are held, or a payment that committed
+            # while this waited would leave the visit counted twice. Rare (a sale-day visit),
+            # so the usual check-in reads its lines once.
+            on_file = visit_lines_on_file(appointment.pk)
         created = invoice is None
         if invoice is None:
             invoice = Invoice(patient_id=appointment.patient_id, issued_at=appointment.starts_at,
@@ -238,9 +245,19 @@ def do_undo_check_in(*, acting_user: Staff, appointment: Appointment) -> Appoint
         raise Conflict("This appointment is not checked in.")
     lines = list(live_charges(appointment).select_related("invoice").order_by("pk"))
     first_sessions = released_first_sessions_of(appointment)
-    for invoice_id in sorted({ln.invoice_id for ln in lines} | {ln.invoice_id for ln in first_sessions}):
+    locked = {ln.invoice_id for ln in lines} | {ln.invoice_id for ln in first_sessions}
+    for invoice_id in sorted(locked):
         lock_invoice(invoice_id)
     lock_patient_packages(appointment.patient_id)
+    # Read again under the locks: the payment completing a sale ticked for this visit gives its
+    # first session to the visit's charge (rule 5) under the invoice and package locks, not the
+    # visit's; read before it committed, the undo gave back the charge's session and left the
+    # sale without its first session. An invoice only the new read names is locked without
+    # waiting, as it comes after the package locks (a busy one is a 409 "try again").
+    lines = list(live_charges(appointment).select_related("invoice").order_by("pk"))
+    first_sessions = released_first_sessions_of(appointment)
+    for invoice_id in sorted(({ln.invoice_id for ln in lines} | {ln.invoice_id for ln in first_sessions}) - locked):
+        lock_invoice(invoice_id, nowait=True)
     before = snapshot(appointment)
     given_back = {line.covered_by_id for line in lines if line.covered_by_id is not None}
     for line in lines:
