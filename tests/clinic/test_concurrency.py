@@ -452,6 +452,34 @@ def test_a_no_show_and_a_charge_naming_the_same_visit_count_it_once(owner, desk,
     assert_clean()
 
 
+def paused_after_using_a_first_session(monkeypatch) -> tuple[threading.Event, threading.Event]:
+    """Rule 5's first session, once used, waits until the other racer waits for a lock; returns
+    (used, other_done) for `once_used` to start the other racer at that moment."""
+    used, other_done = threading.Event(), threading.Event()
+    use_first_session = billing.use_first_session
+
+    def use_it_then_wait(*args: Any, **kwargs: Any) -> None:
+        use_first_session(*args, **kwargs)
+        used.set()
+        until_the_other_waits_for_a_lock(other_done)
+
+    monkeypatch.setattr(billing, "use_first_session", use_it_then_wait)
+    return used, other_done
+
+
+def once_used(events: tuple[threading.Event, threading.Event], action: Callable[[], Any]) -> Callable[[], Any]:
+    used, other_done = events
+
+    def run() -> Any:
+        used.wait(timeout=10)
+        try:
+            return action()
+        finally:
+            other_done.set()
+
+    return run
+
+
 @pytest.mark.postgres_only  # row locks; SQLite queues every writer by design
 @pytest.mark.usefixtures("short_lock_timeout")
 def test_a_check_in_waiting_while_the_payment_uses_its_visits_first_session_counts_the_visit_once(
@@ -463,28 +491,13 @@ def test_a_check_in_waiting_while_the_payment_uses_its_visits_first_session_coun
     [appointment] = book_visits(desk, patient, acu60, 1)
     package, sale = sales.do_sell_package(acting_user=desk, patient=patient, package=ten_pack, use_first_session=True,
                                           first_session_appointment=appointment, sold_at=SOLD_AT)
-    first_session_used, check_in_done = threading.Event(), threading.Event()
-    use_first_session = billing.use_first_session
-
-    def use_it_then_wait_for_the_check_in(*args: Any, **kwargs: Any) -> None:
-        use_first_session(*args, **kwargs)
-        first_session_used.set()
-        until_the_other_waits_for_a_lock(check_in_done)
-
-    monkeypatch.setattr(billing, "use_first_session", use_it_then_wait_for_the_check_in)
+    paused = paused_after_using_a_first_session(monkeypatch)
 
     def pay() -> Any:
         return billing.do_record_payment(acting_user=desk, invoice=sale, amount=ten_pack.price, method="card",
                                          received_at=SOLD_AT + dt.timedelta(hours=1))
 
-    def check_in() -> Any:
-        first_session_used.wait(timeout=10)
-        try:
-            return visits.do_check_in(acting_user=desk, appointment=appointment)
-        finally:
-            check_in_done.set()
-
-    _, errors = race([pay, check_in])
+    _, errors = race([pay, once_used(paused, lambda: visits.do_check_in(acting_user=desk, appointment=appointment))])
 
     package.refresh_from_db()
     visit_uses = PackageLedgerEntry.objects.filter(appointment_id=appointment.pk, kind=EntryKind.USE,
@@ -502,29 +515,14 @@ def test_a_check_in_racing_a_sale_that_names_its_visit_for_the_first_session_cou
     packages (the patient holds another one), would charge the visit to that other package too:
     two sessions for one visit. The sale locks the visit it names first, as every charge does."""
     [appointment] = book_visits(desk, patient, acu60, 1)
-    first_session_used, check_in_done = threading.Event(), threading.Event()
-    use_first_session = billing.use_first_session
-
-    def use_it_then_wait_for_the_check_in(*args: Any, **kwargs: Any) -> None:
-        use_first_session(*args, **kwargs)
-        first_session_used.set()
-        until_the_other_waits_for_a_lock(check_in_done)
-
-    monkeypatch.setattr(billing, "use_first_session", use_it_then_wait_for_the_check_in)
+    paused = paused_after_using_a_first_session(monkeypatch)
 
     def sell() -> Any:
         return sales.do_sell_package(acting_user=desk, patient=patient, package=ten_pack, use_first_session=True,
                                      first_session_appointment=appointment, sold_at=SOLD_AT,
                                      payment=(ten_pack.price, "card"))
 
-    def check_in() -> Any:
-        first_session_used.wait(timeout=10)
-        try:
-            return visits.do_check_in(acting_user=desk, appointment=appointment)
-        finally:
-            check_in_done.set()
-
-    _, errors = race([sell, check_in])
+    _, errors = race([sell, once_used(paused, lambda: visits.do_check_in(acting_user=desk, appointment=appointment))])
 
     assert errors == []
     visit_uses = PackageLedgerEntry.objects.filter(appointment_id=appointment.pk, kind=EntryKind.USE,
@@ -552,28 +550,14 @@ def test_undoing_a_check_in_while_the_payment_gives_its_first_session_to_the_vis
                                           first_session_appointment=appointment, sold_at=SOLD_AT)
     _, _, charge = visits.do_check_in(acting_user=desk, appointment=appointment)
     assert charge.covered_by_id is None  # the sale is not paid yet
-    first_session_used, undo_done = threading.Event(), threading.Event()
-    use_first_session = billing.use_first_session
-
-    def use_it_then_wait_for_the_undo(*args: Any, **kwargs: Any) -> None:
-        use_first_session(*args, **kwargs)
-        first_session_used.set()
-        until_the_other_waits_for_a_lock(undo_done)
-
-    monkeypatch.setattr(billing, "use_first_session", use_it_then_wait_for_the_undo)
+    paused = paused_after_using_a_first_session(monkeypatch)
 
     def pay() -> Any:
         return billing.do_record_payment(acting_user=desk, invoice=sale, amount=ten_pack.price, method="card",
                                          received_at=SOLD_AT + dt.timedelta(hours=1))
 
-    def undo() -> Any:
-        first_session_used.wait(timeout=10)
-        try:
-            return visits.do_undo_check_in(acting_user=desk, appointment=appointment)
-        finally:
-            undo_done.set()
-
-    _, errors = race([pay, undo])
+    _, errors = race([pay, once_used(paused, lambda: visits.do_undo_check_in(acting_user=desk,
+                                                                              appointment=appointment))])
 
     assert errors == []
     package.refresh_from_db()
