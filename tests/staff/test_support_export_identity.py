@@ -17,6 +17,7 @@ from django.urls import reverse
 
 from tally.clinic.actions import billing, catalog, sales, visits
 from tally.clinic.investigator.service import apply_fix
+from tally.clinic.models import Staff
 
 NY = dt.timezone(dt.timedelta(hours=-5))
 # Everything that identifies Quilla Zqxwv, as it may appear in a text someone typed.
@@ -42,7 +43,10 @@ def typed_history(desk, owner, quilla, acu60, ten_pack):
     billing.do_remove_line(acting_user=desk, invoice=invoice, line_id=line.pk,
                            reason="Quilla Zqxwv says she was not treated")
     gone = visits.do_book(acting_user=desk, patient=quilla, service=acu60, starts_at=at(3, 11))
-    visits.do_delete_appointment(acting_user=owner, appointment=gone,
+    # Deleted by an owner who shares her surname: the investigator names who removed a tombstone.
+    relative = Staff.objects.create_user("rz", password="correct horse battery staple", role="owner",
+                                         first_name="Rosa", last_name="Zqxwv")
+    visits.do_delete_appointment(acting_user=relative, appointment=gone,
                                  reason="Zqxwv called from 212-555-0199 to say it was a duplicate")
     sales.do_adjust(acting_user=owner, patient_package=pack, change=-1,
                     reason="paper card of Ms Zqxwv (born 13 Sep 1971)")

@@ -90,9 +90,10 @@ def support_investigation(patient: Patient, *, anonymous: bool) -> tuple[list[In
 
 
 # The keys of a summary or a timeline event whose values are text people wrote (a package's or
-# a service's name, a line's description, a payment's method); the others are codes, ids, amounts
+# a service's name, a line's description, a payment's method, the staff member who removed a
+# tombstone, who may share the patient's name); the others are codes, ids, amounts
 # and dates, left as they are even for a patient named like one ("Active", "Visit").
-TEXT_KEYS = frozenset({"name", "service", "description", "method"})
+TEXT_KEYS = frozenset({"name", "service", "description", "method", "by"})
 
 
 def scrub_texts(record: dict[str, Any], scrub: Callable[[str], str]) -> dict[str, Any]:
