@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 # Reason codes, shared with `InvoiceLine.not_covered_reason` and the investigator.
 PACKAGE_NOT_PAID = "PACKAGE_NOT_PAID"
@@ -109,6 +110,13 @@ def not_covered_reason(
         return SERVICE_NOT_IN_PACKAGE
     latest = max(eligible, key=lambda p: (p.sold_at, p.id))
     return dict(considered)[latest.id]
+
+
+def paid_past_the_line(paid: Decimal, total: Decimal, line_amount: Decimal) -> bool:
+    """Whether payments on an invoice already pay for this line (more was paid than the rest
+    of the invoice comes to), so that a fix may not make the line free: refund that payment
+    first (SPEC "Fixes"). One test for the fix that refuses and the finding that says so."""
+    return paid > 0 and paid > total - line_amount
 
 
 def last_valid_day(activated_on: dt.date | None, valid_days: int | None) -> dt.date | None:

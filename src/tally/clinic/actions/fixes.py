@@ -26,7 +26,7 @@ from ..models import (
     Staff,
     Tombstone,
 )
-from ..models.billing import ZERO, LineKind
+from ..models.billing import LineKind
 from ..models.ledger import EntryKind
 from ..models.scheduling import AppointmentStatus, TombstoneKind
 from ..money import format_money
@@ -124,7 +124,7 @@ def do_apply_to_line(
         raise Conflict("This visit is already counted: another of its charges, or the sale's first session, "
                        "used a session for it. One visit uses one session; an owner may adjust the count.")
     current = load_invoice(invoice.pk)
-    if current.paid > ZERO and current.paid > current.total - line.amount:
+    if rules.paid_past_the_line(current.paid, current.total, line.amount):
         raise Conflict(f"{current.number} is already paid: refund that payment first, then apply the package.")
     tz = clinic_tz()
     invoice_date = local_date(invoice.issued_at, tz)

@@ -233,9 +233,9 @@ class Walk:
     def paid_for(self, line: LineFact) -> bool:
         """Whether the line's invoice is paid, so that applying a package to the line is refused
         until that payment is refunded (the fixes' 409, SPEC.md "Fixes"): the test do_apply_to_line
-        makes, on the same totals."""
+        makes (rules.paid_past_the_line), on the same totals."""
         invoice = self.invoices[line.invoice_id]
-        return invoice.paid > 0 and invoice.paid > invoice.total - line.amount
+        return rules.paid_past_the_line(invoice.paid, invoice.total, line.amount)
 
     def refund_first(self, line: LineFact) -> str:
         """What a finding whose fix waits for a refund says instead of offering it."""
