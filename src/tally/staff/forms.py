@@ -320,7 +320,7 @@ class AddLineForm(forms.Form):
         model_field(self, "service").queryset = active_services()
 
 
-class NewInvoiceForm(AddLineForm):
+class ChargeForm(AddLineForm):
     """A manual invoice's line, and the visit of the invoice's day it charges (rule 2): tied to
     the visit, its check-in keeps this charge instead of charging the visit a second time. For
     a new invoice (today) and for a line added to an invoice (its date)."""

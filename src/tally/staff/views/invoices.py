@@ -12,6 +12,7 @@ from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
+from django.utils import timezone
 
 from tally.clinic.actions.billing import (
     do_add_line,
@@ -26,7 +27,7 @@ from tally.clinic.errors import ClinicError
 from tally.clinic.models import Invoice, InvoiceLine, Patient
 from tally.clinic.models.billing import ZERO
 
-from ..forms import NewInvoiceForm, PaymentForm, ReasonForm, RefundForm
+from ..forms import ChargeForm, PaymentForm, ReasonForm, RefundForm
 from .auth import safe_next
 from .common import (
     ANY_STAFF,
@@ -39,7 +40,7 @@ from .common import (
     shows,
     staff_view,
 )
-from .sales import todays_visits, visits_on
+from .sales import uncharged_visits_on
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +74,12 @@ def invoice_context(request: StaffRequest, invoice: Invoice, *, edit: bool = Fal
     }
 
 
-def add_line_form(request: StaffRequest, invoice: Invoice, data: Any = None) -> NewInvoiceForm:
+def add_line_form(request: StaffRequest, invoice: Invoice, data: Any = None) -> ChargeForm:
     """Add service, offering the invoice day's visits not charged yet: a line for one of them
     is that visit's charge, which its check-in keeps (rule 2), not a second session."""
     tz = request.clinic.tz
-    visits = visits_on(invoice.patient, invoice.issued_at.astimezone(tz).date(), tz)
-    visits = visits.filter(charged=False)  # type: ignore[misc]  # visits_on annotates it
-    return NewInvoiceForm(data, visits=visits, visit_label="For a visit that day")
+    visits = uncharged_visits_on(invoice.patient, invoice.issued_at.astimezone(tz).date(), tz)
+    return ChargeForm(data, visits=visits, visit_label="For a visit that day")
 
 
 @staff_view(*ANY_STAFF)
@@ -227,9 +227,9 @@ def invoice_new(request: StaffRequest, patient_id: int) -> HttpResponse:
     """A manual invoice for one service (more can be added on the invoice)."""
     patient = get_object_or_404(Patient, pk=patient_id)
     shows(request, "patient.view", Shown(patient.pk, "patient", patient.pk))
-    visits = todays_visits(patient, request.clinic.tz).filter(charged=False)  # type: ignore[misc]  # annotated
+    visits = uncharged_visits_on(patient, timezone.localdate(timezone=request.clinic.tz), request.clinic.tz)
     initial = {"visit": visits[0].pk} if len(visits) == 1 else {}
-    form = NewInvoiceForm(posted(request), initial=initial, visits=visits)
+    form = ChargeForm(posted(request), initial=initial, visits=visits)
     if request.method == "POST" and form.is_valid():
         try:
             invoice = do_create_invoice(acting_user=request.user, patient=patient,

@@ -52,6 +52,12 @@ def visits_on(patient: Patient, day: dt.date, tz: dt.tzinfo) -> QuerySet[Appoint
     )
 
 
+def uncharged_visits_on(patient: Patient, day: dt.date, tz: dt.tzinfo) -> QuerySet[Appointment]:
+    """The day's visits with no live charge yet: those a manual charge may name (rule 2), so
+    that their check-in keeps that charge instead of using a second session."""
+    return visits_on(patient, day, tz).filter(charged=False)  # type: ignore[misc]  # visits_on annotates it
+
+
 def left_uncounted(visits: QuerySet[Appointment], tz: dt.tzinfo) -> list[Appointment]:
     """Today's visits that no package counts and none will: a booked visit not charged yet that
     a package the patient holds covers is counted by its check-in (as its check-in page says),
