@@ -106,6 +106,13 @@ class TallyServer(BaseApplication):
         return application
 
 
+# gunicorn's default line has the request's query string ("%(r)s") and the Referer ("%(f)s"),
+# which carry patient names (?q=Smith), deletion reasons (?reason=...) and the page staff came
+# from: the access log is kept and shipped apart from the database, outside the audit log's
+# access rules. The path alone (ids, never names), the method, status, size and timing.
+ACCESS_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s "%(a)s" %(M)sms'
+
+
 def gunicorn_options(host: str, port: int, workers: int | None, threads: int | None = None) -> dict[str, Any]:
     bind = f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
     return {
@@ -116,6 +123,7 @@ def gunicorn_options(host: str, port: int, workers: int | None, threads: int | N
         "timeout": 60,
         "graceful_timeout": 10,
         "accesslog": "-",
+        "access_log_format": ACCESS_LOG_FORMAT,
         "errorlog": "-",
         "loglevel": "info",
         "proc_name": "tally",
