@@ -260,9 +260,15 @@ def invoice_print(request: StaffRequest, invoice_id: int) -> HttpResponse:
 
 
 def html_to_pdf(html: str, base_url: str) -> bytes:
+    """The PDF of Tally's own HTML. WeasyPrint's default fetcher opens any http(s), ftp or
+    file URL the HTML names: the server would fetch from the clinic's network, draw a local
+    file into a patient's invoice, or call itself (a worker waiting on a worker). Only inline
+    data: URLs are read; the page's styles are inline."""
     import weasyprint  # imported here: it loads pango at import time
+    from weasyprint.urls import URLFetcher
 
-    return weasyprint.HTML(string=html, base_url=base_url).write_pdf()
+    return weasyprint.HTML(string=html, base_url=base_url,
+                           url_fetcher=URLFetcher(allowed_protocols={"data"}, allow_redirects=False)).write_pdf()
 
 
 @staff_view(*ANY_STAFF)
