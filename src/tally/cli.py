@@ -96,6 +96,27 @@ def ensure_secret_key() -> None:
     os.environ["TALLY_SECRET_KEY"] = key
 
 
+COMMANDS_THAT_CREATE_THE_DATABASE = {"init", "demo", "migrate"}
+
+
+def create_private_database_file() -> None:
+    """A new SQLite database file is made readable and writable by its owner alone (0600), as
+    backups and the key file are: it holds patients' health data, password hashes, two-factor
+    secrets and the live sessions. SQLite would create it with the umask's mode (0644 usually:
+    every local user could read it), and gives its -wal, -shm (and Tally its -queue) the
+    database's mode. An empty file is an empty database. An existing file is left as it is."""
+    import dj_database_url
+
+    name = str(dj_database_url.parse(database_url()).get("NAME") or "")
+    if not name or name == ":memory:" or not database_url().startswith("sqlite:"):
+        return
+    path = Path(name).expanduser()
+    if not path.parent.is_dir():
+        return  # the command says what is wrong with the path itself
+    with contextlib.suppress(FileExistsError, PermissionError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 def database_has_audit_events() -> bool:
     """Whether the configured database exists and holds audit events, asked before Django
     starts (the secret key must be settled first). Any failure counts as no: the command
@@ -198,6 +219,8 @@ def run(argv: list[str] | None) -> None:
     ensure_secret_key()
     if not args[0].startswith("-"):
         args[0] = args[0].replace("-", "_")  # tally verify-audit runs the verify_audit command
+    if args[0] in COMMANDS_THAT_CREATE_THE_DATABASE:
+        create_private_database_file()  # the others refuse a missing database and create nothing
     from django.core.management import execute_from_command_line
 
     execute_from_command_line(["tally", *args])

@@ -41,6 +41,21 @@ def test_init_creates_the_database_and_a_private_secret_key_and_can_run_again(ta
         assert db.execute("select count(*) from clinic_clinicsettings").fetchone()[0] == 1
 
 
+def test_init_creates_a_database_only_its_owner_can_read(tally):
+    """Patients' health data, password hashes, two-factor secrets and live sessions: with the
+    usual umask (022) the file was created readable by every local user, while backups were 0600."""
+    previous = os.umask(0o022)
+    try:
+        result = tally("init")
+    finally:
+        os.umask(previous)
+    assert result.returncode == 0, result.stderr
+    files = [path for path in tally.cwd.iterdir() if path.name.startswith(tally.database.name)]
+    assert tally.database in files
+    for path in files:  # the database, and SQLite's -wal and -shm and the writer queue beside it
+        assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, f"{path.name} is {oct(path.stat().st_mode)}"
+
+
 def test_createuser_adds_staff_and_refuses_duplicates_bad_roles_and_weak_passwords_in_one_line(tally):
     assert tally("init").returncode == 0
     made = tally("createuser", "ana", "--role", "owner", "--password", PASSWORD, "--first-name", "Ana")
