@@ -109,3 +109,16 @@ def test_investigate_names_the_currency_of_every_amount_as_the_pages_do(troubled
     clinic.save()
     text = run("investigate", patient.patient_number)
     assert "paid €800.00 · balance €0.00" in text
+
+
+def test_investigate_prints_no_terminal_control_characters_staff_typed(desk, troubled, patient, clinic):
+    """A patient named by the front desk (or an integration) with escape sequences must not
+    drive the owner's terminal: retitle it, clear the screen over the findings, or on some
+    terminals write the clipboard (OSC 52). They are shown, escaped, as what they are."""
+    from tally.clinic.actions.catalog import do_create_patient
+
+    hostile = do_create_patient(acting_user=desk, first_name="Ann\x1b]52;c;cm0gLXJmIH4=\x07",
+                                last_name="Lee\x1b[2J\x1b[H\u202e")
+    text = run("investigate", hostile.patient_number)
+    assert "\x1b" not in text and "\x07" not in text and "\u202e" not in text
+    assert "Ann\\x1b]52;c;cm0gLXJmIH4=\\x07 Lee\\x1b[2J\\x1b[H\\u202e" in text

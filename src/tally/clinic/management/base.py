@@ -8,6 +8,7 @@ not created empty on the way.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,19 @@ from django.db import DatabaseError, connection
 from django.db.migrations.executor import MigrationExecutor
 
 from tally.unavailable import first_line, is_unavailable
+
+# C0 and C1 control characters (ESC starts every terminal escape sequence; BEL ends OSC ones)
+# and the bidirectional overrides and isolates, which reorder what a line shows.
+_TERMINAL_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def terminal_text(text: str) -> str:
+    """Text staff typed (a patient's name, a package's, a service's), fit to print on a
+    terminal: each control character written as its escape (`\\x1b`), never sent as itself.
+    A name holding escape sequences would otherwise drive the terminal of the owner running
+    the command: retitle it, clear the findings off the screen, on some terminals write the
+    clipboard (OSC 52)."""
+    return _TERMINAL_CONTROLS.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def check_database_ready() -> None:

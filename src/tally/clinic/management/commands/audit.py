@@ -7,7 +7,7 @@ import sys
 
 from tally.clinic.audit import Shown, command_line_details, record_reads
 from tally.clinic.investigator.service import clinic_audit
-from tally.clinic.management.base import ClinicCommand
+from tally.clinic.management.base import ClinicCommand, terminal_text
 from tally.clinic.spreadsheet import SafeWriter
 
 
@@ -45,7 +45,7 @@ class Command(ClinicCommand):
         for r in rows:
             style = {"error": self.style.ERROR, "warning": self.style.WARNING}.get(r.worst_severity, str)
             self.stdout.write(style(f"{r.worst_severity:<8} {r.patient_number}  #{r.patient_package_id:<6} "
-                                    f"{r.package_name[:30]:<30} {', '.join(r.codes)}"))
+                                    f"{terminal_text(r.package_name)[:30]:<30} {', '.join(r.codes)}"))
 
     @staticmethod
     def progress_bar(done: int, total: int) -> None:

@@ -8,7 +8,7 @@ from django.core.management.base import CommandError
 
 from tally.clinic.audit import Shown, command_line_details, record_reads
 from tally.clinic.investigator.export import patient_export, reason_label, support_investigation
-from tally.clinic.management.base import ClinicCommand
+from tally.clinic.management.base import ClinicCommand, terminal_text
 from tally.clinic.models import ClinicSettings, Patient
 from tally.clinic.models.patients import parse_patient_number
 from tally.clinic.money import format_money
@@ -42,7 +42,7 @@ class Command(ClinicCommand):
             data = patient_export(patient, packages, orphans, tz, anonymous=options["anonymous"])
             self.stdout.write(json.dumps(data, indent=2))
             return
-        name = "" if options["anonymous"] else f" {patient.full_name}"
+        name = "" if options["anonymous"] else f" {terminal_text(patient.full_name)}"
         self.stdout.write(self.style.MIGRATE_HEADING(f"{patient.patient_number}{name}"))
         if not packages:
             self.stdout.write("  No package sold to this patient.")
@@ -50,7 +50,7 @@ class Command(ClinicCommand):
             s = inv.summary
             self.stdout.write("")
             self.stdout.write(self.style.MIGRATE_LABEL(
-                f"{s['name']}: {s['sessions_used']} of {s['sessions_total']} used · {s['sessions_remaining']} left · "
+                f"{terminal_text(s['name'])}: {s['sessions_used']} of {s['sessions_total']} used · {s['sessions_remaining']} left · "
                 f"{s['status'].replace('_', ' ')}"))
             sold = s["sold_at"].astimezone(tz)
             self.stdout.write(f"  sold {sold:%d %b %Y} · paid {format_money(s['paid'], currency)} · "
@@ -66,7 +66,7 @@ class Command(ClinicCommand):
                     continue
                 when = event["at"].astimezone(tz)
                 outcome = "counted" if event["counted"] else f"not counted: {reason_label(event['reason'])}"
-                self.stdout.write(f"    {when:%d %b %Y %H:%M}  {event['service']:<28} {event['status']:<10} {outcome}")
+                self.stdout.write(f"    {when:%d %b %Y %H:%M}  {terminal_text(event['service']):<28} {event['status']:<10} {outcome}")
         if orphans:
             self.stdout.write("")
             self.stdout.write(self.style.MIGRATE_LABEL("Visits that belong to no package"))
@@ -75,7 +75,7 @@ class Command(ClinicCommand):
 
     def write_finding(self, finding) -> None:
         style = {"error": self.style.ERROR, "warning": self.style.WARNING}.get(finding.severity, str)
-        self.stdout.write(style(f"  {MARKS[finding.severity]} {finding.code}: {finding.message}"))
+        self.stdout.write(style(f"  {MARKS[finding.severity]} {finding.code}: {terminal_text(finding.message)}"))
         if finding.fix:
             params = ", ".join(f"{k}={v}" for k, v in finding.fix["params"].items())
             self.stdout.write(f"     fix: {finding.fix['action']}({params})")
