@@ -46,3 +46,27 @@ def test_an_owner_still_opens_the_admin(owner, clinic, settings):
     client = Client()
     client.force_login(created)
     assert client.get("/admin/").status_code == 200
+
+
+def test_the_admin_shows_no_two_factor_secret_and_cannot_change_two_factor(owner, clinic, settings):
+    """django-otp registers its devices in the admin: every staff member's TOTP secret (the key
+    and a QR code of it), and adding, changing or deleting devices, none of it in the audit log.
+    Whoever held an owner's session could read a colleague's second factor, or give themselves
+    one for any account, unseen. Two-factor is set up and turned off on the staff site with a
+    code, and reset by `tally resettwofactor`, all audited; the admin has none of it."""
+    from tally.clinic.actions.two_factor import do_add_known_device
+
+    settings.TALLY_OWNER_2FA_REQUIRED = False
+    owner.is_staff = owner.is_superuser = True
+    owner.save()
+    colleague = do_create_staff(acting_user=None, username="otto", role="front_desk", password=PASSWORD)
+    device = do_add_known_device(acting_user=None, staff=colleague, key=b"colleague-secret-key".hex())
+    admin = Client()
+    admin.force_login(owner)
+    index = admin.get("/admin/")
+    assert index.status_code == 200
+    assert b"otp_totp" not in index.content and b"TOTP" not in index.content
+    assert admin.get("/admin/otp_totp/totpdevice/").status_code == 404
+    assert admin.get(f"/admin/otp_totp/totpdevice/{device.pk}/change/").status_code == 404
+    assert admin.get(f"/admin/otp_totp/totpdevice/{device.pk}/config/").status_code == 404
+    assert admin.get("/admin/auth/group/").status_code == 404  # unused, and not audited either

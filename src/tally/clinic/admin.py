@@ -6,15 +6,28 @@ Django's LogEntry. The events are `admin.<model>.add|change`. Nothing is deleted
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, cast
 
 from django.contrib import admin
+from django.contrib.admin.exceptions import NotRegistered
 from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.models import Group
 from django.db import models
 from django.http import HttpRequest
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from .audit import record, request_ip, snapshot
 from .models import Package, Service, Staff
+
+# Registered by their apps (loaded before this one), and taken out again. django-otp's devices:
+# every staff member's two-factor secret (the key, a QR code of it) and adding, changing or
+# deleting devices, none of it audited; two-factor is set up and turned off on the staff site
+# with a code, and reset by `tally resettwofactor`, all audited. Groups: unused by Tally (the
+# role decides), and granting permissions through one would not be audited either.
+for _model in (TOTPDevice, Group):
+    with contextlib.suppress(NotRegistered):
+        admin.site.unregister(_model)
 
 _BEFORE = "_tally_audit_before"
 
