@@ -70,3 +70,29 @@ def test_the_admin_shows_no_two_factor_secret_and_cannot_change_two_factor(owner
     assert admin.get(f"/admin/otp_totp/totpdevice/{device.pk}/change/").status_code == 404
     assert admin.get(f"/admin/otp_totp/totpdevice/{device.pk}/config/").status_code == 404
     assert admin.get("/admin/auth/group/").status_code == 404  # unused, and not audited either
+
+
+def test_the_admin_shows_sign_in_attempts_but_cannot_erase_them(owner, clinic, settings):
+    """django-axes registers its records of sign-ins, failures and pauses in the admin, where an
+    owner could delete them (one by one or with its clean-up action), outside the audit log:
+    whoever held an owner's session could erase the trace of their guessing, or lift a pause
+    on another account to go on guessing its password or codes. They are read-only here."""
+    from axes.models import AccessAttempt, AccessFailureLog, AccessLog
+
+    settings.TALLY_OWNER_2FA_REQUIRED = False
+    owner.is_staff = owner.is_superuser = True
+    owner.save()
+    attempt = AccessAttempt.objects.create(username="otto", ip_address="10.0.0.9", user_agent="x",
+                                           failures_since_start=5, get_data="", post_data="")
+    failure = AccessFailureLog.objects.create(username="otto", ip_address="10.0.0.9", user_agent="x")
+    log = AccessLog.objects.create(username="owner", ip_address="10.0.0.9", user_agent="x")
+    admin = Client()
+    admin.force_login(owner)
+    for model, row in ((AccessAttempt, attempt), (AccessFailureLog, failure), (AccessLog, log)):
+        url = f"/admin/axes/{model._meta.model_name}/"
+        assert admin.get(url).status_code == 200  # still there to read
+        assert admin.post(f"{url}{row.pk}/delete/", {"post": "yes"}).status_code == 403
+        admin.post(url, {"action": "delete_selected", "_selected_action": [row.pk], "post": "yes"})
+        assert model.objects.filter(pk=row.pk).exists()
+    admin.post("/admin/axes/accessattempt/", {"action": "cleanup_expired_attempts", "_selected_action": [attempt.pk]})
+    assert AccessAttempt.objects.filter(pk=attempt.pk).exists()

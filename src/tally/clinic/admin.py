@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any, cast
 
+from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 from django.contrib import admin
 from django.contrib.admin.exceptions import NotRegistered
 from django.contrib.auth.admin import UserAdmin
@@ -28,6 +29,32 @@ from .models import Package, Service, Staff
 for _model in (TOTPDevice, Group):
     with contextlib.suppress(NotRegistered):
         admin.site.unregister(_model)
+
+
+def read_only(registered: type[admin.ModelAdmin]) -> type[admin.ModelAdmin]:
+    """An app's admin that shows its rows and changes none: no delete, no change, no actions."""
+
+    class ReadOnly(registered):  # type: ignore[valid-type, misc]  # a class known only at run time
+        actions: list = []
+
+        def has_change_permission(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
+            return False
+
+        def has_delete_permission(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
+            return False
+
+    ReadOnly.__name__ = ReadOnly.__qualname__ = f"ReadOnly{registered.__name__}"
+    return ReadOnly
+
+
+# django-axes' records of sign-ins, failures and pauses: read-only. Deleting one (or its
+# clean-up action) went unaudited, and erased the trace of someone's guessing or lifted the
+# pause on another account so the guessing could go on.
+for _model in (AccessAttempt, AccessLog, AccessFailureLog):
+    if admin.site.is_registered(_model):
+        _registered = type(admin.site.get_model_admin(_model))
+        admin.site.unregister(_model)
+        admin.site.register(_model, read_only(_registered))
 
 _BEFORE = "_tally_audit_before"
 
