@@ -417,3 +417,16 @@ def test_the_audit_log_is_owner_only_and_filters_by_patient(desk_history, owner_
 
 def test_the_audit_log_of_an_unknown_patient_is_404(owner_api):
     assert_error(owner_api.get("/audit-log", patient_id=999999), 404, "not_found")
+
+
+def test_a_practitioner_may_not_investigate_as_on_the_staff_site(desk_history, practitioner_api):
+    """Investigations are the front desk's (SPEC, Who uses it); the staff site refuses them to a
+    practitioner, whose chart is read-only and shows no tombstone. Over the API they read every
+    deleted visit with the reason the owner typed, removed charges, refunds and adjustments."""
+    h = desk_history
+    package, _ = h.sell(1)
+    appointment = h.book(5)
+    assert h.owner_api.delete(f"/appointments/{appointment}", reason="patient asked: see safeguarding note").status_code == 204
+    assert_error(practitioner_api.get(f"/patient-packages/{package}/investigation"), 403, "forbidden")
+    assert_error(practitioner_api.get(f"/patients/{h.patient}/investigation"), 403, "forbidden")
+    assert h.ok(h.api.get(f"/patients/{h.patient}/investigation"))["packages"]

@@ -10,7 +10,7 @@ from django.http import HttpRequest
 from ninja import Query, Router, Schema
 from pydantic import Field
 
-from tally.clinic.actions.common import ANY_STAFF, DESK, OWNER, require_role
+from tally.clinic.actions.common import DESK, OWNER, require_role
 from tally.clinic.errors import Invalid
 from tally.clinic.investigator.export import finding_dict as finding_out
 from tally.clinic.investigator.export import investigation_dict as investigation_out
@@ -170,8 +170,9 @@ class AuditLogParams(PageParams):
 def package_investigation(request: HttpRequest, patient_package_id: Id,
                           query: Query[ExpectedUsed]) -> dict[str, Any]:
     """Why the count is what it is: summary, all-time timeline, findings with their fixes.
-    With `expected_used`, the findings that can account for the difference come first."""
-    require_role(viewer(request), *ANY_STAFF, doing="investigate packages")
+    With `expected_used`, the findings that can account for the difference come first.
+    Front desk and owner (SPEC): a practitioner's chart is read-only and shows no tombstone, `403`."""
+    require_role(viewer(request), *DESK, doing="investigate packages")
     result = investigation_out(investigate_package(patient_package_id, expected_used=query.expected_used),
                                clinic_tz())
     audit_read(request, "patient_package.investigate",
@@ -181,8 +182,9 @@ def package_investigation(request: HttpRequest, patient_package_id: Id,
 
 @router.get("/patients/{patient_id}/investigation", response={200: PatientInvestigationOut, **READ_ERRORS})
 def patient_investigation(request: HttpRequest, patient_id: Id) -> dict[str, Any]:
-    """Every package of the patient, and the visit-level findings that belong to no package."""
-    require_role(viewer(request), *ANY_STAFF, doing="investigate patients")
+    """Every package of the patient, and the visit-level findings that belong to no package.
+    Front desk and owner, as the staff site's investigation page."""
+    require_role(viewer(request), *DESK, doing="investigate patients")
     tz = clinic_tz()
     patient = get_or_404(Patient.objects.all(), patient_id, "patient")
     packages, orphans = investigate_patient(patient.pk)
