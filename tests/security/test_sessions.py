@@ -317,3 +317,29 @@ def test_tokens_from_before_origins_were_recorded_are_read_from_their_label(desk
     assert dict(ApiToken.objects.values_list("label", "origin")) == {
         "api": "password", "command line": "command_line", "tally demo": "command_line",
         "nightly export": "command_line"}
+
+
+def test_a_promotion_to_owner_revokes_the_tokens_signed_in_without_a_code(desk, clinic, settings):
+    """Owners sign in to the API with a two-factor code. A front desk's tokens were issued
+    without one: promoted to owner, they kept working with the owner's powers (the audit log,
+    the catalog, permanent deletion) for up to 12 hours while the staff site already asked for
+    the two-factor set-up. Signing in again now asks for the code."""
+    settings.TALLY_OWNER_2FA_REQUIRED = True
+    signed_in_token, script_token = password_token("frank"), command_line_token("frank")
+    desk.role = "owner"
+    desk.save()
+    assert answers(signed_in_token) == 401
+    assert answers(script_token) == 200  # `tally createtoken` needs no code, for owners either
+    event = AuditEvent.objects.filter(action="token.revoke").get()
+    assert event.after == {"tokens": 1, "cause": "two_factor_required"}
+    desk.first_name = "Frankie"
+    desk.save()  # a later save that changes no role revokes nothing more
+    assert AuditEvent.objects.filter(action="token.revoke").count() == 1
+
+
+def test_a_promotion_when_owners_need_no_code_revokes_nothing(desk, clinic, settings):
+    settings.TALLY_OWNER_2FA_REQUIRED = False
+    signed_in_token = password_token("frank")
+    desk.role = "owner"
+    desk.save()
+    assert answers(signed_in_token) == 200

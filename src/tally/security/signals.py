@@ -10,11 +10,12 @@ from typing import Any
 from axes.signals import user_locked_out
 from django.contrib.auth.signals import user_logged_in, user_logged_out
 from django.db import transaction
-from django.db.models.signals import post_save
+from django.db.models.signals import post_save, pre_save
 from django.dispatch import receiver
 from django.http import HttpRequest
 from django.utils import timezone
 
+from tally.clinic.actions.two_factor import must_use_two_factor
 from tally.clinic.audit import current_ip, record, request_ip
 from tally.clinic.models import ApiToken, Staff
 from tally.clinic.models.staff import TokenOrigin
@@ -99,6 +100,35 @@ def password_change_revokes_password_tokens(sender: Any, instance: Staff, create
         return
     instance.password_disabled = False  # handled: a later save of this object revokes nothing
     revoke_tokens(instance, cause="password_change", by=None, origin=TokenOrigin.PASSWORD)
+
+
+_NEEDED_TWO_FACTOR = "_tally_needed_two_factor"
+
+
+@receiver(pre_save, sender=Staff, dispatch_uid="tally.security.note_two_factor_requirement")
+def note_two_factor_requirement(sender: Any, instance: Staff, **kwargs: Any) -> None:
+    """Whether the staff member had to sign in with a code before this save (a role change, or
+    admin status given, may make them)."""
+    update_fields = kwargs.get("update_fields")
+    if update_fields is not None and not {"role", "is_staff", "is_superuser"} & set(update_fields):
+        setattr(instance, _NEEDED_TWO_FACTOR, True)  # last_login at each sign-in: nothing to read
+        return
+    stored = Staff.objects.filter(pk=instance.pk).first() if instance.pk is not None else None
+    setattr(instance, _NEEDED_TWO_FACTOR, stored is None or must_use_two_factor(stored))
+
+
+@receiver(post_save, sender=Staff, dispatch_uid="tally.security.promotion_revokes_codeless_tokens")
+def promotion_revokes_codeless_tokens(sender: Any, instance: Staff, created: bool, **kwargs: Any) -> None:
+    """Made an owner (or given the admin), a staff member must sign in with a two-factor code
+    (TALLY_OWNER_2FA_REQUIRED): the API tokens their password got without one are revoked now,
+    however the role changed (the admin, a shell), as the staff site asks for the code or its
+    set-up at the next request. Otherwise those tokens held the owner's powers, no code ever
+    given, until they expired. Tokens from `tally createtoken` never needed a code and keep working."""
+    needed_before = getattr(instance, _NEEDED_TWO_FACTOR, True)
+    setattr(instance, _NEEDED_TWO_FACTOR, True)  # handled: a later save of this object revokes nothing
+    if created or needed_before or not must_use_two_factor(instance):
+        return
+    revoke_tokens(instance, cause="two_factor_required", by=None, origin=TokenOrigin.PASSWORD)
 
 
 def password_replaced(staff: Staff) -> bool:
