@@ -214,6 +214,10 @@ WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 
 SESSION_COOKIE_HTTPONLY = True
+# Messages name patients ("Maria Lopez's visit is booked again"): kept in the session, which
+# signing out ends, not in Django's default cookie (base64, signed but readable, in every
+# request's Cookie header until shown, and left in the browser after signing out).
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
 CSRF_COOKIE_HTTPONLY = False
 # An htmx request with a stale token reloads its page instead of failing silently.
 CSRF_FAILURE_VIEW = "tally.staff.views.auth.csrf_failure"

@@ -164,3 +164,15 @@ def test_a_production_server_answers_only_the_host_names_the_readme_lists(tmp_pa
     env = production_env()
     env.pop("TALLY_ALLOWED_HOSTS", None)
     assert setting("ALLOWED_HOSTS", env, tmp_path) == "['localhost', '127.0.0.1', '[::1]']"
+
+
+def test_a_message_naming_a_patient_stays_on_the_server(desk_client, charged_visit):
+    """Django's default message store is a cookie: "Maria Lopez's visit is booked again" went to
+    the browser base64-encoded (signed, not encrypted), in every request's Cookie header until
+    shown, and outlived signing out. The messages live in the session, which signing out ends."""
+    appointment, _, _ = charged_visit
+    done = desk_client.post(f"/appointments/{appointment.pk}/undo-check-in/", {"reason": ""})
+    assert done.status_code == 302
+    assert "messages" not in done.cookies
+    page = desk_client.get(done["Location"])
+    assert f"{appointment.patient.full_name}&#x27;s visit is booked again" in page.content.decode()
