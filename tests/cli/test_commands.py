@@ -56,6 +56,20 @@ def test_init_creates_a_database_only_its_owner_can_read(tally):
         assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, f"{path.name} is {oct(path.stat().st_mode)}"
 
 
+def test_init_warns_about_a_database_other_users_can_read(tally):
+    """A database made before init made it private (or copied in with cp under umask 022) is left
+    as it is: init says so, naming the command that fixes it."""
+    sqlite3.connect(tally.database).close()
+    os.chmod(tally.database, 0o644)
+    result = tally("init")
+    assert result.returncode == 0, result.stderr
+    assert f"{tally.database} can be read by other users of this machine (mode 0644)" in result.stderr
+    assert f"chmod 600 {tally.database}" in result.stderr
+    os.chmod(tally.database, 0o600)
+    again = tally("init")
+    assert "other users" not in again.stderr
+
+
 def test_createuser_adds_staff_and_refuses_duplicates_bad_roles_and_weak_passwords_in_one_line(tally):
     assert tally("init").returncode == 0
     made = tally("createuser", "ana", "--role", "owner", "--password", PASSWORD, "--first-name", "Ana")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import stat
+
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, connection
@@ -28,5 +31,23 @@ class Command(BaseCommand):
             ClinicSettings.load()
         except DatabaseError as exc:
             raise CommandError(f"cannot set up {describe_database()}: {str(exc).strip().splitlines()[0]}") from exc
+        self.warn_if_others_can_read()
         if verbosity:
             self.stdout.write(f"Database ready: {describe_database()}")
+
+    def warn_if_others_can_read(self) -> None:
+        """A SQLite database holds every patient's health data, the password hashes, two-factor
+        secrets and live sessions. `tally init` makes a new one 0600 (tally.cli); one made before
+        that, or copied in under the usual umask, other local users can read: say so (changing
+        the mode of an existing file is the administrator's call)."""
+        name = str(connection.settings_dict["NAME"])
+        if connection.vendor != "sqlite" or name == ":memory:" or name.startswith("file:"):
+            return
+        for path in (name, f"{name}-wal", f"{name}-shm"):
+            try:
+                mode = stat.S_IMODE(os.stat(path).st_mode)
+            except OSError:
+                continue
+            if mode & 0o044:
+                self.stderr.write(f"tally: warning: {path} can be read by other users of this machine "
+                                  f"(mode {mode:04o}): `chmod 600 {path}`")
