@@ -99,11 +99,13 @@ def backup_sqlite(source_name: str, target: Path, *, force: bool, audited: Calla
     if str(source_name) == ":memory:" or not source_path.exists():
         raise CommandError(f"no SQLite database at {source_name}; run `tally init` first")
     live = source_path.resolve()
-    # Its -wal, -shm and -journal hold committed writes and locks, and -queue orders its
-    # writers (tally.db.sqlite3): replacing one under a
-    # running server makes every new connection read a malformed database.
-    if target in {live, *(live.with_name(live.name + suffix) for suffix in ("-wal", "-shm", "-journal", "-queue"))}:
-        raise CommandError("the backup cannot be the database itself or its -wal, -shm, -journal or -queue file")
+    # Its -wal, -shm and -journal hold committed writes and locks, -queue orders its writers and
+    # -serving marks a running server (tally.db.sqlite3): replacing one under a running server
+    # makes every new connection read a malformed database, or hides the server from `tally restore`.
+    suffixes = ("-wal", "-shm", "-journal", "-queue", "-serving")
+    if target in {live, *(live.with_name(live.name + suffix) for suffix in suffixes)}:
+        raise CommandError("the backup cannot be the database itself or its -wal, -shm, -journal, -queue or "
+                           "-serving file")
     partial = temporary_beside(target)
     try:
         source = sqlite3.connect(source_path, timeout=30)
@@ -131,6 +133,23 @@ def backup_postgresql(settings: dict, target: Path, *, force: bool, audited: Cal
     pg_dump = shutil.which("pg_dump")
     if pg_dump is None:
         raise CommandError("pg_dump is not installed (Debian: apt-get install postgresql-client)")
+    partial = temporary_beside(target)
+    try:
+        done = subprocess.run(
+            [pg_dump, "--format=custom", "--no-password", f"--file={partial}", "--dbname", settings["NAME"]],
+            env=pg_environment(settings), capture_output=True, text=True, check=False,
+        )
+        if done.returncode != 0:
+            raise CommandError(f"pg_dump failed: {pg_dump_error(done)}")
+        audited()
+        move_into_place(partial, target, force=force)
+    finally:
+        partial.unlink(missing_ok=True)
+    return "pg_dump custom format; restore with pg_restore"
+
+
+def pg_environment(settings: dict) -> dict[str, str]:
+    """The environment that points pg_dump and pg_restore at the database of `settings`."""
     env = dict(os.environ)
     for key, var in (("HOST", "PGHOST"), ("PORT", "PGPORT"), ("USER", "PGUSER"), ("PASSWORD", "PGPASSWORD")):
         if settings.get(key):
@@ -142,25 +161,14 @@ def backup_postgresql(settings: dict, target: Path, *, force: bool, audited: Cal
     # ever on a host that takes the connection and never answers.
     if options.get("connect_timeout"):
         env["PGCONNECT_TIMEOUT"] = str(options["connect_timeout"])
-    partial = temporary_beside(target)
-    try:
-        done = subprocess.run(
-            [pg_dump, "--format=custom", "--no-password", f"--file={partial}", "--dbname", settings["NAME"]],
-            env=env, capture_output=True, text=True, check=False,
-        )
-        if done.returncode != 0:
-            raise CommandError(f"pg_dump failed: {pg_dump_error(done)}")
-        audited()
-        move_into_place(partial, target, force=force)
-    finally:
-        partial.unlink(missing_ok=True)
-    return "pg_dump custom format; restore with pg_restore"
+    return env
 
 
-def pg_dump_error(done: subprocess.CompletedProcess) -> str:
-    """pg_dump's error line, not the hint libpq prints after it ("Is the server running...")."""
+def pg_dump_error(done: subprocess.CompletedProcess, program: str = "pg_dump") -> str:
+    """pg_dump's (or pg_restore's) error line, not the hint libpq prints after it ("Is the server
+    running...")."""
     lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
     errors = [line for line in lines if "error:" in line] or lines
     if not errors:
         return f"exit status {done.returncode}"
-    return errors[-1].removeprefix("pg_dump: ").removeprefix("error: ")
+    return errors[-1].removeprefix(f"{program}: ").removeprefix("error: ")
