@@ -10,6 +10,7 @@ event naming the command line, the operating-system user and the target path (`r
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import sqlite3
@@ -82,6 +83,10 @@ def temporary_beside(target: Path) -> Path:
     return Path(name)
 
 
+# link() on a file system that has no hard links.
+NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV}
+
+
 def move_into_place(partial: Path, target: Path, *, force: bool) -> None:
     if force:
         os.replace(partial, target)
@@ -90,6 +95,16 @@ def move_into_place(partial: Path, target: Path, *, force: bool) -> None:
         os.link(partial, target)  # fails if PATH appeared meanwhile: never overwrite silently
     except FileExistsError:
         raise CommandError(f"{target} appeared while backing up; nothing overwritten") from None
+    except OSError as exc:
+        if exc.errno not in NO_HARD_LINKS:
+            raise
+        # A file system without hard links (exFAT or FAT on a USB stick, an SMB share): claim the
+        # name with an exclusive create, then rename the copy over that empty file of our own.
+        try:
+            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            raise CommandError(f"{target} appeared while backing up; nothing overwritten") from None
+        os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)
 
