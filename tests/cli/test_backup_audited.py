@@ -77,3 +77,10 @@ def test_a_backup_onto_a_file_system_without_hard_links_is_written_and_still_nev
     assert [p.name for p in tmp_path.iterdir()] == ["copy.backup"], "no temporary file left"
     with pytest.raises(CommandError, match="--force"):
         call_command("backup", str(target), stdout=io.StringIO())
+
+
+def test_a_backup_into_a_directory_says_to_give_a_file_name_not_to_use_force(can_back_up, patient, tmp_path):
+    """`tally backup /backups` answered "/backups exists; use --force to overwrite it": the advice
+    to overwrite, for a directory it then refused anyway."""
+    with pytest.raises(CommandError, match="is a directory; give a file name"):
+        call_command("backup", str(tmp_path), stdout=io.StringIO())

@@ -36,10 +36,10 @@ class Command(BaseCommand):
     def handle(self, *args, **options) -> None:
         target = Path(options["path"]).expanduser().resolve()
         force = options["force"]
-        if target.exists() and not force:
-            raise CommandError(f"{target} exists; use --force to overwrite it")
         if target.is_dir():
             raise CommandError(f"{target} is a directory; give a file name")
+        if target.exists() and not force:
+            raise CommandError(f"{target} exists; use --force to overwrite it")
         if not target.parent.is_dir():
             raise CommandError(f"no such directory: {target.parent}")
         # The event is written after the copy is taken and checked, and before it is moved to PATH.
