@@ -239,6 +239,33 @@ def test_a_backup_of_an_older_release_is_migrated(clinic):
         assert AuditEvent.objects.order_by("-id").first().after["migrations_applied"] == 1
 
 
+def test_when_the_restored_copy_cannot_take_its_place_the_current_database_is_put_back(clinic, monkeypatch):
+    """Moved aside, then the rename of the checked copy fails (a full disk, Ctrl+C): the clinic
+    was left with no database under its name, and the checked copy deleted."""
+    backup = clinic.backup()
+    clinic.add_patient("After")
+    before = files_beside(clinic) if IS_SQLITE else []
+
+    def fails(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(restore_command, "take_the_place_of", fails)
+    monkeypatch.setattr(restore_command, "pg_take_the_place_of", fails)
+    with pytest.raises((CommandError, OSError)):
+        clinic.restore(backup)
+    nothing_changed(clinic, before)
+
+
+@pytest.mark.sqlite_only
+def test_the_restored_sqlite_file_keeps_the_current_ones_permissions(clinic):
+    """The copy was made 0600: a database the server's user reads through its group became
+    unreadable to it."""
+    backup = clinic.backup()
+    clinic.file.chmod(0o660)
+    clinic.restore(backup)
+    assert clinic.file.stat().st_mode & 0o777 == 0o660
+
+
 @pytest.mark.sqlite_only
 def test_it_refuses_while_a_server_runs_on_the_sqlite_database_unless_forced(clinic):
     backup = clinic.backup()

@@ -251,8 +251,14 @@ def restore_sqlite(backup: Path, settings_dict: dict[str, Any], *, force: bool, 
         with sqlite_in_use(live) as user:  # held while the files move: no Tally writer or server starts
             refuse_if_used(user, force=force, say=say)
             replaced = live.exists()
+            if replaced:
+                same_permissions(staging, live)
             moved = move_aside(live, aside)
-            os.rename(staging, live)
+            try:
+                take_the_place_of(staging, live)
+            except BaseException:
+                move_back(aside, live, moved if replaced else None)
+                raise
     finally:
         for leftover in (staging, *companions(staging), Path(queue_path(str(staging)))):
             leftover.unlink(missing_ok=True)
@@ -343,6 +349,28 @@ def refuse_if_used(user: str | None, *, force: bool, say: Callable[[str], Any]) 
     say(f"Warning: the database is in use ({user}); restoring anyway (--force).")
 
 
+def take_the_place_of(staging: Path, live: Path) -> None:
+    os.rename(staging, live)
+
+
+def same_permissions(staging: Path, live: Path) -> None:
+    """The restored file gets the current one's mode (and owner, when run as root): the server's
+    user must still be able to open it."""
+    current = live.stat()
+    os.chmod(staging, current.st_mode & 0o7777)
+    if os.geteuid() == 0:
+        os.chown(staging, current.st_uid, current.st_gid)
+
+
+def move_back(aside: Path, live: Path, moved: list[str] | None) -> None:
+    """Undo `move_aside` (None: there was no database to move)."""
+    if moved is None:
+        return
+    aside.rename(live)
+    for suffix in moved:
+        aside.with_name(aside.name + suffix).rename(live.with_name(live.name + suffix))
+
+
 def move_aside(live: Path, aside: Path) -> list[str]:
     """The database and its -wal, -shm and -journal, renamed together (SQLite pairs `X-wal` with
     `X`, so the kept copy opens with its last writes). Returns the companions moved."""
@@ -411,7 +439,12 @@ def restore_postgresql(backup: Path, settings_dict: dict[str, Any], *, force: bo
                 except DatabaseError_ as exc:
                     raise CommandError(f"cannot move {target} aside: {first_line(exc)}; nothing was restored") \
                         from exc
-            admin.execute(f"ALTER DATABASE {quoted(staging)} RENAME TO {quoted(target)}")
+            try:
+                pg_take_the_place_of(admin, staging, target)
+            except BaseException:
+                if exists:
+                    admin.execute(f"ALTER DATABASE {quoted(aside)} RENAME TO {quoted(target)}")
+                raise
             done = True
         finally:
             if not done:
@@ -420,6 +453,10 @@ def restore_postgresql(backup: Path, settings_dict: dict[str, Any], *, force: bo
     if exists:
         say(f"The database it replaced is kept as {aside} (drop it with `dropdb {aside}` once you no longer "
             "need it).")
+
+
+def pg_take_the_place_of(admin: Any, staging: str, target: str) -> None:
+    admin.execute(f"ALTER DATABASE {quoted(staging)} RENAME TO {quoted(target)}")
 
 
 def pg_name(target: str, suffix: str) -> str:
