@@ -67,11 +67,18 @@ def secret_key_path(url: str | None = None) -> Path:
     return Path.cwd() / SECRET_KEY_FILE
 
 
-def ensure_secret_key() -> None:
+def ensure_secret_key(args: list[str] | None = None) -> None:
     """Set TALLY_SECRET_KEY from the per-install key file, creating the file once."""
     if os.environ.get("TALLY_SECRET_KEY") or _truthy(os.environ.get("TALLY_DEBUG")):
         return
     path = secret_key_path()
+    args = args or []
+    if args[:1] == ["restore"] and not path.exists() and not {"-h", "--help"} & set(args):
+        # The database to restore into may be gone or empty, but the backup's audit log was
+        # signed with the clinic's key: a new one would only be refused, and left behind.
+        sys.exit(f"tally: restoring needs the secret key the backup's audit log was signed with, and there is "
+                 f"none here (no TALLY_SECRET_KEY, no {path}): set TALLY_SECRET_KEY to the clinic's key "
+                 f"(docs/audit-log.md)")
     if not path.exists() and database_has_audit_events():
         # A restored backup (or a PostgreSQL command run from another directory): a new key
         # would sign new events onto a chain that no key here vouches for, and say nothing.
@@ -196,7 +203,7 @@ def run(argv: list[str] | None) -> None:
         return
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tally.settings")
     check_database_url()
-    ensure_secret_key()
+    ensure_secret_key(args)
     if not args[0].startswith("-"):
         args[0] = args[0].replace("-", "_")  # tally verify-audit runs the verify_audit command
     from django.core.management import execute_from_command_line

@@ -346,3 +346,20 @@ def test_the_command_refuses_to_run_unasked_off_a_terminal_without_yes(tmp_path,
 
 def test_tally_help_lists_restore():
     assert "\n  restore " in cli.TALLY_COMMANDS
+
+
+@pytest.mark.sqlite_only
+def test_restore_on_a_new_machine_without_the_key_asks_for_it_and_makes_no_key(tally, tmp_path):
+    """With neither TALLY_SECRET_KEY nor a key file (a new machine, the database gone), `tally`
+    made a new random key file first, as for any command on an empty database; the restore was then
+    refused for that key, leaving a key file that was never the clinic's."""
+    backup = tmp_path / "backups" / "clinic.sqlite3"
+    backup.parent.mkdir()
+    with contextlib.closing(sqlite3.connect(backup)) as db:
+        db.execute("CREATE TABLE t (x)")
+    done = tally("restore", "--yes", str(backup))
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "TALLY_SECRET_KEY" in lines[0], done.stderr
+    assert not (tally.cwd / ".tally-secret-key").exists()
+    assert not tally.database.exists()
