@@ -267,6 +267,24 @@ def test_the_restored_sqlite_file_keeps_the_current_ones_permissions(clinic):
 
 
 @pytest.mark.sqlite_only
+def test_two_restores_in_the_same_second_keep_both_replaced_databases(clinic, monkeypatch):
+    """The kept copy is named after the second: a second restore within it renamed the database
+    over the first kept copy, which rename() replaces without a word."""
+    monkeypatch.setattr(restore_command, "utc_stamp", lambda: "20260304-101500")
+    backup = clinic.backup()
+    clinic.add_patient("After")
+    first = clinic.restore(backup)[-1]
+    clinic.add_patient("Again")
+    second = clinic.restore(backup)[-1]
+    kept = [line.removeprefix("The database it replaced is kept as ").split(" ")[0].rstrip(".")
+            for line in (first, second)]
+    assert kept[0] != kept[1]
+    for name, expected in zip(kept, (["After", "Before"], ["Again", "Before"]), strict=True):
+        with contextlib.closing(sqlite3.connect(name)) as aside:
+            assert sorted(n for (n,) in aside.execute("SELECT last_name FROM clinic_patient")) == expected
+
+
+@pytest.mark.sqlite_only
 def test_it_refuses_while_a_server_runs_on_the_sqlite_database_unless_forced(clinic):
     backup = clinic.backup()
     clinic.add_patient("After")

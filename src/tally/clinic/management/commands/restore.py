@@ -233,13 +233,13 @@ def restore_sqlite(backup: Path, settings_dict: dict[str, Any], *, force: bool, 
     if backup.resolve() in {p.resolve() for p in (live, *companions(live), Path(queue_path(str(live))))}:
         raise CommandError("the backup is the database itself (or one of its files): give the copy to restore")
     stamp = utc_stamp()
-    staging = live.with_name(f".{live.name}.restoring-{stamp}")
+    staging = live.with_name(f".{live.name}.restoring-{stamp}-{os.getpid()}")  # this restore's own
     staging_settings = {**settings_dict, "NAME": str(staging)}
     try:
         copy_sqlite(backup, staging)
         with using_database(staging_settings):
             checked = check_and_migrate(backup)
-        aside = live.with_name(f"{live.name}.before-restore-{stamp}")
+        aside = free_name(live.with_name(f"{live.name}.before-restore-{stamp}"))
         with sqlite_in_use(live) as user:
             refuse_if_used(user, force=force, say=say)
         kept = f"the current database is kept as {aside}" if live.exists() else "there is no current database"
@@ -347,6 +347,16 @@ def refuse_if_used(user: str | None, *, force: bool, say: Callable[[str], Any]) 
     if not force:
         raise CommandError(f"the database is in use: {user}. Stop it first (or use --force); nothing was restored")
     say(f"Warning: the database is in use ({user}); restoring anyway (--force).")
+
+
+def free_name(aside: Path) -> Path:
+    """`aside`, or `aside-2`, `-3` ... when a restore in the same second kept one under that name
+    (rename() would replace it without a word)."""
+    candidate, number = aside, 1
+    while any(p.exists() for p in (candidate, *companions(candidate))):
+        number += 1
+        candidate = aside.with_name(f"{aside.name}-{number}")
+    return candidate
 
 
 def take_the_place_of(staging: Path, live: Path) -> None:
