@@ -42,6 +42,13 @@ from tally.clinic.management.commands.backup import pg_dump_error, pg_environmen
 from tally.db.sqlite3.base import held_if_free, queue_path, serving_path
 from tally.unavailable import first_line
 
+try:
+    import psycopg
+
+    DatabaseError_: type[Exception] = psycopg.Error  # the maintenance connection's errors
+except ImportError:  # pragma: no cover - PostgreSQL support is installed with Tally
+    DatabaseError_ = DatabaseError
+
 SQLITE_MAGIC = b"SQLite format 3\x00"
 PG_DUMP_MAGIC = b"PGDMP"  # pg_dump --format=custom
 # SQLite's files beside a database: each belongs to that database's content.
@@ -93,10 +100,18 @@ def restore(backup: Path, settings_dict: dict[str, Any], *, force: bool, confirm
     """Restore `backup` over the database of `settings_dict` (the default connection's settings)."""
     vendor = vendor_of(settings_dict)
     check_backup_file(backup, vendor)
-    if vendor == "sqlite":
-        restore_sqlite(backup, settings_dict, force=force, confirm=confirm, say=say)
-    else:
-        restore_postgresql(backup, settings_dict, force=force, confirm=confirm, say=say)
+    # A failure while files or databases move (a read-only directory, a full disk) is one line:
+    # whatever was moved aside has been moved back.
+    try:
+        if vendor == "sqlite":
+            restore_sqlite(backup, settings_dict, force=force, confirm=confirm, say=say)
+        else:
+            restore_postgresql(backup, settings_dict, force=force, confirm=confirm, say=say)
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise CommandError(f"cannot restore: {exc.strerror or exc}{where}; nothing was restored") from exc
+    except (DatabaseError, DatabaseError_) as exc:  # Django's (a migration), or psycopg's (a rename)
+        raise CommandError(f"cannot restore: {first_line(exc)}; nothing was restored") from exc
 
 
 def vendor_of(settings_dict: dict[str, Any]) -> str:
@@ -389,12 +404,17 @@ def move_aside(live: Path, aside: Path) -> list[str]:
             if companion.exists():
                 companion.rename(aside.with_name(aside.name + companion.name.removeprefix(live.name)))
         return []
-    moved = []
-    for companion in companions(live):
-        if companion.exists():
-            companion.rename(aside.with_name(aside.name + companion.name.removeprefix(live.name)))
-            moved.append(companion.name.removeprefix(live.name))
-    live.rename(aside)
+    moved: list[str] = []
+    try:
+        live.rename(aside)
+        for companion in companions(live):
+            if companion.exists():
+                companion.rename(aside.with_name(aside.name + companion.name.removeprefix(live.name)))
+                moved.append(companion.name.removeprefix(live.name))
+    except BaseException:
+        if aside.exists():  # never the database without its -wal: all of it goes back
+            move_back(aside, live, moved)
+        raise
     return moved
 
 
@@ -475,14 +495,6 @@ def pg_name(target: str, suffix: str) -> str:
 
 def quoted(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
-
-
-try:
-    import psycopg
-
-    DatabaseError_: type[Exception] = psycopg.Error
-except ImportError:  # pragma: no cover - PostgreSQL support is installed with Tally
-    DatabaseError_ = DatabaseError
 
 
 def maintenance_connection(settings_dict: dict[str, Any]) -> Any:
