@@ -340,6 +340,27 @@ def test_it_refuses_while_other_sessions_use_the_postgresql_database_unless_forc
         other.close()
 
 
+@pytest.mark.postgres_only
+def test_an_empty_postgresql_database_is_restored_into_not_renamed_aside(clinic, tmp_path):
+    """A database made empty for the restore (createdb, perhaps by the server's administrator, who
+    owns it) is where the backup goes: renaming it aside left an empty database behind, and fails
+    for a role that does not own it."""
+    backup = clinic.backup()
+    with scratch_database_url(tmp_path / "empty") as url:
+        name = url.rsplit("/", 1)[1]
+        empty = Clinic({**clinic.settings, "NAME": name}, tmp_path)
+        try:
+            said = empty.restore(backup)
+            assert "The current database is empty: the backup is restored into it" in said[0], said
+            assert empty.last_names() == ["Before"]
+            with empty.use():
+                assert AuditEvent.objects.order_by("-id").first().action == "database.restore"
+                assert verify_chain().intact
+            assert databases_named(name) == [name], "nothing renamed aside, no staging database left"
+        finally:
+            drop_databases_named(name)
+
+
 def test_it_refuses_a_missing_file_and_files_of_another_kind(tmp_path):
     with pytest.raises(CommandError, match="no backup at"):
         check_backup_file(tmp_path / "missing.backup", "sqlite")

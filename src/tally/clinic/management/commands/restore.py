@@ -441,48 +441,87 @@ def restore_postgresql(backup: Path, settings_dict: dict[str, Any], *, force: bo
         except DatabaseError_ as exc:
             raise CommandError(f"cannot create the database {staging} to check the backup in (the role needs "
                                f"CREATEDB): {first_line(exc)}") from exc
-        done = False
+        swapped = False
         try:
-            restored = subprocess.run(
-                [pg_restore, "--no-owner", "--no-privileges", "--exit-on-error", "--no-password",
-                 "--dbname", staging, str(backup)],
-                env=env, capture_output=True, text=True, check=False)
-            if restored.returncode != 0:
-                raise CommandError(f"pg_restore failed: {pg_dump_error(restored, 'pg_restore')}")
+            run_pg_restore(pg_restore, env, staging, backup)
             staging_settings = {**settings_dict, "NAME": staging}
             with using_database(staging_settings):
                 checked = check_and_migrate(backup)
             exists = database_exists(admin, target)
+            empty = exists and pg_is_empty(settings_dict)
             refuse_if_used(pg_sessions(admin, target), force=force, say=say)
-            kept = f"the current database is kept as {aside}" if exists else "there is no current database"
+            kept = ("the current database is empty: the backup is restored into it" if empty else
+                    f"the current database is kept as {aside}" if exists else "there is no current database")
             if not confirm(f"Restore {backup} ({describe(checked)}) into the PostgreSQL database {target}? "
                            f"{kept[0].upper()}{kept[1:]}."):
                 raise CommandError("nothing restored (not confirmed)")
-            with using_database(staging_settings):
-                record_restore(backup, replaced=aside if exists else None, checked=checked, force=force)
-            if exists:
-                if force:
-                    admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                  "WHERE datname = %s AND pid <> pg_backend_pid()", [target])
-                try:
-                    admin.execute(f"ALTER DATABASE {quoted(target)} RENAME TO {quoted(aside)}")
-                except DatabaseError_ as exc:
-                    raise CommandError(f"cannot move {target} aside: {first_line(exc)}; nothing was restored") \
-                        from exc
-            try:
-                pg_take_the_place_of(admin, staging, target)
-            except BaseException:
-                if exists:
-                    admin.execute(f"ALTER DATABASE {quoted(aside)} RENAME TO {quoted(target)}")
-                raise
-            done = True
+            if force and exists:
+                admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                              "WHERE datname = %s AND pid <> pg_backend_pid()", [target])
+            if empty:
+                # Into the database itself (its owner and grants stay), now that the copy checked.
+                restore_into_empty(pg_restore, env, backup, settings_dict, force=force)
+            else:
+                with using_database(staging_settings):
+                    record_restore(backup, replaced=aside if exists else None, checked=checked, force=force)
+                swap_in(admin, staging, target, aside if exists else None)
+                swapped = True
         finally:
-            if not done:
+            if not swapped:
                 admin.execute(f"DROP DATABASE IF EXISTS {quoted(staging)} WITH (FORCE)")
     say(f"Restored {backup} into the PostgreSQL database {target}: {describe(checked)}.")
-    if exists:
+    if exists and not empty:
         say(f"The database it replaced is kept as {aside} (drop it with `dropdb {aside}` once you no longer "
             "need it).")
+
+
+def run_pg_restore(pg_restore: str, env: dict[str, str], dbname: str, backup: Path) -> None:
+    restored = subprocess.run(
+        [pg_restore, "--no-owner", "--no-privileges", "--exit-on-error", "--no-password", "--dbname", dbname,
+         str(backup)],
+        env=env, capture_output=True, text=True, check=False)
+    if restored.returncode != 0:
+        raise CommandError(f"pg_restore failed: {pg_dump_error(restored, 'pg_restore')}")
+
+
+def restore_into_empty(pg_restore: str, env: dict[str, str], backup: Path, settings_dict: dict[str, Any], *,
+                       force: bool) -> None:
+    """The checked backup, restored again into the empty target, migrated and recorded there."""
+    target = str(settings_dict["NAME"])
+    try:
+        run_pg_restore(pg_restore, env, target, backup)
+        with using_database(settings_dict):
+            checked = check_and_migrate(backup)
+            record_restore(backup, replaced=None, checked=checked, force=force)
+    except CommandError as exc:
+        raise CommandError(f"the restore into the empty database {target} failed half-way ({exc}): drop and "
+                           "create it again, then restore again") from exc
+
+
+def swap_in(admin: Any, staging: str, target: str, aside: str | None) -> None:
+    """The checked copy takes the target's name; the target (if any) is renamed `aside` first, and
+    renamed back if the copy cannot take its place."""
+    if aside is not None:
+        try:
+            admin.execute(f"ALTER DATABASE {quoted(target)} RENAME TO {quoted(aside)}")
+        except DatabaseError_ as exc:
+            raise CommandError(f"cannot move {target} aside: {first_line(exc)}; nothing was restored") from exc
+    try:
+        pg_take_the_place_of(admin, staging, target)
+    except BaseException:
+        if aside is not None:
+            admin.execute(f"ALTER DATABASE {quoted(aside)} RENAME TO {quoted(target)}")
+        raise
+
+
+def pg_is_empty(settings_dict: dict[str, Any]) -> bool:
+    """No table, view or sequence outside PostgreSQL's own schemas: nothing there to keep."""
+    with contextlib.closing(connect_postgresql(settings_dict, str(settings_dict["NAME"]))) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'"
+        ).fetchone()
+    return bool(row) and row[0] == 0
 
 
 def pg_take_the_place_of(admin: Any, staging: str, target: str) -> None:
@@ -497,17 +536,26 @@ def quoted(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
 
-def maintenance_connection(settings_dict: dict[str, Any]) -> Any:
-    """A connection to the server's `postgres` database: a database can be renamed or dropped only
-    from another one."""
+def connect_postgresql(settings_dict: dict[str, Any], dbname: str) -> Any:
     from psycopg.conninfo import make_conninfo
 
     options = {k: v for k, v in (settings_dict.get("OPTIONS") or {}).items() if isinstance(v, str | int)}
-    conninfo = make_conninfo("", **{"connect_timeout": 5, **options}, dbname="postgres",
+    conninfo = make_conninfo("", **{"connect_timeout": 5, **options}, dbname=dbname, application_name=RESTORING,
                              user=settings_dict.get("USER") or None, password=settings_dict.get("PASSWORD") or None,
                              host=settings_dict.get("HOST") or None, port=settings_dict.get("PORT") or None)
+    return psycopg.connect(conninfo, autocommit=True)
+
+
+# This command's own sessions, which pg_sessions does not count (one just closed may still be
+# listed for a moment).
+RESTORING = "tally restore"
+
+
+def maintenance_connection(settings_dict: dict[str, Any]) -> Any:
+    """A connection to the server's `postgres` database: a database can be renamed or dropped only
+    from another one."""
     try:
-        return psycopg.connect(conninfo, autocommit=True)
+        return connect_postgresql(settings_dict, "postgres")
     except psycopg.Error as exc:
         raise CommandError(f"cannot reach the PostgreSQL server: {first_line(exc)}") from exc
 
@@ -519,7 +567,8 @@ def database_exists(admin: Any, name: str) -> bool:
 def pg_sessions(admin: Any, name: str) -> str | None:
     """Other sessions on the database (a server's connections, psql), or None."""
     rows = admin.execute("SELECT coalesce(nullif(application_name, ''), 'unnamed'), count(*) FROM pg_stat_activity "
-                         "WHERE datname = %s AND pid <> pg_backend_pid() GROUP BY 1 ORDER BY 1", [name]).fetchall()
+                         "WHERE datname = %s AND pid <> pg_backend_pid() AND application_name <> %s GROUP BY 1 ORDER BY 1",
+                         [name, RESTORING]).fetchall()
     if not rows:
         return None
     total = sum(count for _, count in rows)
