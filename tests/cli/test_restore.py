@@ -189,6 +189,19 @@ def test_a_stale_wal_of_the_current_database_is_kept_aside_with_it_not_replayed(
     assert clinic.last_names() == ["Before"]
 
 
+@pytest.mark.sqlite_only
+def test_a_damaged_or_missing_sqlite_database_is_restored_over(clinic):
+    """Why one restores: the file is garbage, or gone."""
+    backup = clinic.backup()
+    clinic.file.write_bytes(b"not a database any more")
+    said = clinic.restore(backup)
+    assert clinic.last_names() == ["Before"] and "kept as" in said[-1], said
+    clinic.file.unlink()
+    said = clinic.restore(backup)
+    assert "There is no current database" in said[0] and said[-1].startswith("Restored "), said
+    assert clinic.last_names() == ["Before"]
+
+
 def test_each_refused_backup_says_why_and_changes_nothing(clinic, settings):
     """One clinic for several refusals (a scratch PostgreSQL database is slow to make): a backup
     from a newer release, one that holds no clinic, one not confirmed, one signed with another key."""
