@@ -150,7 +150,7 @@ def test_it_restores_the_backup_and_keeps_the_current_database_aside(clinic):
     clinic.add_patient("After")
     said = clinic.restore(backup)
     assert clinic.last_names() == ["Before"], "what was written after the backup is gone"
-    assert said[0].startswith(f"Restore {backup} (1 patients, 0 packages, from this release; verified, audit "
+    assert said[0].startswith(f"Restore {backup} (1 patient, 0 packages, from this release; verified, audit "
                               "chain intact"), said
     assert said[1].startswith(f"Restored {backup} into "), said
     kept = said[2].removeprefix("The database it replaced is kept as ").split(" ")[0].rstrip(".")

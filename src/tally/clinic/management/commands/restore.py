@@ -218,8 +218,12 @@ def check_and_migrate(backup: Path) -> Checked:
 def describe(checked: Checked) -> str:
     release = (f"from an older release, {checked.migrations_applied} migration(s) applied"
                if checked.migrations_applied else "from this release")
-    return (f"{checked.patients} patients, {checked.packages} packages, {release}; verified, "
-            f"audit chain intact ({checked.events} events)")
+    return (f"{counted(checked.patients, 'patient')}, {counted(checked.packages, 'package')}, {release}; "
+            f"verified, audit chain intact ({counted(checked.events, 'event')})")
+
+
+def counted(number: int, thing: str) -> str:
+    return f"{number} {thing}" + ("" if number == 1 else "s")
 
 
 def record_restore(backup: Path, *, replaced: str | None, checked: Checked, force: bool) -> None:
