@@ -32,6 +32,7 @@ Usage: tally COMMAND [options]     (tally COMMAND --help for its options)
   demo          init, load a demo clinic and serve it
   democode      the demo owner's current two-factor code
   backup        a consistent copy of the database while it serves: PATH [--force]
+  restore       put a backup back, checked first, the current database kept aside: PATH [--yes] [--force]
   investigate   why a patient's package counts are what they are: P-000123 [--json]
   audit         every package through the investigator: [--json|--csv] [--min-severity warning]
   verify        re-derive every package from its ledger, check no invoice is half-written; exit 1 on any problem
@@ -66,11 +67,18 @@ def secret_key_path(url: str | None = None) -> Path:
     return Path.cwd() / SECRET_KEY_FILE
 
 
-def ensure_secret_key() -> None:
+def ensure_secret_key(args: list[str] | None = None) -> None:
     """Set TALLY_SECRET_KEY from the per-install key file, creating the file once."""
     if os.environ.get("TALLY_SECRET_KEY") or _truthy(os.environ.get("TALLY_DEBUG")):
         return
     path = secret_key_path()
+    args = args or []
+    if args[:1] == ["restore"] and not path.exists() and not {"-h", "--help"} & set(args):
+        # The database to restore into may be gone or empty, but the backup's audit log was
+        # signed with the clinic's key: a new one would only be refused, and left behind.
+        sys.exit(f"tally: restoring needs the secret key the backup's audit log was signed with, and there is "
+                 f"none here (no TALLY_SECRET_KEY, no {path}): set TALLY_SECRET_KEY to the clinic's key "
+                 f"(docs/audit-log.md)")
     if not path.exists() and database_has_audit_events():
         # A restored backup (or a PostgreSQL command run from another directory): a new key
         # would sign new events onto a chain that no key here vouches for, and say nothing.
@@ -216,7 +224,7 @@ def run(argv: list[str] | None) -> None:
         return
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tally.settings")
     check_database_url()
-    ensure_secret_key()
+    ensure_secret_key(args)
     if not args[0].startswith("-"):
         args[0] = args[0].replace("-", "_")  # tally verify-audit runs the verify_audit command
     if args[0] in COMMANDS_THAT_CREATE_THE_DATABASE:

@@ -17,11 +17,12 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management import call_command
-from django.db import connections
+from django.db import connection, connections
 from gunicorn import util as gunicorn_util
 from gunicorn.app.base import BaseApplication
 
 from tally.clinic.management.base import check_database_ready
+from tally.db.sqlite3.base import mark_served
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
@@ -137,6 +138,8 @@ def serve(*, host: str, port: int, workers: int | None = None, threads: int | No
     check_database_ready()
     collect_static(stdout)
     connections.close_all()
+    if connection.vendor == "sqlite":
+        mark_served(str(connection.settings_dict["NAME"]))  # tally restore refuses while it is held
     if stdout is not None:
         stdout.write(f"Tally is serving at http://{host_for_url(host)}:{port}/  (Ctrl+C stops it)")
         if host not in LOCAL_HOSTS and "*" not in settings.ALLOWED_HOSTS:

@@ -57,3 +57,30 @@ def test_a_backup_whose_event_cannot_be_written_keeps_no_copy(can_back_up, patie
     with pytest.raises(CommandError, match="cannot record the backup in the audit log"):
         call_command("backup", str(tmp_path / "copy.backup"), stdout=io.StringIO())
     assert list(tmp_path.iterdir()) == [], "neither the copy nor its temporary file is left"
+
+
+def test_a_backup_onto_a_file_system_without_hard_links_is_written_and_still_never_overwrites(
+        can_back_up, patient, tmp_path, monkeypatch):
+    """A USB stick formatted exFAT or FAT, or an SMB share, has no hard links: link() fails with
+    EPERM there, and every backup without --force failed ("cannot write ...: Operation not
+    permitted") though the copy was taken and audited."""
+    import errno
+    import os
+
+    def no_hard_links(src, dst, *args, **kwargs):
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_hard_links)
+    target = tmp_path / "copy.backup"
+    call_command("backup", str(target), stdout=io.StringIO())
+    assert target.stat().st_size > 0
+    assert [p.name for p in tmp_path.iterdir()] == ["copy.backup"], "no temporary file left"
+    with pytest.raises(CommandError, match="--force"):
+        call_command("backup", str(target), stdout=io.StringIO())
+
+
+def test_a_backup_into_a_directory_says_to_give_a_file_name_not_to_use_force(can_back_up, patient, tmp_path):
+    """`tally backup /backups` answered "/backups exists; use --force to overwrite it": the advice
+    to overwrite, for a directory it then refused anyway."""
+    with pytest.raises(CommandError, match="is a directory; give a file name"):
+        call_command("backup", str(tmp_path), stdout=io.StringIO())

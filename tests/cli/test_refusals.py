@@ -81,7 +81,7 @@ def test_ctrl_c_ends_a_command_with_one_line_and_status_130(tally):
         assert db.execute("select count(*) from clinic_staff").fetchone()[0] == 0
 
 
-@pytest.mark.parametrize("suffix", ["-wal", "-shm", "-journal", "-queue"])
+@pytest.mark.parametrize("suffix", ["-wal", "-shm", "-journal", "-queue", "-serving"])
 def test_backup_refuses_the_live_databases_own_journal_files(tally, suffix):
     """Replacing the -wal of a database in use makes every new connection read a malformed database."""
     assert tally("init").returncode == 0

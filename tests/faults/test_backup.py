@@ -89,11 +89,11 @@ def test_backup_during_load_opens_verifies_and_serves(tmp_path, static_root):
 
 
 def test_restoring_a_backup_as_the_readme_says_verifies_and_serves(tmp_path, static_root):
-    """README, "Backing up and restoring", step by step: a backup while serving, the server
-    killed (a crash is when one restores: SQLite's -wal may be left with frames in it), the copy
-    put back (SQLite: the database moved aside with its -wal and -shm; PostgreSQL: pg_restore
-    into a new database), then `tally init`, `tally verify`, `tally verify-audit` and `tally serve`
-    with the same secret key. What was written after the backup is gone; the rest is there."""
+    """README, "Backing up and restoring", step by step: a backup while serving; `tally restore`
+    refused while the server runs; the server killed (a crash is when one restores: SQLite's -wal
+    may be left with frames in it); `tally restore --yes`, which keeps the crashed database aside
+    (SQLite: with its -wal and -shm; PostgreSQL: renamed), then `tally verify-audit` and `tally
+    serve` with the same secret key. What was written after the backup is gone; the rest is there."""
     is_sqlite = settings.DATABASES["default"]["ENGINE"].endswith("sqlite3")
     backup = tmp_path / ("backups" if is_sqlite else "") / ("clinic.sqlite3" if is_sqlite else "clinic.pgdump")
     backup.parent.mkdir(exist_ok=True)
@@ -111,27 +111,21 @@ def test_restoring_a_backup_as_the_readme_says_verifies_and_serves(tmp_path, sta
             clinic = seed_clinic(client, patients=2)
             run_tally(env, "backup", str(backup))
             late = client.ok("POST", "/api/v1/patients", {"first_name": "After", "last_name": "Backup"})
+            refused = run_tally(env, "restore", "--yes", str(backup), check=False)
+            assert refused.returncode == 1 and "the database is in use" in refused.stderr, refused.stderr
+            assert client.call("GET", f"/api/v1/patients/{late['id']}").status == 200, "nothing was restored"
             server.kill9()
         finally:
             server.stop()
+        restored = run_tally(env, "restore", "--yes", str(backup))
+        kept = restored.stdout.split("kept as ", 1)[1].split(" ")[0].rstrip(".")
         if is_sqlite:
-            broken = live.parent / "broken"
-            broken.mkdir()
-            for name in (live, Path(f"{live}-wal"), Path(f"{live}-shm")):
-                if name.exists():
-                    name.rename(broken / name.name)
-            shutil.copyfile(backup, live)
-            restored_env = env
+            assert not Path(f"{live}-wal").exists() and Path(kept).exists()
         else:
-            restored_url = stack.enter_context(scratch_database_url(tmp_path / "restored"))  # createdb
-            restore_postgresql(backup, restored_url)
-            restored_env = env | {"TALLY_DATABASE_URL": restored_url}
-        run_tally(restored_env, "init")
-        verified = run_tally(restored_env, "verify", check=False)
-        assert verified.returncode == 0, verified.stdout + verified.stderr
-        chained = run_tally(restored_env, "verify-audit", check=False)
+            stack.callback(drop_database, url, kept)
+        chained = run_tally(env, "verify-audit", check=False)
         assert chained.returncode == 0 and "chain intact" in chained.stdout, chained.stdout + chained.stderr
-        server = ServerProcess(tmp_path, restored_env)
+        server = ServerProcess(tmp_path, env)
         try:
             server.start()
             client = Client(server, token)
@@ -143,8 +137,15 @@ def test_restoring_a_backup_as_the_readme_says_verifies_and_serves(tmp_path, sta
             client.ok("POST", "/api/v1/patients", {"first_name": "After", "last_name": "Restore"})  # writes go on
         finally:
             server.stop()
-        chained = run_tally(restored_env, "verify-audit", check=False)
+        chained = run_tally(env, "verify-audit", check=False)
         assert chained.returncode == 0 and "chain intact" in chained.stdout, chained.stdout + chained.stderr
+
+
+def drop_database(url: str, name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_a_restored_clinic_without_its_secret_key_is_refused_not_given_a_new_one(tmp_path):

@@ -31,6 +31,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterator
 
 from django.db import OperationalError
 from django.db.backends.sqlite3 import base, creation
@@ -64,6 +65,63 @@ def _process_lock(path: str) -> threading.Lock:
 
 def queue_path(database_name: str) -> str:
     return os.fspath(database_name) + QUEUE_SUFFIX
+
+
+# --- a server's mark ---
+#
+# `tally serve` holds a shared flock on `<database>-serving` for as long as it (and the workers
+# it forks, which share the open file) runs. Connections are opened per request, so an idle
+# server holds no lock on the database itself; this mark is how `tally restore` tells that one
+# is running, by trying for the flock exclusively. The kernel drops it when the server dies.
+
+SERVING_SUFFIX = "-serving"
+_serving_fds: list[int] = []
+
+
+def serving_path(database_name: str) -> str:
+    return os.fspath(database_name) + SERVING_SUFFIX
+
+
+def _open_lock_file(path: str, database_name: str) -> int:
+    # The database's own permissions, as for the queue.
+    try:
+        mode = os.stat(database_name).st_mode & 0o666
+    except OSError:
+        mode = 0o600
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, mode)
+
+
+def mark_served(database_name: str) -> None:
+    """Mark the database as served until this process exits. Waits while a restore holds the
+    mark (a server started during a restore then serves the restored database)."""
+    try:
+        fd = _open_lock_file(serving_path(database_name), database_name)
+    except OSError as exc:
+        logger.warning("cannot mark the SQLite database as served (tally restore will not see it): %s", exc)
+        return
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    _serving_fds.append(fd)
+
+
+@contextlib.contextmanager
+def held_if_free(path: str, database_name: str) -> Iterator[bool]:
+    """Try for an exclusive flock on one of the database's lock files (`serving_path` or
+    `queue_path`) without waiting: yields True, holding it, when it was free; False when someone
+    holds it. A directory where it cannot be made holds no one's lock either: True."""
+    try:
+        fd = _open_lock_file(path, database_name)
+    except OSError:
+        yield True
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
 
 
 class DatabaseCreation(creation.DatabaseCreation):

@@ -10,6 +10,7 @@ event naming the command line, the operating-system user and the target path (`r
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import sqlite3
@@ -35,10 +36,10 @@ class Command(BaseCommand):
     def handle(self, *args, **options) -> None:
         target = Path(options["path"]).expanduser().resolve()
         force = options["force"]
-        if target.exists() and not force:
-            raise CommandError(f"{target} exists; use --force to overwrite it")
         if target.is_dir():
             raise CommandError(f"{target} is a directory; give a file name")
+        if target.exists() and not force:
+            raise CommandError(f"{target} exists; use --force to overwrite it")
         if not target.parent.is_dir():
             raise CommandError(f"no such directory: {target.parent}")
         # The event is written after the copy is taken and checked, and before it is moved to PATH.
@@ -82,6 +83,10 @@ def temporary_beside(target: Path) -> Path:
     return Path(name)
 
 
+# link() on a file system that has no hard links.
+NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV}
+
+
 def move_into_place(partial: Path, target: Path, *, force: bool) -> None:
     if force:
         os.replace(partial, target)
@@ -90,6 +95,16 @@ def move_into_place(partial: Path, target: Path, *, force: bool) -> None:
         os.link(partial, target)  # fails if PATH appeared meanwhile: never overwrite silently
     except FileExistsError:
         raise CommandError(f"{target} appeared while backing up; nothing overwritten") from None
+    except OSError as exc:
+        if exc.errno not in NO_HARD_LINKS:
+            raise
+        # A file system without hard links (exFAT or FAT on a USB stick, an SMB share): claim the
+        # name with an exclusive create, then rename the copy over that empty file of our own.
+        try:
+            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            raise CommandError(f"{target} appeared while backing up; nothing overwritten") from None
+        os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)
 
@@ -99,11 +114,13 @@ def backup_sqlite(source_name: str, target: Path, *, force: bool, audited: Calla
     if str(source_name) == ":memory:" or not source_path.exists():
         raise CommandError(f"no SQLite database at {source_name}; run `tally init` first")
     live = source_path.resolve()
-    # Its -wal, -shm and -journal hold committed writes and locks, and -queue orders its
-    # writers (tally.db.sqlite3): replacing one under a
-    # running server makes every new connection read a malformed database.
-    if target in {live, *(live.with_name(live.name + suffix) for suffix in ("-wal", "-shm", "-journal", "-queue"))}:
-        raise CommandError("the backup cannot be the database itself or its -wal, -shm, -journal or -queue file")
+    # Its -wal, -shm and -journal hold committed writes and locks, -queue orders its writers and
+    # -serving marks a running server (tally.db.sqlite3): replacing one under a running server
+    # makes every new connection read a malformed database, or hides the server from `tally restore`.
+    suffixes = ("-wal", "-shm", "-journal", "-queue", "-serving")
+    if target in {live, *(live.with_name(live.name + suffix) for suffix in suffixes)}:
+        raise CommandError("the backup cannot be the database itself or its -wal, -shm, -journal, -queue or "
+                           "-serving file")
     partial = temporary_beside(target)
     try:
         source = sqlite3.connect(source_path, timeout=30)
@@ -131,6 +148,23 @@ def backup_postgresql(settings: dict, target: Path, *, force: bool, audited: Cal
     pg_dump = shutil.which("pg_dump")
     if pg_dump is None:
         raise CommandError("pg_dump is not installed (Debian: apt-get install postgresql-client)")
+    partial = temporary_beside(target)
+    try:
+        done = subprocess.run(
+            [pg_dump, "--format=custom", "--no-password", f"--file={partial}", "--dbname", settings["NAME"]],
+            env=pg_environment(settings), capture_output=True, text=True, check=False,
+        )
+        if done.returncode != 0:
+            raise CommandError(f"pg_dump failed: {pg_dump_error(done)}")
+        audited()
+        move_into_place(partial, target, force=force)
+    finally:
+        partial.unlink(missing_ok=True)
+    return "pg_dump custom format; restore with pg_restore"
+
+
+def pg_environment(settings: dict) -> dict[str, str]:
+    """The environment that points pg_dump and pg_restore at the database of `settings`."""
     env = dict(os.environ)
     for key, var in (("HOST", "PGHOST"), ("PORT", "PGPORT"), ("USER", "PGUSER"), ("PASSWORD", "PGPASSWORD")):
         if settings.get(key):
@@ -142,25 +176,14 @@ def backup_postgresql(settings: dict, target: Path, *, force: bool, audited: Cal
     # ever on a host that takes the connection and never answers.
     if options.get("connect_timeout"):
         env["PGCONNECT_TIMEOUT"] = str(options["connect_timeout"])
-    partial = temporary_beside(target)
-    try:
-        done = subprocess.run(
-            [pg_dump, "--format=custom", "--no-password", f"--file={partial}", "--dbname", settings["NAME"]],
-            env=env, capture_output=True, text=True, check=False,
-        )
-        if done.returncode != 0:
-            raise CommandError(f"pg_dump failed: {pg_dump_error(done)}")
-        audited()
-        move_into_place(partial, target, force=force)
-    finally:
-        partial.unlink(missing_ok=True)
-    return "pg_dump custom format; restore with pg_restore"
+    return env
 
 
-def pg_dump_error(done: subprocess.CompletedProcess) -> str:
-    """pg_dump's error line, not the hint libpq prints after it ("Is the server running...")."""
+def pg_dump_error(done: subprocess.CompletedProcess, program: str = "pg_dump") -> str:
+    """pg_dump's (or pg_restore's) error line, not the hint libpq prints after it ("Is the server
+    running...")."""
     lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
     errors = [line for line in lines if "error:" in line] or lines
     if not errors:
         return f"exit status {done.returncode}"
-    return errors[-1].removeprefix("pg_dump: ").removeprefix("error: ")
+    return errors[-1].removeprefix(f"{program}: ").removeprefix("error: ")
