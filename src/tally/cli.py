@@ -32,7 +32,7 @@ Usage: tally COMMAND [options]     (tally COMMAND --help for its options)
   demo          init, load a demo clinic and serve it
   democode      the demo owner's current two-factor code
   backup        a consistent copy of the database while it serves: PATH [--force]
-  restore       put a backup back, checked first, the current database kept aside: PATH [--yes] [--force]
+  restore       put a backup back, checked first, the current database kept aside: PATH [--yes] [--force] [--with-problems]
   investigate   why a patient's package counts are what they are: P-000123 [--json]
   audit         every package through the investigator: [--json|--csv] [--min-severity warning]
   verify        re-derive every package from its ledger, check no invoice is half-written; exit 1 on any problem

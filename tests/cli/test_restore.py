@@ -437,3 +437,39 @@ def test_restore_on_a_new_machine_without_the_key_asks_for_it_and_makes_no_key(t
     assert len(lines) == 1 and "TALLY_SECRET_KEY" in lines[0], done.stderr
     assert not (tally.cwd / ".tally-secret-key").exists()
     assert not tally.database.exists()
+
+
+def test_a_backup_that_fails_verify_is_refused_unless_restored_with_problems(clinic):
+    """A clinic's only backup may hold a count fault (a hand-typed UPDATE, an old release's bug):
+    refused by default, so nobody restores one unawares; --with-problems restores it, says what
+    `tally verify` found and records it, as the owner has nothing better to restore."""
+    from tally.clinic.actions import sales
+    from tally.clinic.demo import corrupt_cached_count
+
+    with clinic.use():
+        owner = Staff.objects.create_user("olga", password="correct horse battery staple", role="owner")
+        service = catalog.do_create_service(acting_user=owner, name="Acupuncture", duration_minutes=60, price="95")
+        package = catalog.do_create_package(acting_user=owner, name="10 x Acupuncture", price="800", sessions=10,
+                                            service_ids=[service.pk])
+        sold, _ = sales.do_sell_package(acting_user=owner, patient=Patient.objects.get(), package=package,
+                                        use_first_session=False)
+        corrupt_cached_count(sold)
+    backup = clinic.backup()
+    clinic.add_patient("After")
+    before = files_beside(clinic) if IS_SQLITE else []
+    with pytest.raises(CommandError, match=r"fails `tally verify` \(1 problem\(s\), the first: ledger: patient "
+                                           r"package .*--with-problems restores it anyway"):
+        clinic.restore(backup)
+    nothing_changed(clinic, before)
+
+    said: list[str] = []
+    restore(backup, clinic.settings, force=False, confirm=lambda question: said.append(question) or True,
+            say=said.append, with_problems=True)
+    assert "`tally verify` finds 1 problem, audit chain intact" in said[0], said
+    assert said[2] == "`tally verify` finds these problems in it (`tally investigate` explains a package's count):"
+    assert said[3].startswith(f"  ledger: patient package {sold.pk}"), said
+    assert clinic.last_names() == ["Before"]
+    with clinic.use():
+        event = AuditEvent.objects.order_by("id").last()
+        assert event.action == "database.restore" and len(event.after["verify_problems"]) == 1
+        assert verify_chain().intact

@@ -25,7 +25,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,7 @@ class Checked:
     packages: int
     patients: int
     events: int
+    problems: list[str] = field(default_factory=list)  # `tally verify`'s, restored --with-problems
 
 
 class Command(BaseCommand):
@@ -74,6 +75,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser) -> None:
         parser.add_argument("path", help="the backup (a SQLite file, or a pg_dump custom-format file)")
         parser.add_argument("--yes", action="store_true", help="do not ask for confirmation (for scripts)")
+        parser.add_argument("--with-problems", action="store_true",
+                            help="restore even when `tally verify` finds problems in the backup (they are "
+                                 "listed; the investigator names them after): the only copy may have one")
         parser.add_argument("--force", action="store_true",
                             help="restore even while a server or another program uses the database")
 
@@ -84,7 +88,8 @@ class Command(BaseCommand):
         settings_dict = dict(connection.settings_dict)
         connections.close_all()  # this command's own connection must not count as a user of the database
         confirm = (lambda question: True) if options["yes"] else ask
-        restore(backup, settings_dict, force=options["force"], confirm=confirm, say=self.stdout.write)
+        restore(backup, settings_dict, force=options["force"], confirm=confirm, say=self.stdout.write,
+                with_problems=options["with_problems"])
 
 
 def ask(question: str) -> bool:
@@ -96,17 +101,19 @@ def ask(question: str) -> bool:
 
 
 def restore(backup: Path, settings_dict: dict[str, Any], *, force: bool, confirm: Confirm,
-            say: Callable[[str], Any]) -> None:
-    """Restore `backup` over the database of `settings_dict` (the default connection's settings)."""
+            say: Callable[[str], Any], with_problems: bool = False) -> None:
+    """Restore `backup` over the database of `settings_dict` (the default connection's settings).
+    A backup in which `tally verify` finds problems is refused unless `with_problems`."""
     vendor = vendor_of(settings_dict)
     check_backup_file(backup, vendor)
     # A failure while files or databases move (a read-only directory, a full disk) is one line:
     # whatever was moved aside has been moved back.
     try:
         if vendor == "sqlite":
-            restore_sqlite(backup, settings_dict, force=force, confirm=confirm, say=say)
+            restore_sqlite(backup, settings_dict, force=force, confirm=confirm, say=say, with_problems=with_problems)
         else:
-            restore_postgresql(backup, settings_dict, force=force, confirm=confirm, say=say)
+            restore_postgresql(backup, settings_dict, force=force, confirm=confirm, say=say,
+                               with_problems=with_problems)
     except OSError as exc:
         where = f" ({exc.filename})" if exc.filename else ""
         raise CommandError(f"cannot restore: {exc.strerror or exc}{where}; nothing was restored") from exc
@@ -172,9 +179,11 @@ def using_database(settings_dict: dict[str, Any]) -> Iterator[None]:
             connections[DEFAULT_DB_ALIAS] = previous
 
 
-def check_and_migrate(backup: Path) -> Checked:
+def check_and_migrate(backup: Path, *, with_problems: bool = False) -> Checked:
     """On the staging copy (the default connection): a Tally database of a release this one knows,
-    brought up to this release, with no `tally verify` problem and an audit log this key verifies."""
+    brought up to this release, with no `tally verify` problem (unless `with_problems`: a clinic's
+    only backup may hold a fault, and refusing it would leave the clinic with nothing) and an
+    audit log this key verifies."""
     try:
         tables = set(connection.introspection.table_names())
     except DatabaseError as exc:
@@ -199,10 +208,10 @@ def check_and_migrate(backup: Path) -> Checked:
     from tally.clinic.models import AuditEvent, ClinicSettings, Patient, PatientPackage
 
     ClinicSettings.load()
-    problems = verify_database()
-    if problems:
+    problems = [str(problem) for problem in verify_database()]
+    if problems and not with_problems:
         raise CommandError(f"{backup} fails `tally verify` ({len(problems)} problem(s), the first: {problems[0]}); "
-                           "nothing was restored")
+                           "nothing was restored (--with-problems restores it anyway, and lists them)")
     report = verify_chain()
     if not report.intact:
         if report.events == 0 and "signed with a key this server does not have" in report.problem:
@@ -212,14 +221,24 @@ def check_and_migrate(backup: Path) -> Checked:
         raise CommandError(f"{backup}'s audit log does not verify after {report.events} good events: "
                            f"{report.problem}; nothing was restored")
     return Checked(migrations_applied=len(plan), packages=PatientPackage.objects.count(),
-                   patients=Patient.objects.count(), events=AuditEvent.objects.count())
+                   patients=Patient.objects.count(), events=AuditEvent.objects.count(), problems=problems)
 
 
 def describe(checked: Checked) -> str:
     release = (f"from an older release, {checked.migrations_applied} migration(s) applied"
                if checked.migrations_applied else "from this release")
+    verified = (f"`tally verify` finds {counted(len(checked.problems), 'problem')}" if checked.problems
+                else "verified")
     return (f"{counted(checked.patients, 'patient')}, {counted(checked.packages, 'package')}, {release}; "
-            f"verified, audit chain intact ({counted(checked.events, 'event')})")
+            f"{verified}, audit chain intact ({counted(checked.events, 'event')})")
+
+
+def say_problems(checked: Checked, say: Callable[[str], Any]) -> None:
+    """A backup restored --with-problems: what `tally verify` found in it, to mend next."""
+    if checked.problems:
+        say("`tally verify` finds these problems in it (`tally investigate` explains a package's count):")
+        for problem in checked.problems:
+            say(f"  {problem}")
 
 
 def counted(number: int, thing: str) -> str:
@@ -232,7 +251,8 @@ def record_restore(backup: Path, *, replaced: str | None, checked: Checked, forc
     try:
         record_reads(None, "database.restore", [Shown(None, "database", connection.vendor)],
                      details=command_line_details("tally restore", path=str(backup), replaced=replaced,
-                                                  migrations_applied=checked.migrations_applied, force=force))
+                                                  migrations_applied=checked.migrations_applied, force=force,
+                                                  verify_problems=checked.problems))
     except DatabaseError as exc:
         raise CommandError(f"cannot record the restore in the audit log, so nothing was restored: "
                            f"{first_line(exc)}") from exc
@@ -242,7 +262,7 @@ def record_restore(backup: Path, *, replaced: str | None, checked: Checked, forc
 
 
 def restore_sqlite(backup: Path, settings_dict: dict[str, Any], *, force: bool, confirm: Confirm,
-                   say: Callable[[str], Any]) -> None:
+                   say: Callable[[str], Any], with_problems: bool) -> None:
     name = str(settings_dict["NAME"])
     if name == ":memory:" or name.startswith("file:"):
         raise CommandError(f"cannot restore into {name}: TALLY_DATABASE_URL must name a file")
@@ -257,7 +277,7 @@ def restore_sqlite(backup: Path, settings_dict: dict[str, Any], *, force: bool, 
     try:
         copy_sqlite(backup, staging)
         with using_database(staging_settings):
-            checked = check_and_migrate(backup)
+            checked = check_and_migrate(backup, with_problems=with_problems)
         aside = free_name(live.with_name(f"{live.name}.before-restore-{stamp}"))
         with sqlite_in_use(live) as user:
             refuse_if_used(user, force=force, say=say)
@@ -282,6 +302,7 @@ def restore_sqlite(backup: Path, settings_dict: dict[str, Any], *, force: bool, 
         for leftover in (staging, *companions(staging), Path(queue_path(str(staging)))):
             leftover.unlink(missing_ok=True)
     say(f"Restored {backup} into {live}: {describe(checked)}.")
+    say_problems(checked, say)
     if replaced:
         say(f"The database it replaced is kept as {aside}" +
             (f" (with its {' and '.join(moved)} files)" if moved else "") + ".")
@@ -426,7 +447,7 @@ def move_aside(live: Path, aside: Path) -> list[str]:
 
 
 def restore_postgresql(backup: Path, settings_dict: dict[str, Any], *, force: bool, confirm: Confirm,
-                       say: Callable[[str], Any]) -> None:
+                       say: Callable[[str], Any], with_problems: bool) -> None:
     pg_restore = shutil.which("pg_restore")
     if pg_restore is None:
         raise CommandError("pg_restore is not installed (Debian: apt-get install postgresql-client)")
@@ -450,7 +471,7 @@ def restore_postgresql(backup: Path, settings_dict: dict[str, Any], *, force: bo
             run_pg_restore(pg_restore, env, staging, backup)
             staging_settings = {**settings_dict, "NAME": staging}
             with using_database(staging_settings):
-                checked = check_and_migrate(backup)
+                checked = check_and_migrate(backup, with_problems=with_problems)
             exists = database_exists(admin, target)
             empty = exists and pg_is_empty(settings_dict)
             refuse_if_used(pg_sessions(admin, target), force=force, say=say)
@@ -464,7 +485,7 @@ def restore_postgresql(backup: Path, settings_dict: dict[str, Any], *, force: bo
                               "WHERE datname = %s AND pid <> pg_backend_pid()", [target])
             if empty:
                 # Into the database itself (its owner and grants stay), now that the copy checked.
-                restore_into_empty(pg_restore, env, backup, settings_dict, force=force)
+                restore_into_empty(pg_restore, env, backup, settings_dict, force=force, with_problems=with_problems)
             else:
                 with using_database(staging_settings):
                     record_restore(backup, replaced=aside if exists else None, checked=checked, force=force)
@@ -474,6 +495,7 @@ def restore_postgresql(backup: Path, settings_dict: dict[str, Any], *, force: bo
             if not swapped:
                 admin.execute(f"DROP DATABASE IF EXISTS {quoted(staging)} WITH (FORCE)")
     say(f"Restored {backup} into the PostgreSQL database {target}: {describe(checked)}.")
+    say_problems(checked, say)
     if exists and not empty:
         say(f"The database it replaced is kept as {aside} (drop it with `dropdb {aside}` once you no longer "
             "need it).")
@@ -489,13 +511,13 @@ def run_pg_restore(pg_restore: str, env: dict[str, str], dbname: str, backup: Pa
 
 
 def restore_into_empty(pg_restore: str, env: dict[str, str], backup: Path, settings_dict: dict[str, Any], *,
-                       force: bool) -> None:
+                       force: bool, with_problems: bool) -> None:
     """The checked backup, restored again into the empty target, migrated and recorded there."""
     target = str(settings_dict["NAME"])
     try:
         run_pg_restore(pg_restore, env, target, backup)
         with using_database(settings_dict):
-            checked = check_and_migrate(backup)
+            checked = check_and_migrate(backup, with_problems=with_problems)
             record_restore(backup, replaced=None, checked=checked, force=force)
     except CommandError as exc:
         raise CommandError(f"the restore into the empty database {target} failed half-way ({exc}): drop and "
