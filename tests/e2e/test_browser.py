@@ -332,49 +332,98 @@ def test_sell_page_keyboard_reaches_use_first_session_and_every_control_is_label
     assert not PatientPackage.objects.filter(patient=patient).exists()
 
 
-# --- Every main page at 1280, 768 and 390 px: nothing wider than the screen, every control labelled --------
+# --- Every staff page at 1280, 768 and 390 px: nothing wider than the screen, every control labelled ---------
+
+def resize(page, width: int) -> None:
+    """The same page at another width; the frame after the resize has run its listeners."""
+    page.set_viewport_size({"width": width, "height": 1000})
+    page.evaluate("() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))")
 
 
-def test_every_main_page_fits_a_tablet_and_labels_every_control(browser_page, owner, desk, patient, acu60, clinic,
-                                                                  paid_pack):
+# A table (or the timeline picture) wider than a phone scrolls inside its box: the box says so
+# ("Scroll sideways for more"), and takes the keyboard's focus, so that arrows scroll it.
+SCROLL_BOXES = """() => [...document.querySelectorAll('main table.table, main .timeline-picture')].map(el => {
+    const box = el.matches('.scroll-x') ? el : el.closest('.scroll-x');
+    if (!box) return {missing: el.outerHTML.slice(0, 60)};
+    const hint = getComputedStyle(box, '::before');
+    return {overflows: box.scrollWidth - box.clientWidth > 1, more: box.dataset.more || null,
+            hint: hint.display === 'none' || hint.content === 'none' ? null : hint.content, focusable: box.tabIndex === 0,
+            name: box.getAttribute('aria-label')};
+})"""
+
+
+def test_every_staff_page_fits_a_phone_and_labels_every_control(browser_page, owner, desk, patient, acu60, clinic,
+                                                                 paid_pack):
     appointment = do_book(acting_user=desk, patient=patient, service=acu60, starts_at=local_today_at(clinic, 11))
-    _, invoice, _ = do_check_in(acting_user=desk, appointment=appointment)
+    _, invoice, line = do_check_in(acting_user=desk, appointment=appointment)
     # A past visit never checked in: the clinic audit lists the package (NOT_CHECKED_IN), so its
     # table has a row, whose link's hidden text once made the whole page scroll sideways on a phone.
     do_book(acting_user=desk, patient=patient, service=acu60, starts_at=local_today_at(clinic, 9, days=-3))
+    later = do_book(acting_user=desk, patient=patient, service=acu60, starts_at=local_today_at(clinic, 15))
     page = browser_page
     sign_in(page, owner.username)
+    p, sale = patient.pk, paid_pack.sale_invoice_id
     pages = [
-        "/today/", "/patients/", f"/patients/{patient.pk}/", f"/patients/{patient.pk}/?tab=invoices",
-        f"/patients/{patient.pk}/sell/", f"/invoices/{invoice.pk}/", f"/invoices/{invoice.pk}/edit/",
-        f"/packages/{paid_pack.pk}/investigation/", f"/patients/{patient.pk}/investigation/", "/audit/",
-        "/catalog/", "/staff/", f"/appointments/{appointment.pk}/undo-check-in/", f"/invoices/{invoice.pk}/print/",
-        f"/packages/{paid_pack.pk}/cancel/",
+        "/today/", "/patients/", f"/patients/{p}/", f"/patients/{p}/?tab=invoices",
+        f"/patients/{p}/sell/", f"/invoices/{invoice.pk}/", f"/invoices/{invoice.pk}/edit/",
+        f"/packages/{paid_pack.pk}/investigation/", f"/patients/{p}/investigation/", "/audit/",
+        "/catalog/", "/staff/", f"/invoices/{invoice.pk}/print/", f"/patients/{p}/export/",
+        f"/appointments/{later.pk}/check-in/", "/account/two-factor/",
+        # Forms on staff/form_page.html and catalog/edit.html, one of each kind of field.
+        "/appointments/new/", f"/appointments/{later.pk}/delete/", "/patients/new/",
+        f"/packages/{paid_pack.pk}/expiry/", "/catalog/packages/new/",
+    ]
+    same_templates = [
+        f"/appointments/{appointment.pk}/undo-check-in/", f"/packages/{paid_pack.pk}/cancel/",
+        f"/appointments/{later.pk}/reschedule/", f"/appointments/{later.pk}/cancel/",
+        f"/appointments/{later.pk}/no-show/", f"/patients/{p}/invoices/new/",
+        f"/invoices/{invoice.pk}/lines/{line.pk}/remove/", f"/invoices/{sale}/refund/", f"/invoices/{invoice.pk}/void/",
+        "/catalog/services/new/", f"/catalog/services/{acu60.pk}/", f"/catalog/packages/{paid_pack.package_id}/",
     ]
     unlabelled = """() => [...document.querySelectorAll('main input:not([type=hidden]), main select, main textarea')]
         .filter(el => el.offsetParent !== null)
         .filter(el => !(el.labels && el.labels.length) && !el.getAttribute('aria-label')
                       && !el.getAttribute('aria-labelledby') && !el.closest('label'))
         .map(el => el.name || el.id || el.outerHTML.slice(0, 60))"""
-    for width in (1280, 768, 390):  # a desktop, a tablet, a phone
-        page.set_viewport_size({"width": width, "height": 1000})
-        for url in pages:
-            response = page.goto(url)
-            assert response is not None and response.status == 200, (url, response and response.status)
-            overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
-            assert overflow <= 1, f"{url} is {overflow} px wider than a {width} px screen"
-            assert page.evaluate(unlabelled) == [], f"{url} has unlabelled controls at {width} px"
-            if url == "/audit/":
-                expect(page.get_by_role("link", name=re.compile("^Investigate"))).to_have_count(1)
-                # A patient number stays on one line ("P-/000015" wrapped at its hyphen on a phone).
-                lines = page.evaluate("""() => { const range = document.createRange();
-                    range.selectNodeContents(document.querySelector('td.patient-number'));
-                    return new Set([...range.getClientRects()].map(r => Math.round(r.top))).size; }""")
-                assert lines == 1, f"the audit's patient number wraps onto {lines} lines at {width} px"
-            if url.endswith("/investigation/") and "packages" in url:
-                # The timeline's words (legend, months, "N left") stay readable: shrunk to a 390 px
-                # screen with the picture, they were 4 px high.
-                smallest = page.evaluate("""() => Math.min(...[...document.querySelectorAll(
-                    '.timeline-picture svg text')].map(t => t.getBoundingClientRect().height))""")
-                assert smallest >= 9, f"the timeline's text is {smallest:.1f} px high at {width} px"
-        screenshot(page, f"walk-{width}")
+
+    def check_at(url: str, width: int) -> None:
+        overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 1, f"{url} is {overflow} px wider than a {width} px screen"
+        assert page.evaluate(unlabelled) == [], f"{url} has unlabelled controls at {width} px"
+        for box in page.evaluate(SCROLL_BOXES):
+            assert "missing" not in box, f"{url}: a table outside a .scroll-x box: {box}"
+            if box["overflows"]:
+                assert box["more"] and box["hint"] and "Scroll sideways" in box["hint"], (url, width, box)
+                assert box["focusable"] and box["name"], (url, width, box)
+            else:
+                assert (box["more"], box["hint"], box["focusable"]) == (None, None, False), (url, width, box)
+        if url == "/audit/":
+            expect(page.get_by_role("link", name=re.compile("^Investigate"))).to_have_count(1)
+            # A patient number stays on one line ("P-/000015" wrapped at its hyphen on a phone).
+            lines = page.evaluate("""() => { const range = document.createRange();
+                range.selectNodeContents(document.querySelector('td.patient-number'));
+                return new Set([...range.getClientRects()].map(r => Math.round(r.top))).size; }""")
+            assert lines == 1, f"the audit's patient number wraps onto {lines} lines at {width} px"
+        if url.endswith("/investigation/") and "packages" in url:
+            # The timeline's words (legend, months, "N left") stay readable: shrunk to a 390 px
+            # screen with the picture, they were 4 px high.
+            smallest = page.evaluate("""() => Math.min(...[...document.querySelectorAll(
+                '.timeline-picture svg text')].map(t => t.getBoundingClientRect().height))""")
+            assert smallest >= 9, f"the timeline's text is {smallest:.1f} px high at {width} px"
+
+    # Each page is loaded once and looked at as a desktop, a tablet and a phone would.
+    for url in pages + same_templates:
+        resize(page, 1280)
+        response = page.goto(url)
+        assert response is not None and response.status == 200, (url, response and response.status)
+        for width in (1280, 768, 390):
+            if width != 1280:
+                resize(page, width)
+            check_at(url, width)
+        if url == f"/patients/{p}/":
+            screenshot(page, "walk-chart-390")
+            # Scrolled to its end, the box says the rest is now to the left.
+            box = page.locator("#chart-tab .scroll-x")
+            box.evaluate("box => { box.scrollLeft = box.scrollWidth; }")
+            expect(box).to_have_attribute("data-more", "left")
+            assert "\u2190" in box.evaluate("box => getComputedStyle(box, '::before').content")
