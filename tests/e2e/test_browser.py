@@ -332,7 +332,22 @@ def test_sell_page_keyboard_reaches_use_first_session_and_every_control_is_label
     assert not PatientPackage.objects.filter(patient=patient).exists()
 
 
-# --- Every staff page at 1280, 768 and 390 px: nothing wider than the screen, every control labelled ---------
+# --- Every staff page at 1280, 768 and 390 px: nothing wider than the screen, every control labelled, ---------
+# --- no accessibility violation (axe-core: WCAG 2.1 A and AA, and its best practices) -------------------------
+
+AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"]
+
+
+def accessibility_violations(page) -> list[str]:
+    """axe-core's violations on the page as it is now, one line each (the axe-playwright-python
+    package bundles axe.min.js: nothing is downloaded)."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    results = Axe().run(page, options={"runOnly": {"type": "tag", "values": AXE_TAGS},
+                                       "resultTypes": ["violations"]})
+    return [f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']][:4]}"
+            for v in results.response["violations"]]
+
 
 def resize(page, width: int) -> None:
     """The same page at another width; the frame after the resize has run its listeners."""
@@ -352,8 +367,8 @@ SCROLL_BOXES = """() => [...document.querySelectorAll('main table.table, main .t
 })"""
 
 
-def test_every_staff_page_fits_a_phone_and_labels_every_control(browser_page, owner, desk, patient, acu60, clinic,
-                                                                 paid_pack):
+def test_every_staff_page_fits_a_phone_labels_every_control_and_passes_axe(browser_page, owner, desk, patient, acu60,
+                                                                          clinic, paid_pack):
     appointment = do_book(acting_user=desk, patient=patient, service=acu60, starts_at=local_today_at(clinic, 11))
     _, invoice, line = do_check_in(acting_user=desk, appointment=appointment)
     # A past visit never checked in: the clinic audit lists the package (NOT_CHECKED_IN), so its
@@ -361,6 +376,8 @@ def test_every_staff_page_fits_a_phone_and_labels_every_control(browser_page, ow
     do_book(acting_user=desk, patient=patient, service=acu60, starts_at=local_today_at(clinic, 9, days=-3))
     later = do_book(acting_user=desk, patient=patient, service=acu60, starts_at=local_today_at(clinic, 15))
     page = browser_page
+    page.goto("/login/")
+    assert accessibility_violations(page) == [], "/login/"
     sign_in(page, owner.username)
     p, sale = patient.pk, paid_pack.sale_invoice_id
     pages = [
@@ -373,6 +390,7 @@ def test_every_staff_page_fits_a_phone_and_labels_every_control(browser_page, ow
         "/appointments/new/", f"/appointments/{later.pk}/delete/", "/patients/new/",
         f"/packages/{paid_pack.pk}/expiry/", "/catalog/packages/new/",
     ]
+    # The same templates again with other fields: walked at every width, not through axe again.
     same_templates = [
         f"/appointments/{appointment.pk}/undo-check-in/", f"/packages/{paid_pack.pk}/cancel/",
         f"/appointments/{later.pk}/reschedule/", f"/appointments/{later.pk}/cancel/",
@@ -411,7 +429,8 @@ def test_every_staff_page_fits_a_phone_and_labels_every_control(browser_page, ow
                 '.timeline-picture svg text')].map(t => t.getBoundingClientRect().height))""")
             assert smallest >= 9, f"the timeline's text is {smallest:.1f} px high at {width} px"
 
-    # Each page is loaded once and looked at as a desktop, a tablet and a phone would.
+    # Each page is loaded once and looked at as a desktop, a tablet and a phone would. axe runs
+    # once, on the phone: nothing is hidden or shown by width, and only there do boxes scroll.
     for url in pages + same_templates:
         resize(page, 1280)
         response = page.goto(url)
@@ -420,6 +439,8 @@ def test_every_staff_page_fits_a_phone_and_labels_every_control(browser_page, ow
             if width != 1280:
                 resize(page, width)
             check_at(url, width)
+        if url in pages:
+            assert accessibility_violations(page) == [], url
         if url == f"/patients/{p}/":
             screenshot(page, "walk-chart-390")
             # Scrolled to its end, the box says the rest is now to the left.
@@ -427,3 +448,13 @@ def test_every_staff_page_fits_a_phone_and_labels_every_control(browser_page, ow
             box.evaluate("box => { box.scrollLeft = box.scrollWidth; }")
             expect(box).to_have_attribute("data-more", "left")
             assert "\u2190" in box.evaluate("box => getComputedStyle(box, '::before').content")
+
+    # What htmx swaps in, and a form sent back with its errors, pass too.
+    page.goto(f"/appointments/{later.pk}/check-in/")
+    page.get_by_label("No Charges").check()
+    expect(page.locator("#coverage")).not_to_be_empty()
+    assert accessibility_violations(page) == [], "check-in preview"
+    page.goto(f"/appointments/{later.pk}/delete/")
+    page.get_by_role("button", name="Delete permanently").click()
+    expect(page.locator(".errorlist").first).to_be_visible()
+    assert accessibility_violations(page) == [], "delete without a reason"
