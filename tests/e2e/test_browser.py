@@ -98,10 +98,14 @@ def test_check_in_with_a_service_the_package_does_not_cover_warns_first_then_cha
     coverage = page.locator("#coverage")
     expect(coverage).to_contain_text("10 x Acupuncture 60")  # the booked service is covered
 
+    # A screen reader announces a live region's changes, not a live region that replaces another.
+    page.evaluate("window.__coverage = document.getElementById('coverage')")
     page.get_by_label("Charge another service").check()
     page.get_by_label("Other service:", exact=True).select_option(label="Acupuncture 90 min (90 min, 130.00)")
     # The htmx preview swaps the warning in as the choice changes, before any button is pressed.
     expect(coverage.get_by_role("alert")).to_contain_text("Not covered by a package.")
+    assert page.evaluate("document.getElementById('coverage') === window.__coverage"), "the live region was replaced"
+    expect(coverage).to_have_attribute("aria-live", "polite")
     page.get_by_role("button", name="Check in", exact=True).click()
 
     # Still nothing saved: the page asks again.
@@ -452,7 +456,7 @@ def test_every_staff_page_fits_a_phone_labels_every_control_and_passes_axe(brows
     # What htmx swaps in, and a form sent back with its errors, pass too.
     page.goto(f"/appointments/{later.pk}/check-in/")
     page.get_by_label("No Charges").check()
-    expect(page.locator("#coverage")).not_to_be_empty()
+    expect(page.locator("#coverage .alert")).to_be_visible()
     assert accessibility_violations(page) == [], "check-in preview"
     page.goto(f"/appointments/{later.pk}/delete/")
     page.get_by_role("button", name="Delete permanently").click()
