@@ -183,11 +183,16 @@ def test_chart_filters_hide_rows_and_the_banner_clears_them(browser_page):
     update_doc_screenshot(page, "chart")
 
     page.evaluate("window.__sameDocument = true")
+    page.evaluate("window.__status = document.getElementById('chart-tab-status')")
     page.get_by_label("Date range").select_option(label="Last 90 days")  # htmx swaps the tab on change
     expect(banner).to_be_visible()
     shown = int(re.search(r"Showing (\d+) of (\d+)", banner.inner_text()).group(1))
     assert 0 < shown < total
     expect(banner).to_have_text(f"Showing {shown} of {total} — clear filters")
+    # A screen reader hears it: the status region outside the swapped tab says it, and stays the
+    # same element (a live region swapped in with the tab is often not announced).
+    expect(page.locator("#chart-tab-status")).to_have_text(f"Showing {shown} of {total} appointments")
+    assert page.evaluate("document.getElementById('chart-tab-status') === window.__status")
     expect(rows).to_have_count(shown)
     assert page.evaluate("window.__sameDocument") is True
     assert "range=90d" in page.url  # the filtered view is a link staff can share
