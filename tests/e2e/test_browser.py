@@ -439,6 +439,13 @@ def test_every_staff_page_fits_a_phone_labels_every_control_and_passes_axe(brows
                 assert box["focusable"] and box["name"], (url, width, box)
             else:
                 assert (box["more"], box["hint"], box["focusable"]) == (None, None, False), (url, width, box)
+        # An invoice or patient number is read out to a patient: never split at its hyphen.
+        wrapped = page.evaluate("""() => [...document.querySelectorAll('main a, main span, main td, main p')]
+            .filter(el => el.children.length === 0 && /^(INV|P)-\\d+$/.test(el.textContent.trim()))
+            .filter(el => { const range = document.createRange(); range.selectNodeContents(el);
+                            return new Set([...range.getClientRects()].map(r => Math.round(r.top))).size > 1; })
+            .map(el => el.textContent.trim())""")
+        assert wrapped == [], f"{url} splits {wrapped} over two lines at {width} px"
         if url == "/audit/":
             expect(page.get_by_role("link", name=re.compile("^Investigate"))).to_have_count(1)
             # A patient number stays on one line ("P-/000015" wrapped at its hyphen on a phone).
