@@ -446,6 +446,12 @@ def test_every_staff_page_fits_a_phone_labels_every_control_and_passes_axe(brows
                             return new Set([...range.getClientRects()].map(r => Math.round(r.top))).size > 1; })
             .map(el => el.textContent.trim())""")
         assert wrapped == [], f"{url} splits {wrapped} over two lines at {width} px"
+        # The top bar's links and Sign out button keep their words together ("Sign / out" on a phone).
+        broken = page.evaluate("""() => [...document.querySelectorAll('.topbar a, .topbar button')]
+            .filter(el => { const range = document.createRange(); range.selectNodeContents(el);
+                            return new Set([...range.getClientRects()].map(r => Math.round(r.top))).size > 1; })
+            .map(el => el.textContent.trim())""")
+        assert broken == [], f"{url}: the top bar breaks {broken} over two lines at {width} px"
         if url == "/audit/":
             expect(page.get_by_role("link", name=re.compile("^Investigate"))).to_have_count(1)
             # A patient number stays on one line ("P-/000015" wrapped at its hyphen on a phone).
