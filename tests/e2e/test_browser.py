@@ -364,16 +364,38 @@ def resize(page, width: int) -> None:
     page.evaluate("() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))")
 
 
-# A table (or the timeline picture) wider than a phone scrolls inside its box: the box says so
-# ("Scroll sideways for more"), and takes the keyboard's focus, so that arrows scroll it.
-SCROLL_BOXES = """() => [...document.querySelectorAll('main table.table, main .timeline-picture')].map(el => {
-    const box = el.matches('.scroll-x') ? el : el.closest('.scroll-x');
-    if (!box) return {missing: el.outerHTML.slice(0, 60)};
-    const hint = getComputedStyle(box, '::before');
-    return {overflows: box.scrollWidth - box.clientWidth > 1, more: box.dataset.more || null,
-            hint: hint.display === 'none' || hint.content === 'none' ? null : hint.content, focusable: box.tabIndex === 0,
-            name: box.getAttribute('aria-label')};
-})"""
+# What the walk measures at each width, in one call: how far the page is wider than the screen,
+# controls without a label, each scroll box (a table, or the timeline picture, wider than a phone
+# scrolls inside its box, which says so ("Scroll sideways for more") and takes the keyboard's focus,
+# so that arrows scroll it), and words that must stay on one line but do not.
+LAYOUT = """() => {
+    const lines = el => { const range = document.createRange(); range.selectNodeContents(el);
+                          return new Set([...range.getClientRects()].map(r => Math.round(r.top))).size; };
+    const boxes = [...document.querySelectorAll('main table.table, main .timeline-picture')].map(el => {
+        const box = el.matches('.scroll-x') ? el : el.closest('.scroll-x');
+        if (!box) return {missing: el.outerHTML.slice(0, 60)};
+        const hint = getComputedStyle(box, '::before');
+        return {overflows: box.scrollWidth - box.clientWidth > 1, more: box.dataset.more || null,
+                hint: hint.display === 'none' || hint.content === 'none' ? null : hint.content,
+                focusable: box.tabIndex === 0, name: box.getAttribute('aria-label')};
+    });
+    return {
+        overflow: document.documentElement.scrollWidth - window.innerWidth,
+        unlabelled: [...document.querySelectorAll('main input:not([type=hidden]), main select, main textarea')]
+            .filter(el => el.offsetParent !== null)
+            .filter(el => !(el.labels && el.labels.length) && !el.getAttribute('aria-label')
+                          && !el.getAttribute('aria-labelledby') && !el.closest('label'))
+            .map(el => el.name || el.id || el.outerHTML.slice(0, 60)),
+        boxes,
+        // An invoice or patient number is read out to a patient: never split at its hyphen.
+        split_numbers: [...document.querySelectorAll('main a, main span, main td, main p')]
+            .filter(el => el.children.length === 0 && /^(INV|P)-\\d+$/.test(el.textContent.trim()))
+            .filter(el => lines(el) > 1).map(el => el.textContent.trim()),
+        // The top bar's links and Sign out button keep their words together ("Sign / out" on a phone).
+        broken_topbar: [...document.querySelectorAll('.topbar a, .topbar button')]
+            .filter(el => lines(el) > 1).map(el => el.textContent.trim()),
+    };
+}"""
 
 
 FOCUS_RING_CONTRASTS = """() => {
@@ -422,36 +444,19 @@ def test_every_staff_page_fits_a_phone_labels_every_control_and_passes_axe(brows
         f"/invoices/{invoice.pk}/lines/{line.pk}/remove/", f"/invoices/{sale}/refund/", f"/invoices/{invoice.pk}/void/",
         "/catalog/services/new/", f"/catalog/services/{acu60.pk}/", f"/catalog/packages/{paid_pack.package_id}/",
     ]
-    unlabelled = """() => [...document.querySelectorAll('main input:not([type=hidden]), main select, main textarea')]
-        .filter(el => el.offsetParent !== null)
-        .filter(el => !(el.labels && el.labels.length) && !el.getAttribute('aria-label')
-                      && !el.getAttribute('aria-labelledby') && !el.closest('label'))
-        .map(el => el.name || el.id || el.outerHTML.slice(0, 60))"""
-
     def check_at(url: str, width: int) -> None:
-        overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
-        assert overflow <= 1, f"{url} is {overflow} px wider than a {width} px screen"
-        assert page.evaluate(unlabelled) == [], f"{url} has unlabelled controls at {width} px"
-        for box in page.evaluate(SCROLL_BOXES):
+        layout = page.evaluate(LAYOUT)
+        assert layout["overflow"] <= 1, f"{url} is {layout['overflow']} px wider than a {width} px screen"
+        assert layout["unlabelled"] == [], f"{url} has unlabelled controls at {width} px"
+        for box in layout["boxes"]:
             assert "missing" not in box, f"{url}: a table outside a .scroll-x box: {box}"
             if box["overflows"]:
                 assert box["more"] and box["hint"] and "Scroll sideways" in box["hint"], (url, width, box)
                 assert box["focusable"] and box["name"], (url, width, box)
             else:
                 assert (box["more"], box["hint"], box["focusable"]) == (None, None, False), (url, width, box)
-        # An invoice or patient number is read out to a patient: never split at its hyphen.
-        wrapped = page.evaluate("""() => [...document.querySelectorAll('main a, main span, main td, main p')]
-            .filter(el => el.children.length === 0 && /^(INV|P)-\\d+$/.test(el.textContent.trim()))
-            .filter(el => { const range = document.createRange(); range.selectNodeContents(el);
-                            return new Set([...range.getClientRects()].map(r => Math.round(r.top))).size > 1; })
-            .map(el => el.textContent.trim())""")
-        assert wrapped == [], f"{url} splits {wrapped} over two lines at {width} px"
-        # The top bar's links and Sign out button keep their words together ("Sign / out" on a phone).
-        broken = page.evaluate("""() => [...document.querySelectorAll('.topbar a, .topbar button')]
-            .filter(el => { const range = document.createRange(); range.selectNodeContents(el);
-                            return new Set([...range.getClientRects()].map(r => Math.round(r.top))).size > 1; })
-            .map(el => el.textContent.trim())""")
-        assert broken == [], f"{url}: the top bar breaks {broken} over two lines at {width} px"
+        assert layout["split_numbers"] == [], f"{url} splits {layout['split_numbers']} over two lines at {width} px"
+        assert layout["broken_topbar"] == [], f"{url}: the top bar breaks {layout['broken_topbar']} at {width} px"
         if url == "/audit/":
             expect(page.get_by_role("link", name=re.compile("^Investigate"))).to_have_count(1)
             # A patient number stays on one line ("P-/000015" wrapped at its hyphen on a phone).
