@@ -98,10 +98,14 @@ def test_check_in_with_a_service_the_package_does_not_cover_warns_first_then_cha
     coverage = page.locator("#coverage")
     expect(coverage).to_contain_text("10 x Acupuncture 60")  # the booked service is covered
 
+    # A screen reader announces a live region's changes, not a live region that replaces another.
+    page.evaluate("window.__coverage = document.getElementById('coverage')")
     page.get_by_label("Charge another service").check()
     page.get_by_label("Other service:", exact=True).select_option(label="Acupuncture 90 min (90 min, 130.00)")
     # The htmx preview swaps the warning in as the choice changes, before any button is pressed.
     expect(coverage.get_by_role("alert")).to_contain_text("Not covered by a package.")
+    assert page.evaluate("document.getElementById('coverage') === window.__coverage"), "the live region was replaced"
+    expect(coverage).to_have_attribute("aria-live", "polite")
     page.get_by_role("button", name="Check in", exact=True).click()
 
     # Still nothing saved: the page asks again.
@@ -179,11 +183,16 @@ def test_chart_filters_hide_rows_and_the_banner_clears_them(browser_page):
     update_doc_screenshot(page, "chart")
 
     page.evaluate("window.__sameDocument = true")
+    page.evaluate("window.__status = document.getElementById('chart-tab-status')")
     page.get_by_label("Date range").select_option(label="Last 90 days")  # htmx swaps the tab on change
     expect(banner).to_be_visible()
     shown = int(re.search(r"Showing (\d+) of (\d+)", banner.inner_text()).group(1))
     assert 0 < shown < total
     expect(banner).to_have_text(f"Showing {shown} of {total} — clear filters")
+    # A screen reader hears it: the status region outside the swapped tab says it, and stays the
+    # same element (a live region swapped in with the tab is often not announced).
+    expect(page.locator("#chart-tab-status")).to_have_text(f"Showing {shown} of {total} appointments")
+    assert page.evaluate("document.getElementById('chart-tab-status') === window.__status")
     expect(rows).to_have_count(shown)
     assert page.evaluate("window.__sameDocument") is True
     assert "range=90d" in page.url  # the filtered view is a link staff can share
@@ -332,49 +341,169 @@ def test_sell_page_keyboard_reaches_use_first_session_and_every_control_is_label
     assert not PatientPackage.objects.filter(patient=patient).exists()
 
 
-# --- Every main page at 1280, 768 and 390 px: nothing wider than the screen, every control labelled --------
+# --- Every staff page at 1280, 768 and 390 px: nothing wider than the screen, every control labelled, ---------
+# --- no accessibility violation (axe-core: WCAG 2.1 A and AA, and its best practices) -------------------------
+
+AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"]
 
 
-def test_every_main_page_fits_a_tablet_and_labels_every_control(browser_page, owner, desk, patient, acu60, clinic,
-                                                                  paid_pack):
+def accessibility_violations(page) -> list[str]:
+    """axe-core's violations on the page as it is now, one line each (the axe-playwright-python
+    package bundles axe.min.js: nothing is downloaded)."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    results = Axe().run(page, options={"runOnly": {"type": "tag", "values": AXE_TAGS},
+                                       "resultTypes": ["violations"]})
+    return [f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']][:4]}"
+            for v in results.response["violations"]]
+
+
+def resize(page, width: int) -> None:
+    """The same page at another width; the frame after the resize has run its listeners."""
+    page.set_viewport_size({"width": width, "height": 1000})
+    page.evaluate("() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))")
+
+
+# What the walk measures at each width, in one call: how far the page is wider than the screen,
+# controls without a label, each scroll box (a table, or the timeline picture, wider than a phone
+# scrolls inside its box, which says so ("Scroll sideways for more") and takes the keyboard's focus,
+# so that arrows scroll it), and words that must stay on one line but do not.
+LAYOUT = """() => {
+    const lines = el => { const range = document.createRange(); range.selectNodeContents(el);
+                          return new Set([...range.getClientRects()].map(r => Math.round(r.top))).size; };
+    const boxes = [...document.querySelectorAll('main table.table, main .timeline-picture')].map(el => {
+        const box = el.matches('.scroll-x') ? el : el.closest('.scroll-x');
+        if (!box) return {missing: el.outerHTML.slice(0, 60)};
+        const hint = getComputedStyle(box, '::before');
+        return {overflows: box.scrollWidth - box.clientWidth > 1, more: box.dataset.more || null,
+                hint: hint.display === 'none' || hint.content === 'none' ? null : hint.content,
+                focusable: box.tabIndex === 0, name: box.getAttribute('aria-label')};
+    });
+    return {
+        overflow: document.documentElement.scrollWidth - window.innerWidth,
+        unlabelled: [...document.querySelectorAll('main input:not([type=hidden]), main select, main textarea')]
+            .filter(el => el.offsetParent !== null)
+            .filter(el => !(el.labels && el.labels.length) && !el.getAttribute('aria-label')
+                          && !el.getAttribute('aria-labelledby') && !el.closest('label'))
+            .map(el => el.name || el.id || el.outerHTML.slice(0, 60)),
+        boxes,
+        // An invoice or patient number is read out to a patient: never split at its hyphen.
+        split_numbers: [...document.querySelectorAll('main a, main span, main td, main p')]
+            .filter(el => el.children.length === 0 && /^(INV|P)-\\d+$/.test(el.textContent.trim()))
+            .filter(el => lines(el) > 1).map(el => el.textContent.trim()),
+        // The top bar's links and Sign out button keep their words together ("Sign / out" on a phone).
+        broken_topbar: [...document.querySelectorAll('.topbar a, .topbar button')]
+            .filter(el => lines(el) > 1).map(el => el.textContent.trim()),
+    };
+}"""
+
+
+FOCUS_RING_CONTRASTS = """() => {
+    const luminance = color => {
+        const [r, g, b] = color.match(/[\\d.]+/g).slice(0, 3).map(v => {
+            v = v / 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; });
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+    };
+    const contrast = (a, b) => { const [hi, lo] = [luminance(a), luminance(b)].sort((x, y) => y - x);
+                                 return (hi + 0.05) / (lo + 0.05); };
+    const ring = getComputedStyle(document.activeElement).outlineColor;
+    const backgrounds = {page: getComputedStyle(document.body).backgroundColor, card: 'rgb(255, 255, 255)',
+                         topbar: getComputedStyle(document.querySelector('.topbar')).backgroundColor};
+    return Object.fromEntries(Object.entries(backgrounds).map(([name, bg]) => [name, contrast(ring, bg)]));
+}"""
+
+
+def test_every_staff_page_fits_a_phone_labels_every_control_and_passes_axe(browser_page, owner, desk, patient, acu60,
+                                                                          clinic, paid_pack):
     appointment = do_book(acting_user=desk, patient=patient, service=acu60, starts_at=local_today_at(clinic, 11))
-    _, invoice, _ = do_check_in(acting_user=desk, appointment=appointment)
+    _, invoice, line = do_check_in(acting_user=desk, appointment=appointment)
     # A past visit never checked in: the clinic audit lists the package (NOT_CHECKED_IN), so its
     # table has a row, whose link's hidden text once made the whole page scroll sideways on a phone.
     do_book(acting_user=desk, patient=patient, service=acu60, starts_at=local_today_at(clinic, 9, days=-3))
+    later = do_book(acting_user=desk, patient=patient, service=acu60, starts_at=local_today_at(clinic, 15))
     page = browser_page
+    page.goto("/login/")
+    assert accessibility_violations(page) == [], "/login/"
     sign_in(page, owner.username)
+    p, sale = patient.pk, paid_pack.sale_invoice_id
     pages = [
-        "/today/", "/patients/", f"/patients/{patient.pk}/", f"/patients/{patient.pk}/?tab=invoices",
-        f"/patients/{patient.pk}/sell/", f"/invoices/{invoice.pk}/", f"/invoices/{invoice.pk}/edit/",
-        f"/packages/{paid_pack.pk}/investigation/", f"/patients/{patient.pk}/investigation/", "/audit/",
-        "/catalog/", "/staff/", f"/appointments/{appointment.pk}/undo-check-in/", f"/invoices/{invoice.pk}/print/",
-        f"/packages/{paid_pack.pk}/cancel/",
+        "/today/", "/patients/", f"/patients/{p}/", f"/patients/{p}/?tab=invoices",
+        f"/patients/{p}/sell/", f"/invoices/{invoice.pk}/", f"/invoices/{invoice.pk}/edit/",
+        f"/packages/{paid_pack.pk}/investigation/", f"/patients/{p}/investigation/", "/audit/",
+        "/catalog/", "/staff/", f"/invoices/{invoice.pk}/print/", f"/patients/{p}/export/",
+        f"/appointments/{later.pk}/check-in/", "/account/two-factor/",
+        # Forms on staff/form_page.html and catalog/edit.html, one of each kind of field.
+        "/appointments/new/", f"/appointments/{later.pk}/delete/", "/patients/new/",
+        f"/packages/{paid_pack.pk}/expiry/", "/catalog/packages/new/",
     ]
-    unlabelled = """() => [...document.querySelectorAll('main input:not([type=hidden]), main select, main textarea')]
-        .filter(el => el.offsetParent !== null)
-        .filter(el => !(el.labels && el.labels.length) && !el.getAttribute('aria-label')
-                      && !el.getAttribute('aria-labelledby') && !el.closest('label'))
-        .map(el => el.name || el.id || el.outerHTML.slice(0, 60))"""
-    for width in (1280, 768, 390):  # a desktop, a tablet, a phone
-        page.set_viewport_size({"width": width, "height": 1000})
-        for url in pages:
-            response = page.goto(url)
-            assert response is not None and response.status == 200, (url, response and response.status)
-            overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
-            assert overflow <= 1, f"{url} is {overflow} px wider than a {width} px screen"
-            assert page.evaluate(unlabelled) == [], f"{url} has unlabelled controls at {width} px"
-            if url == "/audit/":
-                expect(page.get_by_role("link", name=re.compile("^Investigate"))).to_have_count(1)
-                # A patient number stays on one line ("P-/000015" wrapped at its hyphen on a phone).
-                lines = page.evaluate("""() => { const range = document.createRange();
-                    range.selectNodeContents(document.querySelector('td.patient-number'));
-                    return new Set([...range.getClientRects()].map(r => Math.round(r.top))).size; }""")
-                assert lines == 1, f"the audit's patient number wraps onto {lines} lines at {width} px"
-            if url.endswith("/investigation/") and "packages" in url:
-                # The timeline's words (legend, months, "N left") stay readable: shrunk to a 390 px
-                # screen with the picture, they were 4 px high.
-                smallest = page.evaluate("""() => Math.min(...[...document.querySelectorAll(
-                    '.timeline-picture svg text')].map(t => t.getBoundingClientRect().height))""")
-                assert smallest >= 9, f"the timeline's text is {smallest:.1f} px high at {width} px"
-        screenshot(page, f"walk-{width}")
+    # The same templates again with other fields: walked at every width, not through axe again.
+    same_templates = [
+        f"/appointments/{appointment.pk}/undo-check-in/", f"/packages/{paid_pack.pk}/cancel/",
+        f"/appointments/{later.pk}/reschedule/", f"/appointments/{later.pk}/cancel/",
+        f"/appointments/{later.pk}/no-show/", f"/patients/{p}/invoices/new/",
+        f"/invoices/{invoice.pk}/lines/{line.pk}/remove/", f"/invoices/{sale}/refund/", f"/invoices/{invoice.pk}/void/",
+        "/catalog/services/new/", f"/catalog/services/{acu60.pk}/", f"/catalog/packages/{paid_pack.package_id}/",
+    ]
+    def check_at(url: str, width: int) -> None:
+        layout = page.evaluate(LAYOUT)
+        assert layout["overflow"] <= 1, f"{url} is {layout['overflow']} px wider than a {width} px screen"
+        assert layout["unlabelled"] == [], f"{url} has unlabelled controls at {width} px"
+        for box in layout["boxes"]:
+            assert "missing" not in box, f"{url}: a table outside a .scroll-x box: {box}"
+            if box["overflows"]:
+                assert box["more"] and box["hint"] and "Scroll sideways" in box["hint"], (url, width, box)
+                assert box["focusable"] and box["name"], (url, width, box)
+            else:
+                assert (box["more"], box["hint"], box["focusable"]) == (None, None, False), (url, width, box)
+        assert layout["split_numbers"] == [], f"{url} splits {layout['split_numbers']} over two lines at {width} px"
+        assert layout["broken_topbar"] == [], f"{url}: the top bar breaks {layout['broken_topbar']} at {width} px"
+        if url == "/audit/":
+            expect(page.get_by_role("link", name=re.compile("^Investigate"))).to_have_count(1)
+            # A patient number stays on one line ("P-/000015" wrapped at its hyphen on a phone).
+            lines = page.evaluate("""() => { const range = document.createRange();
+                range.selectNodeContents(document.querySelector('td.patient-number'));
+                return new Set([...range.getClientRects()].map(r => Math.round(r.top))).size; }""")
+            assert lines == 1, f"the audit's patient number wraps onto {lines} lines at {width} px"
+        if url.endswith("/investigation/") and "packages" in url:
+            # The timeline's words (legend, months, "N left") stay readable: shrunk to a 390 px
+            # screen with the picture, they were 4 px high.
+            smallest = page.evaluate("""() => Math.min(...[...document.querySelectorAll(
+                '.timeline-picture svg text')].map(t => t.getBoundingClientRect().height))""")
+            assert smallest >= 9, f"the timeline's text is {smallest:.1f} px high at {width} px"
+
+    # Each page is loaded once and looked at as a desktop, a tablet and a phone would. axe runs
+    # once, on the phone: nothing is hidden or shown by width, and only there do boxes scroll.
+    for url in pages + same_templates:
+        resize(page, 1280)
+        response = page.goto(url)
+        assert response is not None and response.status == 200, (url, response and response.status)
+        if url == "/today/":
+            # The keyboard's focus ring stands out (3:1, WCAG 1.4.11) on the page, on a card and
+            # on the top bar: the amber it was had 2.1:1 on white.
+            page.keyboard.press("Tab")
+            assert page.evaluate("document.activeElement.className") == "skip-link"
+            ratios = page.evaluate(FOCUS_RING_CONTRASTS)
+            assert min(ratios.values()) >= 3, f"the focus ring's contrast: {ratios}"
+        for width in (1280, 768, 390):
+            if width != 1280:
+                resize(page, width)
+            check_at(url, width)
+        if url in pages:
+            assert accessibility_violations(page) == [], url
+        if url == f"/patients/{p}/":
+            screenshot(page, "walk-chart-390")
+            # Scrolled to its end, the box says the rest is now to the left.
+            box = page.locator("#chart-tab .scroll-x")
+            box.evaluate("box => { box.scrollLeft = box.scrollWidth; }")
+            expect(box).to_have_attribute("data-more", "left")
+            assert "\u2190" in box.evaluate("box => getComputedStyle(box, '::before').content")
+
+    # What htmx swaps in, and a form sent back with its errors, pass too.
+    page.goto(f"/appointments/{later.pk}/check-in/")
+    page.get_by_label("No Charges").check()
+    expect(page.locator("#coverage .alert")).to_be_visible()
+    assert accessibility_violations(page) == [], "check-in preview"
+    page.goto(f"/appointments/{later.pk}/delete/")
+    page.get_by_role("button", name="Delete permanently").click()
+    expect(page.locator(".errorlist").first).to_be_visible()
+    assert accessibility_violations(page) == [], "delete without a reason"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import html
 import json
+import re
 from decimal import Decimal
 from urllib.parse import quote
 
@@ -87,6 +88,11 @@ def test_expected_used_shows_the_difference(desk_client, desk, patient, acu60, c
     assert "Expected 1: 1 more than Tally counts" in html
     bad = desk_client.get(reverse("staff:investigation", args=[sold_pack.pk]), {"expected_used": "lots"})
     assert bad.status_code == 422
+    # The error is tied to its field, as Django's forms do: a screen reader says it on the field.
+    page = bad.content.decode()
+    assert 'id="expected-problem"' in page
+    field = re.search(r'<input [^>]*id="expected_used"[^>]*>', page).group(0)
+    assert 'aria-invalid="true"' in field and 'aria-describedby="expected-problem"' in field
 
 
 def test_only_the_owner_sees_the_override_and_adjustment(owner_client, desk_client, sold_pack):

@@ -147,7 +147,8 @@ def chart(request: StaffRequest, patient_id: int) -> HttpResponse:
     context: dict[str, Any] = {"patient": patient, **chart_tab(request, patient, tab)}
     shows(request, "patient.view_chart", Shown(patient.pk, "patient", patient.pk), details={"tab": tab})
     if is_htmx(request) and request.headers.get("HX-Target") == "chart-tab":
-        return render(request, "staff/patients/chart.html#tab", context)
+        # swapped: the response also fills the page's status region (hx-swap-oob).
+        return render(request, "staff/patients/chart.html#tab", context | {"swapped": True})
     packages = (
         PatientPackage.objects.filter(patient=patient)
         .select_related("sale_invoice")

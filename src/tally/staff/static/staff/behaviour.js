@@ -87,3 +87,40 @@ document.addEventListener("htmx:afterRequest", function (event) {
     notice.remove();
   }
 });
+
+// A box that scrolls sideways (.scroll-x: a table wider than a phone, the timeline picture) says so:
+// data-more tells the stylesheet where the rest is (right, left or both), which it shows above the
+// box's content and by fading that edge. While it scrolls, the box is a named region that takes the
+// keyboard's focus, so that the arrow keys scroll it (a table of plain text has nothing else to focus).
+function markScrollBox(box) {
+  var hidden = box.scrollWidth - box.clientWidth;
+  if (hidden <= 1) {
+    if (box.dataset.more) {
+      delete box.dataset.more;
+      ["tabindex", "role", "aria-label"].forEach(function (name) { box.removeAttribute(name); });
+    }
+    return;
+  }
+  box.dataset.more = box.scrollLeft <= 1 ? "right" : (box.scrollLeft >= hidden - 1 ? "left" : "both");
+  if (!box.hasAttribute("tabindex")) {
+    var caption = box.querySelector("caption");
+    var name = box.dataset.label || (caption ? caption.textContent.trim() : "Table");
+    box.setAttribute("tabindex", "0");
+    box.setAttribute("role", "region");
+    box.setAttribute("aria-label", name + " (scrolls sideways)");
+  }
+}
+
+function markScrollBoxes() {
+  document.querySelectorAll(".scroll-x").forEach(markScrollBox);
+}
+
+document.addEventListener("DOMContentLoaded", markScrollBoxes);
+window.addEventListener("load", markScrollBoxes);
+window.addEventListener("resize", markScrollBoxes);
+document.addEventListener("htmx:load", markScrollBoxes);  // a tab or panel swapped in
+document.addEventListener("scroll", function (event) {  // scroll does not bubble: caught on its way down
+  if (event.target instanceof Element && event.target.matches(".scroll-x")) {
+    markScrollBox(event.target);
+  }
+}, true);
