@@ -4,6 +4,8 @@ error shape, or the answer RFC 9110 asks for, never a 500 and never a partial wr
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tally.clinic.models import Patient, Staff
@@ -117,3 +119,27 @@ def test_a_payment_method_longer_than_its_column_is_refused_not_a_500(desk_api, 
     sale = {"package_id": ten_pack.pk, "use_first_session": False, "payment": {"amount": "10.00", "method": method}}
     assert_error(desk_api.post(f"/patients/{patient.pk}/packages", sale), 422, "validation_error", "payment.method")
     assert not Payment.objects.exists()
+
+
+@pytest.mark.parametrize(("status", "reason", "mesg"), [
+    (414, "URI Too Long", "Request Line is too large (8192 > 4094)"),
+    (431, "Request Header Fields Too Large", "Error parsing headers: 'limit request headers fields size'"),
+    (400, "Bad Request", "Invalid HTTP Header: 'Bad Header'"),
+])
+def test_a_request_the_server_cannot_parse_is_answered_in_the_whole_error_shape(monkeypatch, status, reason, mesg):
+    """gunicorn refuses these before Django sees them (tally.server writes its answer); a
+    client reads `error.fields` on every 4xx, as on the API's own."""
+    from gunicorn import util as gunicorn_util
+
+    from tally import server
+
+    sent: list[bytes] = []
+    monkeypatch.setattr(gunicorn_util, "write_nonblock", lambda sock, data: sent.append(data))
+    server.write_error_as_json(None, status, reason, mesg)
+    head, body = sent[0].split(b"\r\n\r\n", 1)
+    assert head.startswith(f"HTTP/1.1 {status} ".encode())
+    error = json.loads(body)
+    assert set(error) == {"error"}
+    assert set(error["error"]) == {"code", "message", "fields"}, error
+    assert error["error"]["code"] == "validation_error" and error["error"]["message"]
+    assert isinstance(error["error"]["fields"], dict)
