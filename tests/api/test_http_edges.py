@@ -4,12 +4,14 @@ error shape, or the answer RFC 9110 asks for, never a 500 and never a partial wr
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 import pytest
 
 from tally.clinic.models import Patient, Staff
 
+from ..clinic.helpers import visit
 from .conftest import assert_error
 
 PASSWORD = "correct horse battery staple"
@@ -66,6 +68,34 @@ def test_a_query_parameter_given_twice_is_refused(desk_api, patient, query):
     response = desk_api.client.get(f"/api/v1/patients?{query}", headers=desk_api.headers)
     error = assert_error(response, 422, "validation_error", name)
     assert "once" in error["fields"][name]
+
+
+@pytest.mark.parametrize("path", ["/patients/{patient_id}/appointments?from=&to=&status=",
+                                  "/patients/{patient_id}/invoices?from=&to=&status=",
+                                  "/audit-log?patient_id=&from=&to=",
+                                  "/patients?q=&limit=&cursor="])
+def test_a_query_parameter_left_empty_is_as_if_not_given(owner_api, owner, patient, acu60, path):
+    """API.md writes these lists as `?from=&to=&status=`: a filter form left blank (All Time,
+    any status) sends every parameter empty, and means no filter, as `q=` always did."""
+    visit(owner, patient, acu60, dt.datetime(2026, 1, 5, 15, tzinfo=dt.UTC))  # a visit, its invoice, audit events
+    url = "/api/v1" + path.format(patient_id=patient.pk)
+    unfiltered = [item["id"] for item in owner_api.client.get(url.split("?")[0], headers=owner_api.headers)
+                  .json()["items"]]
+    blank = owner_api.client.get(url, headers=owner_api.headers)
+    assert blank.status_code == 200, blank.content
+    assert unfiltered
+    # The audit log has grown by the first read's own event since: the same list, from its start.
+    assert [item["id"] for item in blank.json()["items"]][:len(unfiltered)] == unfiltered
+
+
+def test_an_empty_required_query_parameter_is_still_required(owner_api, patient, acu60, owner):
+    from tally.clinic.actions import visits
+
+    appointment = visits.do_book(acting_user=owner, patient=patient, service=acu60,
+                                 starts_at=dt.datetime(2026, 1, 5, 15, tzinfo=dt.UTC))
+    error = assert_error(owner_api.delete(f"/appointments/{appointment.pk}", reason=""), 422, "validation_error",
+                         "reason")
+    assert error["fields"]["reason"] == "required"
 
 
 @pytest.mark.parametrize("content_type", ["application/json; charset=utf-8", "application/merge-patch+json",
