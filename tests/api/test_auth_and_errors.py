@@ -177,5 +177,20 @@ def test_the_openapi_document_is_public_and_lists_error_responses(anonymous):
     assert any(p["name"] == "Idempotency-Key" for p in sell["parameters"])
 
 
+def test_the_openapi_document_lists_the_refusals_any_request_may_get(anonymous):
+    """Every error the server sends is documented where it can come: 413 (a body over the
+    upload limit) on every operation that reads a body, 414 (a request line over the server's
+    limit: a long ?q= or ?reason= of non-ASCII text, which a valid value can be) and 503 (the
+    database unavailable) on every one."""
+    document = anonymous.get("/openapi.json").json()
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            statuses = {"414", "503"} | ({"413"} if method in {"post", "patch"} else set())
+            for status in statuses:
+                assert status in operation["responses"], (method, path, status)
+                ref = operation["responses"][status]["content"]["application/json"]["schema"]["$ref"]
+                assert ref.endswith("/Error")
+
+
 def test_the_docs_page_is_public(anonymous):
     assert anonymous.get("/docs").status_code == 200
