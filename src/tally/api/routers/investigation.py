@@ -119,6 +119,7 @@ class AuditRowOut(Schema):
     codes: list[str]
     worst_severity: Severity
     findings: int
+    worst_findings: int = Field(description="How many of `findings` are of `worst_severity`.")
 
 
 class AuditPageOut(Schema):
