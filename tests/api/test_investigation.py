@@ -334,6 +334,27 @@ def test_bad_fix_bodies_are_422(desk_history):
     assert_error(h.api.get("/patient-packages/999999/investigation"), 404, "not_found")
 
 
+def test_a_fix_refuses_a_parameter_its_action_does_not_take(desk_history):
+    """A misspelt parameter (`service` for `service_id`) is a 422 naming it, as an unknown field
+    of any body is: applied without it, the fix did something other than what was asked."""
+    h = desk_history
+    package, _ = h.sell(1)
+    _, charged = h.visit(5, service_id=h.acu90)
+    misspelt = {"action": "apply_to_line", "params": {"line_id": charged["line"]["id"], "service": h.acu60}}
+    error = assert_error(h.api.post(f"/patient-packages/{package}/fixes", misspelt), 422, "validation_error",
+                         "params.service")
+    assert "service_id" in error["message"]
+    line = h.ok(h.api.get(f"/invoices/{charged['invoice']['id']}"))["lines"][0]
+    assert (line["service_id"], line["covered_by"]) == (h.acu90, None)
+    for action, params in [("adjust", {"change": -1, "reason": "x", "line_id": 1}),
+                           ("check_in_and_charge", {"appointment_id": 1, "tombstone_id": 1}),
+                           ("recreate_from_tombstone", {"tombstone_id": 1, "reason": "x"})]:
+        assert_error(h.api.post(f"/patient-packages/{package}/fixes", {"action": action, "params": params}), 422,
+                     "validation_error")
+        assert_error(h.api.post(f"/patients/{h.patient}/fixes", {"action": action, "params": params}), 422,
+                     "validation_error")
+
+
 def test_the_clinic_audit_lists_packages_with_findings_worst_first(desk_history, practitioner_api, anonymous):
     h = desk_history
     clean, _ = h.sell(1)

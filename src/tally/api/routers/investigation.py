@@ -16,6 +16,7 @@ from tally.clinic.investigator.export import finding_dict as finding_out
 from tally.clinic.investigator.export import investigation_dict as investigation_out
 from tally.clinic.investigator.service import (
     FIX_ACTIONS,
+    FIX_PARAMS,
     AuditScan,
     apply_fix,
     audit_snapshot,
@@ -194,6 +195,14 @@ def patient_investigation(request: HttpRequest, patient_id: Id) -> dict[str, Any
 
 
 def fix_params(payload: FixIn) -> dict[str, Any]:
+    """The action's parameters, `override` and `reason` sent beside them included. A parameter
+    the action does not take is refused, as an unknown field of any body is: a misspelt one
+    (`service` for `service_id`) would otherwise be left out silently."""
+    known = FIX_PARAMS[payload.action]
+    unknown = sorted(name for name in payload.params if name not in known)
+    if unknown:
+        raise Invalid(f"{payload.action} takes {', '.join(sorted(known))}; not {', '.join(unknown)}.",
+                      fields={f"params.{name}": f"not a parameter of {payload.action}" for name in unknown})
     params = dict(payload.params)
     if payload.override is not None:
         params["override"] = payload.override
