@@ -4,6 +4,8 @@
 import base64
 import binascii
 import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any, Literal
 
 from django.http import HttpRequest
@@ -11,7 +13,7 @@ from ninja import Query, Router, Schema
 from pydantic import Field
 
 from tally.clinic.actions.common import ANY_STAFF, DESK, OWNER, require_role
-from tally.clinic.errors import Invalid
+from tally.clinic.errors import ClinicError, Invalid
 from tally.clinic.investigator.export import finding_dict as finding_out
 from tally.clinic.investigator.export import investigation_dict as investigation_out
 from tally.clinic.investigator.service import (
@@ -211,6 +213,31 @@ def fix_params(payload: FixIn) -> dict[str, Any]:
     return params
 
 
+BESIDE_PARAMS = ("override", "reason")
+
+
+@contextmanager
+def fields_as_sent(payload: FixIn) -> Iterator[None]:
+    """The actions name a refused parameter by its own name (`change`, `line_id`); in the
+    request it is `params.<name>`, unless it is `override` or `reason` sent beside `params`
+    (or `reason` left out of an override sent there). A refusal names it where the request has
+    it, whichever check refused it."""
+
+    def as_sent(name: str) -> str:
+        if "." in name or name == "action":
+            return name
+        if name not in payload.params and name in BESIDE_PARAMS and (
+                getattr(payload, name) is not None or payload.override is not None):
+            return name
+        return f"params.{name}"
+
+    try:
+        yield
+    except ClinicError as exc:
+        exc.fields = {as_sent(name): note for name, note in exc.fields.items()}
+        raise
+
+
 def latest_entry(result_entry: PackageLedgerEntry | None, tz: dt.tzinfo) -> dict[str, Any] | None:
     if result_entry is None:
         return None
@@ -225,8 +252,9 @@ def package_fix(request: HttpRequest, patient_package_id: Id, payload: FixIn) ->
     (an owner's `override` applies this one). Idempotent: a repeat changes nothing."""
     tz = clinic_tz()
     context = get_or_404(PatientPackage.objects.all(), patient_package_id, "patient package")
-    result = apply_fix(acting_user=viewer(request), action=payload.action, params=fix_params(payload),
-                       context=context)
+    with fields_as_sent(payload):
+        result = apply_fix(acting_user=viewer(request), action=payload.action, params=fix_params(payload),
+                           context=context)
     # Every key of FixResultOut, as the schema would fill it: an Idempotency-Key replay sends
     # back this dict as stored, not as the schema renders it.
     return {"applied": result.applied, "message": result.message, "ledger_entry": latest_entry(result.ledger_entry, tz),
@@ -239,8 +267,9 @@ def patient_fix(request: HttpRequest, patient_id: Id, payload: FixIn) -> dict[st
     """A fix for a finding that belongs to no package; rule 6 decides."""
     tz = clinic_tz()
     patient = get_or_404(Patient.objects.all(), patient_id, "patient")
-    result = apply_fix(acting_user=viewer(request), action=payload.action, params=fix_params(payload),
-                       patient_id=patient.pk)
+    with fields_as_sent(payload):
+        result = apply_fix(acting_user=viewer(request), action=payload.action, params=fix_params(payload),
+                           patient_id=patient.pk)
     _, orphans = investigate_patient(patient.pk)
     return {"applied": result.applied, "message": result.message, "ledger_entry": latest_entry(result.ledger_entry, tz),
             "investigation": None, "findings": [finding_out(f) for f in orphans]}
