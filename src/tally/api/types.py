@@ -13,7 +13,14 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field, PlainValidator, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    PlainValidator,
+    StrictBool,
+    WithJsonSchema,
+)
 
 from tally.clinic.rules import YEARS, end_of_day
 
@@ -102,9 +109,20 @@ Moment = Annotated[
     WithJsonSchema({"type": "string", "description": "ISO 8601 datetime with offset, or a bare date "
                     "(midnight in the clinic's time zone)."}),
 ]
+def not_a_boolean(value: Any) -> Any:
+    """JSON's true and false are no numbers (pydantic reads them as 1 and 0: `"package_id":
+    true` sold package 1)."""
+    if isinstance(value, bool):
+        raise ValueError("must be a whole number, not true or false")
+    return value
+
+
 Day = Annotated[dt.date, AfterValidator(check_year)]
-Id = Annotated[int, Field(ge=1, le=MAX_ID)]
-Int32 = Annotated[int, Field(ge=-INT32, le=INT32)]
+Id = Annotated[int, BeforeValidator(not_a_boolean), Field(ge=1, le=MAX_ID)]
+Int32 = Annotated[int, BeforeValidator(not_a_boolean), Field(ge=-INT32, le=INT32)]
+# A yes-or-no answer in a body is true or false, not "no", "off", 0 or 1 (which pydantic would
+# read as one), so that `"use_first_session": "no"` is refused, not guessed.
+Flag = StrictBool
 
 
 # A string the databases can store (no NUL, valid Unicode), written beside its length bound:

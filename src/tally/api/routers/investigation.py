@@ -45,7 +45,7 @@ from ..schemas import (
     StrictInput,
     page_of,
 )
-from ..types import Id, Moment, resolve_moment
+from ..types import Flag, Id, Moment, resolve_moment
 
 router = Router(tags=["investigator"])
 
@@ -101,7 +101,7 @@ class FixIn(StrictInput):
         "recreate_from_tombstone {tombstone_id}, check_in_and_charge {appointment_id}, "
         "adjust {change, reason, sessions_used?} (owner; with sessions_used, the count looked at, "
         "the same adjustment sent again changes nothing and a count changed since is a 409)."))
-    override: bool | None = Field(None, description="Owner only, with `reason`: apply despite rule 6 or a rule "
+    override: Flag | None = Field(None, description="Owner only, with `reason`: apply despite rule 6 or a rule "
                                                     "working as designed.")
     reason: Annotated[str, Field(max_length=2000)] | None = None
 
