@@ -49,6 +49,9 @@ class TallyAPI(NinjaAPI):
         for operations in schema.get("paths", {}).values():
             for method, operation in operations.items():
                 add_server_refusals(method, operation)
+                for parameter in operation.get("parameters", []):
+                    if parameter.get("in") == "query" and not parameter.get("required"):
+                        parameter["allowEmptyValue"] = True  # as if not given (parser.StrictParser)
             post = operations.get("post")
             if post is not None and post.get("security"):
                 post.setdefault("parameters", []).append({
