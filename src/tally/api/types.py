@@ -30,6 +30,7 @@ MAX_ID = 2**63 - 1
 INT32 = 2**31 - 1
 MONEY_PATTERN = r"^-?\d{1,8}(\.\d{1,2})?$"
 _BARE_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_DATE_START = re.compile(r"^\d{4}-\d{2}-\d{2}")
 
 
 def parse_money(value: Any) -> Decimal:
@@ -117,7 +118,17 @@ def not_a_boolean(value: Any) -> Any:
     return value
 
 
-Day = Annotated[dt.date, AfterValidator(check_year)]
+def written_as_a_date(value: Any) -> Any:
+    """A date is written as one (2026-03-04). pydantic would read a number, or a string of
+    digits, as seconds since 1970: `"date_of_birth": 0` was 1 January 1970."""
+    if isinstance(value, dt.date):
+        return value
+    if not isinstance(value, str) or not _DATE_START.match(value.strip()):
+        raise ValueError("must be a date such as 2026-03-04")
+    return value
+
+
+Day = Annotated[dt.date, BeforeValidator(written_as_a_date), AfterValidator(check_year)]
 Id = Annotated[int, BeforeValidator(not_a_boolean), Field(ge=1, le=MAX_ID)]
 Int32 = Annotated[int, BeforeValidator(not_a_boolean), Field(ge=-INT32, le=INT32)]
 # A yes-or-no answer in a body is true or false, not "no", "off", 0 or 1 (which pydantic would
