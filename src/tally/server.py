@@ -73,10 +73,11 @@ def write_error_as_json(sock, status_int: int, reason: str, mesg: str) -> None:
     """gunicorn answers a request it cannot parse itself, before Django sees it: a request
     line over its 4094-byte limit (a long ?q=), too many or too long headers, a malformed
     request line or header. Its own answer is an HTML page; the contract's errors are JSON
-    in one shape, so this writes that shape with gunicorn's status and reason."""
+    in one shape (`fields` included, empty: nothing in a body was read), so this writes that
+    shape with gunicorn's status and reason."""
     code = ERROR_CODES.get(status_int, "validation_error" if status_int < 500 else "server_error")
     message = f"{reason}: {mesg}" if mesg else reason
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    body = json.dumps({"error": {"code": code, "message": message, "fields": {}}}).encode()
     head = (
         f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
         f"Cache-Control: no-store\r\nContent-Length: {len(body)}\r\n\r\n"

@@ -150,6 +150,24 @@ def test_it_refuses_unknown_fields_in_a_body(desk_api):
     assert_error(response, 422, "validation_error", "shoe_size")
 
 
+@pytest.mark.parametrize(("path", "body", "field"), [
+    ("/services", {"name": "Cupping", "duration_minutes": True, "price": "40.00"}, "duration_minutes"),
+    ("/patients/{patient}/packages", {"package_id": True, "use_first_session": False}, "package_id"),
+    ("/patients/{patient}/packages", {"package_id": "{package}", "use_first_session": "no"}, "use_first_session"),
+    ("/patients/{patient}/packages", {"package_id": "{package}", "use_first_session": 1}, "use_first_session"),
+    ("/appointments", {"patient_id": "{patient}", "service_id": True, "starts_at": "2026-03-04"}, "service_id"),
+])
+def test_it_refuses_a_boolean_for_a_number_and_a_number_or_word_for_a_boolean(owner_api, patient, ten_pack, path,
+                                                                                body, field):
+    """JSON has booleans: `true` is no id (it chose the row with id 1) nor a duration, and an
+    answer to "use the first session?" is true or false, not "no" or 1 (SPEC rule 5: no
+    default, and no guess)."""
+    ids = {"{patient}": patient.pk, "{package}": ten_pack.pk}
+    body = {key: ids.get(value, value) if isinstance(value, str) else value for key, value in body.items()}
+    response = owner_api.post(path.format(patient=patient.pk), body)
+    assert_error(response, 422, "validation_error", field)
+
+
 @pytest.mark.parametrize("text", ["nul\x00byte", "lone \ud800 surrogate"])
 def test_it_refuses_text_the_database_cannot_store(desk_api, text):
     response = desk_api.post("/patients", {"first_name": text, "last_name": "B"})
@@ -175,6 +193,21 @@ def test_the_openapi_document_is_public_and_lists_error_responses(anonymous):
                     assert ref.endswith("/Error")
     sell = document["paths"]["/api/v1/patients/{patient_id}/packages"]["post"]
     assert any(p["name"] == "Idempotency-Key" for p in sell["parameters"])
+
+
+def test_the_openapi_document_lists_the_refusals_any_request_may_get(anonymous):
+    """Every error the server sends is documented where it can come: 413 (a body over the
+    upload limit) on every operation that reads a body, 414 (a request line over the server's
+    limit: a long ?q= or ?reason= of non-ASCII text, which a valid value can be) and 503 (the
+    database unavailable) on every one."""
+    document = anonymous.get("/openapi.json").json()
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            statuses = {"414", "503"} | ({"413"} if method in {"post", "patch"} else set())
+            for status in statuses:
+                assert status in operation["responses"], (method, path, status)
+                ref = operation["responses"][status]["content"]["application/json"]["schema"]["$ref"]
+                assert ref.endswith("/Error")
 
 
 def test_the_docs_page_is_public(anonymous):

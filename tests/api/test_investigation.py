@@ -298,7 +298,7 @@ def test_a_patient_fix_replaces_a_lines_service_only_by_an_eligible_one(desk_his
     cupping = catalog.do_create_service(acting_user=owner, name="Cupping", duration_minutes=30, price=Decimal("40"))
     _, charged = h.visit(5, service_id=h.acu90)
     fix = {"action": "apply_to_line", "params": {"line_id": charged["line"]["id"], "service_id": cupping.pk}}
-    assert_error(h.api.post(f"/patients/{h.patient}/fixes", fix), 422, "validation_error", "service_id")
+    assert_error(h.api.post(f"/patients/{h.patient}/fixes", fix), 422, "validation_error", "params.service_id")
     line = h.ok(h.api.get(f"/invoices/{charged['invoice']['id']}"))["lines"][0]
     assert (line["service_id"], line["amount"]) == (h.acu90, "130.00")
     fix["params"]["service_id"] = h.acu60
@@ -332,6 +332,48 @@ def test_bad_fix_bodies_are_422(desk_history):
                                 {"action": "apply_to_line", "params": {"line_id": other_digits}}), 422, "validation_error")
     assert_error(h.api.get(f"/patient-packages/{package}/investigation", expected_used=-1), 422, "validation_error")
     assert_error(h.api.get("/patient-packages/999999/investigation"), 404, "not_found")
+
+
+def test_a_fix_refuses_a_parameter_its_action_does_not_take(desk_history):
+    """A misspelt parameter (`service` for `service_id`) is a 422 naming it, as an unknown field
+    of any body is: applied without it, the fix did something other than what was asked."""
+    h = desk_history
+    package, _ = h.sell(1)
+    _, charged = h.visit(5, service_id=h.acu90)
+    misspelt = {"action": "apply_to_line", "params": {"line_id": charged["line"]["id"], "service": h.acu60}}
+    error = assert_error(h.api.post(f"/patient-packages/{package}/fixes", misspelt), 422, "validation_error",
+                         "params.service")
+    assert "service_id" in error["message"]
+    line = h.ok(h.api.get(f"/invoices/{charged['invoice']['id']}"))["lines"][0]
+    assert (line["service_id"], line["covered_by"]) == (h.acu90, None)
+    for action, params in [("adjust", {"change": -1, "reason": "x", "line_id": 1}),
+                           ("check_in_and_charge", {"appointment_id": 1, "tombstone_id": 1}),
+                           ("recreate_from_tombstone", {"tombstone_id": 1, "reason": "x"})]:
+        assert_error(h.api.post(f"/patient-packages/{package}/fixes", {"action": action, "params": params}), 422,
+                     "validation_error")
+        assert_error(h.api.post(f"/patients/{h.patient}/fixes", {"action": action, "params": params}), 422,
+                     "validation_error")
+
+
+def test_a_refused_fix_names_its_fields_where_the_request_has_them(desk_history, owner_api):
+    """`fields` names a parameter as `params.<name>`, whichever check refused it (as for
+    `params.line_id` "required"); `override` and `reason` sent beside `params` keep their names."""
+    h = desk_history
+    package, sale_invoice = h.sell(1)
+    url = f"/patient-packages/{package}/fixes"
+    assert_error(owner_api.post(url, {"action": "adjust", "params": {"change": 0, "reason": "x"}}), 422,
+                 "validation_error", "params.change")
+    assert_error(owner_api.post(url, {"action": "adjust", "params": {"change": -1, "reason": " "}}), 422,
+                 "validation_error", "params.reason")
+    sale_line = h.ok(h.api.get(f"/invoices/{sale_invoice}"))["lines"][0]["id"]
+    assert_error(h.api.post(url, {"action": "apply_to_line", "params": {"line_id": sale_line}}), 422,
+                 "validation_error", "params.line_id")
+    _, charged = h.visit(5, service_id=h.acu90)
+    override = {"action": "apply_to_line", "params": {"line_id": charged["line"]["id"]}, "override": True}
+    assert_error(owner_api.post(url, override), 422, "validation_error", "reason")
+    override_in_params = {"action": "apply_to_line",
+                          "params": {"line_id": charged["line"]["id"], "override": True, "reason": ""}}
+    assert_error(owner_api.post(url, override_in_params), 422, "validation_error", "params.reason")
 
 
 def test_the_clinic_audit_lists_packages_with_findings_worst_first(desk_history, practitioner_api, anonymous):

@@ -33,6 +33,19 @@ def test_it_refuses_a_bad_patient(desk_api, body, field):
     assert_error(desk_api.post("/patients", body), 422, "validation_error", field)
 
 
+@pytest.mark.parametrize("date_of_birth", [0, 86400, "86400", "1700000000", 1.5e9, "0"])
+def test_a_number_is_no_date_of_birth(desk_api, clinic, date_of_birth):
+    """pydantic reads a number, or a string of digits, as seconds since 1970: 0 was a patient
+    born on 1 January 1970. A date is written as one (1990-01-31)."""
+    body = {"first_name": "A", "last_name": "B", "date_of_birth": date_of_birth}
+    assert_error(desk_api.post("/patients", body), 422, "validation_error", "date_of_birth")
+
+
+@pytest.mark.parametrize("date", ["0", "1700000000", "86400.5"])
+def test_a_number_is_no_day_of_the_schedule(desk_api, date):
+    assert_error(desk_api.get("/appointments", date=date), 422, "validation_error", "date")
+
+
 def test_it_finds_patients_by_name_and_by_number(desk_api, patient, desk):
     catalog.do_create_patient(acting_user=desk, first_name="John", last_name="Smith")
     assert [p["id"] for p in desk_api.get("/patients", q="mar lop").json()["items"]] == [patient.pk]

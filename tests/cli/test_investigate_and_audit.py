@@ -50,6 +50,36 @@ def test_investigate_json_is_the_support_export(troubled, patient):
     assert data["packages"][0]["findings"][0]["code"] == "NO_CHARGES"
 
 
+def test_investigate_json_holds_the_apis_investigation_of_the_patient(troubled, patient, desk):
+    """The same thing in the same shape: every key of GET /patients/{id}/investigation
+    (`patient_id`, `patient_number`, `packages`, `findings`) with the same value."""
+    from django.test import Client
+
+    from tally.clinic.models import ApiToken
+
+    _, token = ApiToken.issue(desk)
+    api = Client().get(f"/api/v1/patients/{patient.pk}/investigation", headers={"Authorization": f"Bearer {token}"})
+    assert api.status_code == 200, api.content
+    data = json.loads(run("investigate", patient.patient_number, "--json"))
+    assert {key: data.get(key) for key in api.json()} == api.json()
+
+
+def test_audit_json_is_the_apis_clinic_audit_in_its_shape(troubled, desk):
+    """GET /audit/packages and `tally audit --json` with the same min_severity: the same keys at
+    the top and in every item, the same items (the command's is the whole list: next is null)."""
+    from django.test import Client
+
+    from tally.clinic.models import ApiToken
+
+    _, token = ApiToken.issue(desk)
+    api = Client().get("/api/v1/audit/packages?min_severity=warning&limit=500",
+                       headers={"Authorization": f"Bearer {token}"}).json()
+    data = json.loads(run("audit", "--json", "--min-severity", "warning"))
+    assert set(data) == set(api)
+    assert data["next"] is None and data["scanned"] == api["scanned"]
+    assert data["items"] == api["items"]
+
+
 def test_investigate_refuses_an_unknown_patient_number(db):
     with pytest.raises(CommandError, match="No patient"):
         run("investigate", "P-999999")

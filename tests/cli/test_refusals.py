@@ -119,6 +119,20 @@ def test_serve_refuses_a_port_that_is_not_one_before_starting(tally, port):
     assert "--port" in done.stderr and "1 to 65535" in done.stderr
 
 
+@pytest.mark.parametrize(("option", "value"), [("--workers", "99999999999"), ("--workers", "0"),
+                                               ("--workers", "-2"), ("--threads", "100000"), ("--threads", "0")])
+@pytest.mark.parametrize("command", ["serve", "demo"])
+def test_serve_refuses_a_number_of_workers_or_threads_it_cannot_run_before_starting(command, option, value):
+    """`--workers 99999999999` forked workers until the machine stopped answering; 0 started a
+    server with none. Refused by the parser, as a bad --port is, before anything starts (from
+    the command line, exit status 2 and this sentence)."""
+    from django.core.management import CommandError, load_command_class
+
+    parser = load_command_class("tally.clinic", command).create_parser("tally", command)
+    with pytest.raises(CommandError, match=f"argument {option}: .* give 1 to"):
+        parser.parse_args([option, value])
+
+
 def test_a_reader_that_stops_early_ends_the_command_quietly(tally):
     """`tally audit --csv | head -1`: the pipe closes under the command; that is no error to show."""
     assert tally("init").returncode == 0

@@ -153,6 +153,15 @@ def test_createtoken_refuses_a_lifetime_that_is_not_positive(desk, clinic, hours
     assert not ApiToken.objects.exists()
 
 
+@pytest.mark.parametrize("hours", ["99999999999", "100000000", "876001"])
+def test_createtoken_refuses_a_lifetime_past_any_calendar_with_a_sentence(desk, clinic, hours):
+    """An expiry past year 9999 (or an hour count past a C int) was a traceback; over a
+    hundred years is refused, naming the way to a token that never expires."""
+    with pytest.raises(CommandError, match="at most 876000"):
+        call_command("createtoken", "frank", "--expires-hours", hours, stdout=io.StringIO())
+    assert not ApiToken.objects.exists()
+
+
 def test_tokens_from_before_expiry_was_stored_get_one_from_their_origin(desk, clinic, settings):
     """Migration 0008: a password token issued before it ends its lifetime after it was issued
     (an old one, at once); a command-line token keeps no expiry."""

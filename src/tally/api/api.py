@@ -47,6 +47,11 @@ class TallyAPI(NinjaAPI):
         schema = super().get_openapi_schema(path_prefix=path_prefix, path_params=path_params)
         add_links(schema, path_prefix.rstrip("/"))
         for operations in schema.get("paths", {}).values():
+            for method, operation in operations.items():
+                add_server_refusals(method, operation)
+                for parameter in operation.get("parameters", []):
+                    if parameter.get("in") == "query" and not parameter.get("required"):
+                        parameter["allowEmptyValue"] = True  # as if not given (parser.StrictParser)
             post = operations.get("post")
             if post is not None and post.get("security"):
                 post.setdefault("parameters", []).append({
@@ -55,6 +60,24 @@ class TallyAPI(NinjaAPI):
                     "schema": {"type": "string", "maxLength": 200},
                 })
         return schema
+
+
+# Refusals that come from the server around the views, so no view declares them: a body over
+# DATA_UPLOAD_MAX_MEMORY_SIZE (413, api.body_too_large) where a body is read; a request line
+# over the server's limit (414, tally.server: a long ?q= or ?reason= of non-ASCII text, which
+# a valid value can be, percent-encoded); the database unreachable (503, tally.unavailable).
+SERVER_REFUSALS = {413: "Content Too Large", 414: "URI Too Long", 503: "Service Unavailable"}
+BODY_METHODS = {"post", "patch", "put"}
+
+
+def add_server_refusals(method: str, operation: dict[str, Any]) -> None:
+    responses = operation.setdefault("responses", {})
+    for status, description in SERVER_REFUSALS.items():
+        if status == 413 and method not in BODY_METHODS:
+            continue
+        if status not in responses and str(status) not in responses:
+            responses[status] = {"description": description, "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 
 
 api = TallyAPI(

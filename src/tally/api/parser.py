@@ -8,6 +8,10 @@ A JSON object that names a key twice, or a query string that gives a parameter t
 is read differently by different parsers (first wins, last wins, a list), so what a
 proxy or the client's own logs saw may not be what Tally did. Both are refused with a
 422 naming the key, instead of silently keeping the last value.
+
+A query parameter given empty (`?from=&to=&status=`, as API.md writes these lists, and as a
+filter form left blank sends them) is as if it were not given: no filter, the default, or
+"required" when it must be given.
 """
 
 from __future__ import annotations
@@ -48,4 +52,6 @@ class StrictParser(Parser):
             if len(values) > 1 and key not in list_fields:
                 raise Invalid(f"The query parameter {key!r} is given {len(values)} times; give it once.",
                               fields={key: "give it once"})
-        return super().parse_querydict(data, list_fields, request)
+        given = {key for key, values in data.lists() if values != [""]}
+        return {key: value for key, value in super().parse_querydict(data, list_fields, request).items()
+                if key in given}

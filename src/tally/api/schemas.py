@@ -10,7 +10,7 @@ from pydantic import ConfigDict, Field, WithJsonSchema, create_model
 
 from tally.clinic.errors import Invalid
 
-from .types import STORABLE, Day, Id, Int32, LongText, Moment, Money, Name, ShortText
+from .types import STORABLE, Day, Flag, Id, Int32, LongText, Moment, Money, Name, ShortText
 
 Username = Annotated[str, Field(min_length=1, max_length=150), STORABLE]
 Password = Annotated[str, Field(min_length=1, max_length=1000), STORABLE]
@@ -113,7 +113,7 @@ class ClinicPatch(StrictInput):
     name: Name | None = None
     time_zone: TimeZoneName | None = None
     currency: CurrencyCode | None = None
-    no_show_uses_session: bool | None = None
+    no_show_uses_session: Flag | None = None
 
 
 # --- catalog ---
@@ -123,14 +123,14 @@ class ServiceIn(StrictInput):
     name: Name
     duration_minutes: Int32
     price: Money
-    active: bool = True
+    active: Flag = True
 
 
 class ServicePatch(StrictInput):
     name: Name | None = None
     duration_minutes: Int32 | None = None
     price: Money | None = None
-    active: bool | None = None
+    active: Flag | None = None
 
 
 class ServiceOut(Schema):
@@ -155,7 +155,7 @@ class PackagePatch(StrictInput):
     sessions: Int32 | None = None
     service_ids: Annotated[list[Id], Field(max_length=200)] | None = None
     valid_days: Int32 | None = None
-    active: bool | None = None
+    active: Flag | None = None
 
 
 class PackageOut(Schema):
@@ -284,7 +284,7 @@ class AmountAndMethod(StrictInput):
 
 class SaleIn(StrictInput):
     package_id: Id
-    use_first_session: bool = Field(description="Required, with no default (SPEC.md rule 5).")
+    use_first_session: Flag = Field(description="Required, with no default (SPEC.md rule 5).")
     sold_at: Moment | None = None
     first_session_appointment_id: Id | None = None
     payment: AmountAndMethod | None = None
@@ -345,7 +345,7 @@ class AppointmentOut(Schema):
 
 class CheckInIn(StrictInput):
     service_id: Id | None = None
-    no_charges: bool = False
+    no_charges: Flag = False
     invoice_id: Id | None = None
 
 

@@ -13,7 +13,14 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field, PlainValidator, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    PlainValidator,
+    StrictBool,
+    WithJsonSchema,
+)
 
 from tally.clinic.rules import YEARS, end_of_day
 
@@ -23,6 +30,7 @@ MAX_ID = 2**63 - 1
 INT32 = 2**31 - 1
 MONEY_PATTERN = r"^-?\d{1,8}(\.\d{1,2})?$"
 _BARE_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_DATE_START = re.compile(r"^\d{4}-\d{2}-\d{2}")
 
 
 def parse_money(value: Any) -> Decimal:
@@ -102,9 +110,30 @@ Moment = Annotated[
     WithJsonSchema({"type": "string", "description": "ISO 8601 datetime with offset, or a bare date "
                     "(midnight in the clinic's time zone)."}),
 ]
-Day = Annotated[dt.date, AfterValidator(check_year)]
-Id = Annotated[int, Field(ge=1, le=MAX_ID)]
-Int32 = Annotated[int, Field(ge=-INT32, le=INT32)]
+def not_a_boolean(value: Any) -> Any:
+    """JSON's true and false are no numbers (pydantic reads them as 1 and 0: `"package_id":
+    true` sold package 1)."""
+    if isinstance(value, bool):
+        raise ValueError("must be a whole number, not true or false")
+    return value
+
+
+def written_as_a_date(value: Any) -> Any:
+    """A date is written as one (2026-03-04). pydantic would read a number, or a string of
+    digits, as seconds since 1970: `"date_of_birth": 0` was 1 January 1970."""
+    if isinstance(value, dt.date):
+        return value
+    if not isinstance(value, str) or not _DATE_START.match(value.strip()):
+        raise ValueError("must be a date such as 2026-03-04")
+    return value
+
+
+Day = Annotated[dt.date, BeforeValidator(written_as_a_date), AfterValidator(check_year)]
+Id = Annotated[int, BeforeValidator(not_a_boolean), Field(ge=1, le=MAX_ID)]
+Int32 = Annotated[int, BeforeValidator(not_a_boolean), Field(ge=-INT32, le=INT32)]
+# A yes-or-no answer in a body is true or false, not "no", "off", 0 or 1 (which pydantic would
+# read as one), so that `"use_first_session": "no"` is refused, not guessed.
+Flag = StrictBool
 
 
 # A string the databases can store (no NUL, valid Unicode), written beside its length bound:

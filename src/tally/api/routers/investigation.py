@@ -4,6 +4,8 @@
 import base64
 import binascii
 import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any, Literal
 
 from django.http import HttpRequest
@@ -11,11 +13,12 @@ from ninja import Query, Router, Schema
 from pydantic import Field
 
 from tally.clinic.actions.common import DESK, OWNER, require_role
-from tally.clinic.errors import Invalid
+from tally.clinic.errors import ClinicError, Invalid
 from tally.clinic.investigator.export import finding_dict as finding_out
 from tally.clinic.investigator.export import investigation_dict as investigation_out
 from tally.clinic.investigator.service import (
     FIX_ACTIONS,
+    FIX_PARAMS,
     AuditScan,
     apply_fix,
     audit_snapshot,
@@ -42,7 +45,7 @@ from ..schemas import (
     StrictInput,
     page_of,
 )
-from ..types import Id, Moment, resolve_moment
+from ..types import Flag, Id, Moment, resolve_moment
 
 router = Router(tags=["investigator"])
 
@@ -98,7 +101,7 @@ class FixIn(StrictInput):
         "recreate_from_tombstone {tombstone_id}, check_in_and_charge {appointment_id}, "
         "adjust {change, reason, sessions_used?} (owner; with sessions_used, the count looked at, "
         "the same adjustment sent again changes nothing and a count changed since is a 409)."))
-    override: bool | None = Field(None, description="Owner only, with `reason`: apply despite rule 6 or a rule "
+    override: Flag | None = Field(None, description="Owner only, with `reason`: apply despite rule 6 or a rule "
                                                     "working as designed.")
     reason: Annotated[str, Field(max_length=2000)] | None = None
 
@@ -119,6 +122,7 @@ class AuditRowOut(Schema):
     codes: list[str]
     worst_severity: Severity
     findings: int
+    worst_findings: int = Field(description="How many of `findings` are of `worst_severity`.")
 
 
 class AuditPageOut(Schema):
@@ -195,12 +199,45 @@ def patient_investigation(request: HttpRequest, patient_id: Id) -> dict[str, Any
 
 
 def fix_params(payload: FixIn) -> dict[str, Any]:
+    """The action's parameters, `override` and `reason` sent beside them included. A parameter
+    the action does not take is refused, as an unknown field of any body is: a misspelt one
+    (`service` for `service_id`) would otherwise be left out silently."""
+    known = FIX_PARAMS[payload.action]
+    unknown = sorted(name for name in payload.params if name not in known)
+    if unknown:
+        raise Invalid(f"{payload.action} takes {', '.join(sorted(known))}; not {', '.join(unknown)}.",
+                      fields={f"params.{name}": f"not a parameter of {payload.action}" for name in unknown})
     params = dict(payload.params)
     if payload.override is not None:
         params["override"] = payload.override
     if payload.reason is not None:
         params["reason"] = payload.reason
     return params
+
+
+BESIDE_PARAMS = ("override", "reason")
+
+
+@contextmanager
+def fields_as_sent(payload: FixIn) -> Iterator[None]:
+    """The actions name a refused parameter by its own name (`change`, `line_id`); in the
+    request it is `params.<name>`, unless it is `override` or `reason` sent beside `params`
+    (or `reason` left out of an override sent there). A refusal names it where the request has
+    it, whichever check refused it."""
+
+    def as_sent(name: str) -> str:
+        if "." in name or name == "action":
+            return name
+        if name not in payload.params and name in BESIDE_PARAMS and (
+                getattr(payload, name) is not None or payload.override is not None):
+            return name
+        return f"params.{name}"
+
+    try:
+        yield
+    except ClinicError as exc:
+        exc.fields = {as_sent(name): note for name, note in exc.fields.items()}
+        raise
 
 
 def latest_entry(result_entry: PackageLedgerEntry | None, tz: dt.tzinfo) -> dict[str, Any] | None:
@@ -217,8 +254,9 @@ def package_fix(request: HttpRequest, patient_package_id: Id, payload: FixIn) ->
     (an owner's `override` applies this one). Idempotent: a repeat changes nothing."""
     tz = clinic_tz()
     context = get_or_404(PatientPackage.objects.all(), patient_package_id, "patient package")
-    result = apply_fix(acting_user=viewer(request), action=payload.action, params=fix_params(payload),
-                       context=context)
+    with fields_as_sent(payload):
+        result = apply_fix(acting_user=viewer(request), action=payload.action, params=fix_params(payload),
+                           context=context)
     # Every key of FixResultOut, as the schema would fill it: an Idempotency-Key replay sends
     # back this dict as stored, not as the schema renders it.
     return {"applied": result.applied, "message": result.message, "ledger_entry": latest_entry(result.ledger_entry, tz),
@@ -231,8 +269,9 @@ def patient_fix(request: HttpRequest, patient_id: Id, payload: FixIn) -> dict[st
     """A fix for a finding that belongs to no package; rule 6 decides."""
     tz = clinic_tz()
     patient = get_or_404(Patient.objects.all(), patient_id, "patient")
-    result = apply_fix(acting_user=viewer(request), action=payload.action, params=fix_params(payload),
-                       patient_id=patient.pk)
+    with fields_as_sent(payload):
+        result = apply_fix(acting_user=viewer(request), action=payload.action, params=fix_params(payload),
+                           patient_id=patient.pk)
     _, orphans = investigate_patient(patient.pk)
     return {"applied": result.applied, "message": result.message, "ledger_entry": latest_entry(result.ledger_entry, tz),
             "investigation": None, "findings": [finding_out(f) for f in orphans]}

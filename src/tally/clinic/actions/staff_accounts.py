@@ -70,6 +70,9 @@ def do_create_staff(
     return user
 
 
+MAX_TOKEN_HOURS = 876000  # 100 years
+
+
 @clinic_action
 def do_grant_token(*, acting_user: Staff | None, username: str, label: str = "command line",
                    expires_hours: int | None = None) -> tuple[ApiToken, str]:
@@ -78,6 +81,10 @@ def do_grant_token(*, acting_user: Staff | None, username: str, label: str = "co
     script's; revoking ends it) unless `expires_hours` gives it a lifetime."""
     if expires_hours is not None and expires_hours < 1:
         raise Invalid("A token's lifetime is at least 1 hour.", fields={"expires_hours": "at least 1"})
+    if expires_hours is not None and expires_hours > MAX_TOKEN_HOURS:
+        # Past any calendar (year 9999) the expiry cannot be written at all.
+        raise Invalid(f"A token's lifetime is at most {MAX_TOKEN_HOURS} hours (100 years); for a token that "
+                      "never expires, leave out --expires-hours.", fields={"expires_hours": f"at most {MAX_TOKEN_HOURS}"})
     staff = Staff.objects.filter(username=Staff.normalize_username(username)).first()
     if staff is None:
         raise NotFound(f"No staff member named {username!r}.")

@@ -133,13 +133,17 @@ def patient_export(patient: Patient, packages: list[Investigation], orphans: lis
                    *, anonymous: bool) -> dict[str, Any]:
     """The support export: the whole investigation for one patient number, optionally without
     names and contact details (what support needs to reason about counts is kept). The
-    investigation comes from support_investigation() with the same `anonymous`."""
+    investigation comes from support_investigation() with the same `anonymous`. It holds every
+    key of the API's investigation of the patient (GET /patients/{id}/investigation), in the
+    same shape, and adds `patient` and `anonymous`."""
     identity: dict[str, Any] = {"patient_number": patient.patient_number}
     if not anonymous:
         identity |= {"first_name": patient.first_name, "last_name": patient.last_name,
                      "date_of_birth": jsonable(patient.date_of_birth, tz), "email": patient.email,
                      "phone": patient.phone}
     return {
+        "patient_id": patient.pk,
+        "patient_number": patient.patient_number,
         "patient": identity,
         "anonymous": anonymous,
         "packages": [investigation_dict(inv, tz) for inv in packages],

@@ -26,6 +26,15 @@ from .explain import SEVERITY_RANK, Finding, Investigation, explain, worst_sever
 from .loader import load_histories, load_history
 
 FIX_ACTIONS = ("apply_to_line", "use_first_session", "recreate_from_tombstone", "check_in_and_charge", "adjust")
+# The parameters each action reads (apply_fix); `override` and `reason` of apply_to_line may also
+# be sent beside `params` (API.md "Fix actions").
+FIX_PARAMS: dict[str, frozenset[str]] = {
+    "apply_to_line": frozenset({"line_id", "service_id", "override", "reason"}),
+    "use_first_session": frozenset({"line_id", "service_id"}),
+    "recreate_from_tombstone": frozenset({"tombstone_id"}),
+    "check_in_and_charge": frozenset({"appointment_id"}),
+    "adjust": frozenset({"change", "reason", "sessions_used"}),
+}
 
 
 def investigate_package(package_id: int, *, expected_used: int | None = None) -> Investigation:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import sys
 
+from django.utils import timezone
+
 from tally.clinic.audit import Shown, command_line_details, record_reads
 from tally.clinic.investigator.service import clinic_audit
 from tally.clinic.management.base import ClinicCommand, terminal_text
+from tally.clinic.models import ClinicSettings
 from tally.clinic.spreadsheet import SafeWriter
 
 
@@ -30,7 +33,10 @@ class Command(ClinicCommand):
                      nothing=Shown(None, "patientpackage", ""),
                      details=command_line_details("tally audit", min_severity=options["min_severity"]))
         if options["json"]:
-            self.stdout.write(json.dumps({"scanned": scanned, "items": [r.__dict__ for r in rows]}, indent=2))
+            # GET /audit/packages's shape: this run's whole list, so no page follows (`next`).
+            as_of = timezone.now().astimezone(ClinicSettings.load().tz).isoformat()
+            self.stdout.write(json.dumps({"scanned": scanned, "as_of": as_of, "items": [r.__dict__ for r in rows],
+                                          "next": None}, indent=2))
             return
         if options["csv"]:
             # Opened in a spreadsheet: a package named =HYPERLINK(...) must stay text.

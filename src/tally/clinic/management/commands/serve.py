@@ -21,11 +21,33 @@ def port_number(text: str) -> int:
     return port
 
 
+MAX_WORKERS = 32
+MAX_THREADS = 64
+
+
+def count_up_to(most: int, what: str):
+    """A number of workers or threads the server can run, checked before it starts: gunicorn
+    forks as many workers as asked (99999999999 took the machine down) and starts with none for 0."""
+
+    def parse(text: str) -> int:
+        try:
+            count = int(text)
+        except ValueError:
+            count = 0
+        if not 1 <= count <= most:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of {what}: give 1 to {most}")
+        return count
+
+    return parse
+
+
 def add_server_arguments(parser, *, port: int = 8000) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=port_number, default=port, help=f"port to listen on (default {port})")
-    parser.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core, 2 to 4)")
-    parser.add_argument("--threads", type=int, default=None, help="threads per worker (default 4)")
+    parser.add_argument("--workers", type=count_up_to(MAX_WORKERS, "workers"), default=None,
+                        help=f"worker processes, 1 to {MAX_WORKERS} (default: one per core, 2 to 4)")
+    parser.add_argument("--threads", type=count_up_to(MAX_THREADS, "threads"), default=None,
+                        help=f"threads per worker, 1 to {MAX_THREADS} (default 4)")
 
 
 class Command(BaseCommand):
