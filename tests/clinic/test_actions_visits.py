@@ -44,6 +44,27 @@ def test_booking_deducts_nothing(desk, patient, ten_pack, acu60):
     assert not Invoice.objects.filter(lines__appointment=appointment).exists()
 
 
+def test_a_visit_is_booked_or_moved_only_with_staff_who_see_patients(desk, owner, patient, acu60):
+    """The staff site offers practitioners and owners who sign in, never the front desk nor an
+    integration's account (an owner made without a password: tokens only, never at the clinic);
+    booking and rescheduling by the API took the integration's account all the same. A
+    practitioner with no password of their own still sees patients."""
+    from tally.clinic.actions.staff_accounts import do_create_staff
+
+    sync = do_create_staff(acting_user=None, username="billing-sync", role="owner", password=None)
+    locum = do_create_staff(acting_user=None, username="locum", role="practitioner", password=None)
+    for someone in (sync, desk):
+        with pytest.raises(Invalid, match="does not see patients"):
+            visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 11),
+                           practitioner=someone)
+    visit = visits.do_book(acting_user=desk, patient=patient, service=acu60, starts_at=ny(2026, 6, 11),
+                           practitioner=locum)
+    with pytest.raises(Invalid, match="does not see patients"):
+        visits.do_reschedule(acting_user=desk, appointment=visit, starts_at=ny(2026, 6, 12), practitioner=sync)
+    moved = visits.do_reschedule(acting_user=desk, appointment=visit, starts_at=ny(2026, 6, 12), practitioner=owner)
+    assert moved.practitioner == owner
+
+
 def test_check_in_charges_the_booked_service_on_a_new_invoice_dated_at_the_appointment_start(
     desk, patient, ten_pack, acu60
 ):

@@ -10,6 +10,7 @@ import unicodedata
 from decimal import Decimal
 from functools import reduce
 
+from django.contrib.auth.hashers import UNUSABLE_PASSWORD_PREFIX
 from django.db.models import (
     CharField,
     DecimalField,
@@ -104,6 +105,15 @@ def search_patients(text: str | None) -> QuerySet[Patient]:
 
 def bookable_staff() -> QuerySet[Staff]:
     return Staff.objects.filter(is_active=True)
+
+
+def practitioners() -> QuerySet[Staff]:
+    """Who a visit can be booked with: active staff but the front desk, and but an integration's
+    account (an owner made without a password: tokens only, never at the clinic). The staff
+    site's choices and the booking actions' check both ask this."""
+    return (Staff.objects.filter(is_active=True).exclude(role=Role.FRONT_DESK)
+            .exclude(role=Role.OWNER, password__startswith=UNUSABLE_PASSWORD_PREFIX)
+            .order_by("first_name", "username"))
 
 
 def invoices_in_status(invoices: QuerySet[Invoice], status: str) -> QuerySet[Invoice]:

@@ -8,14 +8,13 @@ from typing import Any, TypeVar
 
 from django import forms
 from django.contrib.auth.forms import AuthenticationForm
-from django.contrib.auth.hashers import UNUSABLE_PASSWORD_PREFIX
 from django.core.validators import MaxLengthValidator
 from django.utils import timezone
 
 from tally.clinic.models import Appointment, Package, Service, Staff
 from tally.clinic.models.patients import Patient, parse_patient_number
 from tally.clinic.models.scheduling import AppointmentStatus
-from tally.clinic.models.staff import Role
+from tally.clinic.queries import practitioners
 from tally.clinic.rules import YEARS
 
 PAYMENT_METHODS = [("card", "Card"), ("cash", "Cash"), ("bank transfer", "Bank transfer"), ("other", "Other")]
@@ -23,14 +22,6 @@ PAYMENT_METHODS = [("card", "Card"), ("cash", "Cash"), ("bank transfer", "Bank t
 
 def active_services():
     return Service.objects.filter(active=True).order_by("name")
-
-
-def practitioners():
-    """Who a visit can be booked with: active staff but the front desk, and but an integration's
-    account (an owner made without a password: tokens only, never at the clinic)."""
-    return (Staff.objects.filter(is_active=True).exclude(role=Role.FRONT_DESK)
-            .exclude(role=Role.OWNER, password__startswith=UNUSABLE_PASSWORD_PREFIX)
-            .order_by("first_name", "username"))
 
 
 class StaffChoiceField(forms.ModelChoiceField):

@@ -21,6 +21,7 @@ from ..models import (
 from ..models.billing import LineKind
 from ..models.scheduling import AppointmentStatus, Tombstone, TombstoneKind
 from ..models.staff import Role
+from ..queries import practitioners
 from .billing import (
     activate_paid_off_sales,
     activated_note,
@@ -63,6 +64,12 @@ def visit_end(starts_at: dt.datetime, minutes: int) -> dt.datetime:
     return starts_at.astimezone(dt.UTC) + dt.timedelta(minutes=minutes)
 
 
+def check_sees_patients(practitioner: Staff | None) -> None:
+    """A visit is booked with someone the staff site offers for it (queries.practitioners)."""
+    if practitioner is not None and not practitioners().filter(pk=practitioner.pk).exists():
+        raise Invalid("That staff member does not see patients.", fields={"practitioner_id": "not a practitioner"})
+
+
 @clinic_action
 def do_book(
     *,
@@ -82,8 +89,7 @@ def do_book(
     minutes = duration_minutes if duration_minutes is not None else service.duration_minutes
     if minutes <= 0 or minutes > 24 * 60:
         raise Invalid("A visit lasts between 1 minute and 24 hours.", fields={"duration_minutes": "1 to 1440"})
-    if practitioner is not None and (not practitioner.is_active or practitioner.role == Role.FRONT_DESK):
-        raise Invalid("That staff member does not see patients.", fields={"practitioner_id": "not a practitioner"})
+    check_sees_patients(practitioner)
     appointment = Appointment.objects.create(
         patient=patient,
         service=service,
@@ -114,8 +120,7 @@ def do_reschedule(
         (appointment.ends_at - appointment.starts_at).total_seconds() // 60)
     if minutes <= 0 or minutes > 24 * 60:
         raise Invalid("A visit lasts between 1 minute and 24 hours.", fields={"duration_minutes": "1 to 1440"})
-    if practitioner is not None and (not practitioner.is_active or practitioner.role == Role.FRONT_DESK):
-        raise Invalid("That staff member does not see patients.", fields={"practitioner_id": "not a practitioner"})
+    check_sees_patients(practitioner)
     before = snapshot(appointment)
     appointment.starts_at = starts_at
     appointment.ends_at = visit_end(starts_at, minutes)
