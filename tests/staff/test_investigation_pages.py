@@ -93,6 +93,7 @@ def test_expected_used_shows_the_difference(desk_client, desk, patient, acu60, c
     assert 'id="expected-problem"' in page
     field = re.search(r'<input [^>]*id="expected_used"[^>]*>', page).group(0)
     assert 'aria-invalid="true"' in field and 'aria-describedby="expected-problem"' in field
+    assert 'value="lots"' in field, "what was typed stays in the field to be corrected, not emptied"
 
 
 def test_only_the_owner_sees_the_override_and_adjustment(owner_client, desk_client, sold_pack):

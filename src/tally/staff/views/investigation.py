@@ -137,6 +137,8 @@ def investigation(request: StaffRequest, package_id: int) -> HttpResponse:
     package = get_object_or_404(PatientPackage.objects.select_related("patient", "sale_invoice"), pk=package_id)
     expected_used, problem = parse_expected(request.GET.get("expected_used"))
     context = investigation_context(request, package, expected_used) | {"expected_problem": problem}
+    if problem:  # what was typed stays in the field, to be corrected
+        context["expected_typed"] = request.GET.get("expected_used", "")
     # The panel alone for the compare form's swap; the whole page for anything else, such as
     # htmx restoring history with Back (an htmx request that targets no element).
     swap = is_htmx(request) and request.headers.get("HX-Target") == "investigation"
