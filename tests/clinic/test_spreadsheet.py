@@ -11,7 +11,8 @@ import pytest
 from tally.clinic.spreadsheet import SafeWriter, safe_cell
 
 
-@pytest.mark.parametrize("text", ["=1+2", "+1", "-2+3", "@SUM(A1)", "\t=1", "\r=1", '=HYPERLINK("x","y")'])
+@pytest.mark.parametrize("text", ["=1+2", "+1", "-2+3", "@SUM(A1)", "\t=1", "\r=1", '=HYPERLINK("x","y")',
+                                  " =1+2", "\n=1", "\u00a0+1", "\uff1dHYPERLINK(1)", "\uff0b1", "\uff0d1", "\uff201"])
 def test_text_a_spreadsheet_would_run_gets_a_leading_quote(text):
     assert safe_cell(text) == "'" + text
 

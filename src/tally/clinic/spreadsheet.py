@@ -1,7 +1,9 @@
 """CSV that a spreadsheet opens as data, never as formulas (OWASP "CSV Injection").
 
 Excel, LibreOffice and Google Sheets run a cell that begins with `=`, `+`, `-` or `@` as a
-formula, and some also after a leading tab or carriage return: a package or patient named
+formula, and some also after leading white space (a tab, a carriage return, a space or a new
+line, which an import may trim), or with the full-width forms of those signs, which a
+Japanese or Chinese input method types and some spreadsheets read as formulas: a package or patient named
 `=HYPERLINK(...)` would become a link or a command in the clinic's spreadsheet. Such text
 cells get a leading single quote, as OWASP recommends; numbers (ints, Decimals) are written
 as they are, so a count or an amount stays a number.
@@ -13,12 +15,12 @@ import csv
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
 
 
 def safe_cell(value: Any) -> Any:
     """Text that a spreadsheet would run, quoted; anything else unchanged."""
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+    if isinstance(value, str) and (value.startswith(FORMULA_STARTS) or value.lstrip().startswith(FORMULA_STARTS)):
         return "'" + value
     return value
 
