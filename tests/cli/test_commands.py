@@ -41,8 +41,8 @@ def test_init_creates_the_database_and_a_private_secret_key_and_can_run_again(ta
         assert db.execute("select count(*) from clinic_clinicsettings").fetchone()[0] == 1
 
 
+@pytest.mark.usefixtures("initialized")
 def test_createuser_adds_staff_and_refuses_duplicates_bad_roles_and_weak_passwords_in_one_line(tally):
-    assert tally("init").returncode == 0
     made = tally("createuser", "ana", "--role", "owner", "--password", PASSWORD, "--first-name", "Ana")
     assert made.returncode == 0, made.stderr
     with sqlite3.connect(tally.database) as db:
@@ -62,14 +62,14 @@ def test_createuser_adds_staff_and_refuses_duplicates_bad_roles_and_weak_passwor
     assert "Password refused" in one_line(weak.stderr)
 
 
+@pytest.mark.usefixtures("initialized")
 def test_createuser_reads_the_password_from_standard_input_when_not_given(tally):
-    assert tally("init").returncode == 0
     made = tally("createuser", "dee", "--role", "front_desk", stdin=PASSWORD + "\n")
     assert made.returncode == 0, made.stderr
 
 
+@pytest.mark.usefixtures("initialized")
 def test_createtoken_prints_the_token_alone_and_stores_only_its_hash(tally):
-    assert tally("init").returncode == 0
     assert tally("createuser", "ana", "--role", "front_desk", "--password", PASSWORD).returncode == 0
     issued = tally("createtoken", "ana")
     assert issued.returncode == 0, issued.stderr
@@ -86,8 +86,8 @@ def test_createtoken_prints_the_token_alone_and_stores_only_its_hash(tally):
     assert "nobody" in one_line(unknown.stderr)
 
 
+@pytest.mark.usefixtures("initialized")
 def test_backup_writes_a_copy_that_opens_and_passes_integrity_check_and_never_overwrites(tally):
-    assert tally("init").returncode == 0
     assert tally("createuser", "ana", "--role", "owner", "--password", PASSWORD).returncode == 0
     target = tally.cwd / "backups" / "copy.sqlite3"
     target.parent.mkdir()
@@ -161,8 +161,8 @@ def stop(server: subprocess.Popen) -> str:
     return server.stdout.read() if server.stdout else ""
 
 
+@pytest.mark.usefixtures("initialized")
 def test_serve_runs_gunicorn_and_answers_http(tally, free_port):
-    assert tally("init").returncode == 0
     server = tally.popen("serve", "--port", str(free_port), "--workers", "1")
     try:
         home = wait_until_serving(server, free_port)

@@ -62,8 +62,8 @@ def test_a_database_url_that_is_not_sqlite_or_postgresql_is_one_line(tally):
         refused(tally("audit"), "TALLY_DATABASE_URL")
 
 
+@pytest.mark.usefixtures("initialized")
 def test_ctrl_c_ends_a_command_with_one_line_and_status_130(tally):
-    assert tally("init").returncode == 0
     # Without --password and with standard input a pipe, createuser waits for the password line.
     # SIGINT as a terminal gives it: a suite started in the background by a shell without job
     # control (as CI may be) inherits SIGINT ignored, and the command would never see it.
@@ -82,9 +82,9 @@ def test_ctrl_c_ends_a_command_with_one_line_and_status_130(tally):
 
 
 @pytest.mark.parametrize("suffix", ["-wal", "-shm", "-journal", "-queue"])
+@pytest.mark.usefixtures("initialized")
 def test_backup_refuses_the_live_databases_own_journal_files(tally, suffix):
     """Replacing the -wal of a database in use makes every new connection read a malformed database."""
-    assert tally("init").returncode == 0
     assert tally("createuser", "ana", "--role", "owner", "--password", PASSWORD).returncode == 0
     holder = sqlite3.connect(tally.database, isolation_level=None)  # the server, keeping the WAL
     try:
@@ -98,8 +98,8 @@ def test_backup_refuses_the_live_databases_own_journal_files(tally, suffix):
 
 
 @pytest.mark.skipif(not Path("/proc/self").is_dir() or sys.platform != "linux", reason="needs Linux /proc")
+@pytest.mark.usefixtures("initialized")
 def test_backup_into_a_directory_it_cannot_write_is_one_line(tally):
-    assert tally("init").returncode == 0
     refused(tally("backup", "/proc/tally-backup.sqlite3"), "/proc")
 
 
@@ -111,17 +111,17 @@ def test_an_empty_database_url_means_the_default_as_the_command_line_says(tally)
 
 
 @pytest.mark.parametrize("port", ["99999", "-1", "0", "http"])
+@pytest.mark.usefixtures("initialized")
 def test_serve_refuses_a_port_that_is_not_one_before_starting(tally, port):
-    assert tally("init").returncode == 0
     done = tally("serve", "--port", port, timeout=60)
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr, done.stderr
     assert "--port" in done.stderr and "1 to 65535" in done.stderr
 
 
+@pytest.mark.usefixtures("initialized")
 def test_a_reader_that_stops_early_ends_the_command_quietly(tally):
     """`tally audit --csv | head -1`: the pipe closes under the command; that is no error to show."""
-    assert tally("init").returncode == 0
     reading = subprocess.Popen(tally.command("audit", "--json"), cwd=tally.cwd, env=tally.env,
                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     reading.stdout.close()  # the reader is gone before the command writes anything
@@ -173,10 +173,10 @@ def test_a_database_that_cannot_be_reached_or_refuses_the_login_is_one_line(tall
         assert "wrong" not in line  # never the password
 
 
+@pytest.mark.usefixtures("initialized")
 def test_a_read_only_sqlite_database_is_one_line(tally, tmp_path):
     """A database on a read-only file system (a mounted backup disk). Root ignores chmod,
     so this needs a read-only bind mount; skipped where mount is not allowed."""
-    assert tally("init").returncode == 0
     read_only = tmp_path / "read-only"
     read_only.mkdir()
     if subprocess.run(["mount", "--bind", "-o", "ro", str(tally.cwd), str(read_only)],
