@@ -3,6 +3,7 @@ never a Python traceback, and nothing changed."""
 
 from __future__ import annotations
 
+import platform
 import shutil
 import signal
 import socket
@@ -62,6 +63,25 @@ def test_a_database_url_that_is_not_sqlite_or_postgresql_is_one_line(tally):
         refused(tally("audit"), "TALLY_DATABASE_URL")
 
 
+READ_SYSCALL = {"x86_64": "0", "aarch64": "63"}.get(platform.machine())
+
+
+def wait_until_reading_standard_input(process: subprocess.Popen, seconds: float = 120) -> None:
+    """Until the process is blocked in read(0, ...), as /proc/<pid>/syscall shows; where that
+    cannot be read, a few seconds (as before this waited)."""
+    syscall = Path(f"/proc/{process.pid}/syscall")
+    if READ_SYSCALL is None or not syscall.exists():
+        time.sleep(4)
+        return
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        if syscall.read_text().split()[:2] == [READ_SYSCALL, "0x0"]:
+            return
+        time.sleep(0.05)
+    pytest.fail(f"the command did not read its standard input within {seconds} s")
+
+
 @pytest.mark.usefixtures("initialized")
 def test_ctrl_c_ends_a_command_with_one_line_and_status_130(tally):
     # Without --password and with standard input a pipe, createuser waits for the password line.
@@ -70,7 +90,7 @@ def test_ctrl_c_ends_a_command_with_one_line_and_status_130(tally):
     waiting = subprocess.Popen(tally.command("createuser", "ana", "--role", "owner"), cwd=tally.cwd, env=tally.env,
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    time.sleep(4)  # well past start-up: Django is set up and the command is reading
+    wait_until_reading_standard_input(waiting)  # Django is set up and the command waits for its line
     waiting.send_signal(signal.SIGINT)
     waiting.wait(timeout=30)  # before communicate(), which closes standard input: an end of file
     out, err = waiting.communicate(timeout=30)
