@@ -17,6 +17,10 @@ import pytest
 
 from .test_commands import PASSWORD, one_line
 
+# Every command here runs on a SQLite file of its own, or on a fixed URL, whatever the run's
+# database: the PostgreSQL run would repeat the SQLite run's processes exactly. Once per CI run.
+pytestmark = pytest.mark.sqlite_only
+
 COMMANDS_THAT_NEED_A_DATABASE = [
     ("investigate", "P-000001"),
     ("audit", "--json"),
