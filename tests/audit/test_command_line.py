@@ -11,6 +11,10 @@ import pytest
 
 from tests.cli.conftest import Tally, free_port, static_root, tally  # noqa: F401  (fixtures)
 
+# Scratch SQLite files of their own whatever the run's database: the PostgreSQL run would
+# repeat the SQLite run's processes exactly. Once per CI run.
+pytestmark = pytest.mark.sqlite_only
+
 
 def insert_old_events(database, count: int) -> None:
     with sqlite3.connect(database) as db:

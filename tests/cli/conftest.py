@@ -4,6 +4,7 @@ its own SQLite file, so nothing here touches the test database."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -42,13 +43,37 @@ def static_root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("static")
 
 
-@pytest.fixture
-def tally(tmp_path: Path, static_root: Path) -> Tally:
+def fresh_machine(cwd: Path, static_root: Path) -> Tally:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TALLY_") and k != "DJANGO_SETTINGS_MODULE"}
-    env["TALLY_DATABASE_URL"] = f"sqlite:///{tmp_path / 'clinic.sqlite3'}"
+    env["TALLY_DATABASE_URL"] = f"sqlite:///{cwd / 'clinic.sqlite3'}"
     env["TALLY_STATIC_ROOT"] = str(static_root)
     env["PYTHONUNBUFFERED"] = "1"
-    return Tally(cwd=tmp_path, env=env)
+    return Tally(cwd=cwd, env=env)
+
+
+@pytest.fixture
+def tally(tmp_path: Path, static_root: Path) -> Tally:
+    return fresh_machine(tmp_path, static_root)
+
+
+@pytest.fixture(scope="session")
+def initialized_install(tmp_path_factory, static_root: Path) -> Path:
+    """What one real `tally init` leaves in a fresh directory: the migrated database, its
+    secret key file and its queue file. Run once per session (about 5 s of CPU each)."""
+    cwd = tmp_path_factory.mktemp("initialized")
+    done = fresh_machine(cwd, static_root)("init")
+    assert done.returncode == 0, done.stderr
+    return cwd
+
+
+@pytest.fixture
+def initialized(tally: Tally, initialized_install: Path) -> Tally:
+    """`tally` after `tally init`, for tests about what comes after it (init itself is tested
+    on its own): a copy of the session's freshly initialized directory, with the same files,
+    modes and contents as running init here would leave."""
+    for path in initialized_install.iterdir():
+        shutil.copy2(path, tally.cwd / path.name)
+    return tally
 
 
 @pytest.fixture

@@ -18,6 +18,10 @@ import pytest
 
 PASSWORD = "correct horse battery staple"
 
+# `tally` runs on a SQLite file of its own whatever the run's database: the PostgreSQL run would
+# repeat the SQLite run's processes exactly, so these run once per CI run, in the SQLite run.
+OWN_SQLITE_FILE = pytest.mark.sqlite_only
+
 
 def one_line(text: str) -> str:
     lines = [line for line in text.splitlines() if line.strip()]
@@ -25,6 +29,7 @@ def one_line(text: str) -> str:
     return lines[0]
 
 
+@OWN_SQLITE_FILE
 def test_init_creates_the_database_and_a_private_secret_key_and_can_run_again(tally):
     first = tally("init")
     assert first.returncode == 0, first.stderr
@@ -41,6 +46,7 @@ def test_init_creates_the_database_and_a_private_secret_key_and_can_run_again(ta
         assert db.execute("select count(*) from clinic_clinicsettings").fetchone()[0] == 1
 
 
+@OWN_SQLITE_FILE
 def test_init_creates_a_database_only_its_owner_can_read(tally):
     """Patients' health data, password hashes, two-factor secrets and live sessions: with the
     usual umask (022) the file was created readable by every local user, while backups were 0600."""
@@ -56,6 +62,7 @@ def test_init_creates_a_database_only_its_owner_can_read(tally):
         assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, f"{path.name} is {oct(path.stat().st_mode)}"
 
 
+@OWN_SQLITE_FILE
 def test_init_warns_about_a_database_other_users_can_read(tally):
     """A database made before init made it private (or copied in with cp under umask 022) is left
     as it is: init says so, naming the command that fixes it."""
@@ -70,8 +77,9 @@ def test_init_warns_about_a_database_other_users_can_read(tally):
     assert "other users" not in again.stderr
 
 
+@OWN_SQLITE_FILE
+@pytest.mark.usefixtures("initialized")
 def test_createuser_adds_staff_and_refuses_duplicates_bad_roles_and_weak_passwords_in_one_line(tally):
-    assert tally("init").returncode == 0
     made = tally("createuser", "ana", "--role", "owner", "--password", PASSWORD, "--first-name", "Ana")
     assert made.returncode == 0, made.stderr
     with sqlite3.connect(tally.database) as db:
@@ -91,14 +99,16 @@ def test_createuser_adds_staff_and_refuses_duplicates_bad_roles_and_weak_passwor
     assert "Password refused" in one_line(weak.stderr)
 
 
+@OWN_SQLITE_FILE
+@pytest.mark.usefixtures("initialized")
 def test_createuser_reads_the_password_from_standard_input_when_not_given(tally):
-    assert tally("init").returncode == 0
     made = tally("createuser", "dee", "--role", "front_desk", stdin=PASSWORD + "\n")
     assert made.returncode == 0, made.stderr
 
 
+@OWN_SQLITE_FILE
+@pytest.mark.usefixtures("initialized")
 def test_createtoken_prints_the_token_alone_and_stores_only_its_hash(tally):
-    assert tally("init").returncode == 0
     assert tally("createuser", "ana", "--role", "front_desk", "--password", PASSWORD).returncode == 0
     issued = tally("createtoken", "ana")
     assert issued.returncode == 0, issued.stderr
@@ -115,8 +125,9 @@ def test_createtoken_prints_the_token_alone_and_stores_only_its_hash(tally):
     assert "nobody" in one_line(unknown.stderr)
 
 
+@OWN_SQLITE_FILE
+@pytest.mark.usefixtures("initialized")
 def test_backup_writes_a_copy_that_opens_and_passes_integrity_check_and_never_overwrites(tally):
-    assert tally("init").returncode == 0
     assert tally("createuser", "ana", "--role", "owner", "--password", PASSWORD).returncode == 0
     target = tally.cwd / "backups" / "copy.sqlite3"
     target.parent.mkdir()
@@ -141,6 +152,7 @@ def test_backup_writes_a_copy_that_opens_and_passes_integrity_check_and_never_ov
         assert len(copy.execute(backups).fetchall()) == 1
 
 
+@OWN_SQLITE_FILE
 def test_serve_refuses_a_database_that_is_not_set_up(tally, free_port):
     refused = tally("serve", "--port", str(free_port), timeout=60)
     assert refused.returncode != 0
@@ -190,8 +202,9 @@ def stop(server: subprocess.Popen) -> str:
     return server.stdout.read() if server.stdout else ""
 
 
+@OWN_SQLITE_FILE
+@pytest.mark.usefixtures("initialized")
 def test_serve_runs_gunicorn_and_answers_http(tally, free_port):
-    assert tally("init").returncode == 0
     server = tally.popen("serve", "--port", str(free_port), "--workers", "1")
     try:
         home = wait_until_serving(server, free_port)

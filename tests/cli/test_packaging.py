@@ -48,6 +48,7 @@ def test_the_wheel_holds_every_file_of_the_package(tmp_path: Path):
     assert b"tally = tally.cli:main" in entry_points
 
 
+@pytest.mark.sqlite_only  # `tally --help` on no database: once per CI run is enough
 @pytest.mark.skipif(not (PROJECT / "README.md").exists(), reason="tally is installed, not a checkout")
 def test_tally_help_lists_every_command_of_the_readme(tally):
     """`tally --help` is where an installed user looks; the README's command table is the list."""

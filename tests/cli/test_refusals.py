@@ -3,6 +3,7 @@ never a Python traceback, and nothing changed."""
 
 from __future__ import annotations
 
+import platform
 import shutil
 import signal
 import socket
@@ -15,6 +16,10 @@ from pathlib import Path
 import pytest
 
 from .test_commands import PASSWORD, one_line
+
+# Every command here runs on a SQLite file of its own, or on a fixed URL, whatever the run's
+# database: the PostgreSQL run would repeat the SQLite run's processes exactly. Once per CI run.
+pytestmark = pytest.mark.sqlite_only
 
 COMMANDS_THAT_NEED_A_DATABASE = [
     ("investigate", "P-000001"),
@@ -62,15 +67,34 @@ def test_a_database_url_that_is_not_sqlite_or_postgresql_is_one_line(tally):
         refused(tally("audit"), "TALLY_DATABASE_URL")
 
 
+READ_SYSCALL = {"x86_64": "0", "aarch64": "63"}.get(platform.machine())
+
+
+def wait_until_reading_standard_input(process: subprocess.Popen, seconds: float = 120) -> None:
+    """Until the process is blocked in read(0, ...), as /proc/<pid>/syscall shows; where that
+    cannot be read, a few seconds (as before this waited)."""
+    syscall = Path(f"/proc/{process.pid}/syscall")
+    if READ_SYSCALL is None or not syscall.exists():
+        time.sleep(4)
+        return
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        if syscall.read_text().split()[:2] == [READ_SYSCALL, "0x0"]:
+            return
+        time.sleep(0.05)
+    pytest.fail(f"the command did not read its standard input within {seconds} s")
+
+
+@pytest.mark.usefixtures("initialized")
 def test_ctrl_c_ends_a_command_with_one_line_and_status_130(tally):
-    assert tally("init").returncode == 0
     # Without --password and with standard input a pipe, createuser waits for the password line.
     # SIGINT as a terminal gives it: a suite started in the background by a shell without job
     # control (as CI may be) inherits SIGINT ignored, and the command would never see it.
     waiting = subprocess.Popen(tally.command("createuser", "ana", "--role", "owner"), cwd=tally.cwd, env=tally.env,
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    time.sleep(4)  # well past start-up: Django is set up and the command is reading
+    wait_until_reading_standard_input(waiting)  # Django is set up and the command waits for its line
     waiting.send_signal(signal.SIGINT)
     waiting.wait(timeout=30)  # before communicate(), which closes standard input: an end of file
     out, err = waiting.communicate(timeout=30)
@@ -82,9 +106,9 @@ def test_ctrl_c_ends_a_command_with_one_line_and_status_130(tally):
 
 
 @pytest.mark.parametrize("suffix", ["-wal", "-shm", "-journal", "-queue", "-serving"])
+@pytest.mark.usefixtures("initialized")
 def test_backup_refuses_the_live_databases_own_journal_files(tally, suffix):
     """Replacing the -wal of a database in use makes every new connection read a malformed database."""
-    assert tally("init").returncode == 0
     assert tally("createuser", "ana", "--role", "owner", "--password", PASSWORD).returncode == 0
     holder = sqlite3.connect(tally.database, isolation_level=None)  # the server, keeping the WAL
     try:
@@ -98,8 +122,8 @@ def test_backup_refuses_the_live_databases_own_journal_files(tally, suffix):
 
 
 @pytest.mark.skipif(not Path("/proc/self").is_dir() or sys.platform != "linux", reason="needs Linux /proc")
+@pytest.mark.usefixtures("initialized")
 def test_backup_into_a_directory_it_cannot_write_is_one_line(tally):
-    assert tally("init").returncode == 0
     refused(tally("backup", "/proc/tally-backup.sqlite3"), "/proc")
 
 
@@ -111,8 +135,8 @@ def test_an_empty_database_url_means_the_default_as_the_command_line_says(tally)
 
 
 @pytest.mark.parametrize("port", ["99999", "-1", "0", "http"])
+@pytest.mark.usefixtures("initialized")
 def test_serve_refuses_a_port_that_is_not_one_before_starting(tally, port):
-    assert tally("init").returncode == 0
     done = tally("serve", "--port", port, timeout=60)
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr, done.stderr
@@ -133,9 +157,9 @@ def test_serve_refuses_a_number_of_workers_or_threads_it_cannot_run_before_start
         parser.parse_args([option, value])
 
 
+@pytest.mark.usefixtures("initialized")
 def test_a_reader_that_stops_early_ends_the_command_quietly(tally):
     """`tally audit --csv | head -1`: the pipe closes under the command; that is no error to show."""
-    assert tally("init").returncode == 0
     reading = subprocess.Popen(tally.command("audit", "--json"), cwd=tally.cwd, env=tally.env,
                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     reading.stdout.close()  # the reader is gone before the command writes anything
@@ -187,10 +211,10 @@ def test_a_database_that_cannot_be_reached_or_refuses_the_login_is_one_line(tall
         assert "wrong" not in line  # never the password
 
 
+@pytest.mark.usefixtures("initialized")
 def test_a_read_only_sqlite_database_is_one_line(tally, tmp_path):
     """A database on a read-only file system (a mounted backup disk). Root ignores chmod,
     so this needs a read-only bind mount; skipped where mount is not allowed."""
-    assert tally("init").returncode == 0
     read_only = tmp_path / "read-only"
     read_only.mkdir()
     if subprocess.run(["mount", "--bind", "-o", "ro", str(tally.cwd), str(read_only)],
