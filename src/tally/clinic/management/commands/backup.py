@@ -109,6 +109,19 @@ def move_into_place(partial: Path, target: Path, *, force: bool) -> None:
         partial.unlink(missing_ok=True)
 
 
+def copy_self_contained(source: sqlite3.Connection, target: Path) -> str:
+    """Copy a SQLite database through its backup API (committed writes still in its -wal are
+    copied too) into `target`, one self-contained file with no -wal beside it to forget, and
+    answer SQLite's integrity check of the copy ("ok", or what is wrong)."""
+    copy = sqlite3.connect(target)
+    try:
+        source.backup(copy, pages=1024)
+        copy.execute("PRAGMA journal_mode=DELETE")
+        return copy.execute("PRAGMA integrity_check").fetchone()[0]
+    finally:
+        copy.close()
+
+
 def backup_sqlite(source_name: str, target: Path, *, force: bool, audited: Callable[[], None]) -> str:
     source_path = Path(str(source_name))
     if str(source_name) == ":memory:" or not source_path.exists():
@@ -124,14 +137,9 @@ def backup_sqlite(source_name: str, target: Path, *, force: bool, audited: Calla
     partial = temporary_beside(target)
     try:
         source = sqlite3.connect(source_path, timeout=30)
-        copy = sqlite3.connect(partial)
         try:
-            source.backup(copy, pages=1024)
-            # One self-contained file: no -wal beside it to forget.
-            copy.execute("PRAGMA journal_mode=DELETE")
-            result = copy.execute("PRAGMA integrity_check").fetchone()[0]
+            result = copy_self_contained(source, partial)
         finally:
-            copy.close()
             source.close()
         if result != "ok":
             raise CommandError(f"the copy failed its integrity check: {result}")

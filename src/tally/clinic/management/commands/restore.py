@@ -38,7 +38,11 @@ from django.db.utils import load_backend
 
 from tally.clinic.audit import Shown, command_line_details, record_reads, verify_chain
 from tally.clinic.consistency import verify_database
-from tally.clinic.management.commands.backup import pg_dump_error, pg_environment
+from tally.clinic.management.commands.backup import (
+    copy_self_contained,
+    pg_dump_error,
+    pg_environment,
+)
 from tally.db.sqlite3.base import held_if_free, queue_path, serving_path
 from tally.unavailable import first_line
 
@@ -320,13 +324,7 @@ def copy_sqlite(backup: Path, staging: Path) -> None:
         try:
             fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # patient data
             os.close(fd)
-            copy = sqlite3.connect(staging)
-            try:
-                source.backup(copy, pages=1024)
-                copy.execute("PRAGMA journal_mode=DELETE")
-                result = copy.execute("PRAGMA integrity_check").fetchone()[0]
-            finally:
-                copy.close()
+            result = copy_self_contained(source, staging)
         finally:
             source.close()
     except sqlite3.DatabaseError as exc:
