@@ -57,13 +57,17 @@ def live_charges(appointment: Appointment) -> QuerySet[InvoiceLine]:
                                       invoice__voided_at__isnull=True)
 
 
-def load_invoice(invoice_id: int) -> Invoice:
-    """An invoice with its lines and payments, for totals and rendering."""
+def invoices_with_lines() -> QuerySet[Invoice]:
+    """Invoices with their lines (in order) and payments, for totals and rendering."""
     return (
         Invoice.objects.select_related("patient")
         .prefetch_related(Prefetch("lines", queryset=InvoiceLine.objects.order_by("id")), "payments")
-        .get(pk=invoice_id)
     )
+
+
+def load_invoice(invoice_id: int) -> Invoice:
+    """An invoice with its lines and payments, for totals and rendering."""
+    return invoices_with_lines().get(pk=invoice_id)
 
 
 def invoice_as_created(invoice: Invoice, lines: list[InvoiceLine]) -> Invoice:
