@@ -32,6 +32,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 from django.db import OperationalError
 from django.db.backends.sqlite3 import base, creation
@@ -61,6 +62,19 @@ os.register_at_fork(after_in_child=_reset_after_fork)
 def _process_lock(path: str) -> threading.Lock:
     with _process_locks_guard:
         return _process_locks.setdefault(path, threading.Lock())
+
+
+# SQLite's own files beside a database: its write-ahead log, its shared memory, its rollback journal.
+JOURNAL_SUFFIXES = ("-wal", "-shm", "-journal")
+
+
+def own_files(database: Path) -> list[Path]:
+    """The database and every file beside it that belongs to it: SQLite's journals, the writers'
+    queue and a server's mark (`serving_path`). Neither a backup nor a restore may take one of
+    them for the copy: replacing one under a running server makes every new connection read a
+    malformed database, or hides the server from `tally restore`."""
+    suffixes = (*JOURNAL_SUFFIXES, QUEUE_SUFFIX, SERVING_SUFFIX)
+    return [database, *(database.with_name(database.name + suffix) for suffix in suffixes)]
 
 
 def queue_path(database_name: str) -> str:

@@ -23,6 +23,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, connection
 
 from tally.clinic.audit import Shown, command_line_details, record_reads
+from tally.db.sqlite3.base import own_files
 from tally.unavailable import first_line
 
 
@@ -127,11 +128,7 @@ def backup_sqlite(source_name: str, target: Path, *, force: bool, audited: Calla
     if str(source_name) == ":memory:" or not source_path.exists():
         raise CommandError(f"no SQLite database at {source_name}; run `tally init` first")
     live = source_path.resolve()
-    # Its -wal, -shm and -journal hold committed writes and locks, -queue orders its writers and
-    # -serving marks a running server (tally.db.sqlite3): replacing one under a running server
-    # makes every new connection read a malformed database, or hides the server from `tally restore`.
-    suffixes = ("-wal", "-shm", "-journal", "-queue", "-serving")
-    if target in {live, *(live.with_name(live.name + suffix) for suffix in suffixes)}:
+    if target in own_files(live):
         raise CommandError("the backup cannot be the database itself or its -wal, -shm, -journal, -queue or "
                            "-serving file")
     partial = temporary_beside(target)

@@ -43,7 +43,13 @@ from tally.clinic.management.commands.backup import (
     pg_dump_error,
     pg_environment,
 )
-from tally.db.sqlite3.base import held_if_free, queue_path, serving_path
+from tally.db.sqlite3.base import (
+    JOURNAL_SUFFIXES,
+    held_if_free,
+    own_files,
+    queue_path,
+    serving_path,
+)
 from tally.unavailable import first_line
 
 try:
@@ -56,7 +62,6 @@ except ImportError:  # pragma: no cover - PostgreSQL support is installed with T
 SQLITE_MAGIC = b"SQLite format 3\x00"
 PG_DUMP_MAGIC = b"PGDMP"  # pg_dump --format=custom
 # SQLite's files beside a database: each belongs to that database's content.
-SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
 
 Confirm = Callable[[str], bool]
 
@@ -273,7 +278,7 @@ def restore_sqlite(backup: Path, settings_dict: dict[str, Any], *, force: bool, 
     live = Path(name).expanduser().absolute()
     if not live.parent.is_dir():
         raise CommandError(f"no such directory: {live.parent}")
-    if backup.resolve() in {p.resolve() for p in (live, *companions(live), Path(queue_path(str(live))))}:
+    if backup.resolve() in {p.resolve() for p in own_files(live)}:
         raise CommandError("the backup is the database itself (or one of its files): give the copy to restore")
     stamp = utc_stamp()
     staging = live.with_name(f".{live.name}.restoring-{stamp}-{os.getpid()}")  # this restore's own
@@ -313,7 +318,7 @@ def restore_sqlite(backup: Path, settings_dict: dict[str, Any], *, force: bool, 
 
 
 def companions(database: Path) -> list[Path]:
-    return [database.with_name(database.name + suffix) for suffix in SQLITE_COMPANIONS]
+    return [database.with_name(database.name + suffix) for suffix in JOURNAL_SUFFIXES]
 
 
 def copy_sqlite(backup: Path, staging: Path) -> None:
